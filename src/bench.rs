@@ -1,0 +1,159 @@
+//! `chatforge bench`: throughput figures printed as one JSON line.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::model::{GptConfig, init_weights};
+use crate::train::{Batch, Dataset, TrainSection, step_rng, train_step, trainable};
+
+/// nanoGPT-style configurations used to compare with PyTorch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainPreset {
+    /// 4 layers, 4 heads, 128 wide, context 64, batch 12, vocab 65.
+    #[value(name = "A", alias = "a")]
+    A,
+    /// 6 layers, 6 heads, 384 wide, context 256, batch 8, vocab 65.
+    #[value(name = "B", alias = "b")]
+    B,
+}
+
+impl TrainPreset {
+    /// (model, batch size, context)
+    pub fn shape(self) -> (GptConfig, usize, usize) {
+        match self {
+            TrainPreset::A => (GptConfig::sized(65, 64, 128, 4, 4), 12, 64),
+            TrainPreset::B => (GptConfig::sized(65, 256, 384, 6, 6), 8, 256),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainPreset::A => "A",
+            TrainPreset::B => "B",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrainBench {
+    pub bench: &'static str,
+    pub preset: &'static str,
+    pub tokens_per_s: f64,
+    pub threads: usize,
+    pub peak_rss_mb: f64,
+    pub steps: usize,
+    pub params: usize,
+}
+
+/// Uniformly random tokens: throughput does not depend on the text.
+struct RandomTokens {
+    vocab: u32,
+}
+
+impl Dataset for RandomTokens {
+    fn train_batch(
+        &self,
+        rng: &mut ChaCha8Rng,
+        b: usize,
+        t: usize,
+        dev: &Device,
+    ) -> crate::train::Result<Batch> {
+        let x: Vec<u32> = (0..b * t)
+            .map(|_| rng.random_range(0..self.vocab))
+            .collect();
+        let y: Vec<u32> = (0..b * t)
+            .map(|_| rng.random_range(0..self.vocab))
+            .collect();
+        Ok(Batch {
+            x: Tensor::from_vec(x, (b, t), dev)?,
+            y: Tensor::from_vec(y, b * t, dev)?,
+            w: None,
+            targets: b * t,
+            target_bytes: (b * t) as u64,
+        })
+    }
+
+    fn val_batches(
+        &self,
+        _b: usize,
+        _t: usize,
+        _n: usize,
+        _dev: &Device,
+    ) -> crate::train::Result<Vec<Batch>> {
+        Ok(Vec::new())
+    }
+
+    fn fingerprint(&self) -> String {
+        "random".into()
+    }
+
+    fn train_tokens(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// Forward + backward + AdamW on random tokens; `warmup` steps are not timed.
+pub fn bench_train(
+    preset: TrainPreset,
+    steps: usize,
+    warmup: usize,
+) -> crate::train::Result<TrainBench> {
+    let (cfg, b, t) = preset.shape();
+    let dev = Device::Cpu;
+    let tc = TrainSection {
+        batch_size: b,
+        block_size: Some(t),
+        lr: 1e-3,
+        ..TrainSection::default()
+    };
+    let weights = init_weights(&cfg, 1337, &dev)?;
+    let (_vars, model, mut opt) = trainable(&weights, &cfg, &tc, &dev)?;
+    let data = RandomTokens {
+        vocab: cfg.vocab_size as u32,
+    };
+    let mut timed = None;
+    for step in 0..warmup + steps {
+        if step == warmup {
+            timed = Some(Instant::now());
+        }
+        let mut rng = step_rng(tc.seed, step);
+        train_step(
+            &model,
+            &mut opt,
+            &data,
+            &mut rng,
+            &tc,
+            (b, t),
+            0.0,
+            tc.lr,
+            step,
+        )?;
+    }
+    let secs = timed.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+    Ok(TrainBench {
+        bench: "train",
+        preset: preset.name(),
+        tokens_per_s: (steps * b * t) as f64 / secs.max(1e-9),
+        threads: crate::threads(),
+        peak_rss_mb: peak_rss_mb(),
+        steps,
+        params: cfg.num_params(),
+    })
+}
+
+/// Peak resident memory of this process.
+pub fn peak_rss_mb() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: initialised by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    usage.ru_maxrss as f64 / 1024.0
+}

@@ -1,0 +1,236 @@
+//! The `chatforge` command line: one subcommand per job.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use chatforge::bench::{TrainPreset, bench_train};
+use chatforge::text::{TokenizerKind, default_control_tags, train_tokenizer};
+use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, read_corpus};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "chatforge",
+    version,
+    about = "Train, export and serve your own support chatbot"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tokenizer jobs.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+    /// Pretrain a GPT on plain text and write a bundle.
+    Train {
+        /// Training config (e.g. models/tiny.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Text files or folders (.txt, .md, .jsonl with "text" or "messages").
+        #[arg(long, required = true, num_args = 1..)]
+        data: Vec<PathBuf>,
+        /// Bundle folder to write (also holds checkpoint, metrics, loss curve).
+        #[arg(long)]
+        out: PathBuf,
+        /// Use this tokenizer.json instead of training one into the bundle.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Override the config's step count.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Continue from the bundle's checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Fine-tune a bundle on chat dialogs (OpenAI chat JSONL).
+    Finetune {
+        /// Bundle to start from.
+        #[arg(long)]
+        base: PathBuf,
+        /// JSONL files of {"messages":[…]} dialogs.
+        #[arg(long, required = true, num_args = 1..)]
+        dialogs: Vec<PathBuf>,
+        /// Bundle folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// A config whose [train] table sets the loop (default: built-in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a tokenizer with the chat special tokens; writes <out>/tokenizer.json.
+    Train {
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        #[arg(long, value_enum, default_value_t = KindArg::Bpe)]
+        kind: KindArg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Bpe,
+    Char,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training throughput (forward + backward + AdamW) on random tokens.
+    Train {
+        #[arg(long, value_enum)]
+        preset: TrainPreset,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    // A file-size limit must surface as a write error, not kill the process.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match cli.command {
+        Command::Tokenizer {
+            command:
+                TokenizerCommand::Train {
+                    input,
+                    vocab_size,
+                    kind,
+                    out,
+                },
+        } => {
+            let (docs, _) = read_corpus(&input)?;
+            let kind = match kind {
+                KindArg::Bpe => TokenizerKind::Bpe,
+                KindArg::Char => TokenizerKind::Char,
+            };
+            let tok = train_tokenizer(&docs, kind, vocab_size, &default_control_tags())?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let path = out.join("tokenizer.json");
+            tok.save(&path)?;
+            println!("wrote {} ({} ids)", path.display(), tok.vocab_size());
+        }
+        Command::Train {
+            config,
+            data,
+            out,
+            tokenizer,
+            steps,
+            resume,
+        } => {
+            let config = TrainConfig::from_file(&config)?;
+            let report = train::pretrain(PretrainJob {
+                config,
+                data,
+                out,
+                tokenizer,
+                steps,
+                resume,
+                progress,
+            })?;
+            print_summary(&report);
+        }
+        Command::Finetune {
+            base,
+            dialogs,
+            out,
+            config,
+            steps,
+            resume,
+        } => {
+            let train = config
+                .as_deref()
+                .map(train::read_train_section)
+                .transpose()?;
+            let report = train::finetune(FinetuneJob {
+                base,
+                dialogs,
+                out,
+                train,
+                steps,
+                resume,
+                progress,
+            })?;
+            print_summary(&report);
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Train {
+                    preset,
+                    steps,
+                    warmup,
+                    json,
+                },
+        } => {
+            let r = bench_train(preset, steps, warmup)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "preset {}: {:.0} tokens/s on {} threads, peak RSS {:.0} MB ({} params, {} steps)",
+                    r.preset, r.tokens_per_s, r.threads, r.peak_rss_mb, r.params, r.steps
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(r: &train::JobReport) {
+    let o = &r.outcome;
+    println!(
+        "{}: {} steps, train loss {:.4}, val loss {:.4} ({:.4} bits/byte), {:.1} s, {:.0} tokens/s",
+        r.bundle.dir.display(),
+        o.steps,
+        o.last_loss,
+        o.val_loss,
+        o.val_bpb,
+        o.elapsed_s,
+        o.tokens_per_s
+    );
+    if let Some(v) = r.bundle.model_version() {
+        println!("model version {v}");
+    }
+}

@@ -1,0 +1,105 @@
+//! Dialogs in the OpenAI chat JSONL format:
+//! `{"messages":[{"role":"system|user|assistant","content":"…"}], "topic"?, "style"?}`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dialog {
+    pub messages: Vec<Message>,
+    /// Optional control tag value, e.g. `billing` → `<|topic=billing|>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Optional control tag value, e.g. `formal` → `<|style=formal|>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+}
+
+impl Dialog {
+    /// Checks the shape fine-tuning relies on: an optional leading system
+    /// message, then user/assistant turns, at least one assistant reply.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.messages.is_empty() {
+            return Err("\"messages\" is empty".into());
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if m.role == Role::System && i != 0 {
+                return Err(format!("message {i}: a system message may only come first"));
+            }
+            if m.content.trim().is_empty() {
+                return Err(format!("message {i}: empty content"));
+            }
+        }
+        if !self.messages.iter().any(|m| m.role == Role::Assistant) {
+            return Err("no assistant message to learn from".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads a JSONL file of dialogs; a malformed line is an error naming the
+/// file and line. Blank lines are skipped.
+pub fn read_dialogs_jsonl(path: &Path) -> Result<Vec<Dialog>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fail = |reason: String| Error::Dialog {
+            path: path.display().to_string(),
+            line: i + 1,
+            reason,
+        };
+        let d: Dialog = serde_json::from_str(line).map_err(|e| fail(e.to_string()))?;
+        d.validate().map_err(fail)?;
+        out.push(d);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_malformed_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        let good = r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#;
+        let bad_role = r#"{"messages":[{"role":"robot","content":"hi"}]}"#;
+        std::fs::write(&p, format!("{good}\n\n{good}\n{bad_role}\n")).unwrap();
+        let err = read_dialogs_jsonl(&p).unwrap_err().to_string();
+        assert!(err.contains("d.jsonl:4:"), "{err}");
+        std::fs::write(&p, format!("{good}\n{{not json\n")).unwrap();
+        let err = read_dialogs_jsonl(&p).unwrap_err().to_string();
+        assert!(err.contains("d.jsonl:2:"), "{err}");
+        let no_reply = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+        std::fs::write(&p, format!("{no_reply}\n")).unwrap();
+        let err = read_dialogs_jsonl(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("d.jsonl:1:") && err.contains("assistant"),
+            "{err}"
+        );
+    }
+}
