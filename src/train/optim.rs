@@ -69,7 +69,10 @@ impl AdamW {
         let mut missing = Vec::new();
         for p in &self.params {
             match grads.get(p.var.as_tensor()) {
-                Some(g) => out.push(g.clone()),
+                // Detached: a gradient built from `Var`s records its own
+                // graph, and moments accumulated from it would keep every
+                // past step's graph alive (memory grows each step).
+                Some(g) => out.push(g.detach()),
                 None => missing.push(p.name.clone()),
             }
         }
