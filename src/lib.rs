@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bundle;
 pub mod fsio;
 pub mod model;
+pub mod store;
 pub mod text;
 pub mod train;
 

@@ -12,6 +12,10 @@ use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, read_corpus}
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `db`, `logs` and `bench store`: the conversation store's commands.
+#[path = "cli/store.rs"]
+mod store_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "chatforge",
@@ -75,6 +79,16 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Conversation store schema.
+    Db {
+        #[command(subcommand)]
+        command: store_cmd::DbCommand,
+    },
+    /// Logged conversations: fine-tuning export and statistics.
+    Logs {
+        #[command(subcommand)]
+        command: store_cmd::LogsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +128,8 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Conversation store writer throughput into Postgres and SQLite.
+    Store(store_cmd::BenchStoreArgs),
 }
 
 fn main() -> Result<()> {
@@ -214,6 +230,11 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Command::Bench {
+            command: BenchCommand::Store(args),
+        } => store_cmd::bench(args)?,
+        Command::Db { command } => store_cmd::db(command)?,
+        Command::Logs { command } => store_cmd::logs(command)?,
     }
     Ok(())
 }

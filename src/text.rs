@@ -3,11 +3,13 @@
 //! export and evaluation.
 
 mod dialog;
+pub mod pii;
 mod template;
 mod tokenizer;
 mod train;
 
 pub use dialog::{Dialog, Message, Role, read_dialogs_jsonl};
+pub use pii::{NamedPattern, PiiKind, Redactor};
 pub use template::{EncodedDialog, encode_dialog, encode_prompt};
 pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizerKind};
 pub use train::{default_control_tags, train_tokenizer};

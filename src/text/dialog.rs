@@ -1,5 +1,7 @@
 //! Dialogs in the OpenAI chat JSONL format:
 //! `{"messages":[{"role":"system|user|assistant","content":"…"}], "topic"?, "style"?}`.
+//! ShareGPT lines (`{"conversations":[{"from":"system|human|gpt","value":"…"}]}`)
+//! read as the same dialogs; writing always gives the OpenAI shape.
 
 use std::path::Path;
 
@@ -11,18 +13,23 @@ use super::{Error, Result};
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
+    #[serde(alias = "human")]
     User,
+    #[serde(alias = "gpt")]
     Assistant,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    #[serde(alias = "from")]
     pub role: Role,
+    #[serde(alias = "value")]
     pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dialog {
+    #[serde(alias = "conversations")]
     pub messages: Vec<Message>,
     /// Optional control tag value, e.g. `billing` → `<|topic=billing|>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +88,24 @@ pub fn read_dialogs_jsonl(path: &Path) -> Result<Vec<Dialog>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_sharegpt_lines_read_as_dialogs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let line = r#"{"id":"c1","conversations":[{"from":"system","value":"Be brief."},{"from":"human","value":"hi"},{"from":"gpt","value":"hello"}],"topic":"orders"}"#;
+        std::fs::write(&p, format!("{line}\n")).unwrap();
+        let d = read_dialogs_jsonl(&p).unwrap();
+        assert_eq!(d[0].messages[1].role, Role::User);
+        assert_eq!(d[0].messages[2].role, Role::Assistant);
+        assert_eq!(d[0].messages[2].content, "hello");
+        assert_eq!(d[0].topic.as_deref(), Some("orders"));
+        let written = serde_json::to_string(&d[0]).unwrap();
+        assert!(
+            written.starts_with(r#"{"messages":[{"role":"system""#),
+            "{written}"
+        );
+    }
 
     #[test]
     fn test_malformed_line_is_named() {

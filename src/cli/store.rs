@@ -1,0 +1,231 @@
+//! `chatforge db …`, `chatforge logs …` and `chatforge bench store`: the
+//! conversation store's commands. The database URL comes from
+//! `--database-url`, else `DATABASE_URL`, else the embedded SQLite default
+//! (`sqlite://runs/chatforge.db?mode=rwc`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use chatforge::store::{
+    self, ExportFilter, ExportFormat, StoreOptions, default_database_url, redact_url,
+};
+use chatforge::text::{NamedPattern, Redactor};
+
+#[derive(Args)]
+pub struct DbUrl {
+    /// postgres://user@host/db or sqlite://path.db?mode=rwc [default: $DATABASE_URL, else sqlite://runs/chatforge.db?mode=rwc]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DbUrl {
+    fn get(&self) -> String {
+        self.database_url
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(default_database_url)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Create or update the conversation store's schema.
+    Migrate {
+        #[command(flatten)]
+        url: DbUrl,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LogsCommand {
+    /// Write logged conversations as fine-tuning JSONL (PII redacted).
+    Export(ExportArgs),
+    /// Counts, feedback and moderation rates per platform and day.
+    Stats {
+        #[command(flatten)]
+        url: DbUrl,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    url: DbUrl,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Openai)]
+    format: ExportFormat,
+    /// JSONL file to write (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Conversations started at or after (2026-11-01 or RFC 3339, UTC).
+    #[arg(long, value_parser = store::parse_time)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Conversations started before (2026-12-01 or RFC 3339, UTC).
+    #[arg(long, value_parser = store::parse_time)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this platform (repeatable).
+    #[arg(long)]
+    platform: Vec<String>,
+    /// Mean feedback rating (1-5) at least this; leaves out unrated conversations.
+    #[arg(long)]
+    min_rating: Option<f64>,
+    /// Leave out conversations with flagged or blocked messages.
+    #[arg(long)]
+    exclude_flagged: bool,
+    /// Leave out conversations handed to a human.
+    #[arg(long)]
+    exclude_handoff: bool,
+    /// At least this many assistant replies.
+    #[arg(long, default_value_t = 1)]
+    min_turns: u32,
+    /// Extra PII pattern, NAME=REGEX (placeholder <NAME>) or REGEX (<PATTERN>); repeatable.
+    #[arg(long)]
+    redact_pattern: Vec<NamedPattern>,
+    /// Export the text as logged, without PII redaction.
+    #[arg(long)]
+    no_redact: bool,
+}
+
+#[derive(Args)]
+pub struct BenchStoreArgs {
+    /// Server to benchmark; a scratch database is created there and dropped.
+    /// sqlite:… benchmarks a temporary SQLite file. Repeatable.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, num_args = 1..)]
+    database_url: Vec<String>,
+    /// Also benchmark SQLite (in a temporary file).
+    #[arg(long)]
+    sqlite: bool,
+    /// Conversations logging at once.
+    #[arg(long, default_value_t = 64)]
+    conversations: usize,
+    /// Messages per conversation in the throughput phase.
+    #[arg(long, default_value_t = 500)]
+    messages: usize,
+    /// Messages per second (all conversations together) in the latency phase.
+    #[arg(long, default_value_t = 5000.0)]
+    paced_rate: f64,
+    /// Length of the latency phase.
+    #[arg(long, default_value_t = 3.0)]
+    paced_seconds: f64,
+    /// One JSON line per backend.
+    #[arg(long)]
+    json: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn db(cmd: DbCommand) -> Result<()> {
+    match cmd {
+        DbCommand::Migrate { url } => runtime()?.block_on(async {
+            let url = url.get();
+            let store = store::connect_and_migrate(&url, &StoreOptions::default()).await?;
+            let version = store.schema_version().await?;
+            println!(
+                "{}: schema at version {}",
+                redact_url(&url),
+                version.map_or("none".to_string(), |v| v.to_string())
+            );
+            store.close().await?;
+            Ok(())
+        }),
+    }
+}
+
+pub fn logs(cmd: LogsCommand) -> Result<()> {
+    match cmd {
+        LogsCommand::Export(a) => runtime()?.block_on(export(a)),
+        LogsCommand::Stats { url, json } => runtime()?.block_on(async {
+            let url = url.get();
+            let store = store::connect(&url, &StoreOptions::default()).await?;
+            let stats = store::stats::stats(store.as_ref()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                print!("{}", stats.to_table());
+            }
+            store.close().await?;
+            Ok(())
+        }),
+    }
+}
+
+async fn export(a: ExportArgs) -> Result<()> {
+    let url = a.url.get();
+    let store = store::connect(&url, &StoreOptions::default()).await?;
+    let filter = ExportFilter {
+        since: a.since,
+        until: a.until,
+        platforms: a.platform,
+        min_rating: a.min_rating,
+        exclude_flagged: a.exclude_flagged,
+        exclude_handoff: a.exclude_handoff,
+        min_turns: a.min_turns,
+    };
+    let redactor = (!a.no_redact).then(|| Redactor::new().with_patterns(a.redact_pattern));
+    let r =
+        store::export_jsonl(store.as_ref(), &filter, a.format, redactor.as_ref(), &a.out).await?;
+    store.close().await?;
+    let redactions = if r.redactions.is_empty() {
+        "none".to_string()
+    } else {
+        r.redactions
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "wrote {} dialogs ({} messages) to {}; {} conversations matched, {} skipped without an assistant reply; redacted: {}",
+        r.written,
+        r.messages,
+        a.out.display(),
+        r.matched,
+        r.skipped,
+        redactions
+    );
+    Ok(())
+}
+
+pub fn bench(a: BenchStoreArgs) -> Result<()> {
+    let mut urls = a.database_url;
+    if a.sqlite || urls.is_empty() {
+        urls.push("sqlite:".into());
+    }
+    runtime()?.block_on(async {
+        for url in &urls {
+            let plan = store::bench::BenchPlan {
+                conversations: a.conversations,
+                messages: a.messages,
+                paced_rate: a.paced_rate,
+                paced_seconds: a.paced_seconds,
+            };
+            let r = store::bench::bench_store(url, plan).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{}: {:.0} messages/s ({} messages from {} conversations at once); \
+                     at {:.0} messages/s enqueue takes p50 {:.1} µs, p99 {:.1} µs, max {:.0} µs",
+                    r.backend,
+                    r.messages_per_s,
+                    r.messages,
+                    r.conversations,
+                    r.paced_rate_per_s,
+                    r.enqueue_p50_us,
+                    r.enqueue_p99_us,
+                    r.enqueue_max_us
+                );
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,140 @@
+//! The storage trait both backends implement, and opening one from a URL.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::export::ExportFilter;
+use super::record::{ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord};
+use super::stats::Stats;
+use super::{Error, PgStore, Record, Result, SqliteStore, redact_url};
+
+/// A boxed future, so the trait stays usable as `dyn ConversationStore`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A conversation as stored, with its messages in the order they were logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredConversation {
+    pub record: ConversationRecord,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub handoff: Handoff,
+    pub handoff_at: Option<DateTime<Utc>>,
+    pub messages: Vec<MessageRecord>,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// How long a write waits for a connection before the database counts as
+    /// unreachable (and the writer spills).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where conversations live. Implemented for Postgres ([`PgStore`]) and
+/// SQLite ([`SqliteStore`]); the pipeline writes through a
+/// [`Writer`](super::Writer), not directly.
+pub trait ConversationStore: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// The database URL with any password replaced by `***`.
+    fn display_url(&self) -> &str;
+
+    /// Applies the embedded migrations that are not applied yet.
+    fn migrate(&self) -> StoreFuture<'_, ()>;
+
+    /// The newest applied migration, `None` on a database without the schema.
+    fn schema_version(&self) -> StoreFuture<'_, Option<i64>>;
+
+    /// Stores `records` in one transaction, in order. A record already stored
+    /// (same id) is skipped, so replays are harmless. Fails as a whole:
+    /// [`Error::Unavailable`] when the database cannot be reached,
+    /// [`Error::Rejected`] when it refuses a record.
+    fn write_batch<'a>(&'a self, records: &'a [Record]) -> StoreFuture<'a, ()>;
+
+    fn conversation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredConversation>>;
+
+    fn feedback<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<FeedbackRecord>>;
+
+    fn moderation_events<'a>(
+        &'a self,
+        conversation_id: &'a str,
+    ) -> StoreFuture<'a, Vec<ModerationRecord>>;
+
+    /// Up to `limit` conversations passing `filter` whose id sorts after
+    /// `after`, in id (= start) order, with their messages.
+    fn select<'a>(
+        &'a self,
+        filter: &'a ExportFilter,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredConversation>>;
+
+    /// Counts per day and platform.
+    fn stats(&self) -> StoreFuture<'_, Stats>;
+
+    /// Closes the connections.
+    fn close(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Opens the store at `url` (`postgres://…`, `postgresql://…` or `sqlite:…`).
+pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn ConversationStore>> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, options).await?))
+    } else if lower.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else {
+        Err(Error::UnsupportedUrl {
+            url: redact_url(url),
+        })
+    }
+}
+
+/// Opens the store and applies pending migrations: what `serve` does at
+/// start-up.
+pub async fn connect_and_migrate(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn ConversationStore>> {
+    let store = connect(url, options).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Fails with [`Error::NotMigrated`] on a database without the schema.
+pub(crate) async fn require_schema(store: &dyn ConversationStore) -> Result<()> {
+    match store.schema_version().await? {
+        Some(_) => Ok(()),
+        None => Err(Error::NotMigrated {
+            url: store.display_url().to_string(),
+        }),
+    }
+}

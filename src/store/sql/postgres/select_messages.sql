@@ -1,0 +1,6 @@
+SELECT id, conversation_id, role, content, created_at, model_version, latency_ms,
+       prompt_tokens, completion_tokens, moderation_verdict,
+       moderation_scores::text AS moderation_scores
+FROM messages
+WHERE conversation_id = ANY($1)
+ORDER BY conversation_id, seq

@@ -1,0 +1,26 @@
+-- One page of the export: conversations passing the filters, in id order
+-- after $1. $2/$3: start time range [since, until); $4: platforms (empty:
+-- all); $5: exclude handoffs; $6: exclude flagged; $7: minimum mean rating
+-- (conversations without feedback fail it); $8: minimum assistant turns.
+SELECT c.id, c.platform, c.channel, c.user_key, c.started_at, c.ended_at,
+       c.handoff_state, c.handoff_at, c.topic, c.style
+FROM conversations c
+WHERE ($1::text IS NULL OR c.id > $1::text)
+  AND ($2::timestamptz IS NULL OR c.started_at >= $2::timestamptz)
+  AND ($3::timestamptz IS NULL OR c.started_at < $3::timestamptz)
+  AND (cardinality($4::text[]) = 0 OR c.platform = ANY($4::text[]))
+  AND (NOT $5 OR c.handoff_state = 'none')
+  AND (NOT $6 OR (
+        NOT EXISTS (SELECT 1 FROM messages m
+                    WHERE m.conversation_id = c.id
+                      AND m.moderation_verdict IN ('flag', 'block'))
+        AND NOT EXISTS (SELECT 1 FROM moderation_events e
+                        WHERE e.conversation_id = c.id
+                          AND e.verdict IN ('flag', 'block'))))
+  AND ($7::float8 IS NULL OR (SELECT AVG(f.rating)::float8 FROM feedback f
+                              WHERE f.conversation_id = c.id) >= $7::float8)
+  AND ($8::bigint <= 0 OR (SELECT COUNT(*) FROM messages m
+                           WHERE m.conversation_id = c.id
+                             AND m.role = 'assistant') >= $8::bigint)
+ORDER BY c.id
+LIMIT $9

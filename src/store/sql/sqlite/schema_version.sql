@@ -1,0 +1,1 @@
+SELECT MAX(version) AS version FROM _sqlx_migrations WHERE success

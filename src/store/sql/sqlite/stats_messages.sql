@@ -1,0 +1,9 @@
+SELECT strftime('%Y-%m-%d', m.created_at / 1000, 'unixepoch') AS day, c.platform,
+       COUNT(*) AS messages,
+       SUM(m.role = 'user') AS user_messages,
+       SUM(m.role = 'assistant') AS assistant_messages,
+       SUM(COALESCE(m.moderation_verdict IN ('flag', 'block'), 0)) AS flagged,
+       COALESCE(SUM(m.latency_ms), 0) AS latency_sum,
+       COUNT(m.latency_ms) AS latency_count
+FROM messages m JOIN conversations c ON c.id = m.conversation_id
+GROUP BY 1, 2

@@ -1,0 +1,611 @@
+//! The store writer: a bounded queue in front of a task that writes records
+//! in batches. Callers only wait for a queue slot. When the database is
+//! unreachable the task appends to the spill file and retries with backoff;
+//! everything that arrives meanwhile goes to the spill file too, so replay
+//! keeps the order records were queued in. On shutdown the queue drains.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::record::{ConversationRecord, FeedbackRecord};
+use super::spill::{Entry, Spill};
+use super::{ConversationStore, Error, Limits, Record, Result, UserKey, UserKeyHasher};
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Holds `spill.jsonl`, its offset and `rejected.jsonl`.
+    pub spill_dir: PathBuf,
+    /// Records queued before `enqueue` starts to wait.
+    pub queue_capacity: usize,
+    /// Records per transaction.
+    pub batch_size: usize,
+    /// First wait before retrying an unreachable database; doubles up to
+    /// `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// How long shutdown keeps trying to empty the spill file into the
+    /// database; what is left is replayed by the next writer.
+    pub drain_timeout: Duration,
+    pub limits: Limits,
+}
+
+impl WriterConfig {
+    pub fn new(spill_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            spill_dir: spill_dir.into(),
+            queue_capacity: 10_000,
+            batch_size: 500,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Live counters of a writer.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    enqueued: AtomicU64,
+    written: AtomicU64,
+    spilled: AtomicU64,
+    replayed: AtomicU64,
+    rejected: AtomicU64,
+    pending: AtomicU64,
+    full_waits: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last "queue full" warning.
+    full_warned_ms: AtomicU64,
+}
+
+/// A snapshot of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriterReport {
+    /// Records accepted by `enqueue`.
+    pub enqueued: u64,
+    /// Records stored, directly or by replay.
+    pub written: u64,
+    /// Records that went to the spill file (or, with the disk failing too,
+    /// to memory) because the database was unreachable.
+    pub spilled: u64,
+    /// Spilled records stored later.
+    pub replayed: u64,
+    /// Records the database refused; see `rejected.jsonl`.
+    pub rejected: u64,
+    /// Spilled records still waiting for the database.
+    pub pending: u64,
+}
+
+impl WriterStats {
+    pub fn report(&self) -> WriterReport {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterReport {
+            enqueued: g(&self.enqueued),
+            written: g(&self.written),
+            spilled: g(&self.spilled),
+            replayed: g(&self.replayed),
+            rejected: g(&self.rejected),
+            pending: g(&self.pending),
+        }
+    }
+
+    /// Warns about a full queue at most every ten seconds, with a count,
+    /// so that a burst does not flood the log.
+    fn warn_full(&self) {
+        let waits = self.full_waits.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let last = self.full_warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .full_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                waits,
+                "store queue full; callers wait for the writer (is the database slow?)"
+            );
+        }
+    }
+
+    fn add(a: &AtomicU64, n: usize) {
+        a.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a flush found: records still waiting in the spill file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushOutcome {
+    pub pending: u64,
+}
+
+enum Command {
+    Record(Box<Record>),
+    Flush(oneshot::Sender<FlushOutcome>),
+    Shutdown,
+}
+
+/// The pipeline's side of the writer: cheap to clone, never touches the
+/// database.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Command>,
+    hasher: UserKeyHasher,
+    limits: Limits,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterHandle {
+    /// Checks and queues a record. Waits only while the queue is full.
+    pub async fn enqueue(&self, mut record: Record) -> Result<()> {
+        record.sanitize(&self.limits)?;
+        match self.tx.try_send(Command::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                self.stats.warn_full();
+                self.tx.send(cmd).await.map_err(|_| Error::WriterClosed)?;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::WriterClosed),
+        }
+        WriterStats::add(&self.stats.enqueued, 1);
+        Ok(())
+    }
+
+    /// The pseudonymous key of a platform user.
+    pub fn user_key(&self, platform: &str, platform_user_id: &str) -> UserKey {
+        self.hasher.key(platform, platform_user_id)
+    }
+
+    /// A new conversation for a platform user; the raw id is hashed here and
+    /// goes no further.
+    pub fn new_conversation(
+        &self,
+        platform: &str,
+        channel: &str,
+        platform_user_id: &str,
+    ) -> ConversationRecord {
+        ConversationRecord::new(platform, channel, self.user_key(platform, platform_user_id))
+    }
+
+    /// Feedback from a platform user, hashed like [`Self::new_conversation`].
+    pub fn new_feedback(
+        &self,
+        conversation_id: &str,
+        platform: &str,
+        platform_user_id: &str,
+        rating: u8,
+    ) -> FeedbackRecord {
+        FeedbackRecord::new(
+            conversation_id,
+            rating,
+            self.user_key(platform, platform_user_id),
+        )
+    }
+
+    /// Waits until every record queued before this call is stored or
+    /// spilled, after one replay attempt if anything is spilled.
+    pub async fn flush(&self) -> Result<FlushOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Flush(tx))
+            .await
+            .map_err(|_| Error::WriterClosed)?;
+        rx.await.map_err(|_| Error::WriterClosed)
+    }
+
+    pub fn stats(&self) -> WriterReport {
+        self.stats.report()
+    }
+}
+
+/// Owns the writer task; [`Writer::shutdown`] drains it.
+pub struct Writer {
+    handle: WriterHandle,
+    task: JoinHandle<WriterReport>,
+}
+
+impl Writer {
+    /// Starts the writer task on the current tokio runtime. Records left in
+    /// the spill folder by an earlier run are replayed first.
+    pub fn spawn(
+        store: Arc<dyn ConversationStore>,
+        hasher: UserKeyHasher,
+        config: WriterConfig,
+    ) -> Result<Self> {
+        let spill = Spill::open(&config.spill_dir)?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        stats.pending.store(spill.pending(), Ordering::Relaxed);
+        let handle = WriterHandle {
+            tx,
+            hasher,
+            limits: config.limits,
+            stats: Arc::clone(&stats),
+        };
+        let task = Task {
+            store,
+            rx,
+            inbox: VecDeque::new(),
+            closed: false,
+            spill,
+            overflow: Vec::new(),
+            retry_at: None,
+            backoff: config.retry_min,
+            outage_logged: false,
+            stats,
+            cfg: config,
+        };
+        Ok(Self {
+            handle,
+            task: tokio::spawn(task.run()),
+        })
+    }
+
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Stops taking records, stores (or spills) everything queued, and
+    /// returns the final counters.
+    pub async fn shutdown(self) -> Result<WriterReport> {
+        // A closed channel means the task is already draining.
+        let _ = self.handle.tx.send(Command::Shutdown).await;
+        self.task
+            .await
+            .map_err(|e| Error::WriterTask(e.to_string()))
+    }
+}
+
+struct Task {
+    store: Arc<dyn ConversationStore>,
+    rx: mpsc::Receiver<Command>,
+    /// Commands received while a database call was in flight.
+    inbox: VecDeque<Command>,
+    closed: bool,
+    spill: Spill,
+    /// Records that neither the database nor the disk would take; they come
+    /// after everything in the spill file.
+    overflow: Vec<Record>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    outage_logged: bool,
+    stats: Arc<WriterStats>,
+    cfg: WriterConfig,
+}
+
+/// Runs `fut` (a database call) while moving arriving commands into the
+/// inbox, so callers keep getting queue slots however long the call takes.
+async fn intake<T>(
+    rx: &mut mpsc::Receiver<Command>,
+    inbox: &mut VecDeque<Command>,
+    closed: &mut bool,
+    cap: usize,
+    fut: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(fut);
+    loop {
+        if *closed || inbox.len() >= cap {
+            return fut.await;
+        }
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            cmd = rx.recv() => match cmd {
+                Some(c) => inbox.push_back(c),
+                None => *closed = true,
+            },
+        }
+    }
+}
+
+impl Task {
+    async fn run(mut self) -> WriterReport {
+        if self.pending() > 0 {
+            tracing::info!(
+                records = self.pending(),
+                file = %self.spill.path().display(),
+                "replaying records spilled by an earlier run"
+            );
+            self.retry_at = Some(Instant::now());
+        }
+        loop {
+            let mut batch = Vec::new();
+            let mut flushes = Vec::new();
+            let mut shutdown = false;
+            if let Some(cmd) = self.recv().await {
+                Self::take(cmd, &mut batch, &mut flushes, &mut shutdown);
+            } else if self.closed && self.inbox.is_empty() {
+                shutdown = true;
+            }
+            while batch.len() < self.cfg.batch_size && flushes.is_empty() && !shutdown {
+                let Some(cmd) = self.try_next() else { break };
+                Self::take(cmd, &mut batch, &mut flushes, &mut shutdown);
+            }
+            self.process(batch).await;
+            if self.retry_at.is_some_and(|t| t <= Instant::now()) {
+                self.replay().await;
+            }
+            for ack in flushes {
+                if self.pending() > 0 {
+                    self.replay().await;
+                }
+                let _ = ack.send(FlushOutcome {
+                    pending: self.pending(),
+                });
+            }
+            if shutdown {
+                return self.drain().await;
+            }
+        }
+    }
+
+    fn take(
+        cmd: Command,
+        batch: &mut Vec<Record>,
+        flushes: &mut Vec<oneshot::Sender<FlushOutcome>>,
+        shutdown: &mut bool,
+    ) {
+        match cmd {
+            Command::Record(r) => batch.push(*r),
+            Command::Flush(ack) => flushes.push(ack),
+            Command::Shutdown => *shutdown = true,
+        }
+    }
+
+    /// The next command; `None` when the retry time comes first or the
+    /// queue is closed.
+    async fn recv(&mut self) -> Option<Command> {
+        if let Some(c) = self.inbox.pop_front() {
+            return Some(c);
+        }
+        if self.closed {
+            return None;
+        }
+        let got = match self.retry_at {
+            Some(at) => match tokio::time::timeout_at(at, self.rx.recv()).await {
+                Ok(got) => got,
+                Err(_) => return None,
+            },
+            None => self.rx.recv().await,
+        };
+        if got.is_none() {
+            self.closed = true;
+        }
+        got
+    }
+
+    fn try_next(&mut self) -> Option<Command> {
+        self.inbox.pop_front().or_else(|| self.rx.try_recv().ok())
+    }
+
+    fn pending(&self) -> u64 {
+        self.spill.pending() + self.overflow.len() as u64
+    }
+
+    fn update_pending(&self) {
+        self.stats.pending.store(self.pending(), Ordering::Relaxed);
+    }
+
+    async fn process(&mut self, batch: Vec<Record>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.pending() > 0 {
+            // Older records are waiting: these queue up behind them.
+            self.defer(&batch);
+            return;
+        }
+        if let Err(i) = self.write(&batch).await {
+            self.defer(&batch[i..]);
+            self.schedule_retry();
+        }
+    }
+
+    /// Stores `batch`; on an unreachable database returns the index of the
+    /// first record not stored. Refused records are set aside one by one.
+    async fn write(&mut self, batch: &[Record]) -> std::result::Result<(), usize> {
+        let store = Arc::clone(&self.store);
+        let cap = self.cfg.queue_capacity;
+        let res = intake(
+            &mut self.rx,
+            &mut self.inbox,
+            &mut self.closed,
+            cap,
+            store.write_batch(batch),
+        )
+        .await;
+        match res {
+            Ok(()) => {
+                WriterStats::add(&self.stats.written, batch.len());
+                self.recovered();
+                return Ok(());
+            }
+            Err(e) if e.is_unavailable() => {
+                self.outage(&e);
+                return Err(0);
+            }
+            Err(_) => {}
+        }
+        // Some record was refused: find which, alone.
+        for (i, r) in batch.iter().enumerate() {
+            let res = intake(
+                &mut self.rx,
+                &mut self.inbox,
+                &mut self.closed,
+                cap,
+                store.write_batch(std::slice::from_ref(r)),
+            )
+            .await;
+            match res {
+                Ok(()) => WriterStats::add(&self.stats.written, 1),
+                Err(e) if e.is_unavailable() => {
+                    self.outage(&e);
+                    return Err(i);
+                }
+                Err(e) => self.reject(r, &e.to_string()),
+            }
+        }
+        self.recovered();
+        Ok(())
+    }
+
+    fn reject<T: Serialize>(&self, record: T, reason: &str) {
+        WriterStats::add(&self.stats.rejected, 1);
+        tracing::error!(%reason, "store refused a record; it is kept in rejected.jsonl");
+        if let Err(e) = self.spill.reject(record, reason) {
+            tracing::error!(error = %e, "cannot write the rejected record aside");
+        }
+    }
+
+    fn outage(&mut self, e: &Error) {
+        if !self.outage_logged {
+            tracing::warn!(error = %e, file = %self.spill.path().display(), "database unreachable; spilling records to disk");
+            self.outage_logged = true;
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.backoff = self.cfg.retry_min;
+        if self.outage_logged && self.pending() == 0 {
+            tracing::info!("database reachable again; spilled records replayed");
+            self.outage_logged = false;
+        }
+    }
+
+    fn schedule_retry(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.cfg.retry_max);
+    }
+
+    /// Appends to the spill file, behind anything kept in memory.
+    fn defer(&mut self, records: &[Record]) {
+        WriterStats::add(&self.stats.spilled, records.len());
+        let mut all = std::mem::take(&mut self.overflow);
+        all.extend_from_slice(records);
+        if let Err(e) = self.spill.append(&all) {
+            tracing::error!(error = %e, records = all.len(), "cannot spill to disk; keeping the records in memory");
+            self.overflow = all;
+        }
+        if self.retry_at.is_none() {
+            self.schedule_retry();
+        }
+        self.update_pending();
+    }
+
+    /// Stores spilled records, oldest first, until the spill file is empty or
+    /// the database fails again.
+    async fn replay(&mut self) {
+        self.retry_at = None;
+        if !self.overflow.is_empty() {
+            // The disk may be back: keep the memory copy as short as possible.
+            self.defer(&[]);
+        }
+        loop {
+            let entries = match self.spill.read(self.cfg.batch_size) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spill file");
+                    self.schedule_retry();
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                break;
+            }
+            let mut records = Vec::new();
+            let mut at = Vec::new();
+            for (k, (entry, _)) in entries.iter().enumerate() {
+                if let Entry::Record(r) = entry {
+                    records.push((**r).clone());
+                    at.push(k);
+                }
+            }
+            let result = self.write(&records).await;
+            let done = match result {
+                Ok(()) => entries.len(),
+                Err(i) => at[i],
+            };
+            let stored = match result {
+                Ok(()) => records.len(),
+                Err(i) => i,
+            };
+            WriterStats::add(&self.stats.replayed, stored);
+            for (entry, _) in &entries[..done] {
+                if let Entry::Bad { line, reason } = entry {
+                    self.reject(line, reason);
+                }
+            }
+            if done > 0
+                && let Err(e) = self.spill.commit(entries[done - 1].1, done as u64)
+            {
+                tracing::error!(error = %e, "cannot save the spill replay position");
+            }
+            self.update_pending();
+            if result.is_err() {
+                self.schedule_retry();
+                return;
+            }
+        }
+        if !self.overflow.is_empty() {
+            let rest = std::mem::take(&mut self.overflow);
+            let result = self.write(&rest).await;
+            if let Err(i) = result {
+                self.overflow = rest[i..].to_vec();
+                WriterStats::add(&self.stats.replayed, i);
+                self.schedule_retry();
+                self.update_pending();
+                return;
+            }
+            WriterStats::add(&self.stats.replayed, rest.len());
+        }
+        self.retry_at = None;
+        self.update_pending();
+        self.recovered();
+    }
+
+    async fn drain(mut self) -> WriterReport {
+        self.rx.close();
+        self.closed = true;
+        let mut rest = Vec::new();
+        while let Some(cmd) = self.try_next() {
+            match cmd {
+                Command::Record(r) => rest.push(*r),
+                Command::Flush(ack) => {
+                    let _ = ack.send(FlushOutcome {
+                        pending: self.pending(),
+                    });
+                }
+                Command::Shutdown => {}
+            }
+        }
+        for chunk in rest.chunks(self.cfg.batch_size.max(1)) {
+            self.process(chunk.to_vec()).await;
+        }
+        let deadline = Instant::now() + self.cfg.drain_timeout;
+        while self.pending() > 0 && Instant::now() < deadline {
+            self.replay().await;
+            if self.pending() > 0 {
+                let wake = self.retry_at.unwrap_or(deadline).min(deadline);
+                tokio::time::sleep_until(wake).await;
+            }
+        }
+        if self.pending() > 0 {
+            tracing::warn!(
+                records = self.pending(),
+                file = %self.spill.path().display(),
+                "database still unreachable at shutdown; records stay spilled and are replayed at the next start"
+            );
+        }
+        self.update_pending();
+        self.stats.report()
+    }
+}

@@ -1,0 +1,1165 @@
+//! The conversation store. Every test body below runs twice: on SQLite (a
+//! temporary file) and on Postgres (a fresh database on the server named by
+//! `DATABASE_URL`, dropped afterwards; `scripts/test.sh` sets it). Without
+//! `DATABASE_URL` the Postgres variants say so and pass without running.
+//! `store_outage_real_postgres` stops and restarts a throwaway Postgres
+//! server of its own in the middle of a write stream.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Connection;
+
+use chatforge::store::{
+    self, ConversationRecord, ConversationStore, ConversationUpdate, ExportFilter, ExportFormat,
+    FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record, StoreFuture, StoreOptions,
+    StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig,
+};
+use chatforge::text::{NamedPattern, Redactor, Role, read_dialogs_jsonl};
+
+// ---------------------------------------------------------------- harness
+
+struct Ctx {
+    store: Arc<dyn ConversationStore>,
+    dir: tempfile::TempDir,
+}
+
+impl Ctx {
+    fn spill_dir(&self) -> PathBuf {
+        self.dir.path().join("spill")
+    }
+}
+
+fn hasher() -> UserKeyHasher {
+    UserKeyHasher::new(b"test-secret-0123456789abcdef").unwrap()
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn on_sqlite<F, Fut>(body: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("store.db").display()
+    );
+    let store = store::connect_and_migrate(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    body(Ctx { store, dir }).await;
+}
+
+/// A fresh database on the `DATABASE_URL` server, dropped when the body ends
+/// (also when it panics).
+async fn on_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Ok(admin) = std::env::var("DATABASE_URL") else {
+        eprintln!(
+            "skipping the Postgres variant: DATABASE_URL is not set (scripts/test.sh sets it)"
+        );
+        return;
+    };
+    let name = format!("chatforge_test_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("DATABASE_URL names a reachable Postgres server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = with_database(&admin, &name);
+    let store = store::connect_and_migrate(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let closer = Arc::clone(&store);
+    let outcome = tokio::spawn(body(Ctx { store, dir })).await;
+    let _ = closer.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// One test per backend for each body.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::on_sqlite(super::$name).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::on_postgres(super::$name).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    store_roundtrip,
+    store_replay_is_idempotent,
+    store_bad_input,
+    store_export_filters_and_redaction,
+    store_stats_per_platform_and_day,
+    store_writer_spills_and_replays,
+);
+
+fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, 0, sec).unwrap()
+}
+
+fn message_ids(c: &StoredConversation) -> Vec<String> {
+    c.messages.iter().map(|m| m.id.clone()).collect()
+}
+
+fn quick_writer(ctx: &Ctx, store: Arc<dyn ConversationStore>) -> Writer {
+    let mut cfg = WriterConfig::new(ctx.spill_dir());
+    cfg.retry_min = Duration::from_millis(20);
+    cfg.retry_max = Duration::from_millis(200);
+    cfg.drain_timeout = Duration::from_millis(300);
+    Writer::spawn(store, hasher(), cfg).unwrap()
+}
+
+// ------------------------------------------------------------ test bodies
+
+async fn store_roundtrip(ctx: Ctx) {
+    let store = &ctx.store;
+    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+
+    let writer = quick_writer(&ctx, Arc::clone(store));
+    let h = writer.handle();
+    let mut conv = h.new_conversation("discord", "guild-1/channel-2", "123456789");
+    conv.topic = Some("orders".into());
+    conv.style = Some("formal".into());
+    let id = conv.id.clone();
+    h.enqueue(Record::Conversation(conv.clone())).await.unwrap();
+
+    let system = MessageRecord::new(&id, Role::System, "You are the support bot.");
+    let user = MessageRecord::new(&id, Role::User, "Where is my order?");
+    let mut reply = MessageRecord::new(&id, Role::Assistant, "It ships tomorrow.");
+    reply.model_version = Some("tiny-chat@3f2a".into());
+    reply.latency_ms = Some(84);
+    reply.prompt_tokens = Some(31);
+    reply.completion_tokens = Some(7);
+    reply.verdict = Some(Verdict::Allow);
+    reply.scores.insert("toxic".into(), 0.125);
+    reply.scores.insert("spam".into(), 0.0);
+    let msgs = vec![system, user, reply.clone()];
+    for m in &msgs {
+        h.enqueue(Record::Message(m.clone())).await.unwrap();
+    }
+    let mut event = ModerationRecord::new(&id, "spam", 0.75, Verdict::Flag);
+    event.message_id = Some(reply.id.clone());
+    event.detail = Some("rule: repeated link".into());
+    h.enqueue(Record::Moderation(event.clone())).await.unwrap();
+    let mut fb = h.new_feedback(&id, "discord", "123456789", 5);
+    fb.message_id = Some(reply.id.clone());
+    fb.comment = Some("quick and right".into());
+    h.enqueue(Record::Feedback(fb.clone())).await.unwrap();
+    let mut upd = ConversationUpdate::new(&id);
+    upd.handoff = Some(Handoff::Requested);
+    h.enqueue(Record::Update(upd.clone())).await.unwrap();
+    let mut end = ConversationUpdate::new(&id);
+    end.ended = true;
+    h.enqueue(Record::Update(end.clone())).await.unwrap();
+
+    let report = writer.shutdown().await.unwrap();
+    assert_eq!(report.enqueued, 8);
+    assert_eq!(report.written, 8, "{report:?}");
+    assert_eq!((report.spilled, report.rejected, report.pending), (0, 0, 0));
+
+    let got = store.conversation(&id).await.unwrap().expect("stored");
+    assert_eq!(got.record, conv);
+    assert_eq!(got.messages, msgs);
+    assert_eq!(got.handoff, Handoff::Requested);
+    assert_eq!(got.handoff_at, Some(upd.at));
+    assert_eq!(got.ended_at, Some(end.at));
+    assert_eq!(store.feedback(&id).await.unwrap(), vec![fb]);
+    assert_eq!(store.moderation_events(&id).await.unwrap(), vec![event]);
+    assert!(store.conversation("no-such-id").await.unwrap().is_none());
+
+    // Only the keyed hash of the platform id is stored.
+    assert_eq!(got.record.user_key, hasher().key("discord", "123456789"));
+    assert!(!got.record.user_key.as_str().contains("123456789"));
+    assert_eq!(got.record.user_key.as_str().len(), 64);
+}
+
+fn sample(conv: &str, n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            Record::Message(MessageRecord::new(conv, role, format!("turn {i}")))
+        })
+        .collect()
+}
+
+async fn store_replay_is_idempotent(ctx: Ctx) {
+    let store = &ctx.store;
+    let conv = ConversationRecord::new("telegram", "chat-42", hasher().key("telegram", "42"));
+    let id = conv.id.clone();
+    let mut records = vec![Record::Conversation(conv)];
+    records.extend(sample(&id, 3));
+    records.push(Record::Feedback(FeedbackRecord::new(
+        &id,
+        4,
+        hasher().key("telegram", "42"),
+    )));
+    records.push(Record::Moderation(ModerationRecord::new(
+        &id,
+        "toxic",
+        0.5,
+        Verdict::Allow,
+    )));
+    let mut end = ConversationUpdate::new(&id);
+    end.ended = true;
+    records.push(Record::Update(end.clone()));
+    store.write_batch(&records).await.unwrap();
+    // The same records again, whole and in parts: nothing doubles, and a
+    // later end time does not move the first one.
+    store.write_batch(&records).await.unwrap();
+    store.write_batch(&records[2..4]).await.unwrap();
+    let mut late_end = ConversationUpdate::new(&id);
+    late_end.ended = true;
+    late_end.at = end.at + chrono::Duration::seconds(60);
+    store
+        .write_batch(&[Record::Update(late_end)])
+        .await
+        .unwrap();
+
+    let got = store.conversation(&id).await.unwrap().unwrap();
+    let want: Vec<String> = records[1..4].iter().map(|r| r.id().to_string()).collect();
+    assert_eq!(message_ids(&got), want);
+    assert_eq!(got.ended_at, Some(end.at));
+    assert_eq!(store.feedback(&id).await.unwrap().len(), 1);
+    assert_eq!(store.moderation_events(&id).await.unwrap().len(), 1);
+}
+
+async fn store_bad_input(ctx: Ctx) {
+    let writer = quick_writer(&ctx, Arc::clone(&ctx.store));
+    let h = writer.handle();
+    let conv = h.new_conversation("telegram", "chat-\0-1", "user\0id");
+    let id = conv.id.clone();
+    h.enqueue(Record::Conversation(conv)).await.unwrap();
+
+    // A lone surrogate from a platform's UTF-16 arrives as U+FFFD.
+    let surrogate = String::from_utf16_lossy(&[0xD83D, 0x0041]);
+    let texts = [
+        "nul \0 inside".to_string(),
+        surrogate,
+        "'); DROP TABLE messages; --".to_string(),
+        "$1 ?1 :name @p \\' \\x00 %s {}".to_string(),
+        "控制 \u{1}\u{7f} 👋🏽 עברית".to_string(),
+        "x".repeat(100_000),
+    ];
+    let mut want = Vec::new();
+    for t in &texts {
+        let m = MessageRecord::new(&id, Role::User, t.clone());
+        want.push(m.id.clone());
+        h.enqueue(Record::Message(m)).await.unwrap();
+    }
+    // The database refuses a message of a conversation it does not know;
+    // only that record is set aside.
+    let orphan = MessageRecord::new("no-such-conversation", Role::User, "orphan");
+    h.enqueue(Record::Message(orphan.clone())).await.unwrap();
+    let after = MessageRecord::new(&id, Role::Assistant, "still here");
+    want.push(after.id.clone());
+    h.enqueue(Record::Message(after)).await.unwrap();
+
+    // Over the limit or not a number: refused before queuing, with the reason.
+    let huge = MessageRecord::new(&id, Role::User, "y".repeat(2 << 20));
+    let err = h
+        .enqueue(Record::Message(huge))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("message content") && err.contains("limit"),
+        "{err}"
+    );
+    let mut nan = MessageRecord::new(&id, Role::Assistant, "scores");
+    nan.scores.insert("toxic".into(), f64::NAN);
+    let err = h
+        .enqueue(Record::Message(nan))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("finite"), "{err}");
+    let bad_rating = h.new_feedback(&id, "telegram", "user", 0);
+    assert!(h.enqueue(Record::Feedback(bad_rating)).await.is_err());
+
+    let report = writer.shutdown().await.unwrap();
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert_eq!(report.written, 1 + texts.len() as u64 + 1, "{report:?}");
+
+    let got = ctx.store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(got.record.channel, "chat-\u{FFFD}-1");
+    assert_eq!(message_ids(&got), want);
+    let contents: Vec<&str> = got.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents[0], "nul \u{FFFD} inside");
+    assert_eq!(contents[1], "\u{FFFD}A");
+    for (got, sent) in contents[2..6].iter().zip(&texts[2..6]) {
+        assert_eq!(got, sent);
+    }
+    let rejected = std::fs::read_to_string(ctx.spill_dir().join("rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 1);
+    assert!(rejected.contains(&orphan.id), "{rejected}");
+}
+
+/// Six conversations across two platforms and six days.
+async fn seed(store: &dyn ConversationStore) -> Vec<String> {
+    let key = hasher().key("discord", "u1");
+    let mut records = Vec::new();
+    let mut ids = Vec::new();
+    let mut conv = |platform: &str, day: u32, turns: &[(Role, &str)], records: &mut Vec<Record>| {
+        let mut c = ConversationRecord::new(platform, "c", key.clone());
+        c.started_at = at(day, 10, 0);
+        let id = c.id.clone();
+        records.push(Record::Conversation(c));
+        for (i, (role, text)) in turns.iter().enumerate() {
+            let mut m = MessageRecord::new(&id, *role, *text);
+            m.created_at = at(day, 10, i as u32 + 1);
+            if *role == Role::Assistant {
+                m.latency_ms = Some(100);
+            }
+            records.push(Record::Message(m));
+        }
+        ids.push(id.clone());
+        id
+    };
+    use Role::{Assistant as A, System as S, User as U};
+    // A: good, rated 5, PII inside, topic and style.
+    let a = conv(
+        "discord",
+        1,
+        &[
+            (S, "You are the support bot."),
+            (
+                U,
+                "I'm jane.doe@example.com, call me on +44 20 7946 0958 about ORD-123456",
+            ),
+            (A, "Thanks, I will call."),
+            (U, "Great"),
+            (A, "Anything else?"),
+        ],
+        &mut records,
+    );
+    // B: one turn, rated 2.
+    let b = conv("telegram", 2, &[(U, "hi"), (A, "hello")], &mut records);
+    // C: a flagged message, rated 5.
+    let c = conv(
+        "discord",
+        3,
+        &[
+            (U, "you idiot"),
+            (A, "Let's keep it civil."),
+            (U, "sorry"),
+            (A, "No problem."),
+        ],
+        &mut records,
+    );
+    // D: handed to a human.
+    let d = conv(
+        "discord",
+        4,
+        &[
+            (U, "I want a person"),
+            (A, "Connecting you."),
+            (U, "ok"),
+            (A, "A colleague joins."),
+        ],
+        &mut records,
+    );
+    // E: no assistant reply at all.
+    let _e = conv("telegram", 5, &[(U, "hello?")], &mut records);
+    // F: a blocking moderation event, a card number.
+    let f = conv(
+        "discord",
+        6,
+        &[
+            (U, "my card is 4111 1111 1111 1111"),
+            (A, "Please never share card numbers."),
+        ],
+        &mut records,
+    );
+
+    for r in records.iter_mut() {
+        if let Record::Conversation(cr) = r
+            && cr.id == a
+        {
+            cr.topic = Some("orders".into());
+            cr.style = Some("formal".into());
+        }
+        if let Record::Message(m) = r
+            && m.conversation_id == c
+            && m.content == "you idiot"
+        {
+            m.verdict = Some(Verdict::Flag);
+            m.scores.insert("insult".into(), 0.875);
+        }
+    }
+    let fb = |conv: &str, rating: u8, day: u32| {
+        let mut f = FeedbackRecord::new(conv, rating, key.clone());
+        f.created_at = at(day, 11, 0);
+        Record::Feedback(f)
+    };
+    records.push(fb(&a, 5, 1));
+    records.push(fb(&b, 2, 2));
+    records.push(fb(&c, 5, 3));
+    let mut block = ModerationRecord::new(&f, "payment_data", 0.99, Verdict::Block);
+    block.created_at = at(6, 10, 5);
+    records.push(Record::Moderation(block));
+    let mut handoff = ConversationUpdate::new(&d);
+    handoff.handoff = Some(Handoff::Active);
+    handoff.at = at(4, 10, 30);
+    records.push(Record::Update(handoff));
+    store.write_batch(&records).await.unwrap();
+    ids
+}
+
+async fn selected(store: &dyn ConversationStore, filter: &ExportFilter) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    // Pages of two exercise the keyset pagination.
+    loop {
+        let page = store.select(filter, after.as_deref(), 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.record.id.clone());
+        out.extend(page.iter().map(|c| c.record.id.clone()));
+    }
+    out
+}
+
+async fn check(store: &dyn ConversationStore, filter: ExportFilter, want: &[&String]) {
+    let want: Vec<String> = want.iter().map(|s| (*s).clone()).collect();
+    assert_eq!(selected(store, &filter).await, want, "{filter:?}");
+}
+
+async fn store_export_filters_and_redaction(ctx: Ctx) {
+    let store = ctx.store.as_ref();
+    let ids = seed(store).await;
+    let [a, b, c, d, e, f] = [0, 1, 2, 3, 4, 5].map(|i| ids[i].clone());
+    let all = ExportFilter::default();
+    assert_eq!(selected(store, &all).await, ids);
+    check(
+        store,
+        ExportFilter {
+            platforms: vec!["telegram".into()],
+            ..all.clone()
+        },
+        &[&b, &e],
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            platforms: vec!["telegram".into(), "discord".into()],
+            ..all.clone()
+        },
+        &ids.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            since: Some(at(2, 0, 0)),
+            until: Some(at(5, 0, 0)),
+            ..all.clone()
+        },
+        &[&b, &c, &d],
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            min_rating: Some(4.0),
+            ..all.clone()
+        },
+        &[&a, &c],
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            exclude_flagged: true,
+            ..all.clone()
+        },
+        &[&a, &b, &d, &e],
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            exclude_handoff: true,
+            ..all.clone()
+        },
+        &[&a, &b, &c, &e, &f],
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            min_turns: 2,
+            ..all.clone()
+        },
+        &[&a, &c, &d],
+    )
+    .await;
+    check(
+        store,
+        ExportFilter {
+            platforms: vec!["discord".into()],
+            exclude_flagged: true,
+            exclude_handoff: true,
+            min_rating: Some(4.0),
+            ..all.clone()
+        },
+        &[&a],
+    )
+    .await;
+
+    // OpenAI JSONL, redacted, read back by the fine-tuning reader.
+    let out = ctx.dir.path().join("openai.jsonl");
+    let redactor = Redactor::new().with_pattern(NamedPattern::parse(r"ORDER=ORD-\d{6}").unwrap());
+    let report = store::export_jsonl(store, &all, ExportFormat::Openai, Some(&redactor), &out)
+        .await
+        .unwrap();
+    assert_eq!((report.matched, report.written, report.skipped), (6, 5, 1));
+    assert_eq!(report.messages, 5 + 2 + 4 + 4 + 2);
+    assert_eq!(report.redactions.get("EMAIL"), Some(&1));
+    assert_eq!(report.redactions.get("PHONE"), Some(&1));
+    assert_eq!(report.redactions.get("CARD"), Some(&1));
+    assert_eq!(report.redactions.get("ORDER"), Some(&1));
+    let dialogs = read_dialogs_jsonl(&out).unwrap();
+    assert_eq!(dialogs.len(), 5);
+    assert_eq!(dialogs[0].topic.as_deref(), Some("orders"));
+    assert_eq!(dialogs[0].style.as_deref(), Some("formal"));
+    assert_eq!(dialogs[0].messages[0].role, Role::System);
+    assert_eq!(
+        dialogs[0].messages[1].content,
+        "I'm <EMAIL>, call me on <PHONE> about <ORDER>"
+    );
+    assert_eq!(dialogs[4].messages[0].content, "my card is <CARD>");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        !text.contains("jane.doe") && !text.contains("7946"),
+        "{text}"
+    );
+    assert!(
+        text.starts_with(r#"{"messages":[{"role":"system","content":"#),
+        "{text}"
+    );
+
+    // ShareGPT reads back as the same dialogs.
+    let share = ctx.dir.path().join("sharegpt.jsonl");
+    store::export_jsonl(store, &all, ExportFormat::Sharegpt, Some(&redactor), &share)
+        .await
+        .unwrap();
+    let share_text = std::fs::read_to_string(&share).unwrap();
+    assert!(share_text.contains(r#""from":"human""#) && share_text.contains(r#""from":"gpt""#));
+    assert_eq!(read_dialogs_jsonl(&share).unwrap(), dialogs);
+
+    // Without redaction the text is as logged.
+    let raw = ctx.dir.path().join("raw.jsonl");
+    store::export_jsonl(store, &all, ExportFormat::Openai, None, &raw)
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&raw)
+            .unwrap()
+            .contains("jane.doe@example.com")
+    );
+
+    // A path that cannot be written: a clear error, nothing left behind.
+    let bad = ctx.dir.path().join("missing-dir").join("x.jsonl");
+    let err = store::export_jsonl(store, &all, ExportFormat::Openai, None, &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing-dir"), "{err}");
+}
+
+async fn store_stats_per_platform_and_day(ctx: Ctx) {
+    let store = ctx.store.as_ref();
+    seed(store).await;
+    let s = store::stats::stats(store).await.unwrap();
+    let days: Vec<(&str, &str)> = s
+        .rows
+        .iter()
+        .map(|r| (r.day.as_str(), r.platform.as_str()))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-11-01", "discord"),
+            ("2026-11-02", "telegram"),
+            ("2026-11-03", "discord"),
+            ("2026-11-04", "discord"),
+            ("2026-11-05", "telegram"),
+            ("2026-11-06", "discord"),
+        ]
+    );
+    let a = &s.rows[0];
+    assert_eq!(
+        (
+            a.conversations,
+            a.messages,
+            a.user_messages,
+            a.assistant_messages
+        ),
+        (1, 5, 2, 2)
+    );
+    assert_eq!(
+        (a.feedback, a.avg_rating, a.positive_rate),
+        (1, Some(5.0), Some(1.0))
+    );
+    assert_eq!(a.avg_latency_ms, Some(100.0));
+    let c = &s.rows[2];
+    assert_eq!((c.flagged_messages, c.flag_rate), (1, Some(0.25)));
+    assert_eq!(s.rows[3].handoff_rate, Some(1.0));
+    assert_eq!(
+        (s.rows[5].moderation_events, s.rows[5].moderation_actions),
+        (1, 1)
+    );
+    let t = &s.total;
+    assert_eq!(
+        (t.conversations, t.messages, t.feedback, t.handoffs),
+        (6, 18, 3, 1)
+    );
+    assert_eq!(t.avg_rating, Some(4.0));
+    assert_eq!(t.feedback_rate, Some(0.5));
+    assert!(s.to_table().contains("2026-11-06 discord"));
+}
+
+/// A store whose database can be switched off.
+struct Flaky {
+    inner: Arc<dyn ConversationStore>,
+    down: AtomicBool,
+}
+
+impl ConversationStore for Flaky {
+    fn backend(&self) -> store::Backend {
+        self.inner.backend()
+    }
+    fn display_url(&self) -> &str {
+        self.inner.display_url()
+    }
+    fn migrate(&self) -> StoreFuture<'_, ()> {
+        self.inner.migrate()
+    }
+    fn schema_version(&self) -> StoreFuture<'_, Option<i64>> {
+        self.inner.schema_version()
+    }
+    fn write_batch<'a>(&'a self, records: &'a [Record]) -> StoreFuture<'a, ()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Err(store::Error::Unavailable {
+                    backend: "test",
+                    reason: "switched off".into(),
+                })
+            });
+        }
+        self.inner.write_batch(records)
+    }
+    fn conversation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredConversation>> {
+        self.inner.conversation(id)
+    }
+    fn feedback<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<FeedbackRecord>> {
+        self.inner.feedback(id)
+    }
+    fn moderation_events<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<ModerationRecord>> {
+        self.inner.moderation_events(id)
+    }
+    fn select<'a>(
+        &'a self,
+        filter: &'a ExportFilter,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredConversation>> {
+        self.inner.select(filter, after, limit)
+    }
+    fn stats(&self) -> StoreFuture<'_, store::Stats> {
+        self.inner.stats()
+    }
+    fn close(&self) -> StoreFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+async fn store_writer_spills_and_replays(ctx: Ctx) {
+    let flaky = Arc::new(Flaky {
+        inner: Arc::clone(&ctx.store),
+        down: AtomicBool::new(false),
+    });
+    let writer = quick_writer(&ctx, flaky.clone());
+    let h = writer.handle();
+    let conv = h.new_conversation("discord", "c", "u");
+    let id = conv.id.clone();
+    h.enqueue(Record::Conversation(conv)).await.unwrap();
+    let msgs = sample(&id, 900);
+    let want: Vec<String> = msgs.iter().map(|r| r.id().to_string()).collect();
+    let mut slowest = Duration::ZERO;
+    for (i, m) in msgs.iter().enumerate() {
+        if i == 300 {
+            h.flush().await.unwrap();
+            flaky.down.store(true, Ordering::SeqCst);
+        }
+        if i == 600 {
+            let f = h.flush().await.unwrap();
+            assert!(f.pending > 0, "records spilled while the database is down");
+            let spill = std::fs::read_to_string(ctx.spill_dir().join("spill.jsonl")).unwrap();
+            assert_eq!(spill.lines().count() as u64, f.pending);
+            assert!(!spill.contains("\"u\""), "no raw user id in the spill file");
+            flaky.down.store(false, Ordering::SeqCst);
+        }
+        let t = Instant::now();
+        h.enqueue(m.clone()).await.unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    let report = writer.shutdown().await.unwrap();
+    assert_eq!(report.pending, 0, "{report:?}");
+    assert!(report.spilled >= 300, "{report:?}");
+    assert_eq!(report.replayed, report.spilled, "{report:?}");
+    assert_eq!(report.written, 901, "{report:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "enqueue waited {slowest:?}"
+    );
+    let got = ctx.store.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(message_ids(&got), want, "every record once, in order");
+
+    // Down at shutdown: the records stay spilled and the next writer
+    // replays them before anything else.
+    flaky.down.store(true, Ordering::SeqCst);
+    let writer = quick_writer(&ctx, flaky.clone());
+    let h = writer.handle();
+    let more = sample(&id, 50);
+    for m in &more {
+        h.enqueue(m.clone()).await.unwrap();
+    }
+    let report = writer.shutdown().await.unwrap();
+    assert_eq!(report.pending, 50, "{report:?}");
+    flaky.down.store(false, Ordering::SeqCst);
+    let writer = quick_writer(&ctx, flaky.clone());
+    let last = sample(&id, 1);
+    writer.handle().enqueue(last[0].clone()).await.unwrap();
+    let report = writer.shutdown().await.unwrap();
+    assert_eq!((report.pending, report.written), (0, 51), "{report:?}");
+    let got = ctx.store.conversation(&id).await.unwrap().unwrap();
+    let mut want = want;
+    want.extend(more.iter().chain(&last).map(|r| r.id().to_string()));
+    assert_eq!(message_ids(&got), want);
+}
+
+// ------------------------------------------------- schemas and the CLI
+
+#[tokio::test]
+async fn store_schemas_match() {
+    let Ok(admin) = std::env::var("DATABASE_URL") else {
+        eprintln!("skipping: DATABASE_URL is not set (scripts/test.sh sets it)");
+        return;
+    };
+    async fn columns_pg(admin: String) -> Vec<(String, String)> {
+        let pg = store::PgStore::connect(&admin, &StoreOptions::default())
+            .await
+            .unwrap();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name::text IN \
+             ('conversations', 'messages', 'moderation_events', 'feedback') \
+             ORDER BY 1, 2",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .unwrap();
+        rows
+    }
+    // The shared `test` database may not be migrated: compare against a
+    // fresh one.
+    let name = format!("chatforge_test_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = with_database(&admin, &name);
+    let pg = store::connect_and_migrate(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    pg.close().await.unwrap();
+    let pg_cols = columns_pg(url).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let lite_url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let lite = store::SqliteStore::connect(&lite_url, &StoreOptions::default())
+        .await
+        .unwrap();
+    lite.migrate().await.unwrap();
+    let lite_cols: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name IN \
+         ('conversations', 'messages', 'moderation_events', 'feedback') ORDER BY 1, 2",
+    )
+    .fetch_all(lite.pool())
+    .await
+    .unwrap();
+    assert_eq!(pg_cols.len(), 37, "{pg_cols:?}");
+    assert_eq!(pg_cols, lite_cols);
+}
+
+fn chatforge(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("the chatforge binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_cli_migrate_export_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("logs.db").display());
+    let out = dir.path().join("export.jsonl");
+    let out_s = out.to_str().unwrap();
+
+    // Before migrating: a clear error that says what to run.
+    let o = chatforge(&["logs", "export", "--database-url", &url, "--out", out_s]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("chatforge db migrate"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = chatforge(&["db", "migrate", "--database-url", &url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("schema at version 1"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    let store = store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    seed(store.as_ref()).await;
+    store.close().await.unwrap();
+
+    let o = chatforge(&[
+        "logs",
+        "export",
+        "--database-url",
+        &url,
+        "--format",
+        "openai",
+        "--out",
+        out_s,
+        "--exclude-flagged",
+        "--platform",
+        "discord",
+        "--redact-pattern",
+        r"ORDER=ORD-\d{6}",
+        "--since",
+        "2026-11-01",
+        "--until",
+        "2026-11-30T00:00:00Z",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let said = text(&o.stdout);
+    // A and D are discord and unflagged (C is flagged, F blocked).
+    assert!(said.contains("wrote 2 dialogs"), "{said}");
+    assert!(
+        said.contains("1 EMAIL") && said.contains("1 ORDER"),
+        "{said}"
+    );
+    let dialogs = read_dialogs_jsonl(&out).unwrap();
+    assert_eq!(dialogs.len(), 2);
+    assert!(dialogs[0].messages[1].content.contains("<ORDER>"));
+
+    let o = chatforge(&["logs", "stats", "--database-url", &url, "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(stats["total"]["conversations"], 6);
+    assert_eq!(stats["rows"].as_array().unwrap().len(), 6);
+    let o = chatforge(&["logs", "stats", "--database-url", &url]);
+    assert!(text(&o.stdout).contains("total"), "{}", text(&o.stdout));
+
+    let o = chatforge(&[
+        "logs",
+        "export",
+        "--database-url",
+        &url,
+        "--out",
+        out_s,
+        "--since",
+        "last week",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("RFC 3339"), "{}", text(&o.stderr));
+
+    // A password never shows up in an error.
+    let secret_url = "postgres://bot:hunter2-s3cret@127.0.0.1:1/logs";
+    let o = chatforge(&["db", "migrate", "--database-url", secret_url]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("postgres://bot:***@127.0.0.1:1/logs"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+// ------------------------------------------------ a real Postgres outage
+
+/// A throwaway Postgres server in a temporary folder, so that stopping it
+/// cannot disturb the shared server other tests use.
+struct TempServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn pg_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, b)| b)
+}
+
+impl TempServer {
+    /// Runs a server binary as the `postgres` user when we are root
+    /// (initdb and postgres refuse to run as root).
+    fn cmd(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(tool);
+        let mut c = if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let o = c.args(args).output().map_err(|e| format!("{tool}: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} failed: {}{}",
+                text(&o.stdout),
+                text(&o.stderr)
+            ))
+        }
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn init(bin: PathBuf) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("chatforge-pg-")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let s = Self { bin, dir, port };
+        s.cmd(
+            "initdb",
+            &[
+                "-D",
+                &s.data(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        Ok(s)
+    }
+
+    fn start(&self) -> Result<(), String> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.cmd(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+    }
+
+    fn stop(&self) -> Result<(), String> {
+        self.cmd("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+}
+
+impl Drop for TempServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_real_postgres() {
+    let Some(bin) = pg_bin_dir() else {
+        eprintln!("skipping: no PostgreSQL server binaries in /usr/lib/postgresql/<version>/bin");
+        return;
+    };
+    let server = TempServer::init(bin).unwrap();
+    server.start().unwrap();
+    let server = Arc::new(server);
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+    let opts = StoreOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_millis(500),
+    };
+    let pg = store::connect_and_migrate(&url, &opts).await.unwrap();
+    let spill = tempfile::tempdir().unwrap();
+    let mut cfg = WriterConfig::new(spill.path());
+    cfg.batch_size = 64;
+    cfg.retry_min = Duration::from_millis(50);
+    cfg.retry_max = Duration::from_millis(400);
+    cfg.drain_timeout = Duration::from_secs(30);
+    let writer = Writer::spawn(Arc::clone(&pg), hasher(), cfg).unwrap();
+    let h = writer.handle();
+    let conv = h.new_conversation("discord", "outage", "u1");
+    let id = conv.id.clone();
+    h.enqueue(Record::Conversation(conv)).await.unwrap();
+
+    const TOTAL: usize = 3000;
+    let mut want = Vec::with_capacity(TOTAL);
+    let mut slowest = Duration::ZERO;
+    let mut spilled_while_down = 0;
+    for i in 0..TOTAL {
+        if i == 1000 {
+            let s = Arc::clone(&server);
+            tokio::task::spawn_blocking(move || s.stop())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        if i == 2000 {
+            h.flush().await.unwrap();
+            spilled_while_down = h.stats().pending;
+            let s = Arc::clone(&server);
+            tokio::task::spawn_blocking(move || s.start())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let role = if i % 2 == 0 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
+        let m = MessageRecord::new(&id, role, format!("message {i}"));
+        want.push(m.id.clone());
+        let t = Instant::now();
+        h.enqueue(Record::Message(m)).await.unwrap();
+        slowest = slowest.max(t.elapsed());
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let report = writer.shutdown().await.unwrap();
+    let got = pg.conversation(&id).await.unwrap().unwrap();
+    eprintln!(
+        "outage: {} messages streamed, server stopped at 1000 and restarted at 2000; \
+         {} spilled while down ({} in all), {} replayed, {} stored, {} rejected, \
+         slowest enqueue {:?}",
+        TOTAL,
+        spilled_while_down,
+        report.spilled,
+        report.replayed,
+        report.written,
+        report.rejected,
+        slowest
+    );
+    assert!(spilled_while_down >= 900, "{spilled_while_down} {report:?}");
+    assert_eq!(report.pending, 0, "{report:?}");
+    assert_eq!(report.rejected, 0, "{report:?}");
+    assert_eq!(report.written, TOTAL as u64 + 1, "{report:?}");
+    assert_eq!(got.messages.len(), TOTAL, "every record exactly once");
+    assert_eq!(message_ids(&got), want, "in the order they were sent");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "enqueue waited {slowest:?}"
+    );
+    pg.close().await.unwrap();
+    drop(Arc::try_unwrap(server).ok());
+}
