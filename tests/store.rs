@@ -954,6 +954,7 @@ async fn store_cli_migrate_export_stats() {
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains("postgres://bot:***@127.0.0.1:1/logs"), "{err}");
+    assert!(err.contains("refused"), "the cause is named: {err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
 

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Row};
 
 use super::backend::{Backend, ConversationStore, StoreFuture, StoreOptions, StoredConversation};
 use super::export::ExportFilter;
@@ -36,6 +36,20 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(url)
             .map_err(connect_err)?
             .application_name("chatforge");
+        // The pool reports a refused connection or a bad password only as a
+        // time-out; one direct connection first gives the real reason.
+        match tokio::time::timeout(options.acquire_timeout, opts.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(connect_err(e)),
+            Err(_) => {
+                return Err(Error::Connect {
+                    url: shown.clone(),
+                    reason: format!("no answer within {:?}", options.acquire_timeout),
+                });
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
