@@ -1164,3 +1164,46 @@ async fn store_outage_real_postgres() {
     pg.close().await.unwrap();
     drop(Arc::try_unwrap(server).ok());
 }
+
+#[test]
+fn store_bench_cli_reports_both_backends() {
+    let mut args = vec![
+        "bench",
+        "store",
+        "--sqlite",
+        "--conversations",
+        "8",
+        "--messages",
+        "20",
+        "--paced-rate",
+        "400",
+        "--paced-seconds",
+        "0.2",
+        "--json",
+    ];
+    let pg = std::env::var("DATABASE_URL").ok();
+    if let Some(url) = &pg {
+        args.extend(["--database-url", url.as_str()]);
+    }
+    let o = chatforge(&args);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let backends: Vec<&str> = lines
+        .iter()
+        .map(|l| l["backend"].as_str().unwrap())
+        .collect();
+    let want: &[&str] = if pg.is_some() {
+        &["postgres", "sqlite"]
+    } else {
+        &["sqlite"]
+    };
+    assert_eq!(backends, want);
+    for l in &lines {
+        assert_eq!(l["messages"], 160);
+        assert!(l["messages_per_s"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["enqueue_p99_us"].as_f64().unwrap() > 0.0, "{l}");
+    }
+}
