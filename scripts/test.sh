@@ -9,6 +9,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
+# Python onnxruntime for the interop test (the exported file must run
+# unchanged outside chatforge); the test says why it skips when this fails.
+INTEROP="${CHATFORGE_HOME:-$HOME/.cache/chatforge}/venv-interop"
+if ! "$INTEROP/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
+  python3 -m venv "$INTEROP" \
+    && "$INTEROP/bin/python" -m pip install --quiet --disable-pip-version-check \
+         "onnxruntime==1.32.0" "numpy>=2,<3" \
+    || echo "test.sh: warning: could not install Python onnxruntime; the interop test will skip" >&2
+fi
+export CHATFORGE_PYTHON="$INTEROP/bin/python"
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

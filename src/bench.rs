@@ -7,6 +7,10 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+mod generate;
+
+pub use generate::{DecodeFigures, GenerateBench, GeneratePreset, bench_generate};
+
 use crate::model::{GptConfig, init_weights};
 use crate::train::{Batch, Dataset, TrainSection, step_rng, train_step, trainable};
 

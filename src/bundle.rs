@@ -17,6 +17,7 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const GENERATION_FILE: &str = "generation.json";
+pub const ONNX_FILE: &str = "model.onnx";
 pub const TRAINING_FILE: &str = "training.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +159,20 @@ impl Bundle {
         Ok((Gpt::new(vb, &self.config)?, tok))
     }
 
+    /// `generation.json`, or the built-in defaults when the bundle has none.
+    pub fn generation_defaults(&self) -> Result<GenerationDefaults> {
+        let path = self.dir.join(GENERATION_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| Self::invalid(&self.dir, format!("{GENERATION_FILE}: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GenerationDefaults::default()),
+            Err(e) => Err(Self::invalid(
+                &self.dir,
+                format!("cannot read {GENERATION_FILE}: {e}"),
+            )),
+        }
+    }
+
     pub fn model_version(&self) -> Option<&str> {
         self.meta.as_ref().map(|m| m.model_version.as_str())
     }
@@ -174,6 +189,12 @@ impl Bundle {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Self::invalid(dir, e))?;
         let weights_path = dir.join(WEIGHTS_FILE);
+        // An exported graph holds the old weights: it must not outlive them.
+        let onnx = dir.join(ONNX_FILE);
+        if onnx.exists() {
+            std::fs::remove_file(&onnx).map_err(|e| Self::invalid(dir, e))?;
+            tracing::info!("removed the stale {ONNX_FILE}; run `chatforge export` again");
+        }
         save_safetensors(weights, &weights_path)?;
         tok.save(&dir.join(TOKENIZER_FILE))?;
         let meta = BundleMeta {

@@ -3,8 +3,11 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod config;
+pub mod export;
 pub mod fsio;
 pub mod model;
+pub mod runtime;
 pub mod store;
 pub mod text;
 pub mod train;

@@ -5,9 +5,20 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use chatforge::bench::{TrainPreset, bench_train};
+use chatforge::bench::{GeneratePreset, TrainPreset, bench_generate, bench_train};
+use chatforge::config::Config;
+use chatforge::runtime::SamplingParams;
 use chatforge::text::{TokenizerKind, default_control_tags, train_tokenizer};
 use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, read_corpus};
+
+/// The CLI's interactive and diagnostic commands (the library has no
+/// terminal I/O).
+mod cli {
+    pub mod chat;
+    pub mod doctor;
+}
+
+use cli::{chat, doctor};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,6 +85,56 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Export a bundle's model to <bundle>/model.onnx (with a parity check).
+    Export {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the ONNX Runtime set-up: library, providers, threads.
+    Doctor {
+        /// chatforge.toml with a [runtime] table.
+        #[arg(long, env = "CHATFORGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Also load this bundle's model.onnx.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+    /// Generate replies to prompts (several prompts run as one batch).
+    Generate {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, env = "CHATFORGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// A user message (repeatable).
+        #[arg(long, required = true)]
+        prompt: Vec<String>,
+        /// System prompt (persona).
+        #[arg(long)]
+        system: Option<String>,
+        /// Continue the prompt as plain text instead of answering it as a chat turn.
+        #[arg(long)]
+        raw: bool,
+        /// One JSON object per prompt instead of streamed text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Chat with a bundle in the terminal (one message per line; /reset, /quit).
+    Chat {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, env = "CHATFORGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// System prompt (persona).
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -89,6 +150,50 @@ enum Command {
         #[command(subcommand)]
         command: store_cmd::LogsCommand,
     },
+}
+
+/// Overrides of the bundle's generation.json.
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also stop at this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn apply(&self, mut p: SamplingParams) -> SamplingParams {
+        if let Some(v) = self.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            p.repetition_penalty = v;
+        }
+        if let Some(v) = self.max_new_tokens {
+            p.max_new_tokens = v;
+        }
+        p.seed = self.seed;
+        p.stop_strings.extend(self.stop.iter().cloned());
+        p
+    }
 }
 
 #[derive(Subcommand)]
@@ -130,6 +235,23 @@ enum BenchCommand {
     },
     /// Conversation store writer throughput into Postgres and SQLite.
     Store(store_cmd::BenchStoreArgs),
+    /// Generation: prefill latency, decode tokens/s with and without the KV
+    /// cache at batch 1 and 8, and candle's forward for comparison.
+    Generate {
+        /// A bundle with model.onnx (default: a random-weight preset).
+        #[arg(long, conflicts_with = "preset")]
+        bundle: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        preset: Option<GeneratePreset>,
+        #[arg(long, env = "CHATFORGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 32)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -210,6 +332,72 @@ fn main() -> Result<()> {
                 progress,
             })?;
             print_summary(&report);
+        }
+        Command::Export { bundle, json } => {
+            let r = chatforge::export::export_bundle(&bundle)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "wrote {} ({:.1} MB, opset {}); parity with candle: prefill max |Δ| {:.2e}, {} cached decode steps max |Δ| {:.2e}",
+                    r.path.display(),
+                    r.bytes as f64 / 1e6,
+                    r.opset,
+                    r.prefill_max_diff,
+                    r.decode_steps,
+                    r.decode_max_diff
+                );
+            }
+        }
+        Command::Doctor { config, bundle } => {
+            let cfg = Config::load(config.as_deref())?;
+            doctor::run(&cfg, bundle.as_deref())?;
+        }
+        Command::Generate {
+            bundle,
+            config,
+            prompt,
+            system,
+            raw,
+            json,
+            sampling,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            chat::generate(&bundle, &cfg, &prompt, system, raw, json, &sampling)?;
+        }
+        Command::Chat {
+            bundle,
+            config,
+            system,
+            sampling,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            chat::run(&bundle, &cfg, system, &sampling)?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Generate {
+                    bundle,
+                    preset,
+                    config,
+                    prompt_tokens,
+                    new_tokens,
+                    json,
+                },
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let r = bench_generate(
+                bundle.as_deref(),
+                preset,
+                &cfg.runtime,
+                prompt_tokens,
+                new_tokens,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
         }
         Command::Bench {
             command:

@@ -72,6 +72,56 @@ pub fn encode_prompt(tok: &ChatTokenizer, dialog: &Dialog) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// [`encode_prompt`] within `budget` tokens: the oldest turns after the
+/// system prompt are dropped first; if the latest turn alone is still too
+/// long, its oldest tokens go. Control tags and system messages always stay.
+pub fn encode_prompt_within(
+    tok: &ChatTokenizer,
+    dialog: &Dialog,
+    budget: usize,
+) -> Result<Vec<u32>> {
+    let s = tok.special();
+    let mut head = control_ids(tok, dialog);
+    let mut turns: Vec<Vec<u32>> = Vec::new();
+    for m in &dialog.messages {
+        let mut ids = vec![role_id(tok, m.role)];
+        ids.extend(tok.encode_text(&m.content)?);
+        ids.push(s.end);
+        if m.role == Role::System {
+            head.extend(ids);
+        } else {
+            turns.push(ids);
+        }
+    }
+    // head + turns + the open <|assistant|>
+    let fixed = head.len() + 1;
+    if fixed + 3 > budget {
+        return Err(super::Error::Tokenizer(format!(
+            "the system prompt and control tags take {} tokens, more than the {budget} available",
+            head.len()
+        )));
+    }
+    let mut used: usize = fixed + turns.iter().map(Vec::len).sum::<usize>();
+    let mut first = 0;
+    while used > budget && first + 1 < turns.len() {
+        used -= turns[first].len();
+        first += 1;
+    }
+    let mut ids = head;
+    if let Some(last) = turns.get_mut(first)
+        && used > budget
+    {
+        // Keep the role id, the newest text and <|end|>.
+        let excess = used - budget;
+        last.drain(1..1 + excess.min(last.len() - 2));
+    }
+    for t in &turns[first..] {
+        ids.extend(t);
+    }
+    ids.push(s.assistant);
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +181,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p[..], e.ids[..p.len()]);
+    }
+
+    #[test]
+    fn test_prompt_within_budget_drops_oldest_turns_keeps_system() {
+        let tok = train_tokenizer(
+            &["abcdefghijklmnopqrstuvwxyz .?".to_string()],
+            TokenizerKind::Char,
+            0,
+            &default_control_tags(),
+        )
+        .unwrap();
+        let msg = |role, c: &str| Message {
+            role,
+            content: c.into(),
+        };
+        let d = Dialog {
+            messages: vec![
+                msg(Role::System, "be kind"),
+                msg(Role::User, "first question"),
+                msg(Role::Assistant, "first answer"),
+                msg(Role::User, "second"),
+            ],
+            topic: None,
+            style: None,
+        };
+        let full = encode_prompt(&tok, &d).unwrap();
+        assert_eq!(encode_prompt_within(&tok, &d, full.len()).unwrap(), full);
+        let s = tok.special();
+        // Room for system (9) + last user turn (8) + assistant (1) only.
+        let cut = encode_prompt_within(&tok, &d, 18).unwrap();
+        assert_eq!(
+            tok.decode(&cut, false).unwrap(),
+            "<|system|>be kind<|end|><|user|>second<|end|><|assistant|>"
+        );
+        // Even less room: the last turn loses its oldest characters.
+        let cut = encode_prompt_within(&tok, &d, 14).unwrap();
+        assert_eq!(cut.len(), 14);
+        assert_eq!(cut[9], s.user);
+        assert_eq!(
+            tok.decode(&cut[10..], false).unwrap(),
+            "nd<|end|><|assistant|>"
+        );
+        assert!(encode_prompt_within(&tok, &d, 10).is_err());
     }
 }

@@ -157,6 +157,11 @@ impl ChatTokenizer {
         self.special_set.get(id as usize).copied().unwrap_or(false)
     }
 
+    /// Id of any token by its spelling (e.g. a stop token `<|end|>`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.raw.token_to_id(token)
+    }
+
     /// Id of a declared control tag such as `<|topic=billing|>`.
     pub fn control_id(&self, tag: &str) -> Option<u32> {
         self.controls.get(tag).copied()

@@ -1,0 +1,235 @@
+//! `chatforge bench generate`: prefill latency and greedy decode throughput
+//! through ONNX Runtime with the KV cache and with full recompute, beside
+//! candle's forward pass, at batch 1 and 8.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::bundle::{Bundle, ONNX_FILE};
+use crate::model::{Gpt, GptConfig, Weights, init_weights};
+use crate::runtime::{self, OnnxDecoder, RuntimeConfig};
+
+/// Model shapes to measure without a trained bundle (random weights: speed
+/// does not depend on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GeneratePreset {
+    /// models/small.toml: 6 layers, 8 heads, 320 wide, context 256, vocab 8,192.
+    Small,
+    /// 6 layers, 6 heads, 384 wide, context 256, vocab 8,192 (the reference).
+    #[value(name = "6x384")]
+    L6W384,
+}
+
+impl GeneratePreset {
+    fn config(self) -> GptConfig {
+        match self {
+            GeneratePreset::Small => GptConfig::sized(8192, 256, 320, 6, 8),
+            GeneratePreset::L6W384 => GptConfig::sized(8192, 256, 384, 6, 6),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecodeFigures {
+    pub batch: usize,
+    /// Prompt forward pass plus choosing the first token, median of runs.
+    pub prefill_first_token_ms: f64,
+    /// New tokens per second over all rows, KV cache.
+    pub cached_tokens_per_s: f64,
+    /// The same without the cache: every step re-runs the whole sequence.
+    pub recompute_tokens_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GenerateBench {
+    pub bench: &'static str,
+    pub model: String,
+    pub provider: &'static str,
+    pub params: usize,
+    pub threads: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub batches: Vec<DecodeFigures>,
+    /// At 256 tokens of context (or the model's context): cached vs recompute.
+    pub long_context: usize,
+    pub long_cached_tokens_per_s: f64,
+    pub long_recompute_tokens_per_s: f64,
+    pub long_speedup: f64,
+    /// candle's forward (no cache) at batch 1, for comparison.
+    pub candle_recompute_tokens_per_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+fn argmax_rows(logits: &[f32], rows: usize, seq: usize, vocab: usize) -> Vec<i64> {
+    (0..rows)
+        .map(|r| {
+            let start = (r * seq + seq - 1) * vocab;
+            let row = &logits[start..start + vocab];
+            let mut best = 0;
+            for (i, &l) in row.iter().enumerate() {
+                if l > row[best] {
+                    best = i;
+                }
+            }
+            best as i64
+        })
+        .collect()
+}
+
+/// Greedy decoding of `new` tokens after `prompt` (`[batch, len]`);
+/// returns (prefill + first token seconds, seconds for the remaining tokens).
+fn run(
+    dec: &mut OnnxDecoder,
+    prompt: &[i64],
+    batch: usize,
+    new: usize,
+    cached: bool,
+) -> runtime::Result<(f64, f64)> {
+    let vocab = dec.config().vocab_size;
+    let len = prompt.len() / batch;
+    let t0 = Instant::now();
+    let cache = dec.empty_cache(batch)?;
+    let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
+    let (logits, mut cache) = dec.forward(prompt, &positions, &vec![1; batch * len], cache)?;
+    let mut next = argmax_rows(&logits, batch, len, vocab);
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut seqs: Vec<Vec<i64>> = (0..batch)
+        .map(|r| prompt[r * len..(r + 1) * len].to_vec())
+        .collect();
+    let t1 = Instant::now();
+    for step in 1..new {
+        for (s, &t) in seqs.iter_mut().zip(&next) {
+            s.push(t);
+        }
+        let total = len + step;
+        if cached {
+            let pos = vec![total as i64 - 1; batch];
+            let (logits, c) = dec.forward(&next, &pos, &vec![1; batch * total], cache)?;
+            cache = c;
+            next = argmax_rows(&logits, batch, 1, vocab);
+        } else {
+            let ids: Vec<i64> = seqs.iter().flatten().copied().collect();
+            let pos: Vec<i64> = (0..batch).flat_map(|_| 0..total as i64).collect();
+            let empty = dec.empty_cache(batch)?;
+            let (logits, _) = dec.forward(&ids, &pos, &vec![1; batch * total], empty)?;
+            next = argmax_rows(&logits, batch, total, vocab);
+        }
+    }
+    Ok((prefill, t1.elapsed().as_secs_f64()))
+}
+
+fn random_prompt(rng: &mut ChaCha8Rng, n: usize, vocab: usize) -> Vec<i64> {
+    (0..n).map(|_| rng.random_range(0..vocab as i64)).collect()
+}
+
+/// Measures a bundle's `model.onnx`, or a preset shape with random weights.
+pub fn bench_generate(
+    bundle: Option<&Path>,
+    preset: Option<GeneratePreset>,
+    runtime_cfg: &RuntimeConfig,
+    prompt_tokens: usize,
+    new_tokens: usize,
+) -> crate::export::Result<GenerateBench> {
+    let dev = Device::Cpu;
+    let (cfg, weights, model_name, loaded): (GptConfig, Weights, String, _) = match (bundle, preset)
+    {
+        (Some(dir), _) => {
+            let b = Bundle::open(dir)?;
+            let w = b.weights(&dev)?;
+            let loaded = runtime::open_file(runtime_cfg, &dir.join(ONNX_FILE))?;
+            (b.config.clone(), w, dir.display().to_string(), loaded)
+        }
+        (None, p) => {
+            let p = p.unwrap_or(GeneratePreset::L6W384);
+            let cfg = p.config();
+            let w = init_weights(&cfg, 1, &dev)
+                .map_err(|e| crate::export::Error::Model(e.to_string()))?;
+            let bytes = crate::export::decoder_model(&cfg, &w)?.encode_to_vec();
+            let loaded = runtime::open_memory(runtime_cfg, &bytes, "benchmark model")?;
+            (cfg, w, format!("{p:?}"), loaded)
+        }
+    };
+    let provider = loaded.provider.name();
+    let mut dec = OnnxDecoder::new(loaded, &cfg)?;
+    let vocab = cfg.vocab_size;
+    let new_tokens = new_tokens
+        .min(cfg.n_positions.saturating_sub(prompt_tokens))
+        .max(2);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut batches = Vec::new();
+    for batch in [1usize, 8] {
+        let prompt = random_prompt(&mut rng, batch * prompt_tokens, vocab);
+        run(&mut dec, &prompt, batch, 4, true)?; // warm-up
+        let mut prefills: Vec<f64> = (0..5)
+            .map(|_| run(&mut dec, &prompt, batch, 1, true).map(|r| r.0))
+            .collect::<runtime::Result<_>>()?;
+        prefills.sort_by(f64::total_cmp);
+        let (_, cached) = run(&mut dec, &prompt, batch, new_tokens, true)?;
+        let (_, recompute) = run(&mut dec, &prompt, batch, new_tokens, false)?;
+        let n = (batch * (new_tokens - 1)) as f64;
+        batches.push(DecodeFigures {
+            batch,
+            prefill_first_token_ms: prefills[prefills.len() / 2] * 1e3,
+            cached_tokens_per_s: n / cached,
+            recompute_tokens_per_s: n / recompute,
+        });
+    }
+    // Long context: the last 64 tokens of a full window.
+    let long = cfg.n_positions.min(256);
+    let tail = 64.min(long / 2);
+    let prompt = random_prompt(&mut rng, long - tail, vocab);
+    let (_, cached) = run(&mut dec, &prompt, 1, tail, true)?;
+    let (_, recompute) = run(&mut dec, &prompt, 1, tail, false)?;
+    let n = (tail - 1) as f64;
+
+    // candle: the training model's forward, re-run over the sequence.
+    let vb = VarBuilder::from_tensors(weights, candle_core::DType::F32, &dev);
+    let model = Gpt::new(vb, &cfg).map_err(|e| crate::export::Error::Model(e.to_string()))?;
+    let mut ids: Vec<u32> = random_prompt(&mut rng, prompt_tokens, vocab)
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let steps = 32.min(new_tokens);
+    let t = Instant::now();
+    for _ in 0..steps {
+        let x = Tensor::from_vec(ids.clone(), (1, ids.len()), &dev)
+            .map_err(|e| crate::export::Error::Model(e.to_string()))?;
+        let logits = model
+            .forward(&x)
+            .and_then(|l| l.flatten_all().map_err(Into::into))
+            .and_then(|l| l.to_vec1::<f32>().map_err(Into::into))
+            .map_err(|e| crate::export::Error::Model(e.to_string()))?;
+        ids.push(argmax_rows(&logits, 1, ids.len(), vocab)[0] as u32);
+    }
+    let candle = steps as f64 / t.elapsed().as_secs_f64();
+
+    Ok(GenerateBench {
+        bench: "generate",
+        model: model_name,
+        provider,
+        params: cfg.num_params(),
+        threads: if runtime_cfg.intra_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            runtime_cfg.intra_threads
+        },
+        prompt_tokens,
+        new_tokens,
+        batches,
+        long_context: long,
+        long_cached_tokens_per_s: n / cached,
+        long_recompute_tokens_per_s: n / recompute,
+        long_speedup: recompute / cached,
+        candle_recompute_tokens_per_s: candle,
+        peak_rss_mb: super::peak_rss_mb(),
+    })
+}

@@ -1,0 +1,275 @@
+//! The GPT-2 decoder with a KV cache as standard ONNX ops (opset 17), with
+//! Hugging Face optimum's input/output names so other runtimes can use it.
+
+use candle_core::Tensor;
+
+use super::graph::{Attr, Dim, Elem, GraphBuilder, model, tensor_f32};
+use super::onnx::ModelProto;
+use super::{Error, Result};
+use crate::model::{Activation, GptConfig, Weights};
+
+pub const OPSET: i64 = 17;
+
+/// Value added to attention scores where attention is not allowed. Finite
+/// (not −∞) so a row with nothing to attend to, such as a left-padding
+/// position, gives a uniform softmax instead of NaN.
+const MASKED: f32 = -1.0e9;
+
+fn weight(weights: &Weights, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let t: &Tensor = weights
+        .get(name)
+        .ok_or_else(|| Error::Model(format!("weights have no tensor {name}")))?;
+    let dims = t.dims().to_vec();
+    let data = t
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| Error::Model(format!("{name}: {e}")))?;
+    Ok((dims, data))
+}
+
+fn init(g: &mut GraphBuilder, weights: &Weights, name: &str) -> Result<String> {
+    let (dims, data) = weight(weights, name)?;
+    Ok(g.initializer(tensor_f32(name, &dims, &data)))
+}
+
+struct Shared {
+    /// Additive attention bias `[batch, 1, seq, total]`.
+    bias: String,
+    /// `[0, 0, n_head, head_dim]` for Reshape.
+    heads_shape: String,
+    /// `[0, 0, n_embd]` for Reshape.
+    merge_shape: String,
+    split_sizes: String,
+    scale: String,
+}
+
+fn layer_norm(
+    g: &mut GraphBuilder,
+    w: &Weights,
+    x: &str,
+    prefix: &str,
+    eps: f64,
+) -> Result<String> {
+    let gamma = init(g, w, &format!("{prefix}.weight"))?;
+    let beta = init(g, w, &format!("{prefix}.bias"))?;
+    Ok(g.op(
+        "LayerNormalization",
+        &[x, &gamma, &beta],
+        vec![Attr::Int("axis", -1), Attr::Float("epsilon", eps as f32)],
+    ))
+}
+
+/// x @ W + b with a Conv1D weight stored `[in, out]`.
+fn conv1d(g: &mut GraphBuilder, w: &Weights, x: &str, prefix: &str) -> Result<String> {
+    let weight = init(g, w, &format!("{prefix}.weight"))?;
+    let bias = init(g, w, &format!("{prefix}.bias"))?;
+    let y = g.op("MatMul", &[x, &weight], vec![]);
+    Ok(g.op("Add", &[&y, &bias], vec![]))
+}
+
+fn gelu(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
+    let half = g.const_f32("half", &[], &[0.5]);
+    let one = g.const_f32("one", &[], &[1.0]);
+    let inner = match act {
+        Activation::GeluTanh => {
+            // tanh(√(2/π)·(x + 0.044715·x³))
+            let c = g.const_f32("gelu_c", &[], &[(2.0f32 / std::f32::consts::PI).sqrt()]);
+            let k = g.const_f32("gelu_k", &[], &[0.044715]);
+            let x2 = g.op("Mul", &[x, x], vec![]);
+            let x3 = g.op("Mul", &[&x2, x], vec![]);
+            let kx3 = g.op("Mul", &[&x3, &k], vec![]);
+            let sum = g.op("Add", &[x, &kx3], vec![]);
+            let arg = g.op("Mul", &[&sum, &c], vec![]);
+            g.op("Tanh", &[&arg], vec![])
+        }
+        Activation::GeluErf => {
+            let r = g.const_f32("inv_sqrt2", &[], &[std::f32::consts::FRAC_1_SQRT_2]);
+            let arg = g.op("Mul", &[x, &r], vec![]);
+            g.op("Erf", &[&arg], vec![])
+        }
+    };
+    let onep = g.op("Add", &[&inner, &one], vec![]);
+    let hx = g.op("Mul", &[x, &half], vec![]);
+    g.op("Mul", &[&hx, &onep], vec![])
+}
+
+/// Causal + padding mask as an additive bias, built once from the shapes of
+/// `input_ids` (seq) and `attention_mask` (past + seq).
+fn attention_bias(g: &mut GraphBuilder) -> String {
+    let one_idx = g.const_i64("idx1", &[], &[1]);
+    let zero = g.const_i64("zero", &[], &[0]);
+    let step = g.const_i64("one", &[], &[1]);
+    let ids_shape = g.op("Shape", &["input_ids"], vec![]);
+    let seq = g.op(
+        "Gather",
+        &[&ids_shape, &one_idx],
+        vec![Attr::Int("axis", 0)],
+    );
+    let mask_shape = g.op("Shape", &["attention_mask"], vec![]);
+    let total = g.op(
+        "Gather",
+        &[&mask_shape, &one_idx],
+        vec![Attr::Int("axis", 0)],
+    );
+    let past = g.op("Sub", &[&total, &seq], vec![]);
+    // Query i sits at absolute position past + i and may see keys j ≤ past + i.
+    let qpos = g.op("Range", &[&past, &total, &step], vec![]);
+    let kpos = g.op("Range", &[&zero, &total, &step], vec![]);
+    let ax1 = g.const_i64("axes1", &[1], &[1]);
+    let ax0 = g.const_i64("axes0", &[1], &[0]);
+    let q2 = g.op("Unsqueeze", &[&qpos, &ax1], vec![]);
+    let k2 = g.op("Unsqueeze", &[&kpos, &ax0], vec![]);
+    let causal = g.op("LessOrEqual", &[&k2, &q2], vec![]); // [seq, total]
+    let keep = g.op("Cast", &["attention_mask"], vec![Attr::Int("to", 9)]); // bool
+    let ax12 = g.const_i64("axes12", &[2], &[1, 2]);
+    let keep4 = g.op("Unsqueeze", &[&keep, &ax12], vec![]); // [b, 1, 1, total]
+    let allowed = g.op("And", &[&causal, &keep4], vec![]); // [b, 1, seq, total]
+    let open = g.const_f32("open", &[], &[0.0]);
+    let closed = g.const_f32("closed", &[], &[MASKED]);
+    g.op("Where", &[&allowed, &open, &closed], vec![])
+}
+
+fn attention(
+    g: &mut GraphBuilder,
+    w: &Weights,
+    s: &Shared,
+    x: &str,
+    layer: usize,
+) -> Result<String> {
+    let p = format!("h.{layer}.attn");
+    let qkv = conv1d(g, w, x, &format!("{p}.c_attn"))?;
+    let parts = g.op_n(
+        "Split",
+        &[&qkv, &s.split_sizes],
+        3,
+        vec![Attr::Int("axis", 2)],
+    );
+    let heads = |g: &mut GraphBuilder, t: &str| {
+        let r = g.op("Reshape", &[t, &s.heads_shape], vec![]);
+        g.op(
+            "Transpose",
+            &[&r],
+            vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
+        )
+    };
+    let q = heads(g, &parts[0]);
+    let k = heads(g, &parts[1]);
+    let v = heads(g, &parts[2]);
+    let present_k = format!("present.{layer}.key");
+    let present_v = format!("present.{layer}.value");
+    let past_k = format!("past_key_values.{layer}.key");
+    let past_v = format!("past_key_values.{layer}.value");
+    g.op_into(
+        "Concat",
+        &[&past_k, &k],
+        &[&present_k],
+        vec![Attr::Int("axis", 2)],
+    );
+    g.op_into(
+        "Concat",
+        &[&past_v, &v],
+        &[&present_v],
+        vec![Attr::Int("axis", 2)],
+    );
+    let kt = g.op(
+        "Transpose",
+        &[&present_k],
+        vec![Attr::Ints("perm", vec![0, 1, 3, 2])],
+    );
+    let scores = g.op("MatMul", &[&q, &kt], vec![]);
+    let scores = g.op("Mul", &[&scores, &s.scale], vec![]);
+    let scores = g.op("Add", &[&scores, &s.bias], vec![]);
+    let probs = g.op("Softmax", &[&scores], vec![Attr::Int("axis", -1)]);
+    let y = g.op("MatMul", &[&probs, &present_v], vec![]);
+    let y = g.op(
+        "Transpose",
+        &[&y],
+        vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
+    );
+    let y = g.op("Reshape", &[&y, &s.merge_shape], vec![]);
+    conv1d(g, w, &y, &format!("{p}.c_proj"))
+}
+
+/// Builds the decoder graph. Weights must hold every GPT-2 tensor of `cfg`.
+pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
+    cfg.validate().map_err(|e| Error::Model(e.to_string()))?;
+    let act = cfg.activation().map_err(|e| Error::Model(e.to_string()))?;
+    let (c, h, d) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
+    let mut g = GraphBuilder::new();
+    let batch = Dim::from("batch_size");
+    let seq = Dim::from("sequence_length");
+    let past = Dim::from("past_sequence_length");
+    let total = Dim::from("total_sequence_length");
+    g.input("input_ids", Elem::I64, &[batch.clone(), seq.clone()]);
+    g.input("attention_mask", Elem::I64, &[batch.clone(), total.clone()]);
+    g.input("position_ids", Elem::I64, &[batch.clone(), seq.clone()]);
+    for i in 0..cfg.n_layer {
+        for kind in ["key", "value"] {
+            g.input(
+                &format!("past_key_values.{i}.{kind}"),
+                Elem::F32,
+                &[batch.clone(), h.into(), past.clone(), d.into()],
+            );
+        }
+    }
+
+    let wte = init(&mut g, weights, "wte.weight")?;
+    let wpe = init(&mut g, weights, "wpe.weight")?;
+    let tok = g.op("Gather", &[&wte, "input_ids"], vec![Attr::Int("axis", 0)]);
+    let pos = g.op(
+        "Gather",
+        &[&wpe, "position_ids"],
+        vec![Attr::Int("axis", 0)],
+    );
+    let mut x = g.op("Add", &[&tok, &pos], vec![]);
+
+    let shared = Shared {
+        bias: attention_bias(&mut g),
+        heads_shape: g.const_i64("heads_shape", &[4], &[0, 0, h as i64, d as i64]),
+        merge_shape: g.const_i64("merge_shape", &[3], &[0, 0, c as i64]),
+        split_sizes: g.const_i64("split", &[3], &[c as i64; 3]),
+        scale: g.const_f32("scale", &[], &[1.0 / (d as f32).sqrt()]),
+    };
+    let eps = cfg.layer_norm_epsilon;
+    for i in 0..cfg.n_layer {
+        let ln1 = layer_norm(&mut g, weights, &x, &format!("h.{i}.ln_1"), eps)?;
+        let a = attention(&mut g, weights, &shared, &ln1, i)?;
+        x = g.op("Add", &[&x, &a], vec![]);
+        let ln2 = layer_norm(&mut g, weights, &x, &format!("h.{i}.ln_2"), eps)?;
+        let fc = conv1d(&mut g, weights, &ln2, &format!("h.{i}.mlp.c_fc"))?;
+        let act_out = gelu(&mut g, &fc, act);
+        let m = conv1d(&mut g, weights, &act_out, &format!("h.{i}.mlp.c_proj"))?;
+        x = g.op("Add", &[&x, &m], vec![]);
+    }
+    let xf = layer_norm(&mut g, weights, &x, "ln_f", eps)?;
+    // The head is tied to wte: Gemm with transB reads wte in place instead
+    // of storing a transposed copy.
+    let flat_shape = g.const_i64("flat_shape", &[2], &[-1, c as i64]);
+    let flat = g.op("Reshape", &[&xf, &flat_shape], vec![]);
+    let logits_flat = g.op("Gemm", &[&flat, &wte], vec![Attr::Int("transB", 1)]);
+    let ids_shape = g.op("Shape", &["input_ids"], vec![]);
+    let vocab = g.const_i64("vocab", &[1], &[cfg.vocab_size as i64]);
+    let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![Attr::Int("axis", 0)]);
+    g.op_into("Reshape", &[&logits_flat, &out_shape], &["logits"], vec![]);
+
+    g.output(
+        "logits",
+        Elem::F32,
+        &[batch.clone(), seq, cfg.vocab_size.into()],
+    );
+    for i in 0..cfg.n_layer {
+        for kind in ["key", "value"] {
+            g.output(
+                &format!("present.{i}.{kind}"),
+                Elem::F32,
+                &[batch.clone(), h.into(), total.clone(), d.into()],
+            );
+        }
+    }
+    Ok(model(
+        g.finish("chatforge_gpt2_decoder"),
+        OPSET,
+        env!("CARGO_PKG_VERSION"),
+    ))
+}

@@ -1,0 +1,344 @@
+//! Generation: left-padded batched prefill, then one cached decode step per
+//! token, streaming each row's text as soon as it is valid UTF-8 and cannot
+//! turn into a stop string.
+
+use std::path::Path;
+
+use super::decoder::OnnxDecoder;
+use super::providers::{RuntimeConfig, open_file};
+use super::sampling::{Sampler, SamplingParams};
+use super::{Error, Result};
+use crate::bundle::{Bundle, GenerationDefaults};
+use crate::text::{ChatTokenizer, Dialog, encode_prompt_within};
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    StopToken,
+    StopString,
+    MaxTokens,
+    /// The model's context is full.
+    Context,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    /// Generated ids, without the stop token.
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub stop: StopReason,
+}
+
+/// A bundle's decoder and tokenizer, ready to generate.
+pub struct Generator {
+    decoder: OnnxDecoder,
+    tok: ChatTokenizer,
+    defaults: GenerationDefaults,
+    bundle: Bundle,
+}
+
+/// Per-row state while generating.
+struct Row {
+    sampler: Sampler,
+    history: Vec<u32>,
+    tokens: Vec<u32>,
+    stream: TextStream,
+    stop: Option<StopReason>,
+    last_pos: i64,
+}
+
+impl Generator {
+    /// Opens `<dir>/model.onnx` with its tokenizer, checking that model,
+    /// config and tokenizer agree.
+    pub fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Self> {
+        let bundle = Bundle::open(dir)?;
+        let tok = bundle.tokenizer()?;
+        if tok.vocab_size() != bundle.config.vocab_size {
+            return Err(Error::Model(format!(
+                "{}: tokenizer.json has {} ids but config.json says vocab_size {}",
+                dir.display(),
+                tok.vocab_size(),
+                bundle.config.vocab_size
+            )));
+        }
+        let path = dir.join(crate::bundle::ONNX_FILE);
+        if !path.is_file() {
+            return Err(Error::Model(format!(
+                "{} is missing; run `chatforge export --bundle {}` first",
+                path.display(),
+                dir.display()
+            )));
+        }
+        let loaded = open_file(runtime, &path)?;
+        let decoder = OnnxDecoder::new(loaded, &bundle.config)?;
+        let defaults = bundle.generation_defaults()?;
+        Ok(Self {
+            decoder,
+            tok,
+            defaults,
+            bundle,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &ChatTokenizer {
+        &self.tok
+    }
+
+    pub fn defaults(&self) -> &GenerationDefaults {
+        &self.defaults
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    pub fn decoder(&self) -> &OnnxDecoder {
+        &self.decoder
+    }
+
+    /// Sampling settings from `generation.json`.
+    pub fn default_params(&self) -> SamplingParams {
+        SamplingParams::from(&self.defaults)
+    }
+
+    /// The next assistant turn of `dialog`; the prompt is cut from the
+    /// oldest turns to leave room for `max_new_tokens`.
+    pub fn reply(
+        &mut self,
+        dialog: &Dialog,
+        params: &SamplingParams,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Generation> {
+        let ctx = self.decoder.config().n_positions;
+        let room = params.max_new_tokens.min(ctx / 2).max(1);
+        let prompt = encode_prompt_within(&self.tok, dialog, ctx - room)?;
+        let mut out = self.generate(&[prompt], params, on_text)?;
+        Ok(out.remove(0))
+    }
+
+    /// Generates a continuation for every prompt, as one batch. `on_text`
+    /// receives `(row, new text)` as it becomes final.
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Generation>> {
+        params.validate().map_err(Error::Input)?;
+        let ctx = self.decoder.config().n_positions;
+        let vocab = self.decoder.config().vocab_size;
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(p) = prompts.iter().find(|p| p.is_empty() || p.len() >= ctx) {
+            return Err(Error::Input(format!(
+                "a prompt has {} tokens; it must have between 1 and {} (the context is {ctx})",
+                p.len(),
+                ctx - 1
+            )));
+        }
+        let stop_ids: Vec<u32> = params
+            .stop_tokens
+            .iter()
+            .map(|s| {
+                self.tok.token_id(s).ok_or_else(|| {
+                    Error::Input(format!("stop token {s:?} is not in the tokenizer"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        // Special tokens other than the stop tokens never appear in a reply.
+        let banned: Vec<bool> = (0..vocab as u32)
+            .map(|i| self.tok.is_special(i) && !stop_ids.contains(&i))
+            .collect();
+        let pad = self.tok.special().endoftext as i64;
+        let batch = prompts.len();
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch * width);
+        let mut positions = Vec::with_capacity(batch * width);
+        let mut mask = Vec::with_capacity(batch * width);
+        let mut rows = Vec::with_capacity(batch);
+        for (r, p) in prompts.iter().enumerate() {
+            let padding = width - p.len();
+            ids.extend(std::iter::repeat_n(pad, padding));
+            ids.extend(p.iter().map(|&t| t as i64));
+            mask.extend(std::iter::repeat_n(0i64, padding));
+            mask.extend(std::iter::repeat_n(1i64, p.len()));
+            positions.extend(std::iter::repeat_n(0i64, padding));
+            positions.extend(0..p.len() as i64);
+            rows.push(Row {
+                sampler: Sampler::new(params, r as u64),
+                history: p.clone(),
+                tokens: Vec::new(),
+                stream: TextStream::default(),
+                stop: None,
+                last_pos: p.len() as i64 - 1,
+            });
+        }
+        let budget = params.max_new_tokens.min(ctx - width);
+        let cache = self.decoder.empty_cache(batch)?;
+        let (mut logits, mut cache) = self.decoder.forward(&ids, &positions, &mask, cache)?;
+        let mut seq = width;
+        for step in 0..=budget {
+            let mut next = Vec::with_capacity(batch);
+            for (r, row) in rows.iter_mut().enumerate() {
+                if row.stop.is_some() {
+                    next.push(pad);
+                    continue;
+                }
+                if step == budget {
+                    row.stop = Some(if budget < params.max_new_tokens {
+                        StopReason::Context
+                    } else {
+                        StopReason::MaxTokens
+                    });
+                    next.push(pad);
+                    continue;
+                }
+                let start = (r * seq + seq - 1) * vocab;
+                let mut l = logits[start..start + vocab].to_vec();
+                let t = row.sampler.pick(&mut l, &row.history, &banned);
+                if stop_ids.contains(&t) {
+                    row.stop = Some(StopReason::StopToken);
+                    next.push(pad);
+                    continue;
+                }
+                row.tokens.push(t);
+                row.history.push(t);
+                self.advance_text(row, params, r, on_text)?;
+                next.push(t as i64);
+            }
+            if rows.iter().all(|r| r.stop.is_some()) {
+                break;
+            }
+            let step_positions: Vec<i64> = rows
+                .iter_mut()
+                .map(|r| {
+                    r.last_pos += 1;
+                    r.last_pos
+                })
+                .collect();
+            mask.clear();
+            let total = cache.len + 1;
+            for p in prompts {
+                let padding = width - p.len();
+                mask.extend((0..total).map(|j| i64::from(j >= padding)));
+            }
+            (logits, cache) = self.decoder.forward(&next, &step_positions, &mask, cache)?;
+            seq = 1;
+        }
+        let mut out = Vec::with_capacity(batch);
+        for (r, row) in rows.into_iter().enumerate() {
+            // Whatever was held back (a partial stop-string match) is final now.
+            if !row.stream.rest().is_empty() {
+                on_text(r, row.stream.rest());
+            }
+            out.push(Generation {
+                text: row.stream.text().to_string(),
+                tokens: row.tokens,
+                prompt_tokens: prompts[r].len(),
+                stop: row.stop.unwrap_or(StopReason::MaxTokens),
+            });
+        }
+        Ok(out)
+    }
+
+    fn advance_text(
+        &self,
+        row: &mut Row,
+        params: &SamplingParams,
+        r: usize,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<()> {
+        let text = self.tok.decode(&row.tokens, true)?;
+        let (delta, stopped) = row.stream.update(text, &params.stop_strings);
+        if let Some(d) = delta {
+            on_text(r, &d);
+        }
+        if stopped {
+            row.stop = Some(StopReason::StopString);
+        }
+        Ok(())
+    }
+}
+
+/// The text of one generated sequence as it grows, and how much of it has
+/// been handed out. Text is final once it is complete UTF-8 (byte-level
+/// pieces of one character decode to U+FFFD until the last one arrives) and
+/// cannot still turn into a stop string.
+#[derive(Debug, Default, Clone)]
+pub struct TextStream {
+    text: String,
+    emitted: usize,
+}
+
+impl TextStream {
+    /// Takes the full decoded text so far; returns the newly final part and
+    /// whether a stop string was reached (the text is then cut before it).
+    pub fn update(&mut self, text: String, stop_strings: &[String]) -> (Option<String>, bool) {
+        let stops = || stop_strings.iter().filter(|s| !s.is_empty());
+        if let Some(cut) = stops().filter_map(|s| text.find(s.as_str())).min() {
+            let delta = (cut > self.emitted).then(|| text[self.emitted..cut].to_string());
+            self.text = text[..cut].to_string();
+            self.emitted = cut;
+            return (delta, true);
+        }
+        let mut safe = text.trim_end_matches('\u{FFFD}').len();
+        for s in stops() {
+            // Hold back a suffix that could grow into this stop string.
+            for (i, _) in text.char_indices().rev().take(s.chars().count()) {
+                if s.starts_with(&text[i..]) {
+                    safe = safe.min(i);
+                }
+            }
+        }
+        let delta = (safe > self.emitted && text.is_char_boundary(self.emitted))
+            .then(|| text[self.emitted..safe].to_string());
+        if delta.is_some() {
+            self.emitted = safe;
+        }
+        self.text = text;
+        (delta, false)
+    }
+
+    /// Everything not yet handed out (at the end of generation).
+    pub fn rest(&self) -> &str {
+        self.text.get(self.emitted..).unwrap_or("")
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_stream_waits_for_whole_characters_and_stop_strings() {
+        let mut s = TextStream::default();
+        let stops = vec!["User:".to_string()];
+        assert_eq!(
+            s.update("Hi \u{FFFD}".into(), &stops),
+            (Some("Hi ".into()), false)
+        );
+        assert_eq!(s.update("Hi 你".into(), &stops), (Some("你".into()), false));
+        // "Us" may become "User:": held back.
+        assert_eq!(
+            s.update("Hi 你 Us".into(), &stops),
+            (Some(" ".into()), false)
+        );
+        assert_eq!(
+            s.update("Hi 你 Use it".into(), &stops),
+            (Some("Use it".into()), false)
+        );
+        assert_eq!(
+            s.update("Hi 你 Use it User: x".into(), &stops),
+            (Some(" ".into()), true)
+        );
+        assert_eq!(s.text(), "Hi 你 Use it ");
+        assert_eq!(s.rest(), "");
+    }
+}
