@@ -348,15 +348,21 @@ fn test_cli_export_chat_and_doctor() {
 #[test]
 fn test_python_onnxruntime_runs_the_export() {
     let python = std::env::var("CHATFORGE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import onnxruntime, numpy"]).output();
+    let probe = Command::new(&python)
+        .args(["-c", "import onnxruntime, numpy"])
+        .output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("skipped: {python} cannot import onnxruntime and numpy (run ./scripts/test.sh, or set CHATFORGE_PYTHON)");
+        println!(
+            "skipped: {python} cannot import onnxruntime and numpy (run ./scripts/test.sh, or set CHATFORGE_PYTHON)"
+        );
         return;
     }
     let dir = bundle();
     let b = chatforge::bundle::Bundle::open(dir).unwrap();
     let cfg = b.config.clone();
-    let ids: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % cfg.vocab_size as u32).collect();
+    let ids: Vec<u32> = (0..12)
+        .map(|i| (i * 37 + 5) % cfg.vocab_size as u32)
+        .collect();
     let req = serde_json::json!({
         "ids": ids, "prefill": 8, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "head_dim": cfg.head_dim(),
     });
@@ -369,13 +375,29 @@ fn test_python_onnxruntime_runs_the_export() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (model, _) = b.load(&candle_core::Device::Cpu).unwrap();
-    let x = candle_core::Tensor::from_vec(ids.clone(), (1, ids.len()), &candle_core::Device::Cpu).unwrap();
-    let want: Vec<Vec<f32>> = model.forward(&x).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let x = candle_core::Tensor::from_vec(ids.clone(), (1, ids.len()), &candle_core::Device::Cpu)
+        .unwrap();
+    let want: Vec<Vec<f32>> = model
+        .forward(&x)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     let rows = got["logits"].as_array().unwrap();
     assert_eq!(rows.len(), ids.len());
     let mut max = 0f32;
@@ -384,6 +406,9 @@ fn test_python_onnxruntime_runs_the_export() {
             max = max.max((g.as_f64().unwrap() as f32 - w).abs());
         }
     }
-    println!("Python onnxruntime {} vs candle: max |Δ| {max:e}", got["onnxruntime"]);
+    println!(
+        "Python onnxruntime {} vs candle: max |Δ| {max:e}",
+        got["onnxruntime"]
+    );
     assert!(max <= PARITY_TOLERANCE, "max diff {max}");
 }

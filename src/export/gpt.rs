@@ -36,9 +36,9 @@ fn init(g: &mut GraphBuilder, weights: &Weights, name: &str) -> Result<String> {
 struct Shared {
     /// Additive attention bias `[batch, 1, seq, total]`.
     bias: String,
-    /// `[0, 0, n_head, head_dim]` for Reshape.
+    /// `[batch, seq, n_head, head_dim]` for Reshape.
     heads_shape: String,
-    /// `[0, 0, n_embd]` for Reshape.
+    /// `[batch·seq, n_embd]` for Reshape.
     merge_shape: String,
     split_sizes: String,
     scale: String,
@@ -73,14 +73,15 @@ fn gelu(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     let one = g.const_f32("one", &[], &[1.0]);
     let inner = match act {
         Activation::GeluTanh => {
-            // tanh(√(2/π)·(x + 0.044715·x³))
+            // tanh(√(2/π)·x·(1 + 0.044715·x²)): the arrangement ONNX
+            // Runtime's FastGelu fusion recognises, so it runs as one kernel.
             let c = g.const_f32("gelu_c", &[], &[(2.0f32 / std::f32::consts::PI).sqrt()]);
             let k = g.const_f32("gelu_k", &[], &[0.044715]);
-            let x2 = g.op("Mul", &[x, x], vec![]);
-            let x3 = g.op("Mul", &[&x2, x], vec![]);
-            let kx3 = g.op("Mul", &[&x3, &k], vec![]);
-            let sum = g.op("Add", &[x, &kx3], vec![]);
-            let arg = g.op("Mul", &[&sum, &c], vec![]);
+            let kx = g.op("Mul", &[x, &k], vec![]);
+            let kx2 = g.op("Mul", &[&kx, x], vec![]);
+            let p = g.op("Add", &[&kx2, &one], vec![]);
+            let cx = g.op("Mul", &[x, &c], vec![]);
+            let arg = g.op("Mul", &[&cx, &p], vec![]);
             g.op("Tanh", &[&arg], vec![])
         }
         Activation::GeluErf => {
@@ -143,7 +144,7 @@ fn attention(
         "Split",
         &[&qkv, &s.split_sizes],
         3,
-        vec![Attr::Int("axis", 2)],
+        vec![Attr::Int("axis", 1)],
     );
     let heads = |g: &mut GraphBuilder, t: &str| {
         let r = g.op("Reshape", &[t, &s.heads_shape], vec![]);
@@ -222,12 +223,19 @@ pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
         &[&wpe, "position_ids"],
         vec![Attr::Int("axis", 0)],
     );
-    let mut x = g.op("Add", &[&tok, &pos], vec![]);
+    let x3 = g.op("Add", &[&tok, &pos], vec![]);
+    // The residual stream stays 2-D, [batch·seq, n_embd], so every
+    // MatMul + bias becomes one Gemm in ONNX Runtime.
+    let merge_shape = g.const_i64("merge_shape", &[2], &[-1, c as i64]);
+    let mut x = g.op("Reshape", &[&x3, &merge_shape], vec![]);
+    let ids_shape = g.op("Shape", &["input_ids"], vec![]);
+    let hd = g.const_i64("head_dims", &[2], &[h as i64, d as i64]);
+    let heads_shape = g.op("Concat", &[&ids_shape, &hd], vec![Attr::Int("axis", 0)]);
 
     let shared = Shared {
         bias: attention_bias(&mut g),
-        heads_shape: g.const_i64("heads_shape", &[4], &[0, 0, h as i64, d as i64]),
-        merge_shape: g.const_i64("merge_shape", &[3], &[0, 0, c as i64]),
+        heads_shape,
+        merge_shape,
         split_sizes: g.const_i64("split", &[3], &[c as i64; 3]),
         scale: g.const_f32("scale", &[], &[1.0 / (d as f32).sqrt()]),
     };
@@ -245,10 +253,7 @@ pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
     let xf = layer_norm(&mut g, weights, &x, "ln_f", eps)?;
     // The head is tied to wte: Gemm with transB reads wte in place instead
     // of storing a transposed copy.
-    let flat_shape = g.const_i64("flat_shape", &[2], &[-1, c as i64]);
-    let flat = g.op("Reshape", &[&xf, &flat_shape], vec![]);
-    let logits_flat = g.op("Gemm", &[&flat, &wte], vec![Attr::Int("transB", 1)]);
-    let ids_shape = g.op("Shape", &["input_ids"], vec![]);
+    let logits_flat = g.op("Gemm", &[&xf, &wte], vec![Attr::Int("transB", 1)]);
     let vocab = g.const_i64("vocab", &[1], &[cfg.vocab_size as i64]);
     let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![Attr::Int("axis", 0)]);
     g.op_into("Reshape", &[&logits_flat, &out_shape], &["logits"], vec![]);
