@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job from a fresh clone: fetch what the build does not
 # (scripts/setup.sh), build chatforge, pretrain a model on the general text
-# and the shop's FAQ, then fine-tune it on the support dialogs. Every artifact
+# and the shop's FAQ, fine-tune it on the support dialogs and export it to
+# ONNX (parity-checked) for `chatforge chat`. Every artifact
 # lands in one folder (default runs/quickstart; set CHATFORGE_RUN to move it).
 # Run again, finished stages are reused; --force redoes them.
 #
@@ -45,4 +46,12 @@ else
   "$BIN" finetune --base "$RUN/pretrain" --dialogs data/support/train.jsonl --out "$RUN/chat"
 fi
 
-echo "quickstart: done; the chat model bundle is $(cd "$RUN/chat" && pwd)"
+if [ "$FORCE" -eq 0 ] && [ -f "$RUN/chat/model.onnx" ] && [ "$RUN/chat/model.onnx" -nt "$RUN/chat/model.safetensors" ]; then
+  echo "quickstart: export: reusing $RUN/chat/model.onnx"
+else
+  "$BIN" export --bundle "$RUN/chat"
+fi
+
+BUNDLE="$(cd "$RUN/chat" && pwd)"
+echo "quickstart: done; the chat model bundle is $BUNDLE"
+echo "quickstart: talk to it with: $BIN chat --bundle $BUNDLE"
