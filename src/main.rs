@@ -16,9 +16,10 @@ use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, read_corpus}
 mod cli {
     pub mod chat;
     pub mod doctor;
+    pub mod eval;
 }
 
-use cli::{chat, doctor};
+use cli::{chat, doctor, eval};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -150,6 +151,10 @@ enum Command {
         #[command(subcommand)]
         command: store_cmd::LogsCommand,
     },
+    /// BLEU, ROUGE and distinct-n of line-aligned hypothesis and reference files.
+    Score(eval::ScoreArgs),
+    /// Evaluate a bundle (and a baseline) on held-out dialogs; writes a report.
+    Eval(Box<eval::EvalArgs>),
 }
 
 /// Overrides of the bundle's generation.json.
@@ -423,6 +428,8 @@ fn main() -> Result<()> {
         } => store_cmd::bench(args)?,
         Command::Db { command } => store_cmd::db(command)?,
         Command::Logs { command } => store_cmd::logs(command)?,
+        Command::Score(args) => eval::score(&args)?,
+        Command::Eval(args) => eval::run(&args)?,
     }
     Ok(())
 }

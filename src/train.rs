@@ -17,6 +17,7 @@ pub use data::{Batch, Dataset, DialogData, PretrainData};
 pub use jobs::{
     FinetuneJob, JobReport, PretrainJob, finetune, finetune_defaults, pretrain, read_train_section,
 };
+pub(crate) use metrics::register_font as register_chart_font;
 pub use metrics::{MetricsLog, plot_loss_curve};
 pub use optim::AdamW;
 pub use schedule::learning_rate;

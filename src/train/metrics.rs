@@ -163,7 +163,7 @@ pub fn plot_loss_curve(metrics: &[Metric], path: &Path, title: &str) -> Result<(
 
 /// plotters' pure-Rust text path needs a font registered by hand; the
 /// embedded DejaVu Sans keeps charts independent of system fonts.
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = plotters::style::register_font(

@@ -1,0 +1,195 @@
+//! One bundle on a set of dialogs: every assistant turn generated from the
+//! turns before it through ONNX Runtime, scored against the reference turn,
+//! and the reference turns' perplexity under the candle model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use super::{Perplexity, Result, Scores, Tokenize, perplexity, score};
+use crate::bundle::Bundle;
+use crate::runtime::{Generator, RuntimeConfig, SamplingParams};
+use crate::text::{Dialog, Role};
+
+/// How replies are generated and scored.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub runtime: RuntimeConfig,
+    /// BLEU and distinct-n tokenizer.
+    pub tokenize: Tokenize,
+    /// Porter-stem ROUGE tokens.
+    pub rouge_stemmer: bool,
+    /// `None`: greedy. `Some(t)`: sample at temperature `t` with the bundle's
+    /// top-k/top-p unless overridden below.
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub max_new_tokens: Option<usize>,
+    pub seed: u64,
+    /// Example replies kept in the report.
+    pub samples: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            tokenize: Tokenize::Thirteen,
+            rouge_stemmer: false,
+            temperature: None,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: None,
+            max_new_tokens: None,
+            seed: 0,
+            samples: 5,
+        }
+    }
+}
+
+impl EvalOptions {
+    /// The bundle's `generation.json` settings with these overrides.
+    pub fn params(&self, defaults: SamplingParams) -> SamplingParams {
+        let mut p = match self.temperature {
+            None => defaults.greedy(),
+            Some(t) => SamplingParams {
+                temperature: t,
+                ..defaults
+            },
+        };
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            p.repetition_penalty = v;
+        }
+        if let Some(v) = self.max_new_tokens {
+            p.max_new_tokens = v;
+        }
+        p.seed = self.seed;
+        p
+    }
+}
+
+/// One generated turn next to its reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub dialog: usize,
+    /// The last user message before the turn.
+    pub user: String,
+    pub reference: String,
+    pub generated: String,
+}
+
+/// What one bundle scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEval {
+    pub bundle: PathBuf,
+    pub model_version: Option<String>,
+    pub stage: Option<String>,
+    pub provider: String,
+    pub sampling: SamplingSummary,
+    pub dialogs: usize,
+    /// Generated assistant turns.
+    pub turns: usize,
+    pub perplexity: Perplexity,
+    pub scores: Scores,
+    /// Share of replies the moderation model flags. Always `None` until a
+    /// moderation model can be configured; see `safety_note`.
+    pub safety: Option<f64>,
+    pub safety_note: String,
+    pub generated_tokens: u64,
+    pub generate_s: f64,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingSummary {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+}
+
+pub const SAFETY_NOTE: &str = "moderation model not configured";
+
+/// Evaluates the bundle in `dir` (it needs `model.onnx`) on `dialogs`.
+pub fn evaluate_bundle(dir: &Path, dialogs: &[Dialog], opts: &EvalOptions) -> Result<ModelEval> {
+    let mut generator = Generator::open(dir, &opts.runtime)?;
+    let params = opts.params(generator.default_params());
+    let (mut hyps, mut refs, mut samples) = (Vec::new(), Vec::new(), Vec::new());
+    let mut generated_tokens = 0u64;
+    let started = Instant::now();
+    for (i, d) in dialogs.iter().enumerate() {
+        for (j, m) in d.messages.iter().enumerate() {
+            if m.role != Role::Assistant {
+                continue;
+            }
+            let context = Dialog {
+                messages: d.messages[..j].to_vec(),
+                ..d.clone()
+            };
+            let g = generator.reply(&context, &params, &mut |_, _| {})?;
+            generated_tokens += g.tokens.len() as u64;
+            if samples.len() < opts.samples {
+                let user = context
+                    .messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == Role::User)
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                samples.push(Sample {
+                    dialog: i,
+                    user,
+                    reference: m.content.clone(),
+                    generated: g.text.clone(),
+                });
+            }
+            // Replies are scored as one line each, like `chatforge score`.
+            hyps.push(one_line(&g.text));
+            refs.push(one_line(&m.content));
+        }
+    }
+    let generate_s = started.elapsed().as_secs_f64();
+    let scores = score(&hyps, &refs, opts.tokenize, opts.rouge_stemmer)?;
+    let bundle = Bundle::open(dir)?;
+    let (model, tok) = bundle.load(&Device::Cpu)?;
+    let ppl = perplexity(&model, &tok, dialogs)?;
+    Ok(ModelEval {
+        bundle: dir.to_path_buf(),
+        model_version: bundle.model_version().map(str::to_string),
+        stage: bundle.meta.as_ref().map(|m| m.stage.clone()),
+        provider: generator.decoder().provider().name().to_string(),
+        sampling: SamplingSummary {
+            temperature: params.temperature,
+            top_k: params.top_k,
+            top_p: params.top_p,
+            repetition_penalty: params.repetition_penalty,
+            max_new_tokens: params.max_new_tokens,
+            seed: params.seed,
+        },
+        dialogs: dialogs.len(),
+        turns: hyps.len(),
+        perplexity: ppl,
+        scores,
+        safety: None,
+        safety_note: SAFETY_NOTE.into(),
+        generated_tokens,
+        generate_s,
+        samples,
+    })
+}
+
+/// Newlines would split a reply into several lines of a line-aligned file.
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r']).collect::<Vec<_>>().join(" ")
+}
