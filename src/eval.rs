@@ -15,9 +15,9 @@ mod run;
 pub use bleu::{Bleu, BleuStats, Tokenize, corpus_bleu};
 pub use diversity::{Diversity, diversity};
 pub use perplexity::{Perplexity, perplexity};
-pub use report::{Report, write_report};
+pub use report::{MetricRow, Report, write_report};
 pub use rouge::{Prf, Rouge, RougeF};
-pub use run::{EvalOptions, ModelEval, evaluate_bundle};
+pub use run::{EvalOptions, ModelEval, SAFETY_NOTE, Sample, SamplingSummary, evaluate_bundle};
 
 use serde::{Deserialize, Serialize};
 

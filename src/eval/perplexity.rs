@@ -88,3 +88,41 @@ fn target_log_probs(model: &Gpt, window: &[u32], dev: &Device) -> Result<Vec<f32
     let y = Tensor::new(&window[1..], dev)?.unsqueeze(1)?; // (T-1, 1)
     Ok(logp.gather(&y, 1)?.squeeze(1)?.to_vec1::<f32>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{GptConfig, init_weights};
+
+    fn model(ctx: usize) -> Gpt {
+        let cfg = GptConfig::sized(40, ctx, 16, 1, 2);
+        let dev = Device::Cpu;
+        let w = init_weights(&cfg, 1, &dev).unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(w, candle_core::DType::F32, &dev);
+        Gpt::new(vb, &cfg).unwrap()
+    }
+
+    #[test]
+    fn test_every_masked_target_is_scored_once() {
+        let ids: Vec<u32> = (0..30u32).map(|i| i * 7 % 40).collect();
+        let mask: Vec<bool> = (0..30).map(|i| i % 3 != 0).collect();
+        let want = mask[1..].iter().filter(|&&m| m).count() as u64;
+        // Within the context: one pass, the plain sum of the targets' NLL.
+        let m = model(64);
+        let (nats, n) = dialog_nll(&m, &ids, &mask, 64).unwrap();
+        assert_eq!(n, want);
+        let lp = target_log_probs(&m, &ids, &Device::Cpu).unwrap();
+        let direct: f64 = (1..30)
+            .filter(|&p| mask[p])
+            .map(|p| -lp[p - 1] as f64)
+            .sum();
+        assert!((nats - direct).abs() < 1e-4, "{nats} vs {direct}");
+        // Longer than the context: overlapping windows, still once each.
+        let m = model(8);
+        let (nats, n) = dialog_nll(&m, &ids, &mask, 8).unwrap();
+        assert_eq!(n, want);
+        // A random model is close to uniform over 40 ids.
+        let per = nats / n as f64;
+        assert!((per - 40f64.ln()).abs() < 1.0, "{per}");
+    }
+}

@@ -354,3 +354,117 @@ fn draw_chart(r: &Report, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{Perplexity as P, SAFETY_NOTE, Sample, SamplingSummary, Tokenize, score};
+
+    fn model(dir: &str, hyps: &[&str], refs: &[&str], ppl: f64) -> ModelEval {
+        ModelEval {
+            bundle: PathBuf::from(dir),
+            model_version: Some(format!("{dir}-v1")),
+            stage: Some("finetune".into()),
+            provider: "cpu".into(),
+            sampling: SamplingSummary {
+                temperature: 0.0,
+                top_k: 40,
+                top_p: 0.95,
+                repetition_penalty: 1.1,
+                max_new_tokens: 64,
+                seed: 0,
+            },
+            dialogs: 2,
+            turns: hyps.len(),
+            perplexity: P {
+                tokens: 40,
+                bytes: 120,
+                nll: ppl.ln(),
+                perplexity: ppl,
+                bits_per_byte: ppl.ln() * 40.0 / std::f64::consts::LN_2 / 120.0,
+            },
+            scores: score(hyps, refs, Tokenize::Thirteen, false).unwrap(),
+            safety: None,
+            safety_note: SAFETY_NOTE.into(),
+            generated_tokens: 30,
+            generate_s: 0.5,
+            samples: vec![Sample {
+                dialog: 0,
+                user: "Where is my order?".into(),
+                reference: refs[0].into(),
+                generated: format!("{}\nwith | pipe", hyps[0]),
+            }],
+        }
+    }
+
+    #[test]
+    fn test_report_with_and_without_baseline() {
+        let refs = [
+            "Your order shipped today.",
+            "Returns are free within 30 days.",
+        ];
+        let good = model(
+            "good",
+            &["Your order shipped today.", "Returns are free."],
+            &refs,
+            5.0,
+        );
+        let bad = model("bad", &["Hello.", "Hello."], &refs, 50.0);
+        let tmp = tempfile::tempdir().unwrap();
+
+        let out = tmp.path().join("pair");
+        let r = write_report(
+            Report::new(Path::new("d.jsonl"), good.clone(), Some(bad)),
+            &out,
+        )
+        .unwrap();
+        let row = |name: &str| r.metrics.iter().find(|m| m.name == name).unwrap().clone();
+        let ppl = row("perplexity");
+        assert_eq!(
+            (ppl.bundle, ppl.baseline, ppl.change),
+            (Some(5.0), Some(50.0), Some(-45.0))
+        );
+        assert!(row("BLEU").change.unwrap() > 0.0);
+        let safety = row("safety (flagged share)");
+        assert_eq!((safety.bundle, safety.change), (None, None));
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        // Lower perplexity and higher BLEU both show as improvements.
+        assert!(
+            md.contains("| perplexity | 5.0000 | 50.0000 | -45.0000 ▲ |"),
+            "{md}"
+        );
+        assert!(md.contains(SAFETY_NOTE));
+        assert!(
+            md.contains("with \\| pipe"),
+            "model text cannot break the table"
+        );
+        assert!(!md.contains("(loss.png)"), "no loss curve to link");
+        let back: Report =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        // (serde_json parses floats to within an ulp, not always exactly)
+        assert_eq!(back.bundle.samples, r.bundle.samples);
+        assert_eq!(back.baseline.unwrap().bundle, PathBuf::from("bad"));
+        assert_eq!(back.metrics.len(), r.metrics.len());
+        for (a, b) in back.metrics.iter().zip(&r.metrics) {
+            assert_eq!(a.name, b.name);
+            assert!(
+                a.bundle
+                    .zip(b.bundle)
+                    .is_none_or(|(a, b)| (a - b).abs() < 1e-12)
+            );
+        }
+        assert!(
+            std::fs::read(out.join("metrics.png"))
+                .unwrap()
+                .starts_with(b"\x89PNG")
+        );
+
+        let out = tmp.path().join("single");
+        write_report(Report::new(Path::new("d.jsonl"), good, None), &out).unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(md.contains("| metric | bundle |\n"), "{md}");
+        assert!(!md.contains("baseline"), "{md}");
+        assert!(out.join("metrics.png").is_file());
+    }
+}
