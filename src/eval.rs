@@ -70,6 +70,8 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> E
 pub struct Scores {
     pub lines: usize,
     pub tokenize: Tokenize,
+    /// sacreBLEU's signature of the BLEU settings.
+    pub bleu_signature: String,
     /// Whether ROUGE stemmed its tokens (Porter).
     pub rouge_stemmer: bool,
     pub bleu: Bleu,
@@ -97,6 +99,7 @@ pub fn score<H: AsRef<str>, R: AsRef<str>>(
     Ok(Scores {
         lines: hyps.len(),
         tokenize: tok,
+        bleu_signature: tok.signature(),
         rouge_stemmer: stem,
         bleu: corpus_bleu(hyps, refs, tok),
         rouge: rouge::mean_f(hyps, refs, stem),

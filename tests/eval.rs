@@ -245,7 +245,10 @@ fn test_score_command_on_files() {
         "--tokenize",
         "zh",
     ]));
-    assert!(text.starts_with("BLEU = "), "{text}");
+    assert!(
+        text.starts_with("BLEU|nrefs:1|case:mixed|eff:no|tok:zh|smooth:exp|version:2.6.0 = "),
+        "{text}"
+    );
     assert!(text.contains("ROUGE-L F"));
     // Misaligned files are refused with both names and counts.
     std::fs::write(&reference, "only one line\n").unwrap();

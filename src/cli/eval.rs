@@ -47,13 +47,15 @@ pub fn score(a: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// sacreBLEU's one-line BLEU summary, then ROUGE and diversity.
+/// sacreBLEU's text summary line (`sacrebleu -f text`), then ROUGE and
+/// diversity.
 fn print_scores(s: &Scores) {
     let b = &s.bleu;
     let p = b.precisions;
     let ratio = b.stats.sys_len as f64 / b.stats.ref_len.max(1) as f64;
     println!(
-        "BLEU = {:.2} {:.1}/{:.1}/{:.1}/{:.1} (BP = {:.3} ratio = {:.3} hyp_len = {} ref_len = {}) [tokenize {}]",
+        "BLEU|{} = {:.1} {:.1}/{:.1}/{:.1}/{:.1} (BP = {:.3} ratio = {:.3} hyp_len = {} ref_len = {})",
+        s.bleu_signature,
         b.score,
         p[0],
         p[1],
@@ -63,7 +65,6 @@ fn print_scores(s: &Scores) {
         ratio,
         b.stats.sys_len,
         b.stats.ref_len,
-        s.tokenize.name()
     );
     println!(
         "ROUGE-1 F = {:.4}  ROUGE-2 F = {:.4}  ROUGE-L F = {:.4}  (mean over {} lines, stemmer {})",

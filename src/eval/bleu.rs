@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::pytext::{py_rstrip, py_split, py_strip};
 
+/// The sacreBLEU release this port follows (and is tested against).
+pub const SACREBLEU_VERSION: &str = "2.6.0";
+
 /// n-grams up to this order count.
 pub const MAX_NGRAM_ORDER: usize = 4;
 
@@ -34,6 +37,15 @@ impl Tokenize {
             Tokenize::Thirteen => "13a",
             Tokenize::Zh => "zh",
         }
+    }
+
+    /// sacreBLEU's signature of these settings, naming the version whose
+    /// behaviour this module reproduces.
+    pub fn signature(self) -> String {
+        format!(
+            "nrefs:1|case:mixed|eff:no|tok:{}|smooth:exp|version:{SACREBLEU_VERSION}",
+            self.name()
+        )
     }
 
     /// The tokenised line, words separated by one space (sacreBLEU's
