@@ -17,7 +17,9 @@ pub use diversity::{Diversity, diversity};
 pub use perplexity::{Perplexity, perplexity};
 pub use report::{MetricRow, Report, write_report};
 pub use rouge::{Prf, Rouge, RougeF};
-pub use run::{EvalOptions, ModelEval, SAFETY_NOTE, Sample, SamplingSummary, evaluate_bundle};
+pub use run::{
+    EvalOptions, ModelEval, SAFETY_NOTE, Sample, SamplingSummary, TrainingSummary, evaluate_bundle,
+};
 
 use serde::{Deserialize, Serialize};
 

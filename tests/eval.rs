@@ -98,8 +98,12 @@ fn in_unit(v: &Value, what: &str) {
 }
 
 /// Sanity of one model's section of report.json.
-fn check_model(m: &Value, bundle: &Path, turns: u64) {
+fn check_model(m: &Value, bundle: &Path, turns: u64, stage: &str, steps: u64) {
     assert_eq!(m["bundle"].as_str().unwrap(), bundle.to_str().unwrap());
+    // Provenance from the bundle's training.json.
+    assert_eq!(m["stage"], stage);
+    assert_eq!(m["training"]["stage"], stage);
+    assert_eq!(m["training"]["steps"].as_u64().unwrap(), steps);
     assert_eq!(m["dialogs"], 10);
     assert_eq!(m["turns"].as_u64().unwrap(), turns);
     assert_eq!(m["sampling"]["temperature"], 0.0, "greedy by default");
@@ -168,8 +172,8 @@ fn test_eval_on_heldout_dialogs_writes_a_sane_report() {
         .count() as u64;
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    check_model(&report["bundle"], &chat, turns);
-    check_model(&report["baseline"], &base, turns);
+    check_model(&report["bundle"], &chat, turns, "finetune", 20);
+    check_model(&report["baseline"], &base, turns, "pretrain", 30);
     // Every metric row has both values and their difference.
     let rows = report["metrics"].as_array().unwrap();
     assert!(rows.len() >= 9);

@@ -94,9 +94,9 @@ const CHART: &str = "metrics.png";
 /// Writes report.json, report.md and the chart into `out` (created).
 pub fn write_report(mut report: Report, out: &Path) -> Result<Report> {
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    report.loss_curve = copy_loss_curve(&report.bundle.bundle, out, "loss.png")?;
+    report.loss_curve = copy_loss_curve(&report.bundle, out, "loss.png")?;
     if let Some(b) = &report.baseline {
-        report.baseline_loss_curve = copy_loss_curve(&b.bundle, out, "baseline-loss.png")?;
+        report.baseline_loss_curve = copy_loss_curve(b, out, "baseline-loss.png")?;
     }
     draw_chart(&report, &out.join(CHART))?;
     crate::fsio::write_json_atomic(&out.join("report.json"), &report)?;
@@ -104,8 +104,14 @@ pub fn write_report(mut report: Report, out: &Path) -> Result<Report> {
     Ok(report)
 }
 
-fn copy_loss_curve(bundle: &Path, out: &Path, name: &str) -> Result<Option<String>> {
-    let src = bundle.join("loss.png");
+/// Copies the curve `training.json` names (else `loss.png`) into the report.
+fn copy_loss_curve(m: &ModelEval, out: &Path, name: &str) -> Result<Option<String>> {
+    let file = m
+        .training
+        .as_ref()
+        .and_then(|t| t.loss_curve.as_deref())
+        .unwrap_or("loss.png");
+    let src = m.bundle.join(file);
     if !src.is_file() {
         return Ok(None);
     }
@@ -136,7 +142,7 @@ fn fmt_change(row: &MetricRow) -> String {
 }
 
 fn describe(m: &ModelEval) -> String {
-    format!(
+    let mut s = format!(
         "`{}` (model version {}, stage {}; {} on {}; temperature {}, top-k {}, top-p {}, repetition penalty {}, max {} new tokens, seed {})",
         m.bundle.display(),
         m.model_version.as_deref().unwrap_or("unknown"),
@@ -153,7 +159,19 @@ fn describe(m: &ModelEval) -> String {
         m.sampling.repetition_penalty,
         m.sampling.max_new_tokens,
         m.sampling.seed
-    )
+    );
+    if let Some(t) = &m.training {
+        let num = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.4}"));
+        let _ = write!(
+            s,
+            "; trained {} steps, {} parameters, validation loss {} ({} bits/byte)",
+            t.steps.map_or("?".to_string(), |v| v.to_string()),
+            t.parameters.map_or("?".to_string(), |v| v.to_string()),
+            num(t.val_loss),
+            num(t.val_bpb)
+        );
+    }
+    s
 }
 
 fn markdown(r: &Report) -> String {
@@ -365,6 +383,7 @@ mod tests {
             bundle: PathBuf::from(dir),
             model_version: Some(format!("{dir}-v1")),
             stage: Some("finetune".into()),
+            training: None,
             provider: "cpu".into(),
             sampling: SamplingSummary {
                 temperature: 0.0,

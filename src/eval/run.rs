@@ -93,6 +93,8 @@ pub struct ModelEval {
     pub bundle: PathBuf,
     pub model_version: Option<String>,
     pub stage: Option<String>,
+    /// From the bundle's `training.json`, when it has one.
+    pub training: Option<TrainingSummary>,
     pub provider: String,
     pub sampling: SamplingSummary,
     pub dialogs: usize,
@@ -117,6 +119,28 @@ pub struct SamplingSummary {
     pub repetition_penalty: f32,
     pub max_new_tokens: usize,
     pub seed: u64,
+}
+
+/// The part of `training.json` a reader of the report needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub stage: Option<String>,
+    pub steps: Option<u64>,
+    pub parameters: Option<u64>,
+    pub val_loss: Option<f64>,
+    pub val_bpb: Option<f64>,
+    pub parent_version: Option<String>,
+    /// Bundle-relative file of the loss curve.
+    pub loss_curve: Option<String>,
+}
+
+impl TrainingSummary {
+    /// `None` when the bundle has no readable `training.json` (a bundle
+    /// made elsewhere, e.g. from Hugging Face): the report just omits it.
+    pub fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join("training.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
 }
 
 pub const SAFETY_NOTE: &str = "moderation model not configured";
@@ -168,6 +192,7 @@ pub fn evaluate_bundle(dir: &Path, dialogs: &[Dialog], opts: &EvalOptions) -> Re
         bundle: dir.to_path_buf(),
         model_version: bundle.model_version().map(str::to_string),
         stage: bundle.meta.as_ref().map(|m| m.stage.clone()),
+        training: TrainingSummary::read(dir),
         provider: generator.decoder().provider().name().to_string(),
         sampling: SamplingSummary {
             temperature: params.temperature,
