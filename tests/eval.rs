@@ -263,3 +263,47 @@ fn test_score_command_on_files() {
     let o = chatforge(&["score", "--hyp", h, "--ref", r, "--tokenize", "xx"]);
     assert!(!o.status.success());
 }
+
+/// The held-out split keeps the promises data/support/README.md makes: no
+/// held-out dialog, first user message or order number occurs in the
+/// training dialogs or the FAQ.
+#[test]
+fn test_heldout_split_is_disjoint_from_training_data() {
+    use chatforge::text::{Role, read_dialogs_jsonl};
+    let train = read_dialogs_jsonl(&repo("data/support/train.jsonl")).unwrap();
+    let heldout = read_dialogs_jsonl(&repo("data/support/heldout.jsonl")).unwrap();
+    assert!(heldout.len() >= 50, "{} held-out dialogs", heldout.len());
+    let train_text: Vec<&str> = train
+        .iter()
+        .flat_map(|d| &d.messages)
+        .map(|m| m.content.as_str())
+        .collect();
+    let faq = std::fs::read_to_string(repo("data/support/faq.md")).unwrap();
+    let order = regex::Regex::new(r"NW-\d{6}").unwrap();
+    for (i, d) in heldout.iter().enumerate() {
+        assert!(!train.contains(d), "held-out dialog {i} is in train.jsonl");
+        let first = d
+            .messages
+            .iter()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.as_str())
+            .unwrap();
+        assert!(
+            !train_text.contains(&first),
+            "held-out dialog {i}: first user message {first:?} is in train.jsonl"
+        );
+        for m in &d.messages {
+            // NW-123456 is the format example the assistant quotes everywhere.
+            for o in order
+                .find_iter(&m.content)
+                .filter(|o| o.as_str() != "NW-123456")
+            {
+                let o = o.as_str();
+                assert!(
+                    !train_text.iter().any(|t| t.contains(o)) && !faq.contains(o),
+                    "held-out order number {o} occurs in the training data"
+                );
+            }
+        }
+    }
+}
