@@ -297,8 +297,8 @@ def stem_words(pairs):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "eval-vectors")
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.normpath(os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "eval-vectors"))
     os.makedirs(out, exist_ok=True)
     versions = {
         "python": sys.version.split()[0],

@@ -182,6 +182,15 @@ pub fn evaluate_bundle(dir: &Path, dialogs: &[Dialog], opts: &EvalOptions) -> Re
             hyps.push(one_line(&g.text));
             refs.push(one_line(&m.content));
         }
+        if (i + 1) % 10 == 0 {
+            tracing::info!(
+                "{}: {} of {} dialogs, {} turns generated",
+                dir.display(),
+                i + 1,
+                dialogs.len(),
+                hyps.len()
+            );
+        }
     }
     let generate_s = started.elapsed().as_secs_f64();
     let scores = score(&hyps, &refs, opts.tokenize, opts.rouge_stemmer)?;
