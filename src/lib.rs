@@ -8,6 +8,7 @@ pub mod eval;
 pub mod export;
 pub mod fsio;
 pub mod model;
+pub mod moderation;
 pub mod runtime;
 pub mod store;
 pub mod text;

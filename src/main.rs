@@ -17,6 +17,7 @@ mod cli {
     pub mod chat;
     pub mod doctor;
     pub mod eval;
+    pub mod moderation;
 }
 
 use cli::{chat, doctor, eval};
@@ -155,6 +156,13 @@ enum Command {
     Score(eval::ScoreArgs),
     /// Evaluate a bundle (and a baseline) on held-out dialogs; writes a report.
     Eval(Box<eval::EvalArgs>),
+    /// Moderation classifier: train and evaluate.
+    Moderation {
+        #[command(subcommand)]
+        command: cli::moderation::ModerationCommand,
+    },
+    /// Check texts with a moderation model and its rules (blocklist, PII).
+    Moderate(Box<cli::moderation::ModerateArgs>),
 }
 
 /// Overrides of the bundle's generation.json.
@@ -430,6 +438,8 @@ fn main() -> Result<()> {
         Command::Logs { command } => store_cmd::logs(command)?,
         Command::Score(args) => eval::score(&args)?,
         Command::Eval(args) => eval::run(&args)?,
+        Command::Moderation { command } => cli::moderation::run(command, progress)?,
+        Command::Moderate(args) => cli::moderation::moderate(*args)?,
     }
     Ok(())
 }

@@ -1,0 +1,257 @@
+//! Labelled data from CSV: the generic `text,label[,label2…]` layout and
+//! the two shared sets recognised by their headers (Davidson et al.'s
+//! English tweets, the Chinese COLD set), plus the seeded split.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Error, Result};
+
+/// One text with a value per label of its [`Dataset`]; `None` where its
+/// source says nothing about that label (COLD has no `hate` column).
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub text: String,
+    pub labels: Vec<Option<bool>>,
+}
+
+/// Where a part of the data came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub path: String,
+    /// `davidson`, `cold` or `generic`.
+    pub format: String,
+    pub rows: usize,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub labels: Vec<String>,
+    pub examples: Vec<Example>,
+    pub sources: Vec<SourceInfo>,
+}
+
+/// Which part of the data a text belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+/// The split is a function of the text alone (a seeded hash), so the same
+/// text lands in the same part whatever the file order, duplicates never
+/// straddle parts, and `moderation eval --heldout` can find the test part
+/// again from `moderation.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitConfig {
+    pub seed: u64,
+    /// Used to calibrate scores and choose thresholds.
+    pub validation_fraction: f64,
+    /// Never seen by training, calibration or threshold choice.
+    pub test_fraction: f64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1337,
+            validation_fraction: 0.1,
+            test_fraction: 0.1,
+        }
+    }
+}
+
+impl SplitConfig {
+    pub fn of(&self, text: &str) -> Split {
+        let mut h = Sha256::new();
+        h.update(self.seed.to_le_bytes());
+        h.update(text.as_bytes());
+        let d = h.finalize();
+        let x = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+        if u < self.test_fraction {
+            Split::Test
+        } else if u < self.test_fraction + self.validation_fraction {
+            Split::Validation
+        } else {
+            Split::Train
+        }
+    }
+}
+
+fn data_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Data {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+enum Layout {
+    /// `class`: 0 hate, 1 offensive, 2 neither; text in `tweet`.
+    Davidson { text: usize, class: usize },
+    /// `label` 1 = offensive; text in `TEXT`.
+    Cold { text: usize, label: usize },
+    /// `text` plus one 0/1 column per label.
+    Generic {
+        text: usize,
+        labels: Vec<(usize, String)>,
+    },
+}
+
+fn layout(path: &Path, header: &csv::StringRecord) -> Result<Layout> {
+    let find = |name: &str| header.iter().position(|h| h.trim() == name);
+    if let (Some(text), Some(class)) = (find("tweet"), find("class")) {
+        return Ok(Layout::Davidson { text, class });
+    }
+    if let (Some(text), Some(label)) = (find("TEXT"), find("label")) {
+        return Ok(Layout::Cold { text, label });
+    }
+    let text = header
+        .iter()
+        .position(|h| h.trim().eq_ignore_ascii_case("text"))
+        .ok_or_else(|| {
+            data_err(
+                path,
+                format!(
+                    "no `text` column in the header ({}); expected `text,label[,label2…]`, or the Davidson (`tweet`,`class`) or COLD (`TEXT`,`label`) layout",
+                    header.iter().collect::<Vec<_>>().join(",")
+                ),
+            )
+        })?;
+    let labels: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| *i != text && !h.trim().is_empty())
+        .map(|(i, h)| (i, h.trim().to_string()))
+        .collect();
+    if labels.is_empty() {
+        return Err(data_err(
+            path,
+            "the header names no label columns after `text`",
+        ));
+    }
+    Ok(Layout::Generic { text, labels })
+}
+
+/// Reads and merges CSV files; the label list is the union in order of
+/// first appearance. `max_rows` caps the rows taken from each file.
+pub fn read_datasets(paths: &[PathBuf], max_rows: Option<usize>) -> Result<Dataset> {
+    let mut ds = Dataset::default();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| data_err(path, e))?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(bytes.as_slice());
+        let header = reader.headers().map_err(|e| data_err(path, e))?.clone();
+        let layout = layout(path, &header)?;
+        let (format, names): (&str, Vec<String>) = match &layout {
+            Layout::Davidson { .. } => ("davidson", vec!["offensive".into(), "hate".into()]),
+            Layout::Cold { .. } => ("cold", vec!["offensive".into()]),
+            Layout::Generic { labels, .. } => {
+                ("generic", labels.iter().map(|(_, n)| n.clone()).collect())
+            }
+        };
+        let slots: Vec<usize> = names
+            .iter()
+            .map(|n| match ds.labels.iter().position(|l| l == n) {
+                Some(i) => i,
+                None => {
+                    ds.labels.push(n.clone());
+                    for ex in &mut ds.examples {
+                        ex.labels.push(None);
+                    }
+                    ds.labels.len() - 1
+                }
+            })
+            .collect();
+        let mut rows = 0;
+        for record in reader.records() {
+            if max_rows.is_some_and(|m| rows >= m) {
+                break;
+            }
+            let record = record.map_err(|e| {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                Error::Row {
+                    path: path.display().to_string(),
+                    line,
+                    reason: match e.kind() {
+                        csv::ErrorKind::UnequalLengths {
+                            expected_len, len, ..
+                        } => format!("{len} fields where the header has {expected_len}"),
+                        _ => e.to_string(),
+                    },
+                }
+            })?;
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let row_err = |reason: String| Error::Row {
+                path: path.display().to_string(),
+                line,
+                reason,
+            };
+            let field = |i: usize| record.get(i).unwrap_or("").trim();
+            let binary = |i: usize, name: &str| -> Result<bool> {
+                match field(i) {
+                    "0" => Ok(false),
+                    "1" => Ok(true),
+                    other => Err(row_err(format!(
+                        "label `{name}` must be 0 or 1, got {other:?}"
+                    ))),
+                }
+            };
+            let (text, values): (&str, Vec<bool>) = match &layout {
+                Layout::Davidson { text, class } => {
+                    let c = field(*class);
+                    let (off, hate) = match c {
+                        "0" => (true, true),
+                        "1" => (true, false),
+                        "2" => (false, false),
+                        other => {
+                            return Err(row_err(format!(
+                                "`class` must be 0 (hate), 1 (offensive) or 2 (neither), got {other:?}"
+                            )));
+                        }
+                    };
+                    (record.get(*text).unwrap_or(""), vec![off, hate])
+                }
+                Layout::Cold { text, label } => (
+                    record.get(*text).unwrap_or(""),
+                    vec![binary(*label, "label")?],
+                ),
+                Layout::Generic { text, labels } => (
+                    record.get(*text).unwrap_or(""),
+                    labels
+                        .iter()
+                        .map(|(i, n)| binary(*i, n))
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            };
+            let mut labels = vec![None; ds.labels.len()];
+            for (slot, v) in slots.iter().zip(values) {
+                labels[*slot] = Some(v);
+            }
+            ds.examples.push(Example {
+                text: text.to_string(),
+                labels,
+            });
+            rows += 1;
+        }
+        if rows == 0 {
+            return Err(Error::Empty(format!("{} has no data rows", path.display())));
+        }
+        ds.sources.push(SourceInfo {
+            path: path.display().to_string(),
+            format: format.into(),
+            rows,
+            sha256,
+        });
+    }
+    if ds.examples.is_empty() {
+        return Err(Error::Empty("no CSV files given".into()));
+    }
+    Ok(ds)
+}

@@ -1,0 +1,210 @@
+//! Binary classification metrics: ROC-AUC, precision/recall/F1 at a
+//! threshold, Platt scaling and threshold choice for a target precision.
+
+use serde::{Deserialize, Serialize};
+
+/// ROC-AUC as the Mann–Whitney statistic (ties count half); `None` when
+/// one class is absent.
+pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let pos = labels.iter().filter(|&&l| l).count();
+    let neg = labels.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    // Average ranks over ties.
+    let mut rank_sum_pos = 0f64;
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            if labels[k] {
+                rank_sum_pos += rank;
+            }
+        }
+        i = j + 1;
+    }
+    let u = rank_sum_pos - (pos * (pos + 1)) as f64 / 2.0;
+    Some(u / (pos as f64 * neg as f64))
+}
+
+/// Counts and rates at one threshold (`score >= threshold` is positive).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinaryMetrics {
+    pub tp: usize,
+    pub fp: usize,
+    pub tn: usize,
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub accuracy: f64,
+}
+
+impl BinaryMetrics {
+    pub fn at(scores: &[f32], labels: &[bool], threshold: f32) -> Self {
+        let mut m = Self::default();
+        for (&s, &l) in scores.iter().zip(labels) {
+            match (s >= threshold, l) {
+                (true, true) => m.tp += 1,
+                (true, false) => m.fp += 1,
+                (false, false) => m.tn += 1,
+                (false, true) => m.fn_ += 1,
+            }
+        }
+        let div = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        m.precision = div(m.tp, m.tp + m.fp);
+        m.recall = div(m.tp, m.tp + m.fn_);
+        m.f1 = if m.precision + m.recall > 0.0 {
+            2.0 * m.precision * m.recall / (m.precision + m.recall)
+        } else {
+            0.0
+        };
+        m.accuracy = div(m.tp + m.tn, scores.len());
+        m
+    }
+}
+
+/// Platt scaling: `a, b` minimising the log loss of `sigmoid(a·z + b)`,
+/// by Newton's method with Platt's smoothed targets (so a separable
+/// validation set does not push `a` to infinity).
+pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
+    let pos = labels.iter().filter(|&&l| l).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return (1.0, 0.0);
+    }
+    let hi = (pos + 1.0) / (pos + 2.0);
+    let lo = 1.0 / (neg + 2.0);
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
+        for (&z, &l) in logits.iter().zip(labels) {
+            let z = z as f64;
+            let t = if l { hi } else { lo };
+            let p = 1.0 / (1.0 + (-(a * z + b)).exp());
+            let d = p - t;
+            ga += d * z;
+            gb += d;
+            let w = p * (1.0 - p);
+            haa += w * z * z;
+            hab += w * z;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let da = (hbb * ga - hab * gb) / det;
+        let db = (haa * gb - hab * ga) / det;
+        a -= da;
+        b -= db;
+        if da.abs() < 1e-9 && db.abs() < 1e-9 {
+            break;
+        }
+    }
+    if !(a.is_finite() && b.is_finite()) {
+        return (1.0, 0.0);
+    }
+    (a as f32, b as f32)
+}
+
+/// The threshold with the highest recall among those reaching
+/// `target_precision`; when none does, the one with the best F1. Returns
+/// the threshold and whether the target was met.
+pub fn choose_threshold(scores: &[f32], labels: &[bool], target_precision: f64) -> (f32, bool) {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let pos = labels.iter().filter(|&&l| l).count();
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut best_target: Option<(usize, f32)> = None;
+    let mut best_f1: (f64, f32) = (-1.0, 0.5);
+    let mut i = 0;
+    while i < idx.len() {
+        let t = scores[idx[i]];
+        while i < idx.len() && scores[idx[i]] == t {
+            if labels[idx[i]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        let precision = tp as f64 / (tp + fp) as f64;
+        let recall = if pos == 0 {
+            0.0
+        } else {
+            tp as f64 / pos as f64
+        };
+        if precision >= target_precision && best_target.is_none_or(|(b, _)| tp > b) {
+            best_target = Some((tp, t));
+        }
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        if f1 > best_f1.0 {
+            best_f1 = (f1, t);
+        }
+    }
+    match best_target {
+        Some((_, t)) if pos > 0 => (t, true),
+        _ => (best_f1.1, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_roc_auc_ranks_and_ties() {
+        assert_eq!(
+            roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]),
+            Some(0.75)
+        );
+        assert_eq!(roc_auc(&[0.5, 0.5], &[false, true]), Some(0.5));
+        assert_eq!(roc_auc(&[0.5, 0.7], &[true, true]), None);
+    }
+
+    #[test]
+    fn test_threshold_reaches_target_precision() {
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let labels = [true, true, false, true, false, false];
+        let (t, met) = choose_threshold(&scores, &labels, 1.0);
+        assert!(met);
+        assert_eq!(t, 0.8);
+        let m = BinaryMetrics::at(&scores, &labels, t);
+        assert_eq!((m.tp, m.fp, m.fn_, m.tn), (2, 0, 1, 3));
+        let (t, met) = choose_threshold(&scores, &labels, 0.75);
+        assert!(met);
+        assert_eq!(t, 0.6);
+    }
+
+    #[test]
+    fn test_platt_recovers_scale() {
+        // Labels drawn from sigmoid(2z − 1) deterministically by quantile.
+        let mut z = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..2000 {
+            let zi = (i as f32 / 2000.0) * 6.0 - 3.0;
+            let p = 1.0 / (1.0 + (-(2.0 * zi - 1.0)).exp());
+            for k in 0..10 {
+                z.push(zi);
+                y.push((k as f32 + 0.5) / 10.0 < p);
+            }
+        }
+        let (a, b) = fit_platt(&z, &y);
+        assert!(
+            (a - 2.0).abs() < 0.2 && (b + 1.0).abs() < 0.2,
+            "a={a} b={b}"
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! The moderation gate the chat pipeline calls: classifier scores through
+//! ONNX Runtime plus rules (blocklist, PII), one [`Verdict`] per text that
+//! names what fired and with what score.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use serde::{Deserialize, Serialize};
+
+use super::features::{Features, FeaturizerConfig, is_cjk};
+use super::onnx::{ONNX_FILE, run_scores};
+use super::train::ModelMeta;
+use super::{Error, Result};
+use crate::runtime::{self, Provider, RuntimeConfig};
+use crate::text::pii::{PiiCounts, Redactor};
+
+/// What to do when a text holds personal data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiAction {
+    /// Do not look for it.
+    Ignore,
+    /// Flag the text.
+    #[default]
+    Flag,
+    /// Do not flag; return a redacted copy of the text in the verdict.
+    Redact,
+}
+
+/// Terms that flag a text on their own. An ASCII term matches whole words
+/// (case-insensitive); a term in any other script, or with spaces or
+/// punctuation, matches as a substring of the lower-cased text.
+#[derive(Debug, Clone, Default)]
+pub struct Blocklist {
+    words: Vec<String>,
+    substrings: Vec<String>,
+}
+
+impl Blocklist {
+    pub fn new<S: AsRef<str>>(terms: impl IntoIterator<Item = S>) -> Self {
+        let mut b = Self::default();
+        for t in terms {
+            let t = t.as_ref().trim().to_lowercase();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            if t.chars().all(|c| c.is_ascii_alphanumeric() || c == '\'') {
+                b.words.push(t);
+            } else {
+                b.substrings.push(t);
+            }
+        }
+        b
+    }
+
+    /// One term per line; empty lines and `#` comments are skipped.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Data {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::new(text.lines()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len() + self.substrings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The terms found in `text`, in list order.
+    pub fn matches(&self, text: &str) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let lower = text.to_lowercase();
+        let words: std::collections::HashSet<&str> = lower
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\'') || is_cjk(c))
+            .filter(|w| !w.is_empty())
+            .collect();
+        self.words
+            .iter()
+            .filter(|w| words.contains(w.as_str()))
+            .chain(
+                self.substrings
+                    .iter()
+                    .filter(|s| lower.contains(s.as_str())),
+            )
+            .cloned()
+            .collect()
+    }
+}
+
+/// The rules beside the classifier.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Empty by default: no word list ships with chatforge yet (pass one
+    /// with `--blocklist`, e.g. an LDNOOBW list).
+    pub blocklist: Blocklist,
+    pub pii: PiiAction,
+    pub redactor: Redactor,
+}
+
+/// A category's score against its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryVerdict {
+    pub category: String,
+    pub score: f32,
+    pub threshold: f32,
+    pub flagged: bool,
+}
+
+/// A rule that fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "lowercase")]
+pub enum RuleHit {
+    Blocklist {
+        term: String,
+    },
+    /// `kind` is the placeholder label (`EMAIL`, `PHONE`, `CARD`, …).
+    Pii {
+        kind: String,
+        count: usize,
+    },
+}
+
+/// The moderation decision on one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Any category or flagging rule fired.
+    pub flagged: bool,
+    /// Every category, flagged or not.
+    pub categories: Vec<CategoryVerdict>,
+    /// Rules that fired (PII with `redact` is listed but does not flag).
+    pub rules: Vec<RuleHit>,
+    /// The text was longer than the model's window and only its start was
+    /// scored by the classifier (rules saw all of it).
+    pub truncated: bool,
+    /// The text with PII replaced, when the PII action is `redact` and some was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
+}
+
+impl Verdict {
+    /// Names of what fired: categories, then `blocklist:<term>`, `pii:<KIND>`.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .categories
+            .iter()
+            .filter(|c| c.flagged)
+            .map(|c| format!("{} {:.3} ≥ {:.3}", c.category, c.score, c.threshold))
+            .collect();
+        for r in &self.rules {
+            out.push(match r {
+                RuleHit::Blocklist { term } => format!("blocklist:{term}"),
+                RuleHit::Pii { kind, count } => format!("pii:{kind}×{count}"),
+            });
+        }
+        out
+    }
+}
+
+/// A loaded moderation model with its rules. Safe to share between
+/// threads: the ONNX session sits behind a mutex.
+pub struct Moderator {
+    session: Mutex<Session>,
+    provider: Provider,
+    meta: ModelMeta,
+    rules: Rules,
+}
+
+impl Moderator {
+    /// Opens `<dir>/moderation.json` and `<dir>/moderation.onnx`, checking
+    /// that the ONNX file has the classifier's inputs and label count.
+    pub fn open(dir: &Path, cfg: &RuntimeConfig) -> Result<Self> {
+        let meta = ModelMeta::read(dir)?;
+        let path = dir.join(ONNX_FILE);
+        let model_err = |reason: String| Error::Model {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(model_err(
+                "missing (train one with `chatforge moderation train`)".into(),
+            ));
+        }
+        let loaded = runtime::open_file(cfg, &path)?;
+        let inputs: Vec<&str> = loaded.session.inputs().iter().map(|o| o.name()).collect();
+        let outputs: Vec<&str> = loaded.session.outputs().iter().map(|o| o.name()).collect();
+        let mut sorted_inputs = inputs.clone();
+        sorted_inputs.sort_unstable();
+        if sorted_inputs != ["ids", "weights"] || outputs != ["scores"] {
+            return Err(model_err(format!(
+                "not a moderation classifier: inputs {inputs:?}, outputs {outputs:?}"
+            )));
+        }
+        let width = loaded
+            .session
+            .outputs()
+            .first()
+            .and_then(|o| o.dtype().tensor_shape())
+            .and_then(|s| s.last().copied());
+        if let Some(w) = width
+            && w >= 0
+            && w as usize != meta.labels.len()
+        {
+            return Err(model_err(format!(
+                "gives {w} scores per text but moderation.json lists {} labels",
+                meta.labels.len()
+            )));
+        }
+        Ok(Self {
+            session: Mutex::new(loaded.session),
+            provider: loaded.provider,
+            meta,
+            rules: Rules::default(),
+        })
+    }
+
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.meta.labels.iter().map(|l| l.name.as_str())
+    }
+
+    pub fn featurizer(&self) -> &FeaturizerConfig {
+        &self.meta.featurizer
+    }
+
+    /// Calibrated classifier scores, `[texts][labels]`.
+    pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let feats: Vec<Features> = texts
+            .iter()
+            .map(|t| self.meta.featurizer.featurize(t))
+            .collect();
+        self.score_features(&feats)
+    }
+
+    fn score_features(&self, feats: &[Features]) -> Result<Vec<Vec<f32>>> {
+        let n = self.meta.labels.len();
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| Error::Run("a previous inference panicked".into()))?;
+        let mut out = Vec::with_capacity(feats.len());
+        // Bounded batches keep the padded input small whatever the caller passes.
+        for chunk in feats.chunks(256) {
+            let rows: Vec<&Features> = chunk.iter().collect();
+            let flat = run_scores(&mut session, &rows, n)?;
+            out.extend(flat.chunks(n).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// A verdict per text, in input order.
+    pub fn check_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
+        let feats: Vec<Features> = texts
+            .iter()
+            .map(|t| self.meta.featurizer.featurize(t))
+            .collect();
+        let scores = self.score_features(&feats)?;
+        Ok(texts
+            .iter()
+            .zip(&feats)
+            .zip(scores)
+            .map(|((text, f), s)| self.verdict(text, f.truncated, &s))
+            .collect())
+    }
+
+    pub fn check(&self, text: &str) -> Result<Verdict> {
+        self.check_batch(&[text])?
+            .pop()
+            .ok_or_else(|| Error::Run("no verdict returned".into()))
+    }
+
+    fn verdict(&self, text: &str, truncated: bool, scores: &[f32]) -> Verdict {
+        let categories: Vec<CategoryVerdict> = self
+            .meta
+            .labels
+            .iter()
+            .zip(scores)
+            .map(|(l, &score)| CategoryVerdict {
+                category: l.name.clone(),
+                score,
+                threshold: l.threshold,
+                flagged: score >= l.threshold,
+            })
+            .collect();
+        let mut rules: Vec<RuleHit> = self
+            .rules
+            .blocklist
+            .matches(text)
+            .into_iter()
+            .map(|term| RuleHit::Blocklist { term })
+            .collect();
+        let blocked = !rules.is_empty();
+        let mut redacted = None;
+        let mut pii_flag = false;
+        if self.rules.pii != PiiAction::Ignore {
+            let mut counts = PiiCounts::new();
+            let red = self.rules.redactor.redact_counting(text, &mut counts);
+            if !counts.is_empty() {
+                rules.extend(
+                    counts
+                        .into_iter()
+                        .map(|(kind, count)| RuleHit::Pii { kind, count }),
+                );
+                match self.rules.pii {
+                    PiiAction::Flag => pii_flag = true,
+                    PiiAction::Redact => redacted = Some(red),
+                    PiiAction::Ignore => {}
+                }
+            }
+        }
+        Verdict {
+            flagged: blocked || pii_flag || categories.iter().any(|c| c.flagged),
+            categories,
+            rules,
+            truncated,
+            redacted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_blocklist_words_and_substrings() {
+        let b = Blocklist::new(["Darn", "# comment", "", "坏蛋", "foo bar"]);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.matches("oh DARN it"), vec!["darn"]);
+        assert!(
+            b.matches("darned").is_empty(),
+            "ASCII terms match whole words"
+        );
+        assert_eq!(b.matches("你这个坏蛋！"), vec!["坏蛋"]);
+        assert_eq!(b.matches("a FOO BAR b"), vec!["foo bar"]);
+    }
+}

@@ -1,0 +1,491 @@
+//! Training with candle: mean of hashed n-gram embeddings → linear →
+//! per-label logits, binary cross-entropy with a mask for labels a source
+//! does not provide, AdamW; then Platt calibration and thresholds on the
+//! validation split, ONNX export with a parity check, and the model folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::{Dataset, SourceInfo, Split, SplitConfig, read_datasets};
+use super::features::{Features, FeaturizerConfig, pad};
+use super::metrics::{BinaryMetrics, choose_threshold, fit_platt, roc_auc};
+use super::onnx::{ONNX_FILE, OPSET, check_parity, classifier_model};
+use super::{Error, Result, candle_err};
+use crate::train::{AdamW, TrainSection};
+
+/// The model's description beside `moderation.onnx`.
+pub const JSON_FILE: &str = "moderation.json";
+
+/// Version of the `moderation.json` layout.
+const FORMAT: u32 = 1;
+
+/// Everything `moderation train` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub featurizer: FeaturizerConfig,
+    pub split: SplitConfig,
+    /// Width of the n-gram embeddings.
+    pub dim: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate; decays linearly to a tenth over the run.
+    pub lr: f64,
+    /// Decoupled weight decay on the output layer (not the embeddings).
+    pub weight_decay: f64,
+    /// Each label's threshold is the lowest reaching this precision on the
+    /// validation split (the best-F1 one when none does; recorded).
+    pub target_precision: f64,
+    /// Rows read from each file at most (for quick runs and tests).
+    pub max_rows_per_file: Option<usize>,
+    /// Seed of initialisation and batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            featurizer: FeaturizerConfig::default(),
+            split: SplitConfig::default(),
+            dim: 64,
+            epochs: 5,
+            batch_size: 128,
+            lr: 0.01,
+            weight_decay: 0.01,
+            target_precision: 0.9,
+            max_rows_per_file: None,
+            seed: 7,
+        }
+    }
+}
+
+pub struct TrainJob {
+    pub data: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub settings: TrainSettings,
+    /// Show a progress bar (the CLI passes whether stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Validation figures of one label at its threshold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelValidation {
+    pub positives: usize,
+    pub negatives: usize,
+    pub roc_auc: Option<f64>,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// One output of the classifier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelModel {
+    pub name: String,
+    /// Calibrated score at or above which the label is flagged.
+    pub threshold: f32,
+    pub target_precision: f64,
+    /// Whether the threshold reached `target_precision` on validation.
+    pub target_met: bool,
+    /// Platt scaling of the raw logit: `score = sigmoid(a·logit + b)`.
+    pub platt_a: f32,
+    pub platt_b: f32,
+    pub validation: LabelValidation,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    pub settings: TrainSettings,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    /// Rows of the test part, left out of everything (see `moderation eval --heldout`).
+    pub test_rows: usize,
+    pub steps: usize,
+    pub elapsed_s: f64,
+    pub final_train_loss: f32,
+    pub validation_loss: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OnnxInfo {
+    pub file: String,
+    pub opset: i64,
+    pub bytes: usize,
+    /// Largest |ONNX Runtime − candle| over the calibrated scores checked at export.
+    pub parity_max_diff: f32,
+}
+
+/// `moderation.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format: u32,
+    pub labels: Vec<LabelModel>,
+    pub featurizer: FeaturizerConfig,
+    pub dim: usize,
+    pub split: SplitConfig,
+    pub training: TrainingInfo,
+    pub data: Vec<SourceInfo>,
+    pub onnx: OnnxInfo,
+    pub chatforge_version: String,
+}
+
+impl ModelMeta {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(JSON_FILE);
+        let err = |reason: String| Error::Model {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        let meta: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        if meta.format != FORMAT {
+            return Err(err(format!(
+                "format {} is not the supported {FORMAT}",
+                meta.format
+            )));
+        }
+        meta.featurizer.validate().map_err(err)?;
+        if meta.labels.is_empty() {
+            return Err(err("no labels".into()));
+        }
+        Ok(meta)
+    }
+}
+
+/// What `moderation train` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub dir: PathBuf,
+    pub meta: ModelMeta,
+}
+
+/// The classifier's parameters in candle.
+pub(crate) struct Classifier {
+    pub embedding: Var,
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl Classifier {
+    /// Seeded initialisation (candle's CPU generator cannot be seeded).
+    fn new(buckets: usize, dim: usize, labels: usize, seed: u64, dev: &Device) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut uniform = |n: usize, r: f32, shape: (usize, usize)| -> Result<Var> {
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-r..r)).collect();
+            let t = Tensor::from_vec(v, shape, dev).map_err(candle_err)?;
+            Var::from_tensor(&t).map_err(candle_err)
+        };
+        // fastText's initialisation: uniform ±1/dim for the embeddings.
+        let embedding = uniform(buckets * dim, 1.0 / dim as f32, (buckets, dim))?;
+        let weight = uniform(dim * labels, (1.0 / dim as f32).sqrt(), (dim, labels))?;
+        let bias = Var::zeros(labels, DType::F32, dev).map_err(candle_err)?;
+        Ok(Self {
+            embedding,
+            weight,
+            bias,
+        })
+    }
+
+    /// Raw logits `[batch, labels]` for ids `[batch, n]` (u32) and weights
+    /// `[batch, n]` (0 on padding).
+    pub fn logits(&self, ids: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, n) = ids.dims2()?;
+        let dim = self.embedding.dim(1)?;
+        let e = self
+            .embedding
+            .as_tensor()
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, n, dim))?; // [b, n, dim]
+        let sum = e.broadcast_mul(&weights.unsqueeze(2)?)?.sum(1)?; // [b, dim]
+        // Mean over the features; an empty text (all weights 0) divides by 1.
+        let count = weights.sum_keepdim(1)?.maximum(1f32)?; // [b, 1]
+        let mean = sum.broadcast_div(&count)?;
+        mean.matmul(self.weight.as_tensor())?
+            .broadcast_add(self.bias.as_tensor())
+    }
+
+    pub fn to_vecs(&self) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let v = |t: &Var| -> Result<Vec<f32>> {
+            t.as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(candle_err)
+        };
+        Ok((v(&self.embedding)?, v(&self.weight)?, v(&self.bias)?))
+    }
+}
+
+/// Batch tensors: ids, weights, and for training targets and mask.
+pub(crate) fn batch_tensors(rows: &[&Features], dev: &Device) -> Result<(Tensor, Tensor)> {
+    let (n, ids, weights) = pad(rows);
+    let ids = Tensor::from_vec(ids, (rows.len(), n), dev).map_err(candle_err)?;
+    let weights = Tensor::from_vec(weights, (rows.len(), n), dev).map_err(candle_err)?;
+    Ok((ids, weights))
+}
+
+/// Binary cross-entropy with logits, averaged over the known labels:
+/// softplus(z) − y·z written with max/abs/exp/log, every one of which has a
+/// backward in candle.
+fn masked_bce(z: &Tensor, y: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let softplus = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let per = (softplus - (y * z)?)?;
+    let total = (per * mask)?.sum_all()?;
+    let count = mask.sum_all()?.maximum(1f32)?;
+    total / count
+}
+
+fn targets(ds: &Dataset, idx: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
+    let l = ds.labels.len();
+    let mut y = Vec::with_capacity(idx.len() * l);
+    let mut m = Vec::with_capacity(idx.len() * l);
+    for &i in idx {
+        for v in &ds.examples[i].labels {
+            y.push(if *v == Some(true) { 1f32 } else { 0.0 });
+            m.push(if v.is_some() { 1f32 } else { 0.0 });
+        }
+    }
+    let y = Tensor::from_vec(y, (idx.len(), l), dev).map_err(candle_err)?;
+    let m = Tensor::from_vec(m, (idx.len(), l), dev).map_err(candle_err)?;
+    Ok((y, m))
+}
+
+/// Raw logits of `rows`, row-major `[rows, labels]`.
+fn predict(model: &Classifier, feats: &[&Features], dev: &Device) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for chunk in feats.chunks(512) {
+        let (ids, w) = batch_tensors(chunk, dev)?;
+        let z = model
+            .logits(&ids, &w)
+            .and_then(|z| z.flatten_all())
+            .and_then(|z| z.to_vec1::<f32>())
+            .map_err(candle_err)?;
+        out.extend(z);
+    }
+    Ok(out)
+}
+
+/// Trains on `job.data`, writes `moderation.onnx` and `moderation.json`
+/// into `job.out`.
+pub fn train(job: TrainJob) -> Result<TrainReport> {
+    let s = &job.settings;
+    s.featurizer.validate().map_err(Error::Config)?;
+    if s.dim == 0 || s.epochs == 0 || s.batch_size == 0 || !s.lr.is_finite() || s.lr <= 0.0 {
+        return Err(Error::Config(
+            "dim, epochs, batch size and learning rate must be positive".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&s.target_precision) {
+        return Err(Error::Config(format!(
+            "target precision must be in [0, 1], got {}",
+            s.target_precision
+        )));
+    }
+    let (vf, tf) = (s.split.validation_fraction, s.split.test_fraction);
+    if !(vf.is_finite() && tf.is_finite() && vf > 0.0 && tf >= 0.0 && vf + tf < 1.0) {
+        return Err(Error::Config(format!(
+            "validation fraction ({vf}) must be > 0 and validation + test ({tf}) < 1"
+        )));
+    }
+    let start = Instant::now();
+    let ds = read_datasets(&job.data, s.max_rows_per_file)?;
+    let labels = ds.labels.len();
+    let (mut train_idx, mut val_idx, mut test_rows) = (Vec::new(), Vec::new(), 0);
+    for (i, ex) in ds.examples.iter().enumerate() {
+        match s.split.of(&ex.text) {
+            Split::Train => train_idx.push(i),
+            Split::Validation => val_idx.push(i),
+            Split::Test => test_rows += 1,
+        }
+    }
+    if train_idx.is_empty() || val_idx.is_empty() {
+        return Err(Error::Empty(format!(
+            "{} rows give {} for training and {} for validation; both need at least one",
+            ds.examples.len(),
+            train_idx.len(),
+            val_idx.len()
+        )));
+    }
+    let feats: Vec<Option<Features>> = {
+        let mut keep = vec![false; ds.examples.len()];
+        train_idx
+            .iter()
+            .chain(&val_idx)
+            .for_each(|&i| keep[i] = true);
+        ds.examples
+            .iter()
+            .zip(&keep)
+            .map(|(ex, &k)| k.then(|| s.featurizer.featurize(&ex.text)))
+            .collect()
+    };
+    let feat = |i: usize| -> Result<&Features> {
+        feats[i]
+            .as_ref()
+            .ok_or_else(|| Error::Train(format!("row {i} was not featurized")))
+    };
+
+    let dev = Device::Cpu;
+    let model = Classifier::new(s.featurizer.buckets as usize, s.dim, labels, s.seed, &dev)?;
+    let vars = vec![
+        ("classifier.bias".to_string(), model.bias.clone()),
+        ("classifier.weight".to_string(), model.weight.clone()),
+        // Not named `*.weight`: embeddings take no weight decay.
+        ("embedding".to_string(), model.embedding.clone()),
+    ];
+    let section = TrainSection {
+        lr: s.lr,
+        weight_decay: s.weight_decay,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        ..TrainSection::default()
+    };
+    let mut opt = AdamW::new(&vars, &section).map_err(|e| Error::Train(e.to_string()))?;
+
+    let steps_per_epoch = train_idx.len().div_ceil(s.batch_size);
+    let total = steps_per_epoch * s.epochs;
+    let bar = if job.progress {
+        let bar = ProgressBar::new(total as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps, loss {msg} [{elapsed} < {eta}]",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut step = 0;
+    let mut last_loss = f32::NAN;
+    for epoch in 0..s.epochs {
+        if epoch > 0 {
+            tracing::info!(epoch, step, loss = last_loss, "moderation training");
+        }
+        train_idx.shuffle(&mut rng);
+        for batch in train_idx.chunks(s.batch_size) {
+            let rows = batch.iter().map(|&i| feat(i)).collect::<Result<Vec<_>>>()?;
+            let (ids, w) = batch_tensors(&rows, &dev)?;
+            let (y, mask) = targets(&ds, batch, &dev)?;
+            let loss = model
+                .logits(&ids, &w)
+                .and_then(|z| masked_bce(&z, &y, &mask))
+                .map_err(candle_err)?;
+            let value = loss.to_scalar::<f32>().map_err(candle_err)?;
+            if !value.is_finite() {
+                return Err(Error::Train(format!(
+                    "loss is {value} at step {step}; lower the learning rate"
+                )));
+            }
+            let grads = loss.backward().map_err(candle_err)?;
+            let grads = opt
+                .collect_grads(&grads)
+                .map_err(|e| Error::Train(e.to_string()))?;
+            // Linear decay to a tenth of the peak rate.
+            let lr = s.lr * (1.0 - 0.9 * step as f64 / total as f64);
+            opt.step(&grads, lr)
+                .map_err(|e| Error::Train(e.to_string()))?;
+            last_loss = value;
+            step += 1;
+            bar.set_position(step as u64);
+            bar.set_message(format!("{value:.4}"));
+        }
+    }
+    bar.finish_and_clear();
+
+    // Calibration and thresholds on the validation split.
+    val_idx.sort_unstable();
+    let val_feats = val_idx
+        .iter()
+        .map(|&i| feat(i))
+        .collect::<Result<Vec<_>>>()?;
+    let val_logits = predict(&model, &val_feats, &dev)?;
+    let mut label_models = Vec::with_capacity(labels);
+    let mut val_loss_sum = 0f64;
+    let mut val_loss_n = 0usize;
+    for (l, name) in ds.labels.iter().enumerate() {
+        let (mut z, mut y) = (Vec::new(), Vec::new());
+        for (r, &i) in val_idx.iter().enumerate() {
+            if let Some(v) = ds.examples[i].labels[l] {
+                let zi = val_logits[r * labels + l];
+                z.push(zi);
+                y.push(v);
+                let p = (1.0 / (1.0 + (-zi as f64).exp())).clamp(1e-7, 1.0 - 1e-7);
+                val_loss_sum -= if v { p.ln() } else { (1.0 - p).ln() };
+                val_loss_n += 1;
+            }
+        }
+        let (a, b) = fit_platt(&z, &y);
+        let scores: Vec<f32> = z.iter().map(|&zi| sigmoid(a * zi + b)).collect();
+        let (threshold, target_met) = choose_threshold(&scores, &y, s.target_precision);
+        let m = BinaryMetrics::at(&scores, &y, threshold);
+        let positives = y.iter().filter(|&&v| v).count();
+        label_models.push(LabelModel {
+            name: name.clone(),
+            threshold,
+            target_precision: s.target_precision,
+            target_met,
+            platt_a: a,
+            platt_b: b,
+            validation: LabelValidation {
+                positives,
+                negatives: y.len() - positives,
+                roc_auc: roc_auc(&scores, &y),
+                precision: m.precision,
+                recall: m.recall,
+                f1: m.f1,
+            },
+        });
+    }
+
+    // Export, checked against candle on validation rows plus edge cases.
+    let proto = classifier_model(&model, &label_models)?;
+    let bytes = prost::Message::encode_to_vec(&proto);
+    let empty = Features::default();
+    let mut sample: Vec<&Features> = val_feats.iter().take(63).copied().collect();
+    sample.push(&empty);
+    let parity = check_parity(&bytes, &model, &label_models, &sample)?;
+
+    let meta = ModelMeta {
+        format: FORMAT,
+        labels: label_models,
+        featurizer: s.featurizer.clone(),
+        dim: s.dim,
+        split: s.split.clone(),
+        training: TrainingInfo {
+            settings: s.clone(),
+            train_rows: train_idx.len(),
+            validation_rows: val_idx.len(),
+            test_rows,
+            steps: step,
+            elapsed_s: start.elapsed().as_secs_f64(),
+            final_train_loss: last_loss,
+            validation_loss: (val_loss_sum / val_loss_n.max(1) as f64) as f32,
+        },
+        data: ds.sources.clone(),
+        onnx: OnnxInfo {
+            file: ONNX_FILE.into(),
+            opset: OPSET,
+            bytes: bytes.len(),
+            parity_max_diff: parity,
+        },
+        chatforge_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    std::fs::create_dir_all(&job.out).map_err(|e| Error::Data {
+        path: job.out.display().to_string(),
+        reason: format!("cannot create the output folder: {e}"),
+    })?;
+    // The ONNX file first: a folder whose JSON exists always has its model.
+    crate::fsio::write_atomic(&job.out.join(ONNX_FILE), &bytes)?;
+    crate::fsio::write_json_atomic(&job.out.join(JSON_FILE), &meta)?;
+    Ok(TrainReport { dir: job.out, meta })
+}
+
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
