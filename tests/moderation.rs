@@ -419,5 +419,5 @@ fn test_shared_sets_slice() {
     let en = get("en").roc_auc.unwrap();
     let zh = get("zh").roc_auc.unwrap();
     eprintln!("slice: held-out offensive ROC-AUC en {en:.3}, zh {zh:.3}");
-    assert!(en > 0.8 && zh > 0.65, "en {en}, zh {zh}");
+    assert!(en > 0.85 && zh > 0.8, "en {en}, zh {zh}");
 }

@@ -330,12 +330,14 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     };
 
     let dev = Device::Cpu;
-    let model = Classifier::new(s.featurizer.buckets as usize, s.dim, labels, s.seed, &dev)?;
+    let init = Classifier::new(s.featurizer.buckets as usize, s.dim, labels, s.seed, &dev)?;
+    let (table, _, _) = init.to_vecs()?;
+    let mut table = SparseAdam::new(table, s.dim);
+    let (weight, bias) = (init.weight, init.bias);
+    drop(init.embedding);
     let vars = vec![
-        ("classifier.bias".to_string(), model.bias.clone()),
-        ("classifier.weight".to_string(), model.weight.clone()),
-        // Not named `*.weight`: embeddings take no weight decay.
-        ("embedding".to_string(), model.embedding.clone()),
+        ("classifier.bias".to_string(), bias.clone()),
+        ("classifier.weight".to_string(), weight.clone()),
     ];
     let section = TrainSection {
         lr: s.lr,
@@ -370,9 +372,31 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         train_idx.shuffle(&mut rng);
         for batch in train_idx.chunks(s.batch_size) {
             let rows = batch.iter().map(|&i| feat(i)).collect::<Result<Vec<_>>>()?;
-            let (ids, w) = batch_tensors(&rows, &dev)?;
+            // Only the table rows this batch touches take part: they are
+            // copied into a small Var, and candle's gradient for it updates
+            // those rows alone (a dense step over 2^18 rows costs ~100×).
+            let (n, ids, w) = pad(&rows);
+            let mut touched = ids.clone();
+            touched.sort_unstable();
+            touched.dedup();
+            let local: Vec<u32> = ids
+                .iter()
+                .map(|id| touched.binary_search(id).unwrap_or(0) as u32)
+                .collect();
+            let embedding = Var::from_tensor(
+                &Tensor::from_vec(table.gather(&touched), (touched.len(), s.dim), &dev)
+                    .map_err(candle_err)?,
+            )
+            .map_err(candle_err)?;
+            let step_model = Classifier {
+                embedding: embedding.clone(),
+                weight: weight.clone(),
+                bias: bias.clone(),
+            };
+            let ids = Tensor::from_vec(local, (rows.len(), n), &dev).map_err(candle_err)?;
+            let w = Tensor::from_vec(w, (rows.len(), n), &dev).map_err(candle_err)?;
             let (y, mask) = targets(&ds, batch, &dev)?;
-            let loss = model
+            let loss = step_model
                 .logits(&ids, &w)
                 .and_then(|z| masked_bce(&z, &y, &mask))
                 .map_err(candle_err)?;
@@ -382,14 +406,25 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
                     "loss is {value} at step {step}; lower the learning rate"
                 )));
             }
-            let grads = loss.backward().map_err(candle_err)?;
+            let grad_store = loss.backward().map_err(candle_err)?;
             let grads = opt
-                .collect_grads(&grads)
+                .collect_grads(&grad_store)
                 .map_err(|e| Error::Train(e.to_string()))?;
+            let table_grad = grad_store
+                .get(embedding.as_tensor())
+                .ok_or_else(|| {
+                    Error::Train(
+                        "the embedding table received no gradient (the graph is cut)".into(),
+                    )
+                })?
+                .flatten_all()
+                .and_then(|g| g.to_vec1::<f32>())
+                .map_err(candle_err)?;
             // Linear decay to a tenth of the peak rate.
             let lr = s.lr * (1.0 - 0.9 * step as f64 / total as f64);
             opt.step(&grads, lr)
                 .map_err(|e| Error::Train(e.to_string()))?;
+            table.step(&touched, &table_grad, lr as f32);
             last_loss = value;
             step += 1;
             bar.set_position(step as u64);
@@ -397,6 +432,15 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         }
     }
     bar.finish_and_clear();
+    let model = Classifier {
+        embedding: Var::from_tensor(
+            &Tensor::from_vec(table.data, (s.featurizer.buckets as usize, s.dim), &dev)
+                .map_err(candle_err)?,
+        )
+        .map_err(candle_err)?,
+        weight,
+        bias,
+    };
 
     // Calibration and thresholds on the validation split.
     val_idx.sort_unstable();
@@ -484,6 +528,60 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     crate::fsio::write_atomic(&job.out.join(ONNX_FILE), &bytes)?;
     crate::fsio::write_json_atomic(&job.out.join(JSON_FILE), &meta)?;
     Ok(TrainReport { dir: job.out, meta })
+}
+
+/// Adam for the embedding table, updating only the rows a batch touched
+/// (PyTorch's `SparseAdam`, TensorFlow's `LazyAdam`): an untouched row keeps
+/// its moments, so rare n-grams are not dragged by stale momentum.
+struct SparseAdam {
+    data: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    dim: usize,
+    t: i32,
+}
+
+impl SparseAdam {
+    const BETA1: f32 = 0.9;
+    const BETA2: f32 = 0.999;
+    const EPS: f32 = 1e-8;
+
+    fn new(data: Vec<f32>, dim: usize) -> Self {
+        let n = data.len();
+        Self {
+            data,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            dim,
+            t: 0,
+        }
+    }
+
+    fn gather(&self, rows: &[u32]) -> Vec<f32> {
+        let d = self.dim;
+        rows.iter()
+            .flat_map(|&r| &self.data[r as usize * d..(r as usize + 1) * d])
+            .copied()
+            .collect()
+    }
+
+    /// `grad` is `[rows.len(), dim]`, row-major.
+    fn step(&mut self, rows: &[u32], grad: &[f32], lr: f32) {
+        self.t += 1;
+        let bc1 = 1.0 - Self::BETA1.powi(self.t);
+        let bc2 = 1.0 - Self::BETA2.powi(self.t);
+        let d = self.dim;
+        for (k, &r) in rows.iter().enumerate() {
+            let base = r as usize * d;
+            for j in 0..d {
+                let g = grad[k * d + j];
+                let i = base + j;
+                self.m[i] = Self::BETA1 * self.m[i] + (1.0 - Self::BETA1) * g;
+                self.v[i] = Self::BETA2 * self.v[i] + (1.0 - Self::BETA2) * g * g;
+                self.data[i] -= lr * (self.m[i] / bc1) / ((self.v[i] / bc2).sqrt() + Self::EPS);
+            }
+        }
+    }
 }
 
 pub(crate) fn sigmoid(x: f32) -> f32 {
