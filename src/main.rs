@@ -248,6 +248,8 @@ enum BenchCommand {
     },
     /// Conversation store writer throughput into Postgres and SQLite.
     Store(store_cmd::BenchStoreArgs),
+    /// Moderation checks: messages/s at batch 1 and 32, p50/p99 latency.
+    Moderation(cli::moderation::BenchArgs),
     /// Generation: prefill latency, decode tokens/s with and without the KV
     /// cache at batch 1 and 8, and candle's forward for comparison.
     Generate {
@@ -434,6 +436,9 @@ fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Store(args),
         } => store_cmd::bench(args)?,
+        Command::Bench {
+            command: BenchCommand::Moderation(args),
+        } => cli::moderation::bench(args)?,
         Command::Db { command } => store_cmd::db(command)?,
         Command::Logs { command } => store_cmd::logs(command)?,
         Command::Score(args) => eval::score(&args)?,

@@ -8,6 +8,7 @@
 //! training and at inference; the ONNX graph holds only the numeric part,
 //! so the two cannot drift apart.
 
+mod bench;
 mod data;
 mod eval;
 mod features;
@@ -16,6 +17,7 @@ mod moderator;
 mod onnx;
 mod train;
 
+pub use bench::{BenchReport, bench};
 pub use data::{Dataset, Example, SourceInfo, Split, SplitConfig, read_datasets};
 pub use eval::{EvalReport, MetricRow, evaluate, language_of};
 pub use features::{Features, FeaturizerConfig};

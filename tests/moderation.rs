@@ -421,3 +421,13 @@ fn test_shared_sets_slice() {
     eprintln!("slice: held-out offensive ROC-AUC en {en:.3}, zh {zh:.3}");
     assert!(en > 0.85 && zh > 0.8, "en {en}, zh {zh}");
 }
+
+#[test]
+fn test_bench_reports_rates_and_latency() {
+    let (_, dir, _) = model();
+    let r = chatforge::moderation::bench(dir, &cpu(), 64).unwrap();
+    assert_eq!(r.messages, 64);
+    assert_eq!(r.provider, "cpu");
+    assert!(r.batch1_messages_per_s > 0.0 && r.batch32_messages_per_s > 0.0);
+    assert!(r.p50_ms > 0.0 && r.p50_ms <= r.p99_ms, "{r:?}");
+}

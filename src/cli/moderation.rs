@@ -100,6 +100,38 @@ pub struct ModerateArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Model folder (moderation.onnx + moderation.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let cfg = Config::load(a.config.as_deref())?;
+    let r = chatforge::moderation::bench(&a.model, &cfg.runtime, a.messages)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} messages on {}: batch 1 {:.0} msg/s (p50 {:.3} ms, p99 {:.3} ms), batch 32 {:.0} msg/s",
+            r.messages,
+            r.provider,
+            r.batch1_messages_per_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.batch32_messages_per_s
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cmd: ModerationCommand, progress: bool) -> Result<()> {
     match cmd {
         ModerationCommand::Train(a) => {
