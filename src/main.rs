@@ -163,6 +163,11 @@ enum Command {
     },
     /// Check texts with a moderation model and its rules (blocklist, PII).
     Moderate(Box<cli::moderation::ModerateArgs>),
+    /// Training data jobs.
+    Data {
+        #[command(subcommand)]
+        command: cli::moderation::DataCommand,
+    },
 }
 
 /// Overrides of the bundle's generation.json.
@@ -445,6 +450,7 @@ fn main() -> Result<()> {
         Command::Eval(args) => eval::run(&args)?,
         Command::Moderation { command } => cli::moderation::run(command, progress)?,
         Command::Moderate(args) => cli::moderation::moderate(*args)?,
+        Command::Data { command } => cli::moderation::data(command)?,
     }
     Ok(())
 }

@@ -12,15 +12,17 @@ mod bench;
 mod data;
 mod eval;
 mod features;
+mod filter;
 mod metrics;
 mod moderator;
 mod onnx;
 mod train;
 
 pub use bench::{BenchReport, bench};
-pub use data::{Dataset, Example, SourceInfo, Split, SplitConfig, read_datasets};
+pub use data::{Dataset, Example, SourceInfo, Split, SplitConfig, add_clean, read_datasets};
 pub use eval::{EvalReport, MetricRow, evaluate, language_of};
 pub use features::{Features, FeaturizerConfig};
+pub use filter::{FileReport, FilterReport, Flagged, filter_files};
 pub use metrics::{BinaryMetrics, roc_auc};
 pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, Rules, Verdict};
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};

@@ -93,6 +93,7 @@ fn model() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
             data: vec![csv.clone()],
             out: out.clone(),
             settings: quick_settings(),
+            clean: vec![],
             progress: false,
         })
         .expect("training on the synthetic CSV");
@@ -332,6 +333,7 @@ fn test_empty_data_is_an_error() {
         data: vec![p],
         out: tmp.path().join("m"),
         settings: quick_settings(),
+        clean: vec![],
         progress: false,
     })
     .unwrap_err();
@@ -402,6 +404,7 @@ fn test_shared_sets_slice() {
             max_rows_per_file: Some(2500),
             ..TrainSettings::default()
         },
+        clean: vec![],
         progress: false,
     })
     .unwrap();
@@ -430,4 +433,54 @@ fn test_bench_reports_rates_and_latency() {
     assert_eq!(r.provider, "cpu");
     assert!(r.batch1_messages_per_s > 0.0 && r.batch32_messages_per_s > 0.0);
     assert!(r.p50_ms > 0.0 && r.p50_ms <= r.p99_ms, "{r:?}");
+}
+
+#[test]
+fn test_data_filter_drops_flagged_documents_and_turns() {
+    let (tmp, dir, _) = model();
+    let work = tmp.path().join("filter");
+    std::fs::create_dir_all(&work).unwrap();
+    let jsonl = work.join("dialogs.jsonl");
+    std::fs::write(
+        &jsonl,
+        [
+            r#"{"text":"thanks refund order shipping boots"}"#,
+            r#"{"text":"stupid idiot moron loser"}"#,
+            r#"{"messages":[{"role":"user","content":"order shipping boots"},{"role":"assistant","content":"thanks refund tent"},{"role":"user","content":"idiot moron stupid loser"},{"role":"assistant","content":"thanks order"}]}"#,
+            r#"{"messages":[{"role":"user","content":"垃圾 滚蛋 垃圾"},{"role":"assistant","content":"谢谢"}]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let text = work.join("docs.txt");
+    std::fs::write(
+        &text,
+        "thanks order boots\n\nloser idiot stupid moron\n\n快递 谢谢\n",
+    )
+    .unwrap();
+    let m = Moderator::open(dir, &cpu()).unwrap();
+    let out = work.join("out");
+    let r = chatforge::moderation::filter_files(&m, &[jsonl, text], Some(&out)).unwrap();
+    let kept: Vec<serde_json::Value> = std::fs::read_to_string(out.join("dialogs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The clean line stays; the insult goes; the first dialog is cut before
+    // the flagged turn; the second has no reply left and goes.
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[1]["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(out.join("docs.txt")).unwrap(),
+        "thanks order boots\n\n快递 谢谢\n"
+    );
+    assert_eq!(r.files[0].items_removed, 2);
+    assert_eq!(r.files[0].turns_removed, 4);
+    assert_eq!(r.files[1].items_removed, 1);
+    assert_eq!(r.flagged.len(), 4);
+    assert!(
+        r.removed_by_reason["offensive"] >= 4,
+        "{:?}",
+        r.removed_by_reason
+    );
 }

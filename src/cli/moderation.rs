@@ -28,6 +28,11 @@ pub struct TrainArgs {
     /// Model folder to write.
     #[arg(long)]
     out: PathBuf,
+    /// Texts known to be clean (every label 0): a CSV with a `text` column,
+    /// or one text per line. In-domain messages (e.g. support questions)
+    /// keep ordinary chat from scoring like the tweets' offensive base rate.
+    #[arg(long, num_args = 1..)]
+    clean: Vec<PathBuf>,
     /// Precision each category's threshold must reach on the validation split.
     #[arg(long, default_value_t = 0.9)]
     target_precision: f64,
@@ -100,6 +105,95 @@ pub struct ModerateArgs {
     json: bool,
 }
 
+#[derive(clap::Subcommand)]
+pub enum DataCommand {
+    /// Drop documents and dialog turns the moderation model flags.
+    Filter(FilterArgs),
+}
+
+#[derive(clap::Args)]
+pub struct FilterArgs {
+    /// Model folder (moderation.onnx + moderation.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Text files (paragraphs) and JSONL (`text` lines or `messages` dialogs).
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Folder for the filtered copies (same file names).
+    #[arg(long, required_unless_present = "list")]
+    out: Option<PathBuf>,
+    /// Only list what would be removed (JSON lines on stdout).
+    #[arg(long)]
+    list: bool,
+    /// Blocklist file: one term per line, `#` comments.
+    #[arg(long)]
+    blocklist: Option<PathBuf>,
+    /// PII in training data is redacted at export; here it is ignored unless asked.
+    #[arg(long, value_enum, default_value_t = PiiAction::Ignore)]
+    pii: PiiAction,
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn data(cmd: DataCommand) -> Result<()> {
+    let DataCommand::Filter(a) = cmd;
+    let cfg = Config::load(a.config.as_deref())?;
+    let blocklist = match &a.blocklist {
+        Some(p) => Blocklist::from_file(p)?,
+        None => Blocklist::default(),
+    };
+    let moderator = Moderator::open(&a.model, &cfg.runtime)?.with_rules(Rules {
+        blocklist,
+        pii: a.pii,
+        ..Rules::default()
+    });
+    let out = if a.list { None } else { a.out.as_deref() };
+    let r = chatforge::moderation::filter_files(&moderator, &a.input, out)?;
+    if a.list {
+        for f in &r.flagged {
+            println!("{}", serde_json::to_string(f)?);
+        }
+        return Ok(());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    for f in &r.files {
+        println!(
+            "{}: {} items, {} removed{}{}",
+            f.path,
+            f.items,
+            f.items_removed,
+            if f.turns_removed > 0 {
+                format!(", {} dialog turns cut", f.turns_removed)
+            } else {
+                String::new()
+            },
+            f.written
+                .as_ref()
+                .map_or(String::new(), |w| format!(" → {w}"))
+        );
+    }
+    let by: Vec<String> = r
+        .removed_by_reason
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "removed by reason: {}",
+        if by.is_empty() {
+            "none".into()
+        } else {
+            by.join(", ")
+        }
+    );
+    Ok(())
+}
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Model folder (moderation.onnx + moderation.json).
@@ -159,6 +253,7 @@ pub fn run(cmd: ModerationCommand, progress: bool) -> Result<()> {
             };
             let report = train(TrainJob {
                 data: a.data,
+                clean: a.clean,
                 out: a.out,
                 settings,
                 progress,

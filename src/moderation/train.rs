@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::data::{Dataset, SourceInfo, Split, SplitConfig, read_datasets};
+use super::data::{Dataset, SourceInfo, Split, SplitConfig, add_clean, read_datasets};
 use super::features::{Features, FeaturizerConfig, pad};
 use super::metrics::{BinaryMetrics, choose_threshold, fit_platt, roc_auc};
 use super::onnx::{ONNX_FILE, OPSET, check_parity, classifier_model};
@@ -67,6 +67,8 @@ impl Default for TrainSettings {
 
 pub struct TrainJob {
     pub data: Vec<PathBuf>,
+    /// Texts known to be clean (all labels 0), e.g. support questions.
+    pub clean: Vec<PathBuf>,
     pub out: PathBuf,
     pub settings: TrainSettings,
     /// Show a progress bar (the CLI passes whether stderr is a terminal).
@@ -293,7 +295,8 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         )));
     }
     let start = Instant::now();
-    let ds = read_datasets(&job.data, s.max_rows_per_file)?;
+    let mut ds = read_datasets(&job.data, s.max_rows_per_file)?;
+    add_clean(&mut ds, &job.clean, s.max_rows_per_file)?;
     let labels = ds.labels.len();
     let (mut train_idx, mut val_idx, mut test_rows) = (Vec::new(), Vec::new(), 0);
     for (i, ex) in ds.examples.iter().enumerate() {
