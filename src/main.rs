@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use chatforge::bench::{GeneratePreset, TrainPreset, bench_generate, bench_train};
 use chatforge::config::Config;
-use chatforge::runtime::SamplingParams;
+use chatforge::runtime::SamplingOverrides;
 use chatforge::text::{TokenizerKind, default_control_tags, train_tokenizer};
 use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, read_corpus};
 
@@ -123,7 +123,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        sampling: SamplingArgs,
+        sampling: SamplingOverrides,
     },
     /// Chat with a bundle in the terminal (one message per line; /reset, /quit).
     Chat {
@@ -135,7 +135,7 @@ enum Command {
         #[arg(long)]
         system: Option<String>,
         #[command(flatten)]
-        sampling: SamplingArgs,
+        sampling: SamplingOverrides,
     },
     /// Benchmarks.
     Bench {
@@ -168,50 +168,6 @@ enum Command {
         #[command(subcommand)]
         command: cli::moderation::DataCommand,
     },
-}
-
-/// Overrides of the bundle's generation.json.
-#[derive(clap::Args)]
-struct SamplingArgs {
-    /// 0 = greedy.
-    #[arg(long)]
-    temperature: Option<f32>,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f32>,
-    #[arg(long)]
-    repetition_penalty: Option<f32>,
-    #[arg(long)]
-    max_new_tokens: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Also stop at this string (repeatable).
-    #[arg(long)]
-    stop: Vec<String>,
-}
-
-impl SamplingArgs {
-    fn apply(&self, mut p: SamplingParams) -> SamplingParams {
-        if let Some(v) = self.temperature {
-            p.temperature = v;
-        }
-        if let Some(v) = self.top_k {
-            p.top_k = v;
-        }
-        if let Some(v) = self.top_p {
-            p.top_p = v;
-        }
-        if let Some(v) = self.repetition_penalty {
-            p.repetition_penalty = v;
-        }
-        if let Some(v) = self.max_new_tokens {
-            p.max_new_tokens = v;
-        }
-        p.seed = self.seed;
-        p.stop_strings.extend(self.stop.iter().cloned());
-        p
-    }
 }
 
 #[derive(Subcommand)]

@@ -12,7 +12,7 @@ pub use decoder::{KvCache, OnnxDecoder};
 pub use generate::{Generation, Generator, StopReason};
 pub use library::{OrtLibrary, chatforge_home};
 pub use providers::{LoadedSession, Provider, RuntimeConfig, open_file, open_memory};
-pub use sampling::{Sampler, SamplingParams};
+pub use sampling::{Sampler, SamplingOverrides, SamplingParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -326,6 +326,7 @@ fn test_cli_export_chat_and_doctor() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("ONNX Runtime library: "), "{out}");
+    assert!(out.contains("ONNX Runtime version: 1."), "{out}");
     assert!(out.contains("provider in use: cpu"), "{out}");
     assert!(out.contains("model.onnx loads on cpu"), "{out}");
 

@@ -10,13 +10,13 @@ use chatforge::config::Config;
 use chatforge::runtime::Generator;
 use chatforge::text::{Dialog, Message, Role, encode_prompt_within};
 
-use crate::SamplingArgs;
+use chatforge::runtime::SamplingOverrides;
 
 pub fn run(
     bundle: &Path,
     cfg: &Config,
     system: Option<String>,
-    sampling: &SamplingArgs,
+    sampling: &SamplingOverrides,
 ) -> Result<()> {
     let mut generator = Generator::open(bundle, &cfg.runtime)?;
     let params = sampling.apply(generator.default_params());
@@ -107,7 +107,7 @@ pub fn generate(
     system: Option<String>,
     raw: bool,
     json: bool,
-    sampling: &SamplingArgs,
+    sampling: &SamplingOverrides,
 ) -> Result<()> {
     let mut generator = Generator::open(bundle, &cfg.runtime)?;
     let params = sampling.apply(generator.default_params());

@@ -22,7 +22,11 @@ pub fn run(cfg: &Config, bundle: Option<&Path>) -> Result<()> {
         }
     }
     let lib = library::load()?;
-    println!("ONNX Runtime build: {}", lib.build_info);
+    println!(
+        "ONNX Runtime version: {} ({})",
+        lib.version.as_deref().unwrap_or("unknown"),
+        lib.build_info
+    );
     let compiled: Vec<String> = [Provider::Tensorrt, Provider::Cuda, Provider::Cpu]
         .into_iter()
         .map(|p| match p.compiled_in() {

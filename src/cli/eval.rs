@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use chatforge::config::Config;
 use chatforge::eval::{self, EvalOptions, Report, Scores, Tokenize};
+use chatforge::runtime::SamplingOverrides;
 use chatforge::text::read_dialogs_jsonl;
 
 #[derive(clap::Args)]
@@ -105,19 +106,9 @@ pub struct EvalArgs {
     /// Porter-stem ROUGE tokens.
     #[arg(long)]
     stem: bool,
-    /// Sample at this temperature instead of decoding greedily.
-    #[arg(long)]
-    temperature: Option<f32>,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f32>,
-    #[arg(long)]
-    repetition_penalty: Option<f32>,
-    #[arg(long)]
-    max_new_tokens: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Greedy unless --temperature is given.
+    #[command(flatten)]
+    sampling: SamplingOverrides,
     /// Example replies shown in the report.
     #[arg(long, default_value_t = 5)]
     samples: usize,
@@ -136,12 +127,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         runtime: cfg.runtime.clone(),
         tokenize: a.tokenize,
         rouge_stemmer: a.stem,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repetition_penalty,
-        max_new_tokens: a.max_new_tokens,
-        seed: a.seed,
+        sampling: a.sampling.clone(),
         samples: a.samples,
     };
     let one = |dir: &Path| {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Perplexity, Result, Scores, Tokenize, perplexity, score};
 use crate::bundle::Bundle;
-use crate::runtime::{Generator, RuntimeConfig, SamplingParams};
+use crate::runtime::{Generator, RuntimeConfig, SamplingOverrides, SamplingParams};
 use crate::text::{Dialog, Role};
 
 /// How replies are generated and scored.
@@ -21,14 +21,8 @@ pub struct EvalOptions {
     pub tokenize: Tokenize,
     /// Porter-stem ROUGE tokens.
     pub rouge_stemmer: bool,
-    /// `None`: greedy. `Some(t)`: sample at temperature `t` with the bundle's
-    /// top-k/top-p unless overridden below.
-    pub temperature: Option<f32>,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub max_new_tokens: Option<usize>,
-    pub seed: u64,
+    /// Overrides of `generation.json`; without a temperature, greedy.
+    pub sampling: SamplingOverrides,
     /// Example replies kept in the report.
     pub samples: usize,
 }
@@ -39,12 +33,7 @@ impl Default for EvalOptions {
             runtime: RuntimeConfig::default(),
             tokenize: Tokenize::Thirteen,
             rouge_stemmer: false,
-            temperature: None,
-            top_k: None,
-            top_p: None,
-            repetition_penalty: None,
-            max_new_tokens: None,
-            seed: 0,
+            sampling: SamplingOverrides::default(),
             samples: 5,
         }
     }
@@ -53,27 +42,11 @@ impl Default for EvalOptions {
 impl EvalOptions {
     /// The bundle's `generation.json` settings with these overrides.
     pub fn params(&self, defaults: SamplingParams) -> SamplingParams {
-        let mut p = match self.temperature {
+        let base = match self.sampling.temperature {
             None => defaults.greedy(),
-            Some(t) => SamplingParams {
-                temperature: t,
-                ..defaults
-            },
+            Some(_) => defaults,
         };
-        if let Some(v) = self.top_k {
-            p.top_k = v;
-        }
-        if let Some(v) = self.top_p {
-            p.top_p = v;
-        }
-        if let Some(v) = self.repetition_penalty {
-            p.repetition_penalty = v;
-        }
-        if let Some(v) = self.max_new_tokens {
-            p.max_new_tokens = v;
-        }
-        p.seed = self.seed;
-        p
+        self.sampling.apply(base)
     }
 }
 

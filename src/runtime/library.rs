@@ -15,8 +15,20 @@ pub struct OrtLibrary {
     pub path: PathBuf,
     /// How the path was found: `ORT_DYLIB_PATH`, `cache` or `system`.
     pub source: &'static str,
-    /// ONNX Runtime's build string (version, commit, flags).
+    /// Version from the library's real file name (`libonnxruntime.so.1.32.0`),
+    /// when the name carries one.
+    pub version: Option<String>,
+    /// ONNX Runtime's build string (commit, flags).
     pub build_info: String,
+}
+
+/// `libonnxruntime.so` is a link to `libonnxruntime.so.<version>` in the
+/// wheels; the version is the suffix of the file it resolves to.
+fn version_of(path: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let name = real.file_name()?.to_str()?;
+    let v = name.strip_prefix(LIB_NAME)?.strip_prefix('.')?;
+    (!v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_string())
 }
 
 /// `$CHATFORGE_HOME`, default `~/.cache/chatforge`: where set-up puts the
@@ -86,6 +98,7 @@ fn loaded() -> Result<&'static (OrtLibrary, ort::environment::Environment)> {
             tracing::debug!("ONNX Runtime {build_info} from {}", path.display());
             Ok((
                 OrtLibrary {
+                    version: version_of(&path),
                     path,
                     source,
                     build_info,

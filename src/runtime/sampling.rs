@@ -73,6 +73,51 @@ impl SamplingParams {
     }
 }
 
+/// Command-line/config overrides of a bundle's `generation.json`; `None`
+/// keeps the bundle's value.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct SamplingOverrides {
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also stop at this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl SamplingOverrides {
+    pub fn apply(&self, mut p: SamplingParams) -> SamplingParams {
+        if let Some(v) = self.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            p.repetition_penalty = v;
+        }
+        if let Some(v) = self.max_new_tokens {
+            p.max_new_tokens = v;
+        }
+        p.seed = self.seed;
+        p.stop_strings.extend(self.stop.iter().cloned());
+        p
+    }
+}
+
 /// Picks tokens for one sequence.
 pub struct Sampler {
     params: SamplingParams,

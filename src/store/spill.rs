@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -64,10 +65,12 @@ impl Spill {
             reason: "another store writer is using this spill folder".into(),
         })?;
         let path = dir.join(SPILL_FILE);
+        // Message text waits here: readable by the service's user only.
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
         let offset_path = dir.join(OFFSET_FILE);
@@ -205,6 +208,7 @@ impl Spill {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.rejected_path)
             .map_err(io_err(&self.rejected_path))?;
         f.write_all(&line)
