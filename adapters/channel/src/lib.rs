@@ -1,9 +1,28 @@
 //! Platform-neutral chat types shared by chatforge's adapters (Discord,
 //! Telegram, web) and its conversation pipeline. No ML, no database here:
-//! adapters turn platform updates into [`IncomingMessage`]s and render the
-//! [`ChatEvent`]s the pipeline answers with.
+//! adapters turn platform updates into [`ChatRequest`]s, hand them to a
+//! [`ChatHandler`], and render the [`ChatEvent`]s it answers with.
+//!
+//! The flow for one request:
+//!
+//! ```text
+//! adapter ──ChatRequest──▶ ChatHandler::handle(request, EventSink)
+//!    ▲                                   │ Typing, ReplyChunk…, Reply, FeedbackRequest
+//!    └──────────── EventStream ◀─────────┘
+//! ```
+//!
+//! The sink is unbounded so that generation never waits for a slow platform
+//! API; adapters coalesce [`ChatEvent::ReplyChunk`]s into rate-limited edits.
+
+mod command;
+mod handler;
+mod split;
 
 use serde::{Deserialize, Serialize};
+
+pub use command::{COMMANDS, Command, CommandInfo, FEEDBACK_USAGE, ParsedCommand, parse_command};
+pub use handler::{ChatHandler, EventSink, EventStream, HandlerFuture, SinkClosed, event_channel};
+pub use split::{split_message, split_point};
 
 /// Where a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,7 +35,8 @@ pub enum Platform {
 }
 
 impl Platform {
-    /// Longest message the platform accepts, in characters.
+    /// Longest message the platform accepts, in characters (Unicode scalar
+    /// values, not bytes).
     pub fn max_message_chars(self) -> usize {
         match self {
             Platform::Discord => 2000,
@@ -34,6 +54,7 @@ pub struct IncomingMessage {
     pub conversation_key: String,
     /// The platform's user id; the pipeline stores only a keyed hash of it.
     pub user_key: String,
+    /// The text, with the bot's own @mention removed by the adapter.
     pub text: String,
     /// Platform id of the message this one replies to, if any.
     pub reply_to: Option<String>,
@@ -41,21 +62,69 @@ pub struct IncomingMessage {
     pub is_direct: bool,
 }
 
-/// What the pipeline sends back, in order.
+/// A rating a user left on one reply (a button or reaction on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub platform: Platform,
+    pub conversation_key: String,
+    pub user_key: String,
+    /// The `message_id` the handler gave the reply in [`ChatEvent::Reply`].
+    pub message_id: String,
+    pub rating: Rating,
+    pub comment: Option<String>,
+}
+
+/// What an adapter asks the handler to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChatRequest {
+    /// Plain text to answer.
+    Message(IncomingMessage),
+    /// A command (`/reset`, `/human`, …); `message.text` keeps the raw text.
+    Command {
+        message: IncomingMessage,
+        command: Command,
+    },
+    /// A rating from a feedback button or reaction.
+    Feedback(Feedback),
+}
+
+impl ChatRequest {
+    pub fn platform(&self) -> Platform {
+        match self {
+            ChatRequest::Message(m) | ChatRequest::Command { message: m, .. } => m.platform,
+            ChatRequest::Feedback(f) => f.platform,
+        }
+    }
+
+    pub fn conversation_key(&self) -> &str {
+        match self {
+            ChatRequest::Message(m) | ChatRequest::Command { message: m, .. } => {
+                &m.conversation_key
+            }
+            ChatRequest::Feedback(f) => &f.conversation_key,
+        }
+    }
+}
+
+/// What the handler sends back, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
-    /// Show a typing indicator.
+    /// Show a typing indicator until the reply (or an error) arrives.
     Typing,
-    /// Text produced so far, for platforms that edit a message progressively.
-    ReplyChunk { text: String },
-    /// The complete reply; `message_id` lets feedback refer to it.
+    /// The next piece of a reply being generated, appended to the ones
+    /// before it; platforms that can edit messages show the text so far.
+    ReplyChunk { delta: String },
+    /// The complete reply. Its text replaces whatever the chunks showed
+    /// (output moderation may have replaced it); `message_id` is the
+    /// handler's id for it, so feedback can refer to it.
     Reply { text: String, message_id: String },
     /// Ask the user to rate the reply with `message_id`.
     FeedbackRequest { message_id: String },
-    /// The conversation was handed to a human operator.
+    /// The conversation was handed to a human operator (or back to the bot).
     Handoff { notice: String },
-    /// A short, user-safe error notice.
+    /// A short, user-safe error notice; internals stay in the handler's logs.
     Error { notice: String },
 }
 
@@ -79,6 +148,44 @@ mod tests {
         };
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(s, r#"{"type":"reply","text":"hi","message_id":"m1"}"#);
+        let c = ChatEvent::ReplyChunk { delta: "h".into() };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"type":"reply_chunk","delta":"h"}"#
+        );
         assert_eq!(Platform::Telegram.max_message_chars(), 4096);
+        assert_eq!(Platform::Discord.max_message_chars(), 2000);
+    }
+
+    #[test]
+    fn test_request_accessors_and_json_round_trip() {
+        let message = IncomingMessage {
+            platform: Platform::Telegram,
+            conversation_key: "42".into(),
+            user_key: "7".into(),
+            text: "/reset".into(),
+            reply_to: None,
+            is_direct: true,
+        };
+        let r = ChatRequest::Command {
+            message,
+            command: Command::Reset,
+        };
+        assert_eq!(r.platform(), Platform::Telegram);
+        assert_eq!(r.conversation_key(), "42");
+        let s = serde_json::to_string(&r).unwrap();
+        let back: ChatRequest = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, r);
+
+        let f = ChatRequest::Feedback(Feedback {
+            platform: Platform::Discord,
+            conversation_key: "c".into(),
+            user_key: "u".into(),
+            message_id: "m".into(),
+            rating: Rating::Bad,
+            comment: None,
+        });
+        assert_eq!(f.platform(), Platform::Discord);
+        assert_eq!(f.conversation_key(), "c");
     }
 }

@@ -1,0 +1,708 @@
+//! End to end: the real teloxide `Dispatcher` of `chatforge-telegram`
+//! against a fake Telegram Bot API on 127.0.0.1, with a scripted
+//! `ChatHandler` (no ML). Assertions are on what the fake received.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatforge_channel::{
+    ChatEvent, ChatHandler, ChatRequest, Command, EventSink, HandlerFuture, Rating,
+};
+use chatforge_telegram::{TelegramAdapter, TelegramConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+const TOKEN: &str = "123456:TEST";
+const BOT_ID: i64 = 1000;
+const BOT_NAME: &str = "shop_bot";
+/// Every test finishes well inside this, or fails instead of hanging.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- the fake
+
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    body: Value,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct FakeState {
+    updates: Vec<Value>,
+    calls: Vec<Call>,
+    next_message_id: i64,
+    /// sendMessage calls to answer by closing the connection, as a network
+    /// failure would.
+    drop_sends: u32,
+}
+
+#[derive(Clone)]
+struct Fake {
+    state: Arc<Mutex<FakeState>>,
+    url: String,
+}
+
+impl Fake {
+    async fn start() -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(FakeState {
+            next_message_id: 500,
+            ..FakeState::default()
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(state.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Fake { state, url }
+    }
+
+    /// Queues an update for getUpdates, checking first that teloxide can
+    /// parse it (a malformed one would be dropped silently).
+    fn push_update(&self, mut update: Value) {
+        let mut state = self.state.lock().unwrap();
+        let id = state.updates.len() as i64 + 1;
+        update["update_id"] = json!(id);
+        let parsed: teloxide::types::Update = serde_json::from_str(&update.to_string()).unwrap();
+        assert!(
+            !matches!(parsed.kind, teloxide::types::UpdateKind::Error(_)),
+            "fixture does not parse as an update: {update}"
+        );
+        state.updates.push(update);
+    }
+
+    fn calls(&self, method: &str) -> Vec<Call> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|c| c.method.eq_ignore_ascii_case(method))
+            .cloned()
+            .collect()
+    }
+
+    fn all_calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Waits until `done` holds on the calls so far.
+    async fn wait_for(&self, what: &str, done: impl Fn(&Fake) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; calls: {:#?}",
+                self.all_calls()
+                    .iter()
+                    .map(|c| (&c.method, &c.body))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn chat_json(id: i64) -> Value {
+    if id < 0 {
+        json!({"id": id, "type": "group", "title": "Support group"})
+    } else {
+        json!({"id": id, "type": "private", "first_name": "Ann"})
+    }
+}
+
+fn bot_user() -> Value {
+    json!({"id": BOT_ID, "is_bot": true, "first_name": "Shop", "username": BOT_NAME})
+}
+
+type FakeError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn answer(
+    state: Arc<Mutex<FakeState>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, FakeError> {
+    let path = req.uri().path().to_string();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // Calls arrive as POST /bot<token>/<Method>.
+    let (token, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    assert_eq!(token, format!("bot{TOKEN}"), "unexpected path {path}");
+    let method = method.to_ascii_lowercase();
+    if method == "sendmessage" {
+        let mut state = state.lock().unwrap();
+        if state.drop_sends > 0 {
+            state.drop_sends -= 1;
+            state.calls.push(Call {
+                method: "sendmessage (dropped)".into(),
+                body,
+                at: Instant::now(),
+            });
+            // hyper closes the connection without a response.
+            return Err("dropped on purpose".into());
+        }
+    }
+
+    let result = match method.as_str() {
+        "getupdates" => {
+            // Long poll, kept short so shutdown is quick.
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            loop {
+                let ready: Vec<Value> = {
+                    let state = state.lock().unwrap();
+                    state
+                        .updates
+                        .iter()
+                        .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
+                        .cloned()
+                        .collect()
+                };
+                if !ready.is_empty() || Instant::now() >= deadline {
+                    break json!(ready);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        "getwebhookinfo" => {
+            json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})
+        }
+        "getme" => json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "Shop", "username": BOT_NAME,
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "has_main_web_app": false
+        }),
+        "sendmessage" | "editmessagetext" | "editmessagereplymarkup" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let mut state = state.lock().unwrap();
+            let message_id = match body["message_id"].as_i64() {
+                Some(id) => id,
+                None => {
+                    state.next_message_id += 1;
+                    state.next_message_id
+                }
+            };
+            let mut message = json!({
+                "message_id": message_id, "date": 1, "chat": chat_json(chat),
+                "from": bot_user(), "text": body["text"].as_str().unwrap_or("…")
+            });
+            if let Some(markup) = body.get("reply_markup") {
+                message["reply_markup"] = markup.clone();
+            }
+            message
+        }
+        _ => json!(true),
+    };
+    if method != "getupdates" {
+        state.lock().unwrap().calls.push(Call {
+            method: method.clone(),
+            body,
+            at: Instant::now(),
+        });
+    }
+    let reply = json!({"ok": true, "result": result}).to_string();
+    Ok(Response::new(Full::new(Bytes::from(reply))))
+}
+
+// ------------------------------------------------------- scripted handler
+
+/// Answers like the pipeline would, without a model: echoes text, streams
+/// `stream` slowly and `long` as a 10,000-character reply, acknowledges
+/// commands, goes quiet on feedback. Records every request.
+#[derive(Default)]
+struct Scripted {
+    requests: Mutex<Vec<ChatRequest>>,
+    replies: Mutex<u32>,
+}
+
+impl Scripted {
+    fn requests(&self) -> Vec<ChatRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn next_id(&self) -> String {
+        let mut n = self.replies.lock().unwrap();
+        *n += 1;
+        format!("r{n}")
+    }
+}
+
+fn long_reply() -> String {
+    let sentence = "Your order ships from our warehouse within two days. ";
+    let text = sentence.repeat(10_000 / sentence.len() + 1);
+    text.trim().to_string()
+}
+
+const STREAMED: [&str; 6] = ["Hello", ", this", " reply", " arrives", " in", " pieces."];
+
+impl ChatHandler for Scripted {
+    fn handle(&self, request: ChatRequest, events: EventSink) -> HandlerFuture<'_> {
+        Box::pin(async move {
+            self.requests.lock().unwrap().push(request.clone());
+            let send = |e| events.send(e).unwrap();
+            match request {
+                ChatRequest::Message(m) => {
+                    let id = self.next_id();
+                    send(ChatEvent::Typing);
+                    let text = match m.text.as_str() {
+                        "stream" => {
+                            for piece in STREAMED {
+                                send(ChatEvent::ReplyChunk {
+                                    delta: piece.into(),
+                                });
+                                tokio::time::sleep(Duration::from_millis(450)).await;
+                            }
+                            STREAMED.concat()
+                        }
+                        "long" => {
+                            let text = long_reply();
+                            let chars: Vec<char> = text.chars().collect();
+                            for piece in chars.chunks(700) {
+                                send(ChatEvent::ReplyChunk {
+                                    delta: piece.iter().collect(),
+                                });
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            text
+                        }
+                        other => {
+                            // Long enough for the typing action to show.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            format!("echo: {other}")
+                        }
+                    };
+                    send(ChatEvent::Reply {
+                        text,
+                        message_id: id.clone(),
+                    });
+                    send(ChatEvent::FeedbackRequest { message_id: id });
+                }
+                ChatRequest::Command { command, .. } => match command {
+                    Command::Human => send(ChatEvent::Handoff {
+                        notice: "A human will take over.".into(),
+                    }),
+                    other => send(ChatEvent::Reply {
+                        text: format!("command {other:?}"),
+                        message_id: self.next_id(),
+                    }),
+                },
+                ChatRequest::Feedback(_) => {}
+            }
+        })
+    }
+}
+
+// ------------------------------------------------------------- harness
+
+struct Running {
+    fake: Fake,
+    handler: Arc<Scripted>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), chatforge_telegram::TelegramError>>,
+}
+
+async fn start() -> Running {
+    let fake = Fake::start().await;
+    let handler = Arc::new(Scripted::default());
+    let mut config = TelegramConfig::new(TOKEN);
+    config.api_url = Some(fake.url.clone());
+    let adapter = TelegramAdapter::connect(config, handler.clone())
+        .await
+        .unwrap();
+    assert_eq!(adapter.username(), BOT_NAME);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(adapter.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        fake,
+        handler,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("adapter did not stop within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn text_message(chat: i64, user: i64, text: &str) -> Value {
+    json!({"message": {
+        "message_id": 10, "date": 1, "chat": chat_json(chat),
+        "from": {"id": user, "is_bot": false, "first_name": "Ann"},
+        "text": text
+    }})
+}
+
+fn sent_texts(fake: &Fake, chat: i64) -> Vec<String> {
+    fake.calls("sendMessage")
+        .iter()
+        .filter(|c| c.body["chat_id"] == json!(chat))
+        .map(|c| c.body["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The last text each message id was given (sent, then edited).
+fn shown_texts(fake: &Fake) -> HashMap<i64, String> {
+    let mut shown = HashMap::new();
+    let mut next = 500;
+    for call in fake.all_calls() {
+        match call.method.as_str() {
+            "sendmessage" => {
+                next += 1;
+                shown.insert(next, call.body["text"].as_str().unwrap().to_string());
+            }
+            "editmessagetext" => {
+                let id = call.body["message_id"].as_i64().unwrap();
+                shown.insert(id, call.body["text"].as_str().unwrap().to_string());
+            }
+            _ => {}
+        }
+    }
+    shown
+}
+
+async fn with_timeout(test: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test ran past its time limit");
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_private_message_typing_reply_and_keyboard() {
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        let commands = fake.calls("setMyCommands");
+        assert_eq!(commands.len(), 1);
+        let names: Vec<&str> = commands[0].body["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["command"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["start", "help", "reset", "feedback", "human", "bot"]
+        );
+
+        fake.push_update(text_message(42, 7, "hi"));
+        fake.wait_for("the feedback keyboard", |f| {
+            !f.calls("editMessageReplyMarkup").is_empty()
+        })
+        .await;
+
+        let calls = fake.all_calls();
+        let typing = calls
+            .iter()
+            .position(|c| c.method == "sendchataction")
+            .expect("no typing action");
+        assert_eq!(calls[typing].body["action"], "typing");
+        assert_eq!(calls[typing].body["chat_id"], 42);
+        let send = calls
+            .iter()
+            .position(|c| c.method == "sendmessage")
+            .expect("no sendMessage");
+        assert!(typing < send, "typing must come before the reply");
+        assert_eq!(sent_texts(&fake, 42), ["echo: hi"]);
+
+        let markup = &fake.calls("editMessageReplyMarkup")[0].body;
+        assert_eq!(markup["message_id"], 501);
+        let buttons = &markup["reply_markup"]["inline_keyboard"][0];
+        assert_eq!(buttons[0]["text"], "👍");
+        assert_eq!(buttons[0]["callback_data"], "fb:g:r1");
+        assert_eq!(buttons[1]["text"], "👎");
+        assert_eq!(buttons[1]["callback_data"], "fb:b:r1");
+
+        let requests = bot.handler.requests();
+        let [ChatRequest::Message(m)] = requests.as_slice() else {
+            panic!("{requests:?}")
+        };
+        assert_eq!(m.text, "hi");
+        assert_eq!(m.conversation_key, "42");
+        assert_eq!(m.user_key, "7");
+        assert!(m.is_direct);
+        bot.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_streamed_reply_is_edited_at_most_once_a_second() {
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        fake.push_update(text_message(42, 7, "stream"));
+        fake.wait_for("the feedback keyboard", |f| {
+            !f.calls("editMessageReplyMarkup").is_empty()
+        })
+        .await;
+
+        // One message, shown at the first chunk, then edited as text grows.
+        assert_eq!(sent_texts(&fake, 42), ["Hello"]);
+        let edits = fake.calls("editMessageText");
+        assert!(edits.len() >= 2, "expected progressive edits: {edits:?}");
+        let texts: Vec<&str> = edits
+            .iter()
+            .map(|e| e.body["text"].as_str().unwrap())
+            .collect();
+        for pair in texts.windows(2) {
+            assert!(
+                pair[1].starts_with(pair[0]) && pair[1].len() > pair[0].len(),
+                "{texts:?}"
+            );
+        }
+        assert_eq!(*texts.last().unwrap(), STREAMED.concat());
+        let first_send = fake.calls("sendMessage")[0].at;
+        let mut previous = first_send;
+        for edit in &edits {
+            assert_eq!(edit.body["message_id"], 501);
+            let gap = edit.at.duration_since(previous);
+            // The last edit is the final reply and may follow at once.
+            if edit.body["text"] != STREAMED.concat() {
+                assert!(gap >= Duration::from_millis(950), "edits {gap:?} apart");
+            }
+            previous = edit.at;
+        }
+        bot.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_ten_thousand_char_reply_is_three_messages() {
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        fake.push_update(text_message(42, 7, "long"));
+        fake.wait_for("the feedback keyboard", |f| {
+            !f.calls("editMessageReplyMarkup").is_empty()
+        })
+        .await;
+
+        let sends = fake.calls("sendMessage");
+        assert_eq!(sends.len(), 3, "{sends:?}");
+        let shown = shown_texts(&fake);
+        let parts: Vec<&String> = (501..=503).map(|id| &shown[&id]).collect();
+        for part in &parts {
+            let n = part.chars().count();
+            assert!(n <= 4096 && n > 1000, "part of {n} chars");
+            assert!(part.ends_with('.'), "split off a sentence end");
+        }
+        let joined = parts
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(joined, long_reply());
+        assert!(fake.calls("deleteMessage").is_empty());
+        // The keyboard sits on the last part.
+        let markup = &fake.calls("editMessageReplyMarkup")[0].body;
+        assert_eq!(markup["message_id"], 503);
+        bot.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_feedback_button_reaches_handler() {
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        fake.push_update(json!({"callback_query": {
+            "id": "cb1",
+            "from": {"id": 7, "is_bot": false, "first_name": "Ann"},
+            "message": {
+                "message_id": 77, "date": 1, "chat": chat_json(42),
+                "from": bot_user(), "text": "echo: hi"
+            },
+            "chat_instance": "ci",
+            "data": "fb:g:r9"
+        }}));
+        fake.wait_for("the callback answer", |f| {
+            !f.calls("answerCallbackQuery").is_empty()
+                && !f.calls("editMessageReplyMarkup").is_empty()
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bot.handler.requests().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "feedback never reached the handler"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let requests = bot.handler.requests();
+        let [ChatRequest::Feedback(f)] = requests.as_slice() else {
+            panic!("{requests:?}")
+        };
+        assert_eq!(f.rating, Rating::Good);
+        assert_eq!(f.message_id, "r9");
+        assert_eq!(f.conversation_key, "42");
+        assert_eq!(f.user_key, "7");
+        assert_eq!(
+            fake.calls("answerCallbackQuery")[0].body["callback_query_id"],
+            "cb1"
+        );
+        // The keyboard is removed from the rated message.
+        let cleared = &fake.calls("editMessageReplyMarkup")[0].body;
+        assert_eq!(cleared["message_id"], 77);
+        assert!(cleared.get("reply_markup").is_none());
+        bot.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_group_answers_only_mentions_and_replies() {
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        let group = -100;
+        fake.push_update(text_message(group, 7, "hello everyone"));
+        fake.push_update(text_message(group, 7, "/reset@other_bot"));
+        fake.push_update(text_message(group, 7, "@Shop_Bot where is my order?"));
+        let mut reply_to_bot = text_message(group, 8, "and my refund?");
+        reply_to_bot["message"]["reply_to_message"] = json!({
+            "message_id": 501, "date": 1, "chat": chat_json(group),
+            "from": bot_user(), "text": "echo: where is my order?"
+        });
+        fake.push_update(reply_to_bot);
+        fake.wait_for("two replies", |f| sent_texts(f, group).len() >= 2)
+            .await;
+        // Give an ignored message time to show up if it were answered.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        assert_eq!(
+            sent_texts(&fake, group),
+            ["echo: where is my order?", "echo: and my refund?"]
+        );
+        let texts: Vec<(String, bool)> = bot
+            .handler
+            .requests()
+            .iter()
+            .map(|r| match r {
+                ChatRequest::Message(m) => (m.text.clone(), m.is_direct),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("where is my order?".to_string(), false),
+                ("and my refund?".to_string(), false)
+            ]
+        );
+        bot.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_reset_and_human_pass_through_as_commands() {
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        fake.push_update(text_message(42, 7, "/reset"));
+        fake.push_update(text_message(42, 7, "/human now please"));
+        fake.push_update(text_message(-100, 7, "/feedback@shop_bot bad too slow"));
+        fake.wait_for("three answers", |f| f.calls("sendMessage").len() >= 3)
+            .await;
+
+        let commands: Vec<Command> = bot
+            .handler
+            .requests()
+            .into_iter()
+            .map(|r| match r {
+                ChatRequest::Command { command, .. } => command,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(commands.len(), 3);
+        assert!(commands.contains(&Command::Reset));
+        assert!(commands.contains(&Command::Human));
+        assert!(commands.contains(&Command::Feedback {
+            rating: Rating::Bad,
+            comment: Some("too slow".into())
+        }));
+        let private = sent_texts(&fake, 42);
+        assert_eq!(private, ["command Reset", "A human will take over."]);
+        bot.shutdown().await;
+    })
+    .await;
+}
+
+/// Captures this thread's tracing output (the test runs on one thread).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn test_send_retried_after_network_error_and_token_not_logged() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    with_timeout(async {
+        let bot = start().await;
+        let fake = bot.fake.clone();
+        fake.state.lock().unwrap().drop_sends = 1;
+        fake.push_update(text_message(42, 7, "hi"));
+        fake.wait_for("the feedback keyboard", |f| {
+            !f.calls("editMessageReplyMarkup").is_empty()
+        })
+        .await;
+        assert_eq!(fake.calls("sendMessage (dropped)").len(), 1);
+        assert_eq!(sent_texts(&fake, 42), ["echo: hi"]);
+        bot.shutdown().await;
+    })
+    .await;
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("sendMessage failed; retrying"), "{logs}");
+    assert!(!logs.contains(TOKEN) && !logs.contains("TEST"), "{logs}");
+}
