@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use chatforge::export::export_bundle;
-use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, TrainSection};
+use chatforge::train::{self, FinetuneJob, TrainSection};
 use serde_json::Value;
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+mod common;
+
+use common::repo;
 
 fn chatforge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_chatforge"))
@@ -40,31 +40,7 @@ fn ok(o: &Output) -> String {
 /// the same model fine-tuned on the training dialogs; both exported.
 fn bundles(tmp: &Path) -> (PathBuf, PathBuf) {
     let base = tmp.join("tiny");
-    let mut config = TrainConfig::from_file(&repo("models/tiny.toml")).unwrap();
-    config.tokenizer.vocab_size = 512;
-    config.train = TrainSection {
-        steps: 30,
-        batch_size: 8,
-        block_size: Some(64),
-        eval_interval: 30,
-        eval_iters: 2,
-        checkpoint_interval: 1000,
-        ..config.train
-    };
-    train::pretrain(PretrainJob {
-        config,
-        data: vec![
-            repo("data/support/faq.md"),
-            repo("data/support/train.jsonl"),
-        ],
-        out: base.clone(),
-        tokenizer: None,
-        steps: None,
-        resume: false,
-        progress: false,
-    })
-    .unwrap();
-    export_bundle(&base).expect("export base");
+    common::pretrain_tiny_bundle(&base, 30);
     let chat = tmp.join("tiny-chat");
     train::finetune(FinetuneJob {
         base: base.clone(),

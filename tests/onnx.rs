@@ -12,11 +12,10 @@ use std::sync::OnceLock;
 use chatforge::export::{PARITY_TOLERANCE, export_bundle};
 use chatforge::runtime::{Generator, Provider, RuntimeConfig, SamplingParams, StopReason};
 use chatforge::text::{Dialog, Message, Role};
-use chatforge::train::{self, PretrainJob, TrainConfig, TrainSection};
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+mod common;
+
+use common::repo;
 
 fn cpu() -> RuntimeConfig {
     RuntimeConfig {
@@ -33,35 +32,7 @@ fn bundle() -> &'static Path {
     let (_, path) = DIR.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("tiny");
-        let mut config = TrainConfig::from_file(&repo("models/tiny.toml")).unwrap();
-        config.tokenizer.vocab_size = 512;
-        config.train = TrainSection {
-            steps: 40,
-            batch_size: 8,
-            block_size: Some(64),
-            eval_interval: 40,
-            eval_iters: 2,
-            checkpoint_interval: 1000,
-            ..config.train
-        };
-        train::pretrain(PretrainJob {
-            config,
-            data: vec![
-                repo("data/support/faq.md"),
-                repo("data/support/train.jsonl"),
-            ],
-            out: out.clone(),
-            tokenizer: None,
-            steps: None,
-            resume: false,
-            progress: false,
-        })
-        .unwrap();
-        let report = export_bundle(&out).expect("export");
-        println!(
-            "export parity: prefill {:e}, decode {:e}",
-            report.prefill_max_diff, report.decode_max_diff
-        );
+        common::pretrain_tiny_bundle(&out, 40);
         (tmp, out)
     });
     path
