@@ -384,3 +384,47 @@ fn test_python_onnxruntime_runs_the_export() {
     );
     assert!(max <= PARITY_TOLERANCE, "max diff {max}");
 }
+
+#[test]
+fn test_bench_generate_reports_cached_and_recompute_figures() {
+    let d = bundle().to_str().unwrap();
+    let o = chatforge(
+        &[
+            "bench",
+            "generate",
+            "--bundle",
+            d,
+            "--prompt-tokens",
+            "8",
+            "--new-tokens",
+            "8",
+            "--json",
+        ],
+        "",
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["bench"], "generate");
+    assert_eq!(r["provider"], "cpu");
+    let batches = r["batches"].as_array().unwrap();
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| b["batch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 8]
+    );
+    for b in batches {
+        for k in [
+            "prefill_first_token_ms",
+            "cached_tokens_per_s",
+            "recompute_tokens_per_s",
+        ] {
+            assert!(b[k].as_f64().unwrap() > 0.0, "{k} in {b}");
+        }
+    }
+    assert!(r["long_speedup"].as_f64().unwrap() > 0.0);
+    assert!(r["candle_recompute_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_rss_mb"].as_f64().unwrap() > 1.0);
+}
