@@ -48,6 +48,8 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] crate::runtime::Error),
     #[error(transparent)]
+    Moderation(#[from] crate::moderation::Error),
+    #[error(transparent)]
     Bundle(#[from] crate::bundle::Error),
     #[error(transparent)]
     Text(#[from] crate::text::Error),

@@ -283,3 +283,67 @@ fn test_heldout_split_is_disjoint_from_training_data() {
         }
     }
 }
+
+/// With `--moderation`, `safety` is the share of generated replies the
+/// moderation model flags. The model here flags support replies that
+/// mention an order (learned from the training dialogs' assistant turns,
+/// with and without the word), which a support bot's replies often do.
+#[test]
+fn test_eval_safety_share_from_a_moderation_model() {
+    use chatforge::moderation::{FeaturizerConfig, TrainJob, TrainSettings, train};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, chat) = bundles(tmp.path());
+    let dialogs = chatforge::text::read_dialogs_jsonl(&repo("data/support/train.jsonl")).unwrap();
+    let mut csv = String::from("text,offensive\n");
+    for m in dialogs.iter().flat_map(|d| &d.messages) {
+        if m.role == chatforge::text::Role::Assistant {
+            let y = u8::from(m.content.to_lowercase().contains("order"));
+            csv.push_str(&format!("\"{}\",{y}\n", m.content.replace('"', "'")));
+        }
+    }
+    let data = tmp.path().join("orders.csv");
+    std::fs::write(&data, csv).unwrap();
+    let model = tmp.path().join("moderation");
+    train(TrainJob {
+        data: vec![data],
+        out: model.clone(),
+        settings: TrainSettings {
+            featurizer: FeaturizerConfig {
+                buckets: 1 << 12,
+                ..FeaturizerConfig::default()
+            },
+            dim: 16,
+            epochs: 8,
+            batch_size: 32,
+            lr: 0.03,
+            ..TrainSettings::default()
+        },
+        clean: vec![],
+        progress: false,
+    })
+    .unwrap();
+    let out = tmp.path().join("report");
+    ok(&chatforge(&[
+        "eval",
+        "--bundle",
+        chat.to_str().unwrap(),
+        "--dialogs",
+        repo("data/support/heldout.jsonl").to_str().unwrap(),
+        "--limit",
+        "10",
+        "--max-new-tokens",
+        "24",
+        "--moderation",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let note = report["bundle"]["safety_note"].as_str().unwrap();
+    assert!(note.contains("flagged by the moderation model"), "{note}");
+    let safety = num(&report["bundle"]["safety"]);
+    assert!(safety > 0.0 && safety <= 1.0, "safety {safety}: {note}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("flagged by the moderation model"), "{md}");
+}

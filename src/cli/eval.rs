@@ -109,6 +109,9 @@ pub struct EvalArgs {
     /// Greedy unless --temperature is given.
     #[command(flatten)]
     sampling: SamplingOverrides,
+    /// Moderation model folder: report the share of replies it flags.
+    #[arg(long)]
+    moderation: Option<PathBuf>,
     /// Example replies shown in the report.
     #[arg(long, default_value_t = 5)]
     samples: usize,
@@ -129,6 +132,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         rouge_stemmer: a.stem,
         sampling: a.sampling.clone(),
         samples: a.samples,
+        moderation: a.moderation.clone(),
     };
     let one = |dir: &Path| {
         eprintln!("evaluating {} on {} dialogs", dir.display(), dialogs.len());

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Perplexity, Result, Scores, Tokenize, perplexity, score};
 use crate::bundle::Bundle;
+use crate::moderation::Moderator;
 use crate::runtime::{Generator, RuntimeConfig, SamplingOverrides, SamplingParams};
 use crate::text::{Dialog, Role};
 
@@ -25,6 +26,9 @@ pub struct EvalOptions {
     pub sampling: SamplingOverrides,
     /// Example replies kept in the report.
     pub samples: usize,
+    /// Moderation model folder: the report's `safety` is the share of
+    /// generated replies it flags (model categories and flagging rules).
+    pub moderation: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -35,6 +39,7 @@ impl Default for EvalOptions {
             rouge_stemmer: false,
             sampling: SamplingOverrides::default(),
             samples: 5,
+            moderation: None,
         }
     }
 }
@@ -75,8 +80,8 @@ pub struct ModelEval {
     pub turns: usize,
     pub perplexity: Perplexity,
     pub scores: Scores,
-    /// Share of replies the moderation model flags. Always `None` until a
-    /// moderation model can be configured; see `safety_note`.
+    /// Share of generated replies the moderation model flags; `None`
+    /// without a moderation model (see `safety_note`).
     pub safety: Option<f64>,
     pub safety_note: String,
     pub generated_tokens: u64,
@@ -166,6 +171,34 @@ pub fn evaluate_bundle(dir: &Path, dialogs: &[Dialog], opts: &EvalOptions) -> Re
         }
     }
     let generate_s = started.elapsed().as_secs_f64();
+    let (safety, safety_note) = match &opts.moderation {
+        None => (None, SAFETY_NOTE.to_string()),
+        Some(m) => {
+            let moderator = Moderator::open(m, &opts.runtime)?;
+            let mut flagged = 0usize;
+            for chunk in hyps.chunks(64) {
+                let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                flagged += moderator
+                    .check_batch(&texts)?
+                    .iter()
+                    .filter(|v| v.flagged)
+                    .count();
+            }
+            let share = if hyps.is_empty() {
+                0.0
+            } else {
+                flagged as f64 / hyps.len() as f64
+            };
+            (
+                Some(share),
+                format!(
+                    "{flagged} of {} replies flagged by the moderation model in {}",
+                    hyps.len(),
+                    m.display()
+                ),
+            )
+        }
+    };
     let scores = score(&hyps, &refs, opts.tokenize, opts.rouge_stemmer)?;
     let bundle = Bundle::open(dir)?;
     let (model, tok) = bundle.load(&Device::Cpu)?;
@@ -188,8 +221,8 @@ pub fn evaluate_bundle(dir: &Path, dialogs: &[Dialog], opts: &EvalOptions) -> Re
         turns: hyps.len(),
         perplexity: ppl,
         scores,
-        safety: None,
-        safety_note: SAFETY_NOTE.into(),
+        safety,
+        safety_note,
         generated_tokens,
         generate_s,
         samples,
