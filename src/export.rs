@@ -162,7 +162,8 @@ fn model_err(e: impl std::fmt::Display) -> Error {
     Error::Model(e.to_string())
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+/// Largest |a − b| over the pairs; NaN if any pair is NaN.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())

@@ -6,7 +6,7 @@ mod decoder;
 mod generate;
 pub mod library;
 mod providers;
-mod sampling;
+pub(crate) mod sampling;
 
 pub use decoder::{KvCache, OnnxDecoder};
 pub use generate::{Generation, Generator, StopReason};

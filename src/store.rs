@@ -35,7 +35,7 @@ pub use record::{
 };
 pub use sqlite::SqliteStore;
 pub use stats::{Stats, StatsRow};
-pub use url::{DEFAULT_SQLITE_URL, default_database_url, redact_url};
+pub use url::{DEFAULT_SQLITE_URL, default_database_url, redact_url, with_database};
 pub use user_key::{USER_KEY_SECRET_ENV, UserKey, UserKeyHasher};
 pub use writer::{FlushOutcome, Writer, WriterConfig, WriterHandle, WriterReport, WriterStats};
 

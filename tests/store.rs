@@ -18,7 +18,7 @@ use sqlx::Connection;
 use chatforge::store::{
     self, ConversationRecord, ConversationStore, ConversationUpdate, ExportFilter, ExportFormat,
     FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record, StoreFuture, StoreOptions,
-    StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig,
+    StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig, with_database,
 };
 use chatforge::text::{NamedPattern, Redactor, Role, read_dialogs_jsonl};
 
@@ -37,23 +37,6 @@ impl Ctx {
 
 fn hasher() -> UserKeyHasher {
     UserKeyHasher::new(b"test-secret-0123456789abcdef").unwrap()
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 async fn on_sqlite<F, Fut>(body: F)

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::bundle::{Bundle, ONNX_FILE};
 use crate::model::{Gpt, GptConfig, Weights, init_weights};
+use crate::runtime::sampling::argmax;
 use crate::runtime::{self, OnnxDecoder, RuntimeConfig};
 
 /// Model shapes to measure without a trained bundle (random weights: speed
@@ -71,14 +72,7 @@ fn argmax_rows(logits: &[f32], rows: usize, seq: usize, vocab: usize) -> Vec<i64
     (0..rows)
         .map(|r| {
             let start = (r * seq + seq - 1) * vocab;
-            let row = &logits[start..start + vocab];
-            let mut best = 0;
-            for (i, &l) in row.iter().enumerate() {
-                if l > row[best] {
-                    best = i;
-                }
-            }
-            best as i64
+            i64::from(argmax(&logits[start..start + vocab]))
         })
         .collect()
 }

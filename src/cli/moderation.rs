@@ -1,7 +1,7 @@
 //! `moderation train`, `moderation eval` and `moderate`.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -138,18 +138,28 @@ pub struct FilterArgs {
     json: bool,
 }
 
-pub fn data(cmd: DataCommand) -> Result<()> {
-    let DataCommand::Filter(a) = cmd;
-    let cfg = Config::load(a.config.as_deref())?;
-    let blocklist = match &a.blocklist {
+/// The model with the command line's rules beside it.
+fn open_moderator(
+    model: &Path,
+    config: Option<&Path>,
+    blocklist: Option<&Path>,
+    pii: PiiAction,
+) -> Result<Moderator> {
+    let cfg = Config::load(config)?;
+    let blocklist = match blocklist {
         Some(p) => Blocklist::from_file(p)?,
         None => Blocklist::default(),
     };
-    let moderator = Moderator::open(&a.model, &cfg.runtime)?.with_rules(Rules {
+    Ok(Moderator::open(model, &cfg.runtime)?.with_rules(Rules {
         blocklist,
-        pii: a.pii,
+        pii,
         ..Rules::default()
-    });
+    }))
+}
+
+pub fn data(cmd: DataCommand) -> Result<()> {
+    let DataCommand::Filter(a) = cmd;
+    let moderator = open_moderator(&a.model, a.config.as_deref(), a.blocklist.as_deref(), a.pii)?;
     let out = if a.list { None } else { a.out.as_deref() };
     let r = chatforge::moderation::filter_files(&moderator, &a.input, out)?;
     if a.list {
@@ -365,16 +375,7 @@ fn print_verdict(
 }
 
 pub fn moderate(a: ModerateArgs) -> Result<()> {
-    let cfg = Config::load(a.config.as_deref())?;
-    let blocklist = match &a.blocklist {
-        Some(p) => Blocklist::from_file(p)?,
-        None => Blocklist::default(),
-    };
-    let moderator = Moderator::open(&a.model, &cfg.runtime)?.with_rules(Rules {
-        blocklist,
-        pii: a.pii,
-        ..Rules::default()
-    });
+    let moderator = open_moderator(&a.model, a.config.as_deref(), a.blocklist.as_deref(), a.pii)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match (&a.text, &a.input) {

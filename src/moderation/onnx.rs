@@ -17,7 +17,7 @@ pub const ONNX_FILE: &str = "moderation.onnx";
 /// Same opset as the GPT export.
 pub const OPSET: i64 = GPT_OPSET;
 /// Largest difference allowed between ONNX Runtime's and candle's scores.
-pub const PARITY_TOLERANCE: f32 = 1e-4;
+pub use crate::export::PARITY_TOLERANCE;
 
 pub(crate) fn classifier_model(m: &Classifier, labels: &[LabelModel]) -> Result<ModelProto> {
     let (emb, w, b) = m.to_vecs()?;
@@ -132,17 +132,16 @@ pub(crate) fn check_parity(
         .and_then(|t: Tensor| t.flatten_all())
         .and_then(|t| t.to_vec1::<f32>())
         .map_err(candle_err)?;
-    let mut diff = 0f32;
-    for (i, (&g, &zi)) in got.iter().zip(&z).enumerate() {
-        let l = &labels[i % labels.len()];
-        let want = sigmoid(l.platt_a * zi + l.platt_b);
-        let d = (g - want).abs();
-        if d.is_nan() {
-            return Err(Error::Parity(f32::NAN));
-        }
-        diff = diff.max(d);
-    }
-    if diff > PARITY_TOLERANCE {
+    let want: Vec<f32> = z
+        .iter()
+        .enumerate()
+        .map(|(i, &zi)| {
+            let l = &labels[i % labels.len()];
+            sigmoid(l.platt_a * zi + l.platt_b)
+        })
+        .collect();
+    let diff = crate::export::max_diff(&got, &want);
+    if diff.is_nan() || diff > PARITY_TOLERANCE {
         return Err(Error::Parity(diff));
     }
     Ok(diff)

@@ -12,7 +12,7 @@ use sqlx::Connection;
 
 use super::{
     Error, MessageRecord, Record, Result, StoreOptions, UserKeyHasher, Writer, WriterConfig,
-    connect_and_migrate, redact_url,
+    connect_and_migrate, redact_url, with_database,
 };
 use crate::text::Role;
 
@@ -39,23 +39,6 @@ pub struct StoreBench {
 struct Scratch {
     admin_url: String,
     name: String,
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 impl Scratch {
@@ -259,12 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_with_database() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
-            "postgres://u:p@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    fn test_percentile() {
         assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.5), 2.0);
     }
 }

@@ -338,18 +338,9 @@ async fn stats_rows(
     cols: &[&str],
 ) -> Result<Vec<(String, String, Vec<i64>)>> {
     let rows = sqlx::query(sql).fetch_all(pool).await.map_err(read_err)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let day: String = row.try_get("day").map_err(read_err)?;
-        let platform: String = row.try_get("platform").map_err(read_err)?;
-        let mut values = Vec::with_capacity(cols.len());
-        for c in cols {
-            let v: Option<i64> = row.try_get(*c).map_err(read_err)?;
-            values.push(v.unwrap_or(0));
-        }
-        out.push((day, platform, values));
-    }
-    Ok(out)
+    rows.iter()
+        .map(|r| super::stats::decode_stats_row(r, cols).map_err(read_err))
+        .collect()
 }
 
 impl ConversationStore for PgStore {

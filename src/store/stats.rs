@@ -204,6 +204,27 @@ impl Stats {
     }
 }
 
+/// One row of a per-day, per-platform count query (`day`, `platform`, then
+/// `cols`; a NULL count is 0), the same on both backends.
+pub(super) fn decode_stats_row<R>(
+    row: &R,
+    cols: &[&str],
+) -> std::result::Result<(String, String, Vec<i64>), sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let day: String = row.try_get("day")?;
+    let platform: String = row.try_get("platform")?;
+    let values = cols
+        .iter()
+        .map(|c| row.try_get::<Option<i64>, _>(*c).map(|v| v.unwrap_or(0)))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((day, platform, values))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

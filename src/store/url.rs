@@ -12,6 +12,25 @@ pub fn default_database_url() -> String {
         .unwrap_or_else(|| DEFAULT_SQLITE_URL.to_string())
 }
 
+/// The same server URL pointing at database `db` (query kept): for scratch
+/// databases made next to the configured one.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 /// The URL with any password replaced by `***`, both in the user-info part
 /// (`postgres://user:pw@host`) and in a `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
@@ -103,6 +122,15 @@ pub(crate) fn scrub_secret(text: &str, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_with_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
 
     #[test]
     fn test_redact_url() {
