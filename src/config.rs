@@ -1,10 +1,17 @@
 //! `chatforge.toml`: settings shared by the serving commands, with
 //! environment overrides for deployments that configure by environment.
+//! `chatforge.example.toml` at the repository root documents every key.
+//!
+//! Secrets are not written in the file: a value of the form `${NAME}` is
+//! read from the environment variable `NAME` ([`expand_env`]).
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::moderation::PiiAction;
+use crate::pipeline::PipelineConfig;
 use crate::runtime::{Provider, RuntimeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,12 +20,181 @@ pub enum Error {
     File { path: String, reason: String },
     #[error("environment variable {name}: {reason}")]
     Env { name: &'static str, reason: String },
+    /// A key's value is wrong; `key` is its dotted path (`telegram.token`).
+    #[error("config key {key}: {reason}")]
+    Key { key: String, reason: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub runtime: RuntimeConfig,
+    pub model: ModelConfig,
+    pub moderation: ModerationConfig,
+    pub store: StoreConfig,
+    pub pipeline: PipelineConfig,
+    pub telegram: Option<TelegramSection>,
+    pub discord: Option<DiscordSection>,
+}
+
+/// `[model]`: the bundle `serve` answers with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub bundle: Option<PathBuf>,
+    /// Generator threads, each with its own ONNX Runtime session.
+    pub workers: usize,
+    /// Seconds between checks of the bundle's `model.onnx` (and of the
+    /// config file's `model.bundle`) for a new model; 0 = reload on SIGHUP only.
+    pub watch_secs: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            bundle: None,
+            workers: 1,
+            watch_secs: 2.0,
+        }
+    }
+}
+
+/// `[moderation]`: the gate in front of and behind the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModerationConfig {
+    /// `false` turns moderation off (logged loudly). When on, `model` must
+    /// load or `serve` does not start.
+    pub enabled: bool,
+    /// Folder with `moderation.onnx` + `moderation.json`.
+    pub model: Option<PathBuf>,
+    /// Extra blocked terms, one per line.
+    pub blocklist: Option<PathBuf>,
+    /// Personal data in replies: `redact` (default), `flag` or `ignore`.
+    pub pii: PiiAction,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model: None,
+            blocklist: None,
+            pii: PiiAction::Redact,
+        }
+    }
+}
+
+/// `[store]`: where conversations are logged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://…` or `postgres://…`; default `DATABASE_URL`, else the
+    /// embedded SQLite file.
+    pub url: Option<String>,
+    /// Where records wait while the database is unreachable.
+    pub spill_dir: Option<PathBuf>,
+}
+
+/// `[telegram]`: present = the Telegram adapter runs.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSection {
+    /// Usually `"${TELEGRAM_TOKEN}"`.
+    pub token: String,
+    /// Bot API base URL (a self-hosted Bot API server); default api.telegram.org.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Shortest time between two edits of a streaming reply.
+    #[serde(default = "default_edit_secs")]
+    pub edit_interval_secs: f64,
+}
+
+/// `[discord]`: present = the Discord adapter runs.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordSection {
+    /// Usually `"${DISCORD_TOKEN}"`.
+    pub token: String,
+    /// HTTP base URL all Discord REST calls go through (a corporate proxy).
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Guild channel ids where mentions are answered; empty = any channel.
+    #[serde(default)]
+    pub guild_channels: Vec<u64>,
+    #[serde(default = "default_edit_secs")]
+    pub edit_interval_secs: f64,
+}
+
+fn default_edit_secs() -> f64 {
+    1.0
+}
+
+// By hand, so that `{:?}` never prints a token.
+impl fmt::Debug for TelegramSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramSection")
+            .field("token", &"<redacted>")
+            .field("api_url", &self.api_url)
+            .field("edit_interval_secs", &self.edit_interval_secs)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DiscordSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscordSection")
+            .field("token", &"<redacted>")
+            .field("proxy", &self.proxy)
+            .field("guild_channels", &self.guild_channels)
+            .field("edit_interval_secs", &self.edit_interval_secs)
+            .finish()
+    }
+}
+
+/// Replaces every `${NAME}` in `value` with the environment variable
+/// `NAME`. The error names the config key and the variable, never a value.
+pub fn expand_env(key: &str, value: &str) -> Result<String, Error> {
+    expand_with(key, value, |name| std::env::var(name).ok())
+}
+
+fn expand_with(
+    key: &str,
+    value: &str,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<String, Error> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(Error::Key {
+                key: key.to_string(),
+                reason: "`${` without a closing `}`".into(),
+            });
+        };
+        let name = &after[..end];
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::Key {
+                key: key.to_string(),
+                reason: format!("`${{{name}}}` is not an environment variable name"),
+            });
+        }
+        match get(name) {
+            Some(v) if !v.is_empty() => out.push_str(&v),
+            _ => {
+                return Err(Error::Key {
+                    key: key.to_string(),
+                    reason: format!("environment variable {name} is not set"),
+                });
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl Config {
@@ -107,5 +283,69 @@ mod tests {
             .apply_env(|k| (k == "CHATFORGE_PROVIDERS").then(|| "gpu".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("unknown provider \"gpu\""));
+    }
+
+    #[test]
+    fn test_env_expansion_names_key_not_value() {
+        let get = |n: &str| (n == "TOKEN").then(|| "123:secret".to_string());
+        assert_eq!(
+            expand_with("telegram.token", "${TOKEN}", get).unwrap(),
+            "123:secret"
+        );
+        assert_eq!(
+            expand_with("store.url", "postgres://u:${TOKEN}@h/db", get).unwrap(),
+            "postgres://u:123:secret@h/db"
+        );
+        let err = expand_with("discord.token", "${DISCORD_TOKEN}", get)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("discord.token") && err.contains("DISCORD_TOKEN"),
+            "{err}"
+        );
+        assert!(expand_with("k", "${BAD NAME}", get).is_err());
+        assert!(expand_with("k", "${OPEN", get).is_err());
+    }
+
+    #[test]
+    fn test_example_config_parses_with_every_key() {
+        let text = include_str!("../chatforge.example.toml");
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert_eq!(cfg.pipeline, PipelineConfig::default());
+        assert_eq!(cfg.model.workers, ModelConfig::default().workers);
+        // Uncommenting every `# key = value` line must still parse: the
+        // commented keys are real keys.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all: Config = toml::from_str(&uncommented).unwrap();
+        assert!(all.discord.is_some() && all.pipeline.channels.len() == 2);
+        assert!(all.pipeline.persona.is_some() && all.store.url.is_some());
+    }
+
+    #[test]
+    fn test_unknown_keys_are_named() {
+        let err = toml::from_str::<Config>("[telegram]\ntoken = \"x\"\napi_ur = \"y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api_ur"), "{err}");
+        let cfg: Config = toml::from_str(
+            "[model]\nbundle = \"b\"\n[telegram]\ntoken = \"${T}\"\n[pipeline]\npersona = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.model.bundle.as_deref(), Some(Path::new("b")));
+        assert!(!format!("{cfg:?}").contains("${T}"));
     }
 }

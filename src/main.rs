@@ -18,6 +18,7 @@ mod cli {
     pub mod doctor;
     pub mod eval;
     pub mod moderation;
+    pub mod serve;
 }
 
 use cli::{chat, doctor, eval};
@@ -163,6 +164,8 @@ enum Command {
     },
     /// Check texts with a moderation model and its rules (blocklist, PII).
     Moderate(Box<cli::moderation::ModerateArgs>),
+    /// Serve the model on the configured chat platforms (Telegram, Discord).
+    Serve(cli::serve::ServeArgs),
     /// Training data jobs.
     Data {
         #[command(subcommand)]
@@ -325,6 +328,7 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Command::Serve(a) => cli::serve::run(a)?,
         Command::Doctor { config, bundle } => {
             let cfg = Config::load(config.as_deref())?;
             doctor::run(&cfg, bundle.as_deref())?;

@@ -10,7 +10,7 @@ mod train;
 
 pub use dialog::{Dialog, Message, Role, read_dialogs_jsonl};
 pub use pii::{NamedPattern, PiiKind, Redactor};
-pub use template::{EncodedDialog, encode_dialog, encode_prompt, encode_prompt_within};
+pub use template::{EncodedDialog, Prompt, encode_dialog, encode_prompt, encode_prompt_within};
 pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizerKind};
 pub use train::{default_control_tags, train_tokenizer};
 

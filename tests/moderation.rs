@@ -13,72 +13,18 @@ use std::sync::OnceLock;
 
 use chatforge::moderation::{
     Blocklist, Error, FeaturizerConfig, Moderator, PARITY_TOLERANCE, PiiAction, RuleHit, Rules,
-    SplitConfig, TrainJob, TrainSettings, evaluate, read_datasets, train,
+    TrainJob, TrainSettings, evaluate, read_datasets, train,
 };
 use chatforge::runtime::{Provider, RuntimeConfig};
+
+mod common;
+use common::{quick_settings, synthetic_csv};
 
 fn cpu() -> RuntimeConfig {
     RuntimeConfig {
         providers: vec![Provider::Cpu],
         strict: true,
         intra_threads: 1,
-    }
-}
-
-const INSULTS: [&str; 6] = ["idiot", "moron", "stupid", "loser", "垃圾", "滚蛋"];
-const NEUTRAL: [&str; 8] = [
-    "order", "shipping", "boots", "refund", "thanks", "tent", "快递", "谢谢",
-];
-
-/// A deterministic synthetic set: a row is offensive when it holds an
-/// insult, hateful when it also names a group with "all … are".
-fn synthetic_csv(dir: &Path, rows: usize) -> PathBuf {
-    let mut s = String::from("text,offensive,hate\n");
-    let mut x: u64 = 0x9e37_79b9;
-    let mut next = |n: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % n as u64) as usize
-    };
-    for i in 0..rows {
-        let offensive = next(2) == 0;
-        let hate = offensive && next(3) == 0;
-        let mut words: Vec<&str> = (0..4).map(|_| NEUTRAL[next(NEUTRAL.len())]).collect();
-        if offensive {
-            words.insert(next(4), INSULTS[next(INSULTS.len())]);
-        }
-        if hate {
-            words.insert(0, "all of them are");
-        }
-        s.push_str(&format!(
-            "\"{} #{i}\",{},{}\n",
-            words.join(" "),
-            offensive as u8,
-            hate as u8
-        ));
-    }
-    let path = dir.join("synthetic.csv");
-    std::fs::write(&path, s).unwrap();
-    path
-}
-
-fn quick_settings() -> TrainSettings {
-    TrainSettings {
-        featurizer: FeaturizerConfig {
-            buckets: 1 << 12,
-            ..FeaturizerConfig::default()
-        },
-        split: SplitConfig {
-            seed: 3,
-            validation_fraction: 0.2,
-            test_fraction: 0.2,
-        },
-        dim: 16,
-        epochs: 8,
-        batch_size: 32,
-        lr: 0.03,
-        ..TrainSettings::default()
     }
 }
 

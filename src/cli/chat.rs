@@ -124,7 +124,7 @@ pub fn generate(
                 ids.drain(..ids.len() - keep);
                 Ok(ids)
             } else {
-                encode_prompt_within(&tok, &with_system(&system, p), ctx - room)
+                encode_prompt_within(&tok, &with_system(&system, p), ctx - room).map(|p| p.ids)
             }
         })
         .collect::<Result<Vec<_>, chatforge::text::Error>>()?;

@@ -3,6 +3,7 @@
 //! turn into a stop string.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::decoder::OnnxDecoder;
 use super::providers::{RuntimeConfig, open_file};
@@ -20,6 +21,8 @@ pub enum StopReason {
     MaxTokens,
     /// The model's context is full.
     Context,
+    /// The caller raised the cancel flag (a timeout, or nobody is reading).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +31,9 @@ pub struct Generation {
     /// Generated ids, without the stop token.
     pub tokens: Vec<u32>,
     pub prompt_tokens: usize,
+    /// Tokens cut from the start of the latest message to fit the context
+    /// (0 unless that message alone was too long).
+    pub prompt_cut_tokens: usize,
     pub stop: StopReason,
 }
 
@@ -111,11 +117,25 @@ impl Generator {
         params: &SamplingParams,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Generation> {
+        self.reply_cancellable(dialog, params, &AtomicBool::new(false), on_text)
+    }
+
+    /// [`Self::reply`] that stops with [`StopReason::Cancelled`] at the next
+    /// token once `cancel` is set (from another thread).
+    pub fn reply_cancellable(
+        &mut self,
+        dialog: &Dialog,
+        params: &SamplingParams,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Generation> {
         let ctx = self.decoder.config().n_positions;
         let room = params.max_new_tokens.min(ctx / 2).max(1);
         let prompt = encode_prompt_within(&self.tok, dialog, ctx - room)?;
-        let mut out = self.generate(&[prompt], params, on_text)?;
-        Ok(out.remove(0))
+        let mut out = self.run(&[prompt.ids], params, cancel, on_text)?;
+        let mut g = out.remove(0);
+        g.prompt_cut_tokens = prompt.cut_tokens;
+        Ok(g)
     }
 
     /// Generates a continuation for every prompt, as one batch. `on_text`
@@ -124,6 +144,16 @@ impl Generator {
         &mut self,
         prompts: &[Vec<u32>],
         params: &SamplingParams,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Generation>> {
+        self.run(prompts, params, &AtomicBool::new(false), on_text)
+    }
+
+    fn run(
+        &mut self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        cancel: &AtomicBool,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<Generation>> {
         params.validate().map_err(Error::Input)?;
@@ -181,6 +211,12 @@ impl Generator {
         let (mut logits, mut cache) = self.decoder.forward(&ids, &positions, &mask, cache)?;
         let mut seq = width;
         for step in 0..=budget {
+            if cancel.load(Ordering::Relaxed) {
+                for row in rows.iter_mut().filter(|r| r.stop.is_none()) {
+                    row.stop = Some(StopReason::Cancelled);
+                }
+                break;
+            }
             let mut next = Vec::with_capacity(batch);
             for (r, row) in rows.iter_mut().enumerate() {
                 if row.stop.is_some() {
@@ -238,6 +274,7 @@ impl Generator {
                 text: row.stream.text().to_string(),
                 tokens: row.tokens,
                 prompt_tokens: prompts[r].len(),
+                prompt_cut_tokens: 0,
                 stop: row.stop.unwrap_or(StopReason::MaxTokens),
             });
         }

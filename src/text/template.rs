@@ -72,14 +72,21 @@ pub fn encode_prompt(tok: &ChatTokenizer, dialog: &Dialog) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// A prompt cut to fit its budget, and how much was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    /// Whole turns dropped from the start of the conversation.
+    pub dropped_turns: usize,
+    /// Tokens cut from the start of the latest turn (a message too long for
+    /// the context on its own).
+    pub cut_tokens: usize,
+}
+
 /// [`encode_prompt`] within `budget` tokens: the oldest turns after the
 /// system prompt are dropped first; if the latest turn alone is still too
 /// long, its oldest tokens go. Control tags and system messages always stay.
-pub fn encode_prompt_within(
-    tok: &ChatTokenizer,
-    dialog: &Dialog,
-    budget: usize,
-) -> Result<Vec<u32>> {
+pub fn encode_prompt_within(tok: &ChatTokenizer, dialog: &Dialog, budget: usize) -> Result<Prompt> {
     let s = tok.special();
     let mut head = control_ids(tok, dialog);
     let mut turns: Vec<Vec<u32>> = Vec::new();
@@ -108,18 +115,23 @@ pub fn encode_prompt_within(
         first += 1;
     }
     let mut ids = head;
+    let mut cut_tokens = 0;
     if let Some(last) = turns.get_mut(first)
         && used > budget
     {
         // Keep the role id, the newest text and <|end|>.
-        let excess = used - budget;
-        last.drain(1..1 + excess.min(last.len() - 2));
+        cut_tokens = (used - budget).min(last.len() - 2);
+        last.drain(1..1 + cut_tokens);
     }
     for t in &turns[first..] {
         ids.extend(t);
     }
     ids.push(s.assistant);
-    Ok(ids)
+    Ok(Prompt {
+        ids,
+        dropped_turns: first,
+        cut_tokens,
+    })
 }
 
 #[cfg(test)]
@@ -207,16 +219,23 @@ mod tests {
             style: None,
         };
         let full = encode_prompt(&tok, &d).unwrap();
-        assert_eq!(encode_prompt_within(&tok, &d, full.len()).unwrap(), full);
+        let whole = encode_prompt_within(&tok, &d, full.len()).unwrap();
+        assert_eq!(
+            (whole.ids, whole.dropped_turns, whole.cut_tokens),
+            (full, 0, 0)
+        );
         let s = tok.special();
         // Room for system (9) + last user turn (8) + assistant (1) only.
         let cut = encode_prompt_within(&tok, &d, 18).unwrap();
+        assert_eq!((cut.dropped_turns, cut.cut_tokens), (2, 0));
         assert_eq!(
-            tok.decode(&cut, false).unwrap(),
+            tok.decode(&cut.ids, false).unwrap(),
             "<|system|>be kind<|end|><|user|>second<|end|><|assistant|>"
         );
         // Even less room: the last turn loses its oldest characters.
         let cut = encode_prompt_within(&tok, &d, 14).unwrap();
+        assert_eq!(cut.cut_tokens, 4);
+        let cut = cut.ids;
         assert_eq!(cut.len(), 14);
         assert_eq!(cut[9], s.user);
         assert_eq!(

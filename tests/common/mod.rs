@@ -5,10 +5,114 @@
 use std::path::{Path, PathBuf};
 
 use chatforge::export::export_bundle;
+use chatforge::moderation::{FeaturizerConfig, SplitConfig, TrainSettings};
 use chatforge::train::{self, PretrainJob, TrainConfig, TrainSection};
 
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// A fixture folder shared by every test process of this build (nextest
+/// runs each test in its own process): built once by `build` under a lock
+/// in `CARGO_TARGET_TMPDIR`, and rebuilt when the test executable is newer
+/// than it (the code that made it may have changed).
+pub fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    std::fs::create_dir_all(&root).unwrap();
+    let dir = root.join(name);
+    let done = root.join(format!("{name}.done"));
+    let lock = root.join(format!("{name}.lock"));
+    let exe_time = std::env::current_exe()
+        .and_then(|e| e.metadata())
+        .and_then(|m| m.modified())
+        .unwrap();
+    let fresh = || {
+        done.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= exe_time)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    loop {
+        if fresh() {
+            return dir;
+        }
+        match std::fs::create_dir(&lock) {
+            Ok(()) => break,
+            Err(_) => {
+                // A lock older than the deadline is left by a killed run.
+                let stale = lock
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() > 900);
+                if stale {
+                    let _ = std::fs::remove_dir(&lock);
+                }
+                assert!(std::time::Instant::now() < deadline, "waiting for {name}");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    }
+    if !fresh() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&done);
+        build(&dir);
+        std::fs::write(&done, b"").unwrap();
+    }
+    std::fs::remove_dir(&lock).unwrap();
+    dir
+}
+
+/// A tiny bundle trained long enough (200 steps of models/tiny.toml on the
+/// support data) that its greedy replies are words that depend on the
+/// question; shared by the pipeline and serve tests.
+pub fn talking_tiny_bundle() -> PathBuf {
+    cached("talking-tiny", |out| {
+        let config = TrainConfig::from_file(&repo("models/tiny.toml")).unwrap();
+        train::pretrain(PretrainJob {
+            config,
+            data: vec![
+                repo("data/support/faq.md"),
+                repo("data/support/train.jsonl"),
+            ],
+            out: out.to_path_buf(),
+            tokenizer: None,
+            steps: None,
+            resume: false,
+            progress: false,
+        })
+        .unwrap();
+        export_bundle(out).expect("export");
+    })
+}
+
+/// The synthetic moderation model (see [`synthetic_csv`]), shared like
+/// [`talking_tiny_bundle`].
+pub fn synthetic_moderation_model() -> PathBuf {
+    cached("synthetic-moderation", |out| {
+        std::fs::create_dir_all(out).unwrap();
+        let csv = synthetic_csv(out, 600);
+        // Support chat is clean: without it, words the synthetic set never
+        // shows score near its 50% offensive base rate.
+        let mut clean = String::new();
+        let dialogs = std::fs::read_to_string(repo("data/support/train.jsonl")).unwrap();
+        for line in dialogs.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for m in v["messages"].as_array().unwrap() {
+                clean.push_str(&m["content"].as_str().unwrap().replace('\n', " "));
+                clean.push('\n');
+            }
+        }
+        let clean_path = out.join("clean.txt");
+        std::fs::write(&clean_path, clean).unwrap();
+        chatforge::moderation::train(chatforge::moderation::TrainJob {
+            data: vec![csv],
+            out: out.to_path_buf(),
+            settings: quick_settings(),
+            clean: vec![clean_path],
+            progress: false,
+        })
+        .expect("moderation model");
+    })
 }
 
 /// Pretrains models/tiny.toml (vocabulary 512, context 64) for `steps` on
@@ -43,4 +147,61 @@ pub fn pretrain_tiny_bundle(out: &Path, steps: usize) {
         "export parity: prefill {:e}, decode {:e}",
         report.prefill_max_diff, report.decode_max_diff
     );
+}
+
+pub const INSULTS: [&str; 6] = ["idiot", "moron", "stupid", "loser", "垃圾", "滚蛋"];
+const NEUTRAL: [&str; 8] = [
+    "order", "shipping", "boots", "refund", "thanks", "tent", "快递", "谢谢",
+];
+
+/// A deterministic synthetic set: a row is offensive when it holds an
+/// insult, hateful when it also names a group with "all … are".
+pub fn synthetic_csv(dir: &Path, rows: usize) -> PathBuf {
+    let mut s = String::from("text,offensive,hate\n");
+    let mut x: u64 = 0x9e37_79b9;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    for i in 0..rows {
+        let offensive = next(2) == 0;
+        let hate = offensive && next(3) == 0;
+        let mut words: Vec<&str> = (0..4).map(|_| NEUTRAL[next(NEUTRAL.len())]).collect();
+        if offensive {
+            words.insert(next(4), INSULTS[next(INSULTS.len())]);
+        }
+        if hate {
+            words.insert(0, "all of them are");
+        }
+        s.push_str(&format!(
+            "\"{} #{i}\",{},{}\n",
+            words.join(" "),
+            offensive as u8,
+            hate as u8
+        ));
+    }
+    let path = dir.join("synthetic.csv");
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
+pub fn quick_settings() -> TrainSettings {
+    TrainSettings {
+        featurizer: FeaturizerConfig {
+            buckets: 1 << 12,
+            ..FeaturizerConfig::default()
+        },
+        split: SplitConfig {
+            seed: 3,
+            validation_fraction: 0.2,
+            test_fraction: 0.2,
+        },
+        dim: 16,
+        epochs: 8,
+        batch_size: 32,
+        lr: 0.03,
+        ..TrainSettings::default()
+    }
 }

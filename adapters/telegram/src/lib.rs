@@ -16,6 +16,8 @@
 //! The bot token never appears in logs or errors: every platform error is
 //! passed through [`TelegramConfig`]'s redaction before it is shown.
 
+#[cfg(feature = "fake")]
+pub mod fake;
 mod inbound;
 mod render;
 

@@ -10,223 +10,14 @@ use chatforge_channel::{
     ChatEvent, ChatHandler, ChatRequest, Command, EventSink, HandlerFuture, Rating,
 };
 use chatforge_telegram::{TelegramAdapter, TelegramConfig};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-const TOKEN: &str = "123456:TEST";
-const BOT_ID: i64 = 1000;
-const BOT_NAME: &str = "shop_bot";
+use chatforge_telegram::fake::{BOT_NAME, Fake, TOKEN, bot_user, chat_json};
+
 /// Every test finishes well inside this, or fails instead of hanging.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------- the fake
-
-#[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    body: Value,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct FakeState {
-    updates: Vec<Value>,
-    calls: Vec<Call>,
-    next_message_id: i64,
-    /// sendMessage calls to answer by closing the connection, as a network
-    /// failure would.
-    drop_sends: u32,
-}
-
-#[derive(Clone)]
-struct Fake {
-    state: Arc<Mutex<FakeState>>,
-    url: String,
-}
-
-impl Fake {
-    async fn start() -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(FakeState {
-            next_message_id: 500,
-            ..FakeState::default()
-        }));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(state.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Fake { state, url }
-    }
-
-    /// Queues an update for getUpdates, checking first that teloxide can
-    /// parse it (a malformed one would be dropped silently).
-    fn push_update(&self, mut update: Value) {
-        let mut state = self.state.lock().unwrap();
-        let id = state.updates.len() as i64 + 1;
-        update["update_id"] = json!(id);
-        let parsed: teloxide::types::Update = serde_json::from_str(&update.to_string()).unwrap();
-        assert!(
-            !matches!(parsed.kind, teloxide::types::UpdateKind::Error(_)),
-            "fixture does not parse as an update: {update}"
-        );
-        state.updates.push(update);
-    }
-
-    fn calls(&self, method: &str) -> Vec<Call> {
-        let state = self.state.lock().unwrap();
-        state
-            .calls
-            .iter()
-            .filter(|c| c.method.eq_ignore_ascii_case(method))
-            .cloned()
-            .collect()
-    }
-
-    fn all_calls(&self) -> Vec<Call> {
-        self.state.lock().unwrap().calls.clone()
-    }
-
-    /// Waits until `done` holds on the calls so far.
-    async fn wait_for(&self, what: &str, done: impl Fn(&Fake) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; calls: {:#?}",
-                self.all_calls()
-                    .iter()
-                    .map(|c| (&c.method, &c.body))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-fn chat_json(id: i64) -> Value {
-    if id < 0 {
-        json!({"id": id, "type": "group", "title": "Support group"})
-    } else {
-        json!({"id": id, "type": "private", "first_name": "Ann"})
-    }
-}
-
-fn bot_user() -> Value {
-    json!({"id": BOT_ID, "is_bot": true, "first_name": "Shop", "username": BOT_NAME})
-}
-
-type FakeError = Box<dyn std::error::Error + Send + Sync>;
-
-async fn answer(
-    state: Arc<Mutex<FakeState>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, FakeError> {
-    let path = req.uri().path().to_string();
-    let bytes = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    // Calls arrive as POST /bot<token>/<Method>.
-    let (token, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", ""));
-    assert_eq!(token, format!("bot{TOKEN}"), "unexpected path {path}");
-    let method = method.to_ascii_lowercase();
-    if method == "sendmessage" {
-        let mut state = state.lock().unwrap();
-        if state.drop_sends > 0 {
-            state.drop_sends -= 1;
-            state.calls.push(Call {
-                method: "sendmessage (dropped)".into(),
-                body,
-                at: Instant::now(),
-            });
-            // hyper closes the connection without a response.
-            return Err("dropped on purpose".into());
-        }
-    }
-
-    let result = match method.as_str() {
-        "getupdates" => {
-            // Long poll, kept short so shutdown is quick.
-            let offset = body["offset"].as_i64().unwrap_or(0);
-            let deadline = Instant::now() + Duration::from_millis(300);
-            loop {
-                let ready: Vec<Value> = {
-                    let state = state.lock().unwrap();
-                    state
-                        .updates
-                        .iter()
-                        .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
-                        .cloned()
-                        .collect()
-                };
-                if !ready.is_empty() || Instant::now() >= deadline {
-                    break json!(ready);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        "getwebhookinfo" => {
-            json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})
-        }
-        "getme" => json!({
-            "id": BOT_ID, "is_bot": true, "first_name": "Shop", "username": BOT_NAME,
-            "can_join_groups": true, "can_read_all_group_messages": false,
-            "supports_inline_queries": false, "has_main_web_app": false
-        }),
-        "sendmessage" | "editmessagetext" | "editmessagereplymarkup" => {
-            let chat = body["chat_id"].as_i64().unwrap_or(0);
-            let mut state = state.lock().unwrap();
-            let message_id = match body["message_id"].as_i64() {
-                Some(id) => id,
-                None => {
-                    state.next_message_id += 1;
-                    state.next_message_id
-                }
-            };
-            let mut message = json!({
-                "message_id": message_id, "date": 1, "chat": chat_json(chat),
-                "from": bot_user(), "text": body["text"].as_str().unwrap_or("…")
-            });
-            if let Some(markup) = body.get("reply_markup") {
-                message["reply_markup"] = markup.clone();
-            }
-            message
-        }
-        _ => json!(true),
-    };
-    if method != "getupdates" {
-        state.lock().unwrap().calls.push(Call {
-            method: method.clone(),
-            body,
-            at: Instant::now(),
-        });
-    }
-    let reply = json!({"ok": true, "result": result}).to_string();
-    Ok(Response::new(Full::new(Bytes::from(reply))))
-}
 
 // ------------------------------------------------------- scripted handler
 
@@ -326,7 +117,7 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let fake = Fake::start().await;
+    let fake = Fake::start().await.unwrap();
     let handler = Arc::new(Scripted::default());
     let mut config = TelegramConfig::new(TOKEN);
     config.api_url = Some(fake.url.clone());
@@ -691,7 +482,7 @@ async fn test_send_retried_after_network_error_and_token_not_logged() {
     with_timeout(async {
         let bot = start().await;
         let fake = bot.fake.clone();
-        fake.state.lock().unwrap().drop_sends = 1;
+        fake.drop_next_sends(1);
         fake.push_update(text_message(42, 7, "hi"));
         fake.wait_for("the feedback keyboard", |f| {
             !f.calls("editMessageReplyMarkup").is_empty()

@@ -1,0 +1,398 @@
+//! `chatforge serve`: the configured adapters over one pipeline, one model
+//! engine and one store writer. The model reloads on SIGHUP or when the
+//! watched bundle changes; shutdown stops intake, lets replies in flight
+//! finish, then drains the store.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chatforge_channel::ChatHandler;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config, expand_env};
+use crate::moderation::{Blocklist, Moderator, Rules};
+use crate::pipeline::{Engine, Gate, Pipeline};
+use crate::store::{
+    self, StoreOptions, UserKeyHasher, Writer, WriterConfig, WriterReport, default_database_url,
+    redact_url,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::pipeline::EngineError),
+    #[error("moderation: {0}")]
+    Moderation(String),
+    #[error("{adapter}: {reason}")]
+    Adapter {
+        adapter: &'static str,
+        reason: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn key_err(key: &str, reason: impl Into<String>) -> ServeError {
+    ServeError::Config(config::Error::Key {
+        key: key.to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// The pipeline and what it needs, without adapters: what `serve` runs, and
+/// what tests and `bench pipeline` drive directly.
+pub struct Services {
+    pub pipeline: Arc<Pipeline>,
+    pub writer: Writer,
+    pub bundle: PathBuf,
+}
+
+/// Opens the store (migrating it), the model and the moderation gate.
+pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
+    let bundle = cfg
+        .model
+        .bundle
+        .clone()
+        .ok_or_else(|| key_err("model.bundle", "not set: name the bundle folder to serve"))?;
+    if cfg.model.workers == 0 {
+        return Err(key_err("model.workers", "must be at least 1"));
+    }
+    let gate = open_gate(cfg)?;
+    let url = match &cfg.store.url {
+        Some(u) => expand_env("store.url", u)?,
+        None => default_database_url(),
+    };
+    let spill_dir = cfg
+        .store
+        .spill_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/spill"));
+    let hasher = user_key_hasher(&spill_dir)?;
+    let db = store::connect_and_migrate(&url, &StoreOptions::default()).await?;
+    tracing::info!(store = %redact_url(&url), "store ready");
+    let writer = Writer::spawn(db, hasher, WriterConfig::new(&spill_dir))?;
+    let runtime = cfg.runtime.clone();
+    let workers = cfg.model.workers;
+    let dir = bundle.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, &runtime, workers))
+        .await
+        .map_err(|e| ServeError::Other(format!("model loading panicked: {e}")))??;
+    let pipeline = Pipeline::new(
+        cfg.pipeline.clone(),
+        Arc::new(engine),
+        gate,
+        writer.handle(),
+    )
+    .map_err(|reason| {
+        ServeError::Config(config::Error::Key {
+            key: "pipeline".into(),
+            reason,
+        })
+    })?;
+    Ok(Services {
+        pipeline: Arc::new(pipeline),
+        writer,
+        bundle,
+    })
+}
+
+fn open_gate(cfg: &Config) -> Result<Gate, ServeError> {
+    let m = &cfg.moderation;
+    if !m.enabled {
+        return Ok(Gate::Off);
+    }
+    let dir = m.model.as_ref().ok_or_else(|| {
+        key_err(
+            "moderation.model",
+            "not set: name a moderation model folder (`chatforge moderation train`), or set `enabled = false`",
+        )
+    })?;
+    let blocklist = match &m.blocklist {
+        Some(p) => {
+            Blocklist::from_file(p).map_err(|e| key_err("moderation.blocklist", e.to_string()))?
+        }
+        None => Blocklist::default(),
+    };
+    let moderator = Moderator::open(dir, &cfg.runtime)
+        .map_err(|e| ServeError::Moderation(e.to_string()))?
+        .with_rules(Rules {
+            blocklist,
+            pii: m.pii,
+            ..Rules::default()
+        });
+    Ok(Gate::On(Arc::new(moderator)))
+}
+
+/// The user-key secret from the environment, else from a file beside the
+/// spill folder, created once with a random secret (so keys stay stable
+/// across restarts without configuration).
+fn user_key_hasher(spill_dir: &Path) -> Result<UserKeyHasher, ServeError> {
+    if std::env::var_os(store::USER_KEY_SECRET_ENV).is_some_and(|v| !v.is_empty()) {
+        return Ok(UserKeyHasher::from_env()?);
+    }
+    let path = spill_dir.join("user-key.secret");
+    let io = |e: std::io::Error| ServeError::Other(format!("{}: {e}", path.display()));
+    let secret = match std::fs::read(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(spill_dir).map_err(io)?;
+            let bytes: [u8; 32] = rand::random();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, hex.as_bytes()).map_err(io)?;
+            tracing::warn!(
+                "{} is not set; user keys use a secret generated in {} (keep that file)",
+                store::USER_KEY_SECRET_ENV,
+                path.display()
+            );
+            hex.into_bytes()
+        }
+        Err(e) => return Err(io(e)),
+    };
+    Ok(UserKeyHasher::new(&secret)?)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+/// What `serve` reports when it stops.
+#[derive(Debug)]
+pub struct ServeReport {
+    pub store: WriterReport,
+}
+
+/// Runs the adapters configured in `cfg` until `shutdown` completes.
+/// `config_path` is re-read on reload for a changed `model.bundle`.
+pub async fn serve(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServeReport, ServeError> {
+    let settings = resolve_adapters(&cfg)?;
+    let services = start_services(&cfg).await?;
+    let handler: Arc<dyn ChatHandler> = services.pipeline.clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut adapters: Vec<(&'static str, JoinHandle<Result<(), String>>)> = Vec::new();
+    let started = start_adapters(settings, &handler, &stop_rx, &mut adapters).await;
+    if let Err(e) = started {
+        let _ = stop_tx.send(true);
+        join_adapters(adapters).await;
+        services.writer.shutdown().await?;
+        return Err(e);
+    }
+    let reloader = tokio::spawn(reload_loop(
+        services.pipeline.engine().clone(),
+        services.bundle.clone(),
+        config_path,
+        Duration::from_secs_f64(cfg.model.watch_secs.max(0.0)),
+        stop_rx.clone(),
+    ));
+    tracing::info!(
+        adapters = adapters.len(),
+        "serving; Ctrl-C or SIGTERM stops, SIGHUP reloads the model"
+    );
+    let mut any_stopped = stop_rx.clone();
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down: no new messages; finishing replies in flight"),
+        _ = any_stopped.changed() => {}
+    }
+    let _ = stop_tx.send(true);
+    join_adapters(adapters).await;
+    reloader.abort();
+    let report = services.writer.shutdown().await?;
+    tracing::info!(
+        written = report.written,
+        spilled = report.spilled,
+        pending = report.pending,
+        "store drained"
+    );
+    Ok(ServeReport { store: report })
+}
+
+/// The adapters' settings with secrets read from the environment; checked
+/// before anything is started, so a config error costs no model load.
+struct Adapters {
+    telegram: Option<chatforge_telegram::TelegramConfig>,
+}
+
+fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
+    if cfg.telegram.is_none() && cfg.discord.is_none() {
+        return Err(ServeError::Other(
+            "no adapter configured: add a [telegram] or [discord] section to the config".into(),
+        ));
+    }
+    let telegram = match &cfg.telegram {
+        Some(t) => {
+            let mut tc =
+                chatforge_telegram::TelegramConfig::new(expand_env("telegram.token", &t.token)?);
+            tc.api_url = t
+                .api_url
+                .as_deref()
+                .map(|u| expand_env("telegram.api_url", u))
+                .transpose()?;
+            tc.edit_interval = positive_secs("telegram.edit_interval_secs", t.edit_interval_secs)?;
+            Some(tc)
+        }
+        None => None,
+    };
+    if cfg.discord.is_some() {
+        return Err(key_err(
+            "discord",
+            "this build of chatforge has no Discord adapter yet",
+        ));
+    }
+    Ok(Adapters { telegram })
+}
+
+async fn start_adapters(
+    settings: Adapters,
+    handler: &Arc<dyn ChatHandler>,
+    stop: &watch::Receiver<bool>,
+    adapters: &mut Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+) -> Result<(), ServeError> {
+    if let Some(tc) = settings.telegram {
+        let adapter = chatforge_telegram::TelegramAdapter::connect(tc, Arc::clone(handler))
+            .await
+            .map_err(|e| ServeError::Adapter {
+                adapter: "telegram",
+                reason: e.to_string(),
+            })?;
+        tracing::info!(bot = adapter.username(), "Telegram adapter started");
+        let stop = stopped(stop.clone());
+        adapters.push((
+            "telegram",
+            tokio::spawn(async move { adapter.run_until(stop).await.map_err(|e| e.to_string()) }),
+        ));
+    }
+    Ok(())
+}
+
+fn positive_secs(key: &str, v: f64) -> Result<Duration, ServeError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(key_err(
+            key,
+            format!("must be a positive number of seconds, got {v}"),
+        ))
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn join_adapters(adapters: Vec<(&'static str, JoinHandle<Result<(), String>>)>) {
+    for (name, task) in adapters {
+        match task.await {
+            Ok(Ok(())) => tracing::info!(adapter = name, "adapter stopped"),
+            Ok(Err(e)) => tracing::error!(adapter = name, error = %e, "adapter failed"),
+            Err(e) => tracing::error!(adapter = name, error = %e, "adapter task panicked"),
+        }
+    }
+}
+
+/// What identifies the model on disk: the bundle folder and its
+/// `model.onnx`'s modification time.
+fn model_stamp(bundle: &Path) -> Option<SystemTime> {
+    std::fs::metadata(bundle.join(crate::bundle::ONNX_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+/// The `model.bundle` the config file names now, if it can be read.
+fn configured_bundle(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match toml::from_str::<Config>(&text) {
+        Ok(c) => c.model.bundle,
+        Err(e) => {
+            tracing::warn!(config = %path.display(), error = %e, "config file unreadable; keeping the current model");
+            None
+        }
+    }
+}
+
+async fn reload_loop(
+    engine: Arc<Engine>,
+    mut bundle: PathBuf,
+    config_path: Option<PathBuf>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut stamp = model_stamp(&bundle);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = (!every.is_zero()).then(|| tokio::time::interval(every));
+    loop {
+        let forced = tokio::select! {
+            _ = stop.changed() => return,
+            () = next_hup(&mut hup) => true,
+            () = next_tick(&mut tick) => false,
+        };
+        let wanted = config_path
+            .as_deref()
+            .and_then(configured_bundle)
+            .unwrap_or_else(|| bundle.clone());
+        let now = model_stamp(&wanted);
+        if !forced && wanted == bundle && now == stamp {
+            continue;
+        }
+        let engine = Arc::clone(&engine);
+        let dir = wanted.clone();
+        match tokio::task::spawn_blocking(move || engine.reload(&dir)).await {
+            Ok(Ok(version)) => {
+                tracing::info!(bundle = %wanted.display(), %version, "serving the new model");
+                bundle = wanted;
+                stamp = now;
+            }
+            Ok(Err(e)) => {
+                // Probably half-written; the next change tries again.
+                tracing::warn!(error = %e, "reload failed; the current model stays");
+                stamp = now;
+                if wanted != bundle {
+                    bundle = wanted;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reload panicked"),
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hup(_: &mut ()) {
+    std::future::pending().await
+}
+
+async fn next_tick(tick: &mut Option<tokio::time::Interval>) {
+    match tick {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,468 @@
+//! `chatforge serve` end to end over Telegram: the real teloxide dispatcher
+//! against the fake Bot API on 127.0.0.1, a tiny real model, a real
+//! moderation model and a real SQLite store. Assertions are on what the fake
+//! received and what the store holds: replies with feedback buttons, a
+//! flagged reply replaced, handoff, reset, a rate-limit notice, feedback
+//! stored, hot reload of a new bundle, SIGTERM draining, and config errors
+//! that name the key.
+//!
+//! Needs the ONNX Runtime library that `./scripts/setup.sh` fetches (or
+//! `ORT_DYLIB_PATH`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chatforge::config::Config;
+use chatforge::runtime::{Generator, Provider, RuntimeConfig};
+use chatforge::store::{self, ExportFilter, Handoff, StoreOptions, StoredConversation, Verdict};
+use chatforge::text::{Dialog, Message, Role};
+use serde_json::{Value, json};
+
+mod common;
+use chatforge_telegram::fake::{Fake, TOKEN, bot_user, chat_json};
+
+/// Every test finishes well inside this, or fails instead of hanging.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Questions whose greedy replies differ in one word: the word said in the
+/// reply to the first and not in the reply to the second gets blocklisted.
+const ASK_BLOCKED: &str = "where is my order?";
+const MAX_NEW: usize = 16;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    bundle: PathBuf,
+    moderation: PathBuf,
+    blocklist: PathBuf,
+    /// A question whose reply does not contain the blocked word.
+    ask_ok: String,
+}
+
+fn cpu() -> RuntimeConfig {
+    RuntimeConfig {
+        providers: vec![Provider::Cpu],
+        strict: true,
+        intra_threads: 1,
+    }
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| w.len() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = common::talking_tiny_bundle();
+        let moderation = common::synthetic_moderation_model();
+        let mut g = Generator::open(&bundle, &cpu()).unwrap();
+        let mut params = g.default_params().greedy();
+        params.max_new_tokens = MAX_NEW;
+        let mut reply = |q: &str| {
+            let d = Dialog {
+                messages: vec![Message {
+                    role: Role::User,
+                    content: q.into(),
+                }],
+                topic: None,
+                style: None,
+            };
+            g.reply(&d, &params, &mut |_, _| {}).unwrap().text
+        };
+        let blocked_reply = words(&reply(ASK_BLOCKED));
+        let candidates = [
+            "hello",
+            "thanks, bye",
+            "can I get a refund?",
+            "do you ship to Canada?",
+            "how do I reset my password?",
+            "what are your opening hours?",
+        ];
+        let (ask_ok, word) = candidates
+            .iter()
+            .find_map(|q| {
+                let other = words(&reply(q));
+                blocked_reply
+                    .iter()
+                    .find(|w| !other.contains(w))
+                    .map(|w| (q.to_string(), w.clone()))
+            })
+            .expect("two questions whose replies differ in a word");
+        let blocklist = tmp.path().join("blocklist.txt");
+        std::fs::write(&blocklist, format!("# test list\n{word}\n")).unwrap();
+        println!("blocked word {word:?}; allowed question {ask_ok:?}");
+        Fixture {
+            _tmp: tmp,
+            bundle,
+            moderation,
+            blocklist,
+            ask_ok,
+        }
+    })
+}
+
+fn write_config(dir: &Path, fake_url: &str, bundle: &Path, token: &str) -> PathBuf {
+    let f = fixture();
+    let text = format!(
+        r#"
+[runtime]
+providers = ["cpu"]
+intra_threads = 1
+
+[model]
+bundle = "{bundle}"
+watch_secs = 0.2
+
+[moderation]
+model = "{moderation}"
+blocklist = "{blocklist}"
+
+[store]
+url = "sqlite://{db}?mode=rwc"
+spill_dir = "{spill}"
+
+[pipeline]
+max_new_tokens = {MAX_NEW}
+temperature = 0.0
+rate_limit = {{ burst = 8, per_seconds = 600 }}
+
+[telegram]
+token = "{token}"
+api_url = "{fake_url}"
+edit_interval_secs = 0.2
+"#,
+        bundle = bundle.display(),
+        moderation = f.moderation.display(),
+        blocklist = f.blocklist.display(),
+        db = dir.join("chat.db").display(),
+        spill = dir.join("spill").display(),
+    );
+    let path = dir.join("chatforge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text_message(chat: i64, user: i64, text: &str) -> Value {
+    json!({"message": {
+        "message_id": 10, "date": 1, "chat": chat_json(chat),
+        "from": {"id": user, "is_bot": false, "first_name": "Ann"},
+        "text": text
+    }})
+}
+
+fn button_press(chat: i64, user: i64, message_id: i64, data: &str) -> Value {
+    json!({"callback_query": {
+        "id": format!("cb{message_id}"),
+        "from": {"id": user, "is_bot": false, "first_name": "Ann"},
+        "message": {"message_id": message_id, "date": 1, "chat": chat_json(chat), "from": bot_user(), "text": "…"},
+        "chat_instance": "ci",
+        "data": data
+    }})
+}
+
+/// Final texts of the bot's messages in `chat`, in order (sent, then edited).
+fn shown(fake: &Fake, chat: i64) -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = Vec::new();
+    let mut next = 500;
+    for c in fake.all_calls() {
+        match c.method.as_str() {
+            "sendmessage" => {
+                next += 1;
+                if c.body["chat_id"] == json!(chat) {
+                    out.push((next, c.body["text"].as_str().unwrap_or("").to_string()));
+                }
+            }
+            "editmessagetext" => {
+                let id = c.body["message_id"].as_i64().unwrap();
+                if let Some(m) = out.iter_mut().find(|m| m.0 == id) {
+                    m.1 = c.body["text"].as_str().unwrap_or("").to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Feedback button data on a message (`fb:g:<reply id>`), if it got them.
+fn buttons_of(fake: &Fake, message_id: i64) -> Option<String> {
+    fake.calls("editMessageReplyMarkup")
+        .iter()
+        .find(|c| c.body["message_id"] == json!(message_id) && c.body.get("reply_markup").is_some())
+        .map(|c| {
+            c.body["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+}
+
+async fn stored(dir: &Path) -> Vec<StoredConversation> {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+    let db = store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    db.select(&ExportFilter::default(), None, 1000)
+        .await
+        .unwrap()
+}
+
+async fn wait_messages(fake: &Fake, chat: i64, n: usize) -> Vec<(i64, String)> {
+    fake.wait_for(&format!("{n} messages in chat {chat}"), |f| {
+        shown(f, chat).len() >= n
+    })
+    .await;
+    // Let the last one's edits and keyboard land.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    shown(fake, chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
+    tokio::time::timeout(TEST_TIMEOUT * 3, async {
+        let f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::start().await.unwrap();
+        let config_path = write_config(dir.path(), &fake.url, &f.bundle, TOKEN);
+        let cfg = Config::load(Some(&config_path)).unwrap();
+        let safe = cfg.pipeline.safe_reply.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(chatforge::serve::serve(
+            cfg,
+            Some(config_path.clone()),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let transcript = std::cell::RefCell::new(Vec::new());
+        let say = async |chat: i64, text: &str, expect: usize| {
+            fake.push_update(text_message(chat, 7, text));
+            let msgs = wait_messages(&fake, chat, expect).await;
+            let mut t = transcript.borrow_mut();
+            t.push(format!("user: {text}"));
+            for (id, m) in msgs.iter().skip(expect - 1) {
+                let buttons = if buttons_of(&fake, *id).is_some() {
+                    "  [👍][👎]"
+                } else {
+                    ""
+                };
+                t.push(format!("bot:  {m}{buttons}"));
+            }
+            msgs
+        };
+
+        // 1. A normal question: reply with feedback buttons.
+        let msgs = say(42, &f.ask_ok, 1).await;
+        let (first_id, first_text) = msgs[0].clone();
+        assert!(!first_text.is_empty() && first_text != safe, "{first_text}");
+        let data = buttons_of(&fake, first_id).expect("feedback buttons on the reply");
+        assert!(data.starts_with("fb:g:"));
+        assert!(
+            fake.calls("sendChatAction")
+                .iter()
+                .any(|c| c.body["chat_id"] == json!(42))
+        );
+
+        // 2. 👍 on it.
+        fake.push_update(button_press(42, 7, first_id, &data));
+        fake.wait_for("the button answer", |f| {
+            !f.calls("answerCallbackQuery").is_empty()
+        })
+        .await;
+
+        // 3. A reply that moderation flags is replaced by the safe reply (in
+        // a new chat, so the model sees the question alone, as the fixture did).
+        let msgs = say(44, ASK_BLOCKED, 1).await;
+        assert_eq!(msgs[0].1, safe);
+        assert!(
+            buttons_of(&fake, msgs[0].0).is_none(),
+            "no rating of a replaced reply"
+        );
+
+        // 4. Handoff: the bot goes quiet until /bot.
+        let msgs = say(42, "/human", 2).await;
+        assert!(msgs[1].1.contains("human operator"), "{}", msgs[1].1);
+        fake.push_update(text_message(42, 7, "is anyone there?"));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(shown(&fake, 42).len(), 2, "no answer during handoff");
+        transcript
+            .borrow_mut()
+            .push("user: is anyone there?".into());
+        transcript
+            .borrow_mut()
+            .push("      (no bot reply: an operator has the conversation)".into());
+        let msgs = say(42, "/bot", 3).await;
+        assert!(msgs[2].1.contains("bot again"), "{}", msgs[2].1);
+
+        // 5. Hot reload: a new bundle named in the config is picked up.
+        let v2 = dir.path().join("bundle-v2");
+        common::pretrain_tiny_bundle(&v2, 5);
+        let text = std::fs::read_to_string(&config_path).unwrap().replace(
+            &format!("bundle = \"{}\"", f.bundle.display()),
+            &format!("bundle = \"{}\"", v2.display()),
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let v2_version = chatforge::bundle::Bundle::open(&v2)
+            .unwrap()
+            .model_version()
+            .unwrap()
+            .to_string();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        say(42, &f.ask_ok, 4).await;
+
+        // 6. /reset, then a flood from another chat: one notice.
+        let msgs = say(42, "/reset", 5).await;
+        assert!(msgs[4].1.contains("forgotten"));
+        for i in 0..12 {
+            fake.push_update(text_message(43, 8, &format!("hello {i}")));
+        }
+        fake.wait_for("the rate-limit notice", |f| {
+            shown(f, 43).iter().any(|m| m.1.contains("faster"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let flood = shown(&fake, 43);
+        assert_eq!(flood.iter().filter(|m| m.1.contains("faster")).count(), 1);
+        assert!(
+            flood.len() <= 9,
+            "eight answered at most, plus one notice: {flood:?}"
+        );
+
+        let _ = stop_tx.send(());
+        let report = server.await.unwrap().expect("serve ran");
+        assert_eq!(report.store.pending, 0);
+        println!(
+            "--- Telegram-fake transcript ---\n{}",
+            transcript.borrow().join("\n")
+        );
+
+        let convs = stored(dir.path()).await;
+        let chat42: Vec<&StoredConversation> =
+            convs.iter().filter(|c| c.record.channel == "42").collect();
+        assert_eq!(chat42.len(), 1, "one conversation until /reset");
+        let c = chat42[0];
+        assert!(c.ended_at.is_some(), "/reset ended it");
+        assert_eq!(c.handoff, Handoff::Resolved);
+        let bots: Vec<_> = c
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .collect();
+        assert_eq!(bots.len(), 2);
+        assert_eq!(bots[1].model_version.as_deref(), Some(v2_version.as_str()));
+        assert_ne!(bots[0].model_version, bots[1].model_version);
+        let chat44 = convs.iter().find(|c| c.record.channel == "44").unwrap();
+        assert_eq!(chat44.messages[1].verdict, Some(Verdict::Block));
+        let fb = {
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
+            let db = store::connect(&url, &StoreOptions::default())
+                .await
+                .unwrap();
+            db.feedback(&c.record.id).await.unwrap()
+        };
+        assert_eq!(fb.len(), 1);
+        assert_eq!(fb[0].rating, 5);
+        assert_eq!(fb[0].message_id.as_deref(), Some(bots[0].id.as_str()));
+        assert!(data.ends_with(&bots[0].id));
+        // The message sent during the handoff is kept for the operator.
+        assert!(c.messages.iter().any(|m| m.content == "is anyone there?"));
+    })
+    .await
+    .expect("test ran past its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_serve_binary_stops_on_sigterm_and_drains() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::start().await.unwrap();
+        let config = write_config(
+            dir.path(),
+            &fake.url,
+            &f.bundle,
+            "${CHATFORGE_TEST_TG_TOKEN}",
+        );
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CHATFORGE_TEST_TG_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        fake.push_update(text_message(42, 7, &f.ask_ok));
+        wait_messages(&fake, 42, 1).await;
+        let pid = child.id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("stopped; store:"), "{stderr}");
+        // The token is read from the environment and never printed.
+        assert!(
+            !stderr.contains(TOKEN.split(':').nth(1).unwrap()),
+            "{stderr}"
+        );
+        let convs = stored(dir.path()).await;
+        assert_eq!(convs.len(), 1);
+        assert_eq!(convs[0].messages.len(), 2, "both turns stored before exit");
+    })
+    .await
+    .expect("test ran past its time limit");
+}
+
+#[test]
+fn test_config_errors_name_the_key() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |config: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("CHATFORGE_TEST_TG_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // Token variable not set.
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9/",
+        &f.bundle,
+        "${CHATFORGE_TEST_TG_TOKEN}",
+    );
+    let out = run(&config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("telegram.token") && err.contains("CHATFORGE_TEST_TG_TOKEN"),
+        "{err}"
+    );
+    // A misspelt key.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("watch_secs", "watch_sec");
+    std::fs::write(&config, text).unwrap();
+    let err = String::from_utf8_lossy(&run(&config).stderr).to_string();
+    assert!(err.contains("watch_sec"), "{err}");
+    // No bundle.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("watch_sec ", "watch_secs ")
+        .replace("${CHATFORGE_TEST_TG_TOKEN}", TOKEN)
+        .replace(&format!("bundle = \"{}\"\n", f.bundle.display()), "");
+    std::fs::write(&config, text).unwrap();
+    let err = String::from_utf8_lossy(&run(&config).stderr).to_string();
+    assert!(err.contains("model.bundle"), "{err}");
+}
