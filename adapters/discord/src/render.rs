@@ -479,7 +479,7 @@ fn is_transient(error: &serenity::Error) -> bool {
 fn describe(ctx: &Context, interaction_token: Option<&str>, error: &serenity::Error) -> String {
     let text = match error {
         serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => {
-            format!("{} {}", response.status_code, error)
+            format!("HTTP {}: {}", response.status_code.as_u16(), error)
         }
         other => other.to_string(),
     };

@@ -382,10 +382,9 @@ async fn gateway(state: Arc<Mutex<FakeState>>, stream: TcpStream) {
             }
         };
         let Some(Ok(frame)) = frame else { return };
+        // A close frame is answered by tungstenite on the next read, which
+        // then ends the stream.
         let WsMessage::Text(text) = frame else {
-            if frame.is_close() {
-                return;
-            }
             continue;
         };
         let payload: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -765,7 +764,7 @@ async fn test_long_reply_is_split_into_three_messages_on_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_streamed_reply_is_edited_at_most_once_per_interval() {
     with_timeout(async {
-        let bot = start().await;
+        let bot = start_with(|c| c.typing_interval = Duration::from_millis(150)).await;
         let fake = bot.fake.clone();
         fake.push("MESSAGE_CREATE", dm(10, "stream"));
         fake.wait_for("the reactions", |f| {
@@ -797,6 +796,12 @@ async fn test_streamed_reply_is_edited_at_most_once_per_interval() {
             }
             previous = edit.at;
         }
+        // The typing indicator was renewed while the reply streamed (about
+        // 720 ms at one renewal per 150 ms), and stopped with the reply.
+        let typing = fake.calls("POST", "/channels/42/typing");
+        assert!(typing.len() >= 3, "typing posted {} times", typing.len());
+        let final_edit = edits.last().unwrap().at;
+        assert!(typing.iter().all(|t| t.at <= final_edit));
         bot.shutdown().await;
     })
     .await;
