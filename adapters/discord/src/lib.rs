@@ -174,6 +174,22 @@ pub(crate) fn redact(text: &str, token: &str) -> String {
     out
 }
 
+/// `error` as text with its causes: serenity shows a failed request only as
+/// "Error while sending HTTP request.", its cause names the URL and the
+/// reason (refused, timed out, …). Not yet redacted.
+pub(crate) fn error_text(error: &serenity::Error) -> String {
+    let mut text = error.to_string();
+    if let serenity::Error::Http(serenity::http::HttpError::Request(cause)) = error {
+        let mut cause: Option<&dyn std::error::Error> = Some(cause);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+    }
+    text
+}
+
 /// A connected Discord bot, ready to run.
 pub struct DiscordAdapter {
     client: Client,
@@ -207,7 +223,7 @@ impl DiscordAdapter {
         let http = http.build();
         let api_error = |call: &'static str, e: serenity::Error| DiscordError::Api {
             call,
-            message: redact(&e.to_string(), &config.token),
+            message: redact(&error_text(&e), &config.token),
         };
         let user = http
             .get_current_user()
@@ -272,7 +288,7 @@ impl DiscordAdapter {
             result = &mut gateway => {
                 let message = match result {
                     Ok(Ok(())) => "the gateway connection closed".to_string(),
-                    Ok(Err(e)) => self.ctx.redact(&e),
+                    Ok(Err(e)) => self.ctx.redact(&error_text(&e)),
                     Err(e) => e.to_string(),
                 };
                 tracing::error!(error = %message, "Discord gateway stopped");
@@ -286,7 +302,7 @@ impl DiscordAdapter {
         let _ = in_flight.wait_for(|&n| n == 0).await;
         shard_manager.shutdown_all().await;
         if let Ok(Err(e)) = gateway.await {
-            tracing::debug!(error = %self.ctx.redact(&e), "gateway ended at shutdown");
+            tracing::debug!(error = %self.ctx.redact(&error_text(&e)), "gateway ended at shutdown");
         }
         tracing::info!("Discord adapter stopped");
         Ok(())
@@ -318,7 +334,7 @@ impl EventHandler for Handler {
             Ok(commands) => tracing::info!(count = commands.len(), "slash commands registered"),
             Err(e) => {
                 self.ctx.commands_registered.store(false, Ordering::SeqCst);
-                tracing::warn!(error = %self.ctx.redact(&e), "registering slash commands failed");
+                tracing::warn!(error = %self.ctx.redact(&error_text(&e)), "registering slash commands failed");
             }
         }
     }
@@ -400,7 +416,7 @@ impl Handler {
         if let Err(e) = command.defer(&sc.http).await {
             tracing::warn!(
                 command = %command.data.name,
-                error = %self.ctx.redact(&e).replace(&command.token, "<interaction-token>"),
+                error = %self.ctx.redact(&error_text(&e)).replace(&command.token, "<interaction-token>"),
                 "deferring the slash command failed"
             );
             return;

@@ -481,7 +481,7 @@ fn describe(ctx: &Context, interaction_token: Option<&str>, error: &serenity::Er
         serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => {
             format!("HTTP {}: {}", response.status_code.as_u16(), error)
         }
-        other => other.to_string(),
+        other => crate::error_text(other),
     };
     let text = ctx.redact(&text);
     match interaction_token {

@@ -1072,4 +1072,8 @@ async fn test_bad_token_is_an_error_without_the_token() {
     let shown = format!("{err} {err:?}");
     assert!(matches!(err, DiscordError::Api { .. }), "{shown}");
     assert!(!shown.contains(SECRET), "{shown}");
+    assert!(
+        shown.contains("127.0.0.1:1/<token>/api/v10/users/@me"),
+        "{shown}"
+    );
 }
