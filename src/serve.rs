@@ -228,6 +228,7 @@ pub async fn serve(
 /// before anything is started, so a config error costs no model load.
 struct Adapters {
     telegram: Option<chatforge_telegram::TelegramConfig>,
+    discord: Option<chatforge_discord::DiscordConfig>,
 }
 
 fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
@@ -250,13 +251,22 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
         }
         None => None,
     };
-    if cfg.discord.is_some() {
-        return Err(key_err(
-            "discord",
-            "this build of chatforge has no Discord adapter yet",
-        ));
-    }
-    Ok(Adapters { telegram })
+    let discord = match &cfg.discord {
+        Some(d) => {
+            let mut dc =
+                chatforge_discord::DiscordConfig::new(expand_env("discord.token", &d.token)?);
+            dc.proxy = d
+                .proxy
+                .as_deref()
+                .map(|u| expand_env("discord.proxy", u))
+                .transpose()?;
+            dc.guild_channels.clone_from(&d.guild_channels);
+            dc.edit_interval = positive_secs("discord.edit_interval_secs", d.edit_interval_secs)?;
+            Some(dc)
+        }
+        None => None,
+    };
+    Ok(Adapters { telegram, discord })
 }
 
 async fn start_adapters(
@@ -276,6 +286,20 @@ async fn start_adapters(
         let stop = stopped(stop.clone());
         adapters.push((
             "telegram",
+            tokio::spawn(async move { adapter.run_until(stop).await.map_err(|e| e.to_string()) }),
+        ));
+    }
+    if let Some(dc) = settings.discord {
+        let adapter = chatforge_discord::DiscordAdapter::connect(dc, Arc::clone(handler))
+            .await
+            .map_err(|e| ServeError::Adapter {
+                adapter: "discord",
+                reason: e.to_string(),
+            })?;
+        tracing::info!(bot = adapter.username(), "Discord adapter started");
+        let stop = stopped(stop.clone());
+        adapters.push((
+            "discord",
             tokio::spawn(async move { adapter.run_until(stop).await.map_err(|e| e.to_string()) }),
         ));
     }

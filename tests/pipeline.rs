@@ -8,17 +8,17 @@
 //! `ORT_DYLIB_PATH`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatforge::moderation::{Blocklist, Moderator, PiiAction, Rules};
 use chatforge::pipeline::{ChannelProfile, Engine, Gate, Pipeline, PipelineConfig};
-use chatforge::runtime::{Generator, Provider, RuntimeConfig};
+
 use chatforge::store::{
     self, ConversationStore, ExportFilter, Handoff, StoreOptions, StoredConversation,
     UserKeyHasher, Verdict, Writer, WriterConfig,
 };
-use chatforge::text::{Dialog, Message, Role};
+use chatforge::text::Role;
 use chatforge_channel::{
     ChatEvent, ChatHandler, ChatRequest, Command, Feedback, IncomingMessage, Platform, Rating,
     event_channel,
@@ -26,13 +26,7 @@ use chatforge_channel::{
 
 mod common;
 
-fn cpu() -> RuntimeConfig {
-    RuntimeConfig {
-        providers: vec![Provider::Cpu],
-        strict: true,
-        intra_threads: 1,
-    }
-}
+use common::{ASK_BLOCKED as QUESTION, MAX_NEW, cpu};
 
 struct Fixture {
     bundle: PathBuf,
@@ -41,42 +35,14 @@ struct Fixture {
     spoken_word: String,
 }
 
-const QUESTION: &str = "where is my order?";
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let bundle = common::talking_tiny_bundle();
-        let moderation = common::synthetic_moderation_model();
-        // What the model answers, so a test can block a word it will say.
-        let mut g = Generator::open(&bundle, &cpu()).unwrap();
-        let mut params = g.default_params().greedy();
-        params.max_new_tokens = MAX_NEW;
-        let dialog = Dialog {
-            messages: vec![Message {
-                role: Role::User,
-                content: QUESTION.into(),
-            }],
-            topic: None,
-            style: None,
-        };
-        let reply = g.reply(&dialog, &params, &mut |_, _| {}).unwrap();
-        let spoken_word = reply
-            .text
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .filter(|w| w.len() >= 3)
-            .max_by_key(|w| w.len())
-            .unwrap_or_else(|| panic!("the tiny model's reply has no word: {:?}", reply.text))
-            .to_lowercase();
-        Fixture {
-            bundle,
-            moderation,
-            spoken_word,
-        }
-    })
+fn fixture() -> Fixture {
+    let f = common::chat_fixture();
+    Fixture {
+        bundle: f.bundle.clone(),
+        moderation: f.moderation.clone(),
+        spoken_word: f.blocked_word.clone(),
+    }
 }
-
-const MAX_NEW: usize = 16;
 
 fn config() -> PipelineConfig {
     PipelineConfig {
@@ -113,7 +79,7 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
-        let pipeline = Pipeline::new(cfg, Arc::new(engine), gate(f), writer.handle()).unwrap();
+        let pipeline = Pipeline::new(cfg, Arc::new(engine), gate(&f), writer.handle()).unwrap();
         Self {
             pipeline: Arc::new(pipeline),
             writer: Some(writer),

@@ -11,13 +11,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chatforge::config::Config;
-use chatforge::runtime::{Generator, Provider, RuntimeConfig};
-use chatforge::store::{self, ExportFilter, Handoff, StoreOptions, StoredConversation, Verdict};
-use chatforge::text::{Dialog, Message, Role};
+use chatforge::store::{self, Handoff, StoreOptions, StoredConversation, Verdict};
+use chatforge::text::Role;
 use serde_json::{Value, json};
 
 mod common;
@@ -26,126 +24,14 @@ use chatforge_telegram::fake::{Fake, TOKEN, bot_user, chat_json};
 /// Every test finishes well inside this, or fails instead of hanging.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Questions whose greedy replies differ in one word: the word said in the
-/// reply to the first and not in the reply to the second gets blocklisted.
-const ASK_BLOCKED: &str = "where is my order?";
-const MAX_NEW: usize = 16;
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    bundle: PathBuf,
-    moderation: PathBuf,
-    blocklist: PathBuf,
-    /// A question whose reply does not contain the blocked word.
-    ask_ok: String,
-}
-
-fn cpu() -> RuntimeConfig {
-    RuntimeConfig {
-        providers: vec![Provider::Cpu],
-        strict: true,
-        intra_threads: 1,
-    }
-}
-
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| w.len() >= 3)
-        .map(str::to_lowercase)
-        .collect()
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let bundle = common::talking_tiny_bundle();
-        let moderation = common::synthetic_moderation_model();
-        let mut g = Generator::open(&bundle, &cpu()).unwrap();
-        let mut params = g.default_params().greedy();
-        params.max_new_tokens = MAX_NEW;
-        let mut reply = |q: &str| {
-            let d = Dialog {
-                messages: vec![Message {
-                    role: Role::User,
-                    content: q.into(),
-                }],
-                topic: None,
-                style: None,
-            };
-            g.reply(&d, &params, &mut |_, _| {}).unwrap().text
-        };
-        let blocked_reply = words(&reply(ASK_BLOCKED));
-        let candidates = [
-            "hello",
-            "thanks, bye",
-            "can I get a refund?",
-            "do you ship to Canada?",
-            "how do I reset my password?",
-            "what are your opening hours?",
-        ];
-        let (ask_ok, word) = candidates
-            .iter()
-            .find_map(|q| {
-                let other = words(&reply(q));
-                blocked_reply
-                    .iter()
-                    .find(|w| !other.contains(w))
-                    .map(|w| (q.to_string(), w.clone()))
-            })
-            .expect("two questions whose replies differ in a word");
-        let blocklist = tmp.path().join("blocklist.txt");
-        std::fs::write(&blocklist, format!("# test list\n{word}\n")).unwrap();
-        println!("blocked word {word:?}; allowed question {ask_ok:?}");
-        Fixture {
-            _tmp: tmp,
-            bundle,
-            moderation,
-            blocklist,
-            ask_ok,
-        }
-    })
-}
-
 fn write_config(dir: &Path, fake_url: &str, bundle: &Path, token: &str) -> PathBuf {
-    let f = fixture();
-    let text = format!(
-        r#"
-[runtime]
-providers = ["cpu"]
-intra_threads = 1
-
-[model]
-bundle = "{bundle}"
-watch_secs = 0.2
-
-[moderation]
-model = "{moderation}"
-blocklist = "{blocklist}"
-
-[store]
-url = "sqlite://{db}?mode=rwc"
-spill_dir = "{spill}"
-
-[pipeline]
-max_new_tokens = {MAX_NEW}
-temperature = 0.0
-rate_limit = {{ burst = 8, per_seconds = 600 }}
-
-[telegram]
-token = "{token}"
-api_url = "{fake_url}"
-edit_interval_secs = 0.2
-"#,
-        bundle = bundle.display(),
-        moderation = f.moderation.display(),
-        blocklist = f.blocklist.display(),
-        db = dir.join("chat.db").display(),
-        spill = dir.join("spill").display(),
-    );
-    let path = dir.join("chatforge.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_serve_config(
+        dir,
+        bundle,
+        &format!(
+            "[telegram]\ntoken = \"{token}\"\napi_url = \"{fake_url}\"\nedit_interval_secs = 0.2\n"
+        ),
+    )
 }
 
 fn text_message(chat: i64, user: i64, text: &str) -> Value {
@@ -204,13 +90,7 @@ fn buttons_of(fake: &Fake, message_id: i64) -> Option<String> {
 }
 
 async fn stored(dir: &Path) -> Vec<StoredConversation> {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
-    let db = store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    db.select(&ExportFilter::default(), None, 1000)
-        .await
-        .unwrap()
+    common::stored_conversations(dir).await
 }
 
 async fn wait_messages(fake: &Fake, chat: i64, n: usize) -> Vec<(i64, String)> {
@@ -226,7 +106,7 @@ async fn wait_messages(fake: &Fake, chat: i64, n: usize) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
     tokio::time::timeout(TEST_TIMEOUT * 3, async {
-        let f = fixture();
+        let f = common::chat_fixture();
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::start().await.unwrap();
         let config_path = write_config(dir.path(), &fake.url, &f.bundle, TOKEN);
@@ -278,7 +158,7 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
 
         // 3. A reply that moderation flags is replaced by the safe reply (in
         // a new chat, so the model sees the question alone, as the fixture did).
-        let msgs = say(44, ASK_BLOCKED, 1).await;
+        let msgs = say(44, common::ASK_BLOCKED, 1).await;
         assert_eq!(msgs[0].1, safe);
         assert!(
             buttons_of(&fake, msgs[0].0).is_none(),
@@ -380,7 +260,7 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_serve_binary_stops_on_sigterm_and_drains() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let f = fixture();
+        let f = common::chat_fixture();
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::start().await.unwrap();
         let config = write_config(
@@ -425,7 +305,7 @@ async fn test_serve_binary_stops_on_sigterm_and_drains() {
 
 #[test]
 fn test_config_errors_name_the_key() {
-    let f = fixture();
+    let f = common::chat_fixture();
     let dir = tempfile::tempdir().unwrap();
     let run = |config: &Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))

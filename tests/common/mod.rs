@@ -4,8 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::OnceLock;
+
 use chatforge::export::export_bundle;
 use chatforge::moderation::{FeaturizerConfig, SplitConfig, TrainSettings};
+use chatforge::runtime::{Generator, Provider, RuntimeConfig};
+use chatforge::text::{Dialog, Message, Role};
 use chatforge::train::{self, PretrainJob, TrainConfig, TrainSection};
 
 pub fn repo(p: &str) -> PathBuf {
@@ -204,4 +208,142 @@ pub fn quick_settings() -> TrainSettings {
         lr: 0.03,
         ..TrainSettings::default()
     }
+}
+
+/// ONNX Runtime on one CPU thread, strict.
+pub fn cpu() -> RuntimeConfig {
+    RuntimeConfig {
+        providers: vec![Provider::Cpu],
+        strict: true,
+        intra_threads: 1,
+    }
+}
+
+/// What the pipeline and serve tests chat with: the talking tiny bundle, the
+/// synthetic moderation model, and a blocklist holding one word the model
+/// says (greedy, `MAX_NEW` tokens) to [`ASK_BLOCKED`] but not to `ask_ok`.
+pub struct ChatFixture {
+    _tmp: tempfile::TempDir,
+    pub bundle: PathBuf,
+    pub moderation: PathBuf,
+    pub blocklist: PathBuf,
+    pub blocked_word: String,
+    pub ask_ok: String,
+}
+
+pub const ASK_BLOCKED: &str = "where is my order?";
+pub const MAX_NEW: usize = 16;
+
+/// The greedy reply to `question` alone, as the pipeline gives it with
+/// `temperature = 0`, `max_new_tokens = MAX_NEW` and no persona.
+pub fn greedy_reply(g: &mut Generator, question: &str) -> String {
+    let mut params = g.default_params().greedy();
+    params.max_new_tokens = MAX_NEW;
+    let d = Dialog {
+        messages: vec![Message {
+            role: Role::User,
+            content: question.into(),
+        }],
+        topic: None,
+        style: None,
+    };
+    g.reply(&d, &params, &mut |_, _| {}).unwrap().text
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| w.len() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+pub fn chat_fixture() -> &'static ChatFixture {
+    static F: OnceLock<ChatFixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let bundle = talking_tiny_bundle();
+        let moderation = synthetic_moderation_model();
+        let mut g = Generator::open(&bundle, &cpu()).unwrap();
+        let blocked_reply = words(&greedy_reply(&mut g, ASK_BLOCKED));
+        let candidates = [
+            "hello",
+            "thanks, bye",
+            "can I get a refund?",
+            "do you ship to Canada?",
+            "how do I reset my password?",
+        ];
+        let (ask_ok, blocked_word) = candidates
+            .iter()
+            .find_map(|q| {
+                let other = words(&greedy_reply(&mut g, q));
+                blocked_reply
+                    .iter()
+                    .find(|w| !other.contains(w))
+                    .map(|w| (q.to_string(), w.clone()))
+            })
+            .unwrap_or_else(|| panic!("no question whose reply lacks a word of {blocked_reply:?}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let blocklist = tmp.path().join("blocklist.txt");
+        std::fs::write(&blocklist, format!("# test list\n{blocked_word}\n")).unwrap();
+        println!("blocked word {blocked_word:?}; allowed question {ask_ok:?}");
+        ChatFixture {
+            _tmp: tmp,
+            bundle,
+            moderation,
+            blocklist,
+            blocked_word,
+            ask_ok,
+        }
+    })
+}
+
+/// A `chatforge serve` config for `fixture` with its store in `dir` and
+/// `adapter` (a `[telegram]` or `[discord]` section) appended.
+pub fn write_serve_config(dir: &Path, bundle: &Path, adapter: &str) -> PathBuf {
+    let f = chat_fixture();
+    let text = format!(
+        r#"
+[runtime]
+providers = ["cpu"]
+intra_threads = 1
+
+[model]
+bundle = "{bundle}"
+watch_secs = 0.2
+
+[moderation]
+model = "{moderation}"
+blocklist = "{blocklist}"
+
+[store]
+url = "sqlite://{db}?mode=rwc"
+spill_dir = "{spill}"
+
+[pipeline]
+max_new_tokens = {MAX_NEW}
+temperature = 0.0
+rate_limit = {{ burst = 8, per_seconds = 600 }}
+
+{adapter}
+"#,
+        bundle = bundle.display(),
+        moderation = f.moderation.display(),
+        blocklist = f.blocklist.display(),
+        db = dir.join("chat.db").display(),
+        spill = dir.join("spill").display(),
+    );
+    let path = dir.join("chatforge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every conversation stored in the SQLite file of [`write_serve_config`].
+pub async fn stored_conversations(dir: &Path) -> Vec<chatforge::store::StoredConversation> {
+    use chatforge::store::{self, ExportFilter, StoreOptions};
+    let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+    let db = store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    db.select(&ExportFilter::default(), None, 1000)
+        .await
+        .unwrap()
 }

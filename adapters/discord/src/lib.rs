@@ -20,6 +20,8 @@
 //! The bot token (and interaction tokens) never appear in logs or errors:
 //! every platform error is redacted before it is shown.
 
+#[cfg(feature = "fake")]
+pub mod fake;
 mod inbound;
 mod render;
 
