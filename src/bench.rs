@@ -8,8 +8,19 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 mod generate;
+mod pipeline;
 
 pub use generate::{DecodeFigures, GenerateBench, GeneratePreset, bench_generate};
+pub use pipeline::{PipelineBench, PipelineFigures, bench_pipeline};
+
+/// The value at fraction `p` of `sorted` (nearest rank); 0 when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
 
 use crate::model::{GptConfig, init_weights};
 use crate::train::{Batch, Dataset, TrainSection, step_rng, train_step, trainable};

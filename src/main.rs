@@ -214,6 +214,9 @@ enum BenchCommand {
     Store(store_cmd::BenchStoreArgs),
     /// Moderation checks: messages/s at batch 1 and 32, p50/p99 latency.
     Moderation(cli::moderation::BenchArgs),
+    /// The serving path through a local Telegram fake: messages/s,
+    /// end-to-end and pipeline-overhead latency.
+    Pipeline(cli::serve::BenchPipelineArgs),
     /// Generation: prefill latency, decode tokens/s with and without the KV
     /// cache at batch 1 and 8, and candle's forward for comparison.
     Generate {
@@ -404,6 +407,9 @@ fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Moderation(args),
         } => cli::moderation::bench(args)?,
+        Command::Bench {
+            command: BenchCommand::Pipeline(args),
+        } => cli::serve::bench(args)?,
         Command::Db { command } => store_cmd::db(command)?,
         Command::Logs { command } => store_cmd::logs(command)?,
         Command::Score(args) => eval::score(&args)?,

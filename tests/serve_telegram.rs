@@ -346,3 +346,49 @@ fn test_config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&run(&config).stderr).to_string();
     assert!(err.contains("model.bundle"), "{err}");
 }
+
+#[test]
+fn test_bench_pipeline_reports_figures() {
+    let f = common::chat_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runtime.toml");
+    std::fs::write(
+        &config,
+        "[runtime]\nproviders = [\"cpu\"]\nintra_threads = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args([
+            "bench",
+            "pipeline",
+            "--json",
+            "--conversations",
+            "4",
+            "--messages",
+            "2",
+        ])
+        .arg("--bundle")
+        .arg(&f.bundle)
+        .arg("--moderation")
+        .arg(&f.moderation)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["bench"], "pipeline");
+    assert_eq!(r["messages"], 8);
+    assert_eq!(r["moderation"], true);
+    let n = |k: &str| r[k].as_f64().unwrap();
+    assert!(n("messages_per_s") > 0.0);
+    assert!(n("e2e_p50_ms") > 0.0 && n("e2e_p50_ms") <= n("e2e_p99_ms"));
+    assert!(n("overhead_p50_ms") <= n("overhead_p99_ms"));
+    // The pipeline's part of a reply is less than the whole trip.
+    assert!(
+        n("overhead_p50_ms") + n("model_p50_ms") <= n("e2e_p99_ms"),
+        "{r}"
+    );
+}

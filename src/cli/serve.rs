@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use chatforge::bench::{PipelineBench, bench_pipeline};
 use chatforge::config::Config;
 
 #[derive(clap::Args)]
@@ -52,4 +53,63 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+#[derive(clap::Args)]
+pub struct BenchPipelineArgs {
+    /// Bundle with model.onnx (e.g. a tiny one from quickstart or the tests).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Moderation model folder; without it moderation is off.
+    #[arg(long)]
+    moderation: Option<PathBuf>,
+    /// Concurrent conversations.
+    #[arg(long, default_value_t = 64)]
+    conversations: usize,
+    /// Messages each conversation sends, one after the other's reply.
+    #[arg(long, default_value_t = 4)]
+    messages: usize,
+    /// max_new_tokens of every reply.
+    #[arg(long, default_value_t = 16)]
+    new_tokens: usize,
+    /// chatforge.toml for the [runtime] settings.
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench(a: BenchPipelineArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.conversations > 0 && a.messages > 0,
+        "--conversations and --messages must be at least 1"
+    );
+    let config = Config::load(a.config.as_deref())?;
+    let rt = crate::store_cmd::runtime()?;
+    let r = rt.block_on(bench_pipeline(PipelineBench {
+        bundle: a.bundle,
+        moderation: a.moderation,
+        conversations: a.conversations,
+        messages_per_conversation: a.messages,
+        new_tokens: a.new_tokens,
+        config,
+    }))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} messages from {} conversations in {:.1} s: {:.1} messages/s; end to end p50 {:.0} ms, p99 {:.0} ms; pipeline overhead p50 {:.2} ms, p99 {:.2} ms; model p50 {:.0} ms (moderation {})",
+            r.messages,
+            r.conversations,
+            r.seconds,
+            r.messages_per_s,
+            r.e2e_p50_ms,
+            r.e2e_p99_ms,
+            r.overhead_p50_ms,
+            r.overhead_p99_ms,
+            r.model_p50_ms,
+            if r.moderation { "on" } else { "off" }
+        );
+    }
+    Ok(())
 }

@@ -61,7 +61,7 @@ pub fn bench(dir: &Path, cfg: &RuntimeConfig, messages: usize) -> Result<BenchRe
     }
     let batch32 = texts.len() as f64 / start.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    let pct = |p: f64| crate::bench::percentile(&lat, p);
     Ok(BenchReport {
         provider: m.provider().name().to_string(),
         messages: texts.len(),

@@ -14,6 +14,7 @@ use super::{
     Error, MessageRecord, Record, Result, StoreOptions, UserKeyHasher, Writer, WriterConfig,
     connect_and_migrate, redact_url, with_database,
 };
+use crate::bench::percentile;
 use crate::text::Role;
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,14 +84,6 @@ impl Scratch {
             }
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// What to run: `conversations` logging at once, `messages` each in the

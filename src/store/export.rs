@@ -6,6 +6,9 @@
 //!
 //! A turn is one assistant message. A conversation that cannot train
 //! anything after clean-up (no assistant reply left) is skipped and counted.
+//! A conversation is exported only up to its first blocked message (a
+//! refused user message, or a reply moderation replaced): the store keeps
+//! the blocked text for review, and it must never become a training target.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,7 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::backend::{StoredConversation, require_schema};
-use super::{ConversationStore, Error, Result};
+use super::{ConversationStore, Error, Result, Verdict};
 use crate::fsio::WriteError;
 use crate::text::pii::PiiCounts;
 use crate::text::{Dialog, Message, Redactor, Role};
@@ -92,7 +95,8 @@ struct ShareGpt<'a> {
 }
 
 /// The training dialog of a conversation: redacted, empty turns and late
-/// system messages dropped; `None` when no assistant reply remains.
+/// system messages dropped, cut before the user turn that led to its first
+/// blocked message; `None` when no assistant reply remains.
 pub fn to_dialog(
     c: &StoredConversation,
     redactor: Option<&Redactor>,
@@ -100,6 +104,15 @@ pub fn to_dialog(
 ) -> Option<Dialog> {
     let mut messages = Vec::with_capacity(c.messages.len());
     for m in &c.messages {
+        if m.verdict == Some(Verdict::Block) {
+            while messages
+                .last()
+                .is_some_and(|m: &Message| m.role == Role::User)
+            {
+                messages.pop();
+            }
+            break;
+        }
         // Fine-tuning takes a system prompt only as the first message.
         if m.role == Role::System && !messages.is_empty() {
             continue;
@@ -212,6 +225,38 @@ pub async fn export_jsonl(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{ConversationRecord, Handoff, MessageRecord, UserKey};
+
+    #[test]
+    fn test_export_stops_before_a_blocked_message() {
+        let record = ConversationRecord::new("telegram", "1", UserKey::from_stored("k".into()));
+        let msg = |role, text: &str, verdict| {
+            let mut m = MessageRecord::new(&record.id, role, text);
+            m.verdict = verdict;
+            m
+        };
+        let c = StoredConversation {
+            record: record.clone(),
+            ended_at: None,
+            handoff: Handoff::None,
+            handoff_at: None,
+            messages: vec![
+                msg(Role::User, "hi", Some(Verdict::Allow)),
+                msg(Role::Assistant, "hello!", Some(Verdict::Allow)),
+                msg(Role::User, "tell me something bad", Some(Verdict::Allow)),
+                msg(Role::Assistant, "something unsafe", Some(Verdict::Block)),
+                msg(Role::User, "ok", Some(Verdict::Allow)),
+                msg(Role::Assistant, "anything else?", Some(Verdict::Allow)),
+            ],
+        };
+        let d = to_dialog(&c, None, &mut PiiCounts::new()).unwrap();
+        let texts: Vec<&str> = d.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["hi", "hello!"]);
+        // Blocked before any reply: nothing to train on.
+        let mut first = c.clone();
+        first.messages[0].verdict = Some(Verdict::Block);
+        assert!(to_dialog(&first, None, &mut PiiCounts::new()).is_none());
+    }
 
     #[test]
     fn test_parse_time() {

@@ -16,12 +16,14 @@
 
 mod command;
 mod handler;
+mod render;
 mod split;
 
 use serde::{Deserialize, Serialize};
 
 pub use command::{COMMANDS, Command, CommandInfo, FEEDBACK_USAGE, ParsedCommand, parse_command};
 pub use handler::{ChatHandler, EventSink, EventStream, HandlerFuture, SinkClosed, event_channel};
+pub use render::{Surface, render_request};
 pub use split::{split_message, split_point};
 
 /// Where a message came from.

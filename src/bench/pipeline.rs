@@ -1,0 +1,171 @@
+//! `chatforge bench pipeline`: the whole serving path — teloxide's
+//! dispatcher polling a local fake of the Telegram Bot API, the pipeline
+//! with moderation and the store, the model — under many concurrent
+//! conversations. Each conversation sends a message, waits for its reply
+//! to be final (the feedback keyboard arrives), then sends the next.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatforge_channel::ChatHandler;
+use chatforge_telegram::fake::{Fake, TOKEN, chat_json};
+use chatforge_telegram::{TelegramAdapter, TelegramConfig};
+use serde::Serialize;
+use serde_json::json;
+
+use super::percentile;
+use crate::config::Config;
+use crate::serve::{ServeError, start_services};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct PipelineBench {
+    pub bundle: PathBuf,
+    /// A moderation model folder; `None` runs with moderation off.
+    pub moderation: Option<PathBuf>,
+    pub conversations: usize,
+    pub messages_per_conversation: usize,
+    pub new_tokens: usize,
+    /// `[runtime]` settings (providers, threads).
+    pub config: Config,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineFigures {
+    pub bench: &'static str,
+    pub model_version: String,
+    pub moderation: bool,
+    pub conversations: usize,
+    pub messages: usize,
+    pub seconds: f64,
+    pub messages_per_s: f64,
+    /// From the update being offered to the Bot API fake to the reply's
+    /// feedback keyboard arriving there.
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+    /// Inside the pipeline, everything but waiting for the model.
+    pub overhead_p50_ms: f64,
+    pub overhead_p99_ms: f64,
+    pub model_p50_ms: f64,
+    pub model_p99_ms: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn message(chat: i64, text: &str) -> serde_json::Value {
+    json!({"message": {
+        "message_id": 1, "date": 1, "chat": chat_json(chat),
+        "from": {"id": chat, "is_bot": false, "first_name": "Bench"},
+        "text": text
+    }})
+}
+
+const QUESTIONS: [&str; 4] = [
+    "where is my order?",
+    "can I return boots I wore once?",
+    "how long does shipping to Canada take?",
+    "my card was charged twice",
+];
+
+pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeError> {
+    let io = |e: std::io::Error| ServeError::Other(format!("bench pipeline: {e}"));
+    let dir = tempfile::tempdir().map_err(io)?;
+    let mut cfg = b.config.clone();
+    cfg.model.bundle = Some(b.bundle.clone());
+    cfg.model.watch_secs = 0.0;
+    cfg.moderation.enabled = b.moderation.is_some();
+    cfg.moderation.model.clone_from(&b.moderation);
+    cfg.store.url = Some(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    ));
+    cfg.store.spill_dir = Some(dir.path().join("spill"));
+    cfg.pipeline.max_new_tokens = Some(b.new_tokens);
+    // Every conversation is one user; the bench is not about rate limits.
+    cfg.pipeline.rate_limit.burst = u32::MAX / 2;
+    let services = start_services(&cfg).await?;
+    let model_version = services
+        .pipeline
+        .engine()
+        .current()
+        .model_version()
+        .to_string();
+    let fake = Fake::start().await.map_err(io)?;
+    let mut tc = TelegramConfig::new(TOKEN);
+    tc.api_url = Some(fake.url.clone());
+    let handler: Arc<dyn ChatHandler> = services.pipeline.clone();
+    let adapter = TelegramAdapter::connect(tc, handler)
+        .await
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(adapter.run_until(async {
+        let _ = stop_rx.await;
+    }));
+
+    let chats: Vec<i64> = (1..=b.conversations as i64).collect();
+    let mut sent: HashMap<i64, (usize, Instant)> = HashMap::new();
+    let start = Instant::now();
+    for &c in &chats {
+        fake.push_update(message(c, QUESTIONS[0]));
+        sent.insert(c, (1, Instant::now()));
+    }
+    let total = b.conversations * b.messages_per_conversation;
+    let mut e2e = Vec::with_capacity(total);
+    let mut seen = 0;
+    let deadline = start + Duration::from_secs(600);
+    while e2e.len() < total {
+        if Instant::now() > deadline {
+            return Err(ServeError::Other(format!(
+                "bench pipeline: only {} of {total} replies within 10 minutes",
+                e2e.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let calls = fake.all_calls();
+        for call in &calls[seen..] {
+            let keyboard =
+                call.method == "editmessagereplymarkup" && call.body.get("reply_markup").is_some();
+            let Some(chat) = call.body["chat_id"].as_i64().filter(|_| keyboard) else {
+                continue;
+            };
+            let Some((n, at)) = sent.get(&chat).copied() else {
+                continue;
+            };
+            e2e.push(ms(call.at.into_std().saturating_duration_since(at)));
+            if n < b.messages_per_conversation {
+                fake.push_update(message(chat, QUESTIONS[n % QUESTIONS.len()]));
+                sent.insert(chat, (n + 1, Instant::now()));
+            }
+        }
+        seen = calls.len();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let _ = running.await;
+    let timings = services.pipeline.take_timings();
+    services.writer.shutdown().await?;
+    let mut overhead: Vec<f64> = timings.iter().map(|t| ms(t.overhead())).collect();
+    let mut model: Vec<f64> = timings.iter().map(|t| ms(t.model)).collect();
+    e2e.sort_by(f64::total_cmp);
+    overhead.sort_by(f64::total_cmp);
+    model.sort_by(f64::total_cmp);
+    Ok(PipelineFigures {
+        bench: "pipeline",
+        model_version,
+        moderation: b.moderation.is_some(),
+        conversations: b.conversations,
+        messages: total,
+        seconds,
+        messages_per_s: total as f64 / seconds,
+        e2e_p50_ms: percentile(&e2e, 0.5),
+        e2e_p99_ms: percentile(&e2e, 0.99),
+        overhead_p50_ms: percentile(&overhead, 0.5),
+        overhead_p99_ms: percentile(&overhead, 0.99),
+        model_p50_ms: percentile(&model, 0.5),
+        model_p99_ms: percentile(&model, 0.99),
+    })
+}
