@@ -72,21 +72,27 @@ pub fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
 pub fn talking_tiny_bundle() -> PathBuf {
     cached("talking-tiny", |out| {
         let config = TrainConfig::from_file(&repo("models/tiny.toml")).unwrap();
-        train::pretrain(PretrainJob {
-            config,
-            data: vec![
-                repo("data/support/faq.md"),
-                repo("data/support/train.jsonl"),
-            ],
-            out: out.to_path_buf(),
-            tokenizer: None,
-            steps: None,
-            resume: false,
-            progress: false,
-        })
-        .unwrap();
-        export_bundle(out).expect("export");
+        pretrain_on_support(config, out);
     })
+}
+
+/// Pretrains `config` on the support FAQ and training dialogs into `out`
+/// and exports it to ONNX.
+fn pretrain_on_support(config: TrainConfig, out: &Path) -> chatforge::export::ExportReport {
+    train::pretrain(PretrainJob {
+        config,
+        data: vec![
+            repo("data/support/faq.md"),
+            repo("data/support/train.jsonl"),
+        ],
+        out: out.to_path_buf(),
+        tokenizer: None,
+        steps: None,
+        resume: false,
+        progress: false,
+    })
+    .unwrap();
+    export_bundle(out).expect("export")
 }
 
 /// The synthetic moderation model (see [`synthetic_csv`]), shared like
@@ -133,20 +139,7 @@ pub fn pretrain_tiny_bundle(out: &Path, steps: usize) {
         checkpoint_interval: 1000,
         ..config.train
     };
-    train::pretrain(PretrainJob {
-        config,
-        data: vec![
-            repo("data/support/faq.md"),
-            repo("data/support/train.jsonl"),
-        ],
-        out: out.to_path_buf(),
-        tokenizer: None,
-        steps: None,
-        resume: false,
-        progress: false,
-    })
-    .unwrap();
-    let report = export_bundle(out).expect("export");
+    let report = pretrain_on_support(config, out);
     println!(
         "export parity: prefill {:e}, decode {:e}",
         report.prefill_max_diff, report.decode_max_diff

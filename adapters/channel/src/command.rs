@@ -89,6 +89,18 @@ impl ParsedCommand<'_> {
     }
 }
 
+/// Message text once the bot's @mention was cut out of it: spaces
+/// collapsed and a leading `,` or `:` dropped ("@bot, where is my order?" →
+/// "where is my order?").
+pub fn tidy_after_mention(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches([',', ':'])
+        .trim()
+        .to_string()
+}
+
 /// Parses `text` as a command. `None` when it is not one: no leading `/`, or
 /// a name with characters no platform allows in command names (so a path
 /// like `/usr/bin` or a lone `/` stays plain text).

@@ -21,7 +21,10 @@ mod split;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{COMMANDS, Command, CommandInfo, FEEDBACK_USAGE, ParsedCommand, parse_command};
+pub use command::{
+    COMMANDS, Command, CommandInfo, FEEDBACK_USAGE, ParsedCommand, parse_command,
+    tidy_after_mention,
+};
 pub use handler::{ChatHandler, EventSink, EventStream, HandlerFuture, SinkClosed, event_channel};
 pub use render::{Surface, render_request};
 pub use split::{split_message, split_point};

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use chatforge_channel::{
     COMMANDS, ChatRequest, Command, FEEDBACK_USAGE, IncomingMessage, Platform, Rating,
-    parse_command,
+    parse_command, tidy_after_mention,
 };
 use serenity::all::{
     ChannelId, CommandInteraction, CommandOptionType, CreateCommand, CreateCommandOption, Message,
@@ -80,15 +80,7 @@ pub(crate) fn strip_mention(text: &str, me: UserId) -> (bool, String) {
         return (false, text.trim().to_string());
     }
     let out = text.replace(&plain, " ").replace(&nick, " ");
-    // "<@1000>, where is my order?" → "where is my order?"
-    let cleaned = out
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches([',', ':'])
-        .trim()
-        .to_string();
-    (true, cleaned)
+    (true, tidy_after_mention(&out))
 }
 
 /// The slash command menu: `/ask <question>`, then chatforge's commands;

@@ -1,7 +1,9 @@
 //! Telegram updates → platform-neutral requests: which messages the bot
 //! answers, mention stripping, and the feedback buttons' callback data.
 
-use chatforge_channel::{ChatRequest, IncomingMessage, Platform, Rating, parse_command};
+use chatforge_channel::{
+    ChatRequest, IncomingMessage, Platform, Rating, parse_command, tidy_after_mention,
+};
 use teloxide::types::{Message, UserId};
 
 /// Who the bot is, from `getMe`.
@@ -84,15 +86,7 @@ pub(crate) fn strip_mention(text: &str, username: &str) -> (bool, String) {
     if !found {
         return (false, text.trim().to_string());
     }
-    // "@bot, where is my order?" → "where is my order?"
-    let cleaned = out
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches([',', ':'])
-        .trim()
-        .to_string();
-    (true, cleaned)
+    (true, tidy_after_mention(&out))
 }
 
 const FEEDBACK_PREFIX: &str = "fb";
