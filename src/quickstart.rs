@@ -466,12 +466,16 @@ impl Quickstart {
         let tok = train_tokenizer(docs, t.kind, t.vocab_size, &default_control_tags())?;
         bar.finish_and_clear();
         tok.save(&dir.join(bundle::TOKENIZER_FILE))?;
-        let bytes: u64 = corpus.iter().map(|f| f.bytes).sum();
+        let bytes = corpus.iter().map(|f| f.bytes).sum::<u64>() as f64;
+        let size = if bytes >= 1e6 {
+            format!("{:.1} MB", bytes / 1e6)
+        } else {
+            format!("{:.1} kB", bytes / 1e3)
+        };
         let kind = format!("{:?}", t.kind).to_lowercase();
         Ok(format!(
-            "{kind}, {} ids, from {:.1} MB of text in {} files",
+            "{kind}, {} ids, from {size} of text in {} files",
             tok.vocab_size(),
-            bytes as f64 / 1e6,
             corpus.len()
         ))
     }
