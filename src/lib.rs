@@ -10,6 +10,7 @@ pub mod fsio;
 pub mod model;
 pub mod moderation;
 pub mod pipeline;
+pub mod quickstart;
 pub mod runtime;
 pub mod serve;
 pub mod store;

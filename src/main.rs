@@ -18,6 +18,7 @@ mod cli {
     pub mod doctor;
     pub mod eval;
     pub mod moderation;
+    pub mod quickstart;
     pub mod serve;
 }
 
@@ -166,6 +167,9 @@ enum Command {
     Moderate(Box<cli::moderation::ModerateArgs>),
     /// Serve the model on the configured chat platforms (Telegram, Discord).
     Serve(cli::serve::ServeArgs),
+    /// Every stage from raw text to a chat bot in one run folder, then a
+    /// terminal chat through the serving pipeline.
+    Quickstart(cli::quickstart::QuickstartArgs),
     /// Training data jobs.
     Data {
         #[command(subcommand)]
@@ -242,14 +246,20 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    let cli = Cli::parse();
+    // Quickstart prints a line per stage and then chats: info logs would
+    // bury both.
+    let default_log = match cli.command {
+        Command::Quickstart(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Tokenizer {
@@ -417,6 +427,7 @@ fn main() -> Result<()> {
         Command::Moderation { command } => cli::moderation::run(command, progress)?,
         Command::Moderate(args) => cli::moderation::moderate(*args)?,
         Command::Data { command } => cli::moderation::data(command)?,
+        Command::Quickstart(a) => cli::quickstart::run(a, progress)?,
     }
     Ok(())
 }

@@ -17,6 +17,11 @@ pub struct TrainConfig {
     pub tokenizer: TokenizerSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// The fine-tuning loop (`chatforge quickstart`): keys set here replace
+    /// those of [`finetune_defaults`](super::finetune_defaults); absent
+    /// means those defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<toml::Table>,
 }
 
 /// Model shape; the vocabulary size comes from the tokenizer.
@@ -136,7 +141,23 @@ impl TrainConfig {
     /// Fails on settings that cannot work, naming the values.
     pub fn validate(&self) -> Result<()> {
         self.gpt_config(1).validate()?;
-        self.train.validate(self.model.n_positions)
+        self.train.validate(self.model.n_positions)?;
+        self.finetune_section()?.validate(self.model.n_positions)
+    }
+
+    /// The fine-tuning loop: the `[finetune]` keys over the built-in
+    /// fine-tuning defaults (a lower rate and fewer steps than pretraining).
+    pub fn finetune_section(&self) -> Result<TrainSection> {
+        let defaults = super::finetune_defaults();
+        let Some(keys) = &self.finetune else {
+            return Ok(defaults);
+        };
+        let mut table = toml::Table::try_from(&defaults)
+            .map_err(|e| Error::Config(format!("[finetune]: {e}")))?;
+        table.extend(keys.iter().map(|(k, v)| (k.clone(), v.clone())));
+        table
+            .try_into()
+            .map_err(|e| Error::Config(format!("[finetune]: {e}")))
     }
 }
 
@@ -196,13 +217,17 @@ mod tests {
     #[test]
     fn test_presets_parse_and_validate() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
-        for name in ["tiny", "small", "gpt2-124m"] {
+        for name in ["tiny", "demo", "small", "gpt2-124m"] {
             let p = Path::new(dir).join(format!("{name}.toml"));
             let cfg = TrainConfig::from_file(&p).unwrap();
             cfg.validate().unwrap();
             let params = cfg.gpt_config(cfg.tokenizer.vocab_size).num_params();
             match name {
                 "tiny" => assert!(params < 1_000_000, "tiny has {params}"),
+                "demo" => assert!(
+                    (1_000_000..8_000_000).contains(&params),
+                    "demo has {params}"
+                ),
                 "small" => assert!(
                     (8_000_000..14_000_000).contains(&params),
                     "small has {params}"
@@ -227,6 +252,24 @@ mod tests {
         cfg.model.n_head = 3;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("not divisible"), "{err}");
+    }
+
+    #[test]
+    fn test_finetune_table_overrides_the_defaults() {
+        let text = "[model]\nn_layer = 1\nn_head = 2\nn_embd = 8\nn_positions = 16\n";
+        let cfg: TrainConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            cfg.finetune_section().unwrap(),
+            super::super::finetune_defaults()
+        );
+        let cfg: TrainConfig =
+            toml::from_str(&format!("{text}[finetune]\nsteps = 7\nlr = 1e-3\n")).unwrap();
+        let t = cfg.finetune_section().unwrap();
+        assert_eq!((t.steps, t.lr), (7, 1e-3));
+        assert_eq!(t.batch_size, super::super::finetune_defaults().batch_size);
+        let cfg: TrainConfig = toml::from_str(&format!("{text}[finetune]\nstepz = 7\n")).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("[finetune]") && err.contains("stepz"), "{err}");
     }
 
     #[test]

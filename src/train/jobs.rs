@@ -161,6 +161,7 @@ pub fn finetune(job: FinetuneJob) -> Result<JobReport> {
         },
         tokenizer: Default::default(),
         train,
+        finetune: None,
     };
     config.train.validate(model.n_positions)?;
     let mut dialogs = Vec::new();

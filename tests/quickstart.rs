@@ -1,0 +1,257 @@
+//! `chatforge quickstart` as a user runs it, on a preset smaller than tiny
+//! with short step counts and a small synthetic moderation set (the registry data of
+//! `setup.sh --moderation` may be absent): every artifact lands in the run
+//! folder, a second run reuses every stage, changed dialogs rebuild only
+//! fine-tuning and what follows it, and the terminal chat answers piped
+//! lines through the pipeline and logs them to the store.
+//!
+//! Needs the ONNX Runtime library that `./scripts/setup.sh` fetches (or
+//! `ORT_DYLIB_PATH`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use chatforge::config::Config;
+
+mod common;
+
+use common::repo;
+
+struct Run {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Run {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let csv = common::synthetic_csv(tmp.path(), 300);
+        // Support questions as clean rows, as the default data has them:
+        // without them, words the synthetic set never shows score near its
+        // 50% offensive base rate and the chat would only refuse.
+        let mut rows = std::fs::read_to_string(&csv).unwrap();
+        let dialogs = std::fs::read_to_string(repo("data/support/train.jsonl")).unwrap();
+        for line in dialogs.lines().take(300) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for m in v["messages"].as_array().unwrap() {
+                if m["role"] == "user" {
+                    let text = m["content"].as_str().unwrap().replace('"', "\"\"");
+                    rows.push_str(&format!("\"{text}\",0,0\n"));
+                }
+            }
+        }
+        rows.push_str("hello,0,0\nhi there,0,0\n");
+        std::fs::write(&csv, rows).unwrap();
+        let blocklist = tmp.path().join("blocked.txt");
+        std::fs::write(&blocklist, "# test list\nidiot\n").unwrap();
+        let dialogs = tmp.path().join("dialogs.jsonl");
+        std::fs::copy(repo("data/support/train.jsonl"), &dialogs).unwrap();
+        // Smaller than models/tiny.toml so that the four runs stay quick.
+        let preset = tmp.path().join("micro.toml");
+        std::fs::write(
+            &preset,
+            "[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nn_positions = 128\n\
+             [tokenizer]\nvocab_size = 512\n\
+             [train]\nbatch_size = 8\nblock_size = 32\nwarmup_steps = 5\neval_interval = 100\neval_iters = 2\ncheckpoint_interval = 100\n",
+        )
+        .unwrap();
+        let dir = tmp.path().join("run");
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        let args = vec![
+            "quickstart".into(),
+            "--run".into(),
+            s(&dir),
+            "--preset".into(),
+            s(&preset),
+            "--corpus".into(),
+            s(&repo("data/support/faq.md")),
+            "--dialogs".into(),
+            s(&dialogs),
+            "--moderation-data".into(),
+            s(&csv),
+            "--blocklist".into(),
+            s(&blocklist),
+            "--pretrain-steps".into(),
+            "30".into(),
+            "--finetune-steps".into(),
+            "10".into(),
+        ];
+        Self {
+            _tmp: tmp,
+            dir,
+            args,
+        }
+    }
+
+    fn dialogs(&self) -> PathBuf {
+        self.dir.parent().unwrap().join("dialogs.jsonl")
+    }
+
+    fn quickstart(&self, extra: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(&self.args)
+            .args(extra)
+            .current_dir(repo(""))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the chatforge binary runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "quickstart {extra:?} failed\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `[n/6] <stage> <outcome> …` line of each stage.
+fn stage_outcomes(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter(|l| l.starts_with('['))
+        .map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            let stage = w.next().unwrap_or_default().to_string();
+            let outcome = w.next().unwrap_or_default().trim_end_matches(',');
+            (stage, outcome.to_string())
+        })
+        .collect()
+}
+
+const STAGES: [&str; 6] = [
+    "tokenizer",
+    "pretrain",
+    "finetune",
+    "export",
+    "moderation",
+    "store",
+];
+
+#[test]
+fn test_quickstart_builds_reuses_and_chats() {
+    let run = Run::new();
+
+    let first = stdout(&run.quickstart(&["--no-chat"], None));
+    let outcomes = stage_outcomes(&first);
+    assert_eq!(
+        outcomes,
+        STAGES
+            .iter()
+            .map(|s| (s.to_string(), "built".to_string()))
+            .collect::<Vec<_>>(),
+        "{first}"
+    );
+    for f in [
+        "tokenizer/tokenizer.json",
+        "pretrain/model.safetensors",
+        "pretrain/training.json",
+        "chat/model.safetensors",
+        "chat/tokenizer.json",
+        "chat/config.json",
+        "chat/model.onnx",
+        "moderation/moderation.onnx",
+        "moderation/moderation.json",
+        "moderation/blocklist.txt",
+        "chatforge.db",
+        "chatforge.toml",
+    ] {
+        assert!(run.dir.join(f).is_file(), "{f} missing\n{first}");
+    }
+    let bundle = std::path::absolute(run.dir.join("chat")).unwrap();
+    assert!(
+        first.contains(&format!("bundle: {}", bundle.display())),
+        "{first}"
+    );
+    let cfg = Config::load(Some(&run.dir.join("chatforge.toml"))).unwrap();
+    assert_eq!(cfg.model.bundle.as_deref(), Some(bundle.as_path()));
+    assert!(cfg.moderation.enabled && cfg.moderation.blocklist.is_some());
+
+    let second = stdout(&run.quickstart(&["--no-chat"], None));
+    assert!(
+        stage_outcomes(&second).iter().all(|(_, o)| o == "reused")
+            && stage_outcomes(&second).len() == STAGES.len(),
+        "{second}"
+    );
+    assert!(second.contains("kept as it was"), "{second}");
+
+    // New dialogs: fine-tuning and export rebuild, the rest stays.
+    let mut dialogs = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.dialogs())
+        .unwrap();
+    writeln!(
+        dialogs,
+        r#"{{"messages":[{{"role":"user","content":"Do you sell socks?"}},{{"role":"assistant","content":"Yes, wool and synthetic hiking socks."}}]}}"#
+    )
+    .unwrap();
+    drop(dialogs);
+    let third = stdout(&run.quickstart(&["--no-chat"], None));
+    let rebuilt: Vec<String> = stage_outcomes(&third)
+        .into_iter()
+        .filter(|(_, o)| o == "built")
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(rebuilt, ["finetune", "export"], "{third}");
+
+    // The terminal chat: a message, a command, then /quit.
+    let chat = run.quickstart(
+        &[],
+        Some("hello\nwhere is my order?\n/help\n/quit\nnever read\n"),
+    );
+    let text = stdout(&chat);
+    assert!(
+        stage_outcomes(&text).iter().all(|(_, o)| o == "reused"),
+        "{text}"
+    );
+    let replies: Vec<&str> = text.lines().filter(|l| l.starts_with("bot> ")).collect();
+    assert!(replies.len() >= 3, "{text}");
+    // Generation ran: neither refused nor failed (the pipeline's apology).
+    assert!(!text.contains("went wrong"), "{text}");
+    println!("{text}");
+    assert!(text.contains("/reset") && text.contains("/human"), "{text}");
+    let stderr = String::from_utf8_lossy(&chat.stderr);
+    let written: usize = stderr
+        .split("records written")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no store report\n{stderr}"));
+    // The conversation, the user's message and the reply at least.
+    assert!(written >= 3, "{stderr}");
+}
+
+#[test]
+fn test_missing_moderation_data_says_how_to_get_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(["quickstart", "--no-chat", "--preset", "tiny", "--run"])
+        .arg(tmp.path().join("run"))
+        .arg("--corpus")
+        .arg(repo("data/support/faq.md"))
+        .arg("--moderation-data")
+        .arg(tmp.path().join("absent.csv"))
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("absent.csv") && err.contains("setup.sh --moderation"),
+        "{err}"
+    );
+    // Nothing was trained before the check.
+    assert!(!tmp.path().join("run").join("pretrain").exists());
+}
