@@ -278,6 +278,15 @@ impl Pipeline {
             }
         };
         let model_time = model_started.elapsed();
+        // The timer has millisecond granularity: a reply that finished past
+        // the deadline before it fired is late all the same.
+        let result = result.and_then(|g| {
+            if model_time >= self.cfg.reply_timeout() {
+                Err(format!("no reply within {:?}", self.cfg.reply_timeout()))
+            } else {
+                Ok(g)
+            }
+        });
         let generation = match result {
             Ok(g) => g,
             Err(reason) => {
