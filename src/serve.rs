@@ -388,9 +388,7 @@ async fn reload_loop(
                 // Probably half-written; the next change tries again.
                 tracing::warn!(error = %e, "reload failed; the current model stays");
                 stamp = now;
-                if wanted != bundle {
-                    bundle = wanted;
-                }
+                bundle = wanted;
             }
             Err(e) => tracing::error!(error = %e, "reload panicked"),
         }

@@ -83,30 +83,17 @@ fn passwords(url: &str) -> Vec<String> {
             }
         }
     }
-    let decoded: Vec<String> = out.iter().map(|p| percent_decode(p)).collect();
+    let decoded: Vec<String> = out
+        .iter()
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
     out.extend(decoded);
     out.retain(|p| !p.is_empty());
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `text` (say, a driver's error message) with every password from `url`

@@ -26,7 +26,7 @@ pub use command::{
     tidy_after_mention,
 };
 pub use handler::{ChatHandler, EventSink, EventStream, HandlerFuture, SinkClosed, event_channel};
-pub use render::{Surface, render_request};
+pub use render::{Pacing, Surface, render_request};
 pub use split::{split_message, split_point};
 
 /// Where a message came from.

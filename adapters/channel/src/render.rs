@@ -16,6 +16,17 @@ use crate::{
     ChatEvent, ChatHandler, ChatRequest, EventStream, event_channel, split_message, split_point,
 };
 
+/// How a platform paces a streamed reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Longest message, in characters.
+    pub max_chars: usize,
+    /// Shortest time between two edits of a streaming message.
+    pub edit_interval: Duration,
+    /// How often the typing indicator is renewed.
+    pub typing_interval: Duration,
+}
+
 /// One place a reply can be shown (a chat, a channel, a slash command's
 /// response). Calls log their own failures; `None`/`false` means the call
 /// failed and the renderer goes on with what it can show.
@@ -23,12 +34,7 @@ pub trait Surface: Send {
     /// The platform's id of a sent message.
     type Id: Clone + Send + Sync;
 
-    /// Longest message, in characters.
-    fn max_chars(&self) -> usize;
-    /// Shortest time between two edits of a streaming message.
-    fn edit_interval(&self) -> Duration;
-    /// How often the typing indicator is renewed.
-    fn typing_interval(&self) -> Duration;
+    fn pacing(&self) -> Pacing;
 
     /// Shows the typing indicator; `false` when the platform shows its own
     /// (then it is not renewed).
@@ -123,7 +129,7 @@ impl<S: Surface> Renderer<S> {
         }
         Some(
             self.last_edit
-                .map_or_else(Instant::now, |t| t + self.surface.edit_interval()),
+                .map_or_else(Instant::now, |t| t + self.surface.pacing().edit_interval),
         )
     }
 
@@ -163,7 +169,7 @@ impl<S: Surface> Renderer<S> {
                     self.flush().await;
                 }
                 self.reset_stream();
-                for part in split_message(&notice, self.surface.max_chars()) {
+                for part in split_message(&notice, self.surface.pacing().max_chars) {
                     self.surface.send(part).await;
                 }
             }
@@ -175,7 +181,7 @@ impl<S: Surface> Renderer<S> {
             .surface
             .typing()
             .await
-            .then(|| Instant::now() + self.surface.typing_interval());
+            .then(|| Instant::now() + self.surface.pacing().typing_interval);
     }
 
     async fn chunk(&mut self, delta: &str) {
@@ -185,7 +191,7 @@ impl<S: Surface> Renderer<S> {
         // split_message of the finished reply.
         loop {
             let trimmed = self.pending.trim_start();
-            let Some((end, rest)) = split_point(trimmed, self.surface.max_chars()) else {
+            let Some((end, rest)) = split_point(trimmed, self.surface.pacing().max_chars) else {
                 break;
             };
             let part = trimmed[..end].to_string();
@@ -244,7 +250,7 @@ impl<S: Surface> Renderer<S> {
     /// text can be shorter than what streamed, e.g. after moderation).
     /// Returns the message with the last part.
     async fn finish(&mut self, text: &str) -> Option<S::Id> {
-        let parts = split_message(text, self.surface.max_chars());
+        let parts = split_message(text, self.surface.pacing().max_chars);
         let mut last = None;
         for (i, part) in parts.iter().enumerate() {
             if i < self.sent.len() {

@@ -216,25 +216,6 @@ pub fn message_json(id: u64, channel: u64, author: Value, content: &str) -> Valu
     })
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The message the fake answers a create or edit with; new ids count up
 /// from 501.
 fn message(state: &mut FakeState, channel: &str, content: &Value, id: Option<&str>) -> Value {
@@ -271,7 +252,11 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let path = percent_decode(raw_path.strip_prefix("/api/v10").unwrap_or(&raw_path));
+    let path = percent_encoding::percent_decode_str(
+        raw_path.strip_prefix("/api/v10").unwrap_or(&raw_path),
+    )
+    .decode_utf8_lossy()
+    .into_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Webhook (interaction) routes are authorised by their token alone.
     let is_webhook = matches!(segments[0], "webhooks" | "interactions");

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chatforge_channel::{ChatHandler, ChatRequest, Feedback, Platform};
+use chatforge_channel::{ChatHandler, ChatRequest, Feedback, Pacing, Platform};
 use serenity::all::{
     ChannelId, Client, ClientBuilder, Command, CommandInteraction, Context as SerenityContext,
     CreateAllowedMentions, EventHandler, GatewayIntents, HttpBuilder, Interaction, Message,
@@ -115,9 +115,7 @@ pub(crate) struct Context {
     pub(crate) me: BotIdentity,
     token: String,
     guild_channels: HashSet<ChannelId>,
-    pub(crate) max_chars: usize,
-    pub(crate) edit_interval: Duration,
-    pub(crate) typing_interval: Duration,
+    pub(crate) pacing: Pacing,
     /// Discord message carrying a reply's 👍/👎 → the handler's reply id.
     pub(crate) replies: ReplyIndex,
     /// Cleared at shutdown: new messages are no longer taken.
@@ -245,9 +243,11 @@ impl DiscordAdapter {
                 .iter()
                 .map(|&id| ChannelId::new(id))
                 .collect(),
-            max_chars: Platform::Discord.max_message_chars(),
-            edit_interval: config.edit_interval,
-            typing_interval: config.typing_interval,
+            pacing: Pacing {
+                max_chars: Platform::Discord.max_message_chars(),
+                edit_interval: config.edit_interval,
+                typing_interval: config.typing_interval,
+            },
             replies: ReplyIndex::new(REPLY_INDEX_CAPACITY),
             accepting: AtomicBool::new(true),
             in_flight,

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chatforge_channel::{ChatRequest, Surface, render_request};
+use chatforge_channel::{ChatRequest, Pacing, Surface, render_request};
 use serenity::all::{
     ChannelId, CommandInteraction, CreateInteractionResponseFollowup, CreateMessage,
     EditInteractionResponse, EditMessage, MessageId, ReactionType,
@@ -78,16 +78,8 @@ struct Place<'a> {
 impl Surface for Place<'_> {
     type Id = MessageId;
 
-    fn max_chars(&self) -> usize {
-        self.ctx.max_chars
-    }
-
-    fn edit_interval(&self) -> Duration {
-        self.ctx.edit_interval
-    }
-
-    fn typing_interval(&self) -> Duration {
-        self.ctx.typing_interval
+    fn pacing(&self) -> Pacing {
+        self.ctx.pacing
     }
 
     async fn typing(&mut self) -> bool {

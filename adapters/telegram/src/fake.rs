@@ -109,6 +109,12 @@ impl Fake {
         lock(&self.state).calls.clone()
     }
 
+    /// The calls after the first `start`, so a poller copies only what is new.
+    pub fn calls_since(&self, start: usize) -> Vec<Call> {
+        let state = lock(&self.state);
+        state.calls.get(start..).unwrap_or_default().to_vec()
+    }
+
     /// Answers the next `n` sendMessage calls by closing the connection, as
     /// a network failure would.
     pub fn drop_next_sends(&self, n: u32) {

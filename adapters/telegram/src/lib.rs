@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatforge_channel::{COMMANDS, ChatHandler, ChatRequest, Feedback, Platform};
+use chatforge_channel::{COMMANDS, ChatHandler, ChatRequest, Feedback, Pacing, Platform};
 use teloxide::RequestError;
 use teloxide::adaptors::Throttle;
 use teloxide::adaptors::throttle::Limits;
@@ -107,9 +107,7 @@ struct Context {
     handler: Arc<dyn ChatHandler>,
     me: BotIdentity,
     token: String,
-    max_chars: usize,
-    edit_interval: Duration,
-    typing_interval: Duration,
+    pacing: Pacing,
 }
 
 impl Context {
@@ -178,9 +176,11 @@ impl TelegramAdapter {
                 username,
             },
             token: config.token,
-            max_chars: Platform::Telegram.max_message_chars(),
-            edit_interval: config.edit_interval,
-            typing_interval: config.typing_interval,
+            pacing: Pacing {
+                max_chars: Platform::Telegram.max_message_chars(),
+                edit_interval: config.edit_interval,
+                typing_interval: config.typing_interval,
+            },
         };
         Ok(Self {
             bot: bot.throttle(Limits::default()),

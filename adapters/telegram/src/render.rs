@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chatforge_channel::{ChatRequest, Rating, Surface, render_request};
+use chatforge_channel::{ChatRequest, Pacing, Rating, Surface, render_request};
 use teloxide::RequestError;
 use teloxide::prelude::*;
 use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
@@ -29,16 +29,8 @@ struct Chat<'a> {
 impl Surface for Chat<'_> {
     type Id = MessageId;
 
-    fn max_chars(&self) -> usize {
-        self.ctx.max_chars
-    }
-
-    fn edit_interval(&self) -> Duration {
-        self.ctx.edit_interval
-    }
-
-    fn typing_interval(&self) -> Duration {
-        self.ctx.typing_interval
+    fn pacing(&self) -> Pacing {
+        self.ctx.pacing
     }
 
     async fn typing(&mut self) -> bool {
