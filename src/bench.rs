@@ -62,6 +62,78 @@ pub struct TrainBench {
     pub peak_rss_mb: f64,
     pub steps: usize,
     pub params: usize,
+    /// PyTorch on the same model in the same run (`--compare-python`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pytorch: Option<PytorchFigures>,
+    /// tokens_per_s / pytorch.tokens_per_s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Why the PyTorch side did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pytorch_skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PytorchFigures {
+    pub tokens_per_s: f64,
+    pub torch: String,
+    pub threads: usize,
+    pub steps: usize,
+}
+
+/// The PyTorch twin of the benchmark model, run by `--compare-python`.
+const TORCH_SCRIPT: &str = include_str!("../scripts/bench_train_torch.py");
+
+/// Runs the preset in PyTorch with `python`; `Err` says why it could not,
+/// for printing.
+pub fn bench_train_pytorch(
+    python: &std::path::Path,
+    preset: TrainPreset,
+    steps: usize,
+    warmup: usize,
+) -> std::result::Result<PytorchFigures, String> {
+    use std::process::Command;
+    let shown = python.display();
+    let probe = Command::new(python)
+        .args(["-c", "import torch"])
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "{shown} has no torch (pass --python or set CHATFORGE_TORCH_PYTHON to a Python with torch)"
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    let script = dir.path().join("bench_train_torch.py");
+    std::fs::write(&script, TORCH_SCRIPT).map_err(|e| format!("writing the script: {e}"))?;
+    let (cfg, b, t) = preset.shape();
+    let arg = |name: &str, v: usize| [format!("--{name}"), v.to_string()];
+    let args: Vec<String> = [
+        arg("layers", cfg.n_layer),
+        arg("heads", cfg.n_head),
+        arg("embd", cfg.n_embd),
+        arg("ctx", t),
+        arg("batch", b),
+        arg("vocab", cfg.vocab_size),
+        arg("steps", steps),
+        arg("warmup", warmup),
+        arg("threads", crate::threads()),
+    ]
+    .concat();
+    let out = Command::new(python)
+        .arg(&script)
+        .args(&args)
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the PyTorch benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| format!("unreadable PyTorch output {line:?}: {e}"))
 }
 
 /// Uniformly random tokens: throughput does not depend on the text.
@@ -119,6 +191,7 @@ pub fn bench_train(
 ) -> crate::train::Result<TrainBench> {
     let (cfg, b, t) = preset.shape();
     let dev = Device::Cpu;
+    crate::retain_freed_memory();
     let tc = TrainSection {
         batch_size: b,
         block_size: Some(t),
@@ -157,6 +230,9 @@ pub fn bench_train(
         peak_rss_mb: peak_rss_mb(),
         steps,
         params: cfg.num_params(),
+        pytorch: None,
+        ratio: None,
+        pytorch_skipped: None,
     })
 }
 

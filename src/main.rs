@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use chatforge::bench::{GeneratePreset, TrainPreset, bench_generate, bench_train};
+use chatforge::bench::{
+    GeneratePreset, TrainPreset, bench_generate, bench_train, bench_train_pytorch,
+};
 use chatforge::config::Config;
 use chatforge::runtime::SamplingOverrides;
 use chatforge::text::{TokenizerKind, default_control_tags, train_tokenizer};
@@ -210,6 +212,13 @@ enum BenchCommand {
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// Also train the same model in PyTorch in this run and report the
+        /// ratio (skipped, with the reason, when torch is missing).
+        #[arg(long)]
+        compare_python: bool,
+        /// The Python (with torch) for `--compare-python`.
+        #[arg(long, env = "CHATFORGE_TORCH_PYTHON", default_value = "python3")]
+        python: PathBuf,
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
@@ -398,10 +407,24 @@ fn main() -> Result<()> {
                     preset,
                     steps,
                     warmup,
+                    compare_python,
+                    python,
                     json,
                 },
         } => {
-            let r = bench_train(preset, steps, warmup)?;
+            let mut r = bench_train(preset, steps, warmup)?;
+            if compare_python {
+                match bench_train_pytorch(&python, preset, steps, warmup) {
+                    Ok(py) => {
+                        r.ratio = Some(r.tokens_per_s / py.tokens_per_s.max(1e-9));
+                        r.pytorch = Some(py);
+                    }
+                    Err(why) => {
+                        eprintln!("PyTorch comparison skipped: {why}");
+                        r.pytorch_skipped = Some(why);
+                    }
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -409,6 +432,12 @@ fn main() -> Result<()> {
                     "preset {}: {:.0} tokens/s on {} threads, peak RSS {:.0} MB ({} params, {} steps)",
                     r.preset, r.tokens_per_s, r.threads, r.peak_rss_mb, r.params, r.steps
                 );
+                if let (Some(py), Some(ratio)) = (&r.pytorch, r.ratio) {
+                    println!(
+                        "PyTorch {}: {:.0} tokens/s on {} threads; ratio {ratio:.2}×",
+                        py.torch, py.tokens_per_s, py.threads
+                    );
+                }
             }
         }
         Command::Bench {

@@ -3,10 +3,12 @@
 
 mod config;
 mod gpt;
+pub mod kernels;
 mod weights;
 
 pub use config::{Activation, GptConfig};
 pub use gpt::{Dropout, Gpt};
+pub use kernels::Kernels;
 pub use weights::{Weights, init_weights, load_safetensors, parameter_shapes, save_safetensors};
 
 /// Errors of the model stage.

@@ -279,4 +279,39 @@ fn test_bench_train_prints_json() {
     assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["threads"].as_u64().unwrap() >= 1);
     assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    assert!(v.get("pytorch").is_none() && v.get("ratio").is_none());
+}
+
+/// `--compare-python` without a usable Python still reports the Rust figure
+/// and says why PyTorch did not run; with `CHATFORGE_TORCH_PYTHON` set to a
+/// Python with torch, the same run carries both figures and their ratio.
+#[test]
+fn test_bench_train_compare_python() {
+    let compare = |python: &str| {
+        let args = "bench train --preset A --steps 2 --warmup 1 --json --compare-python --python";
+        let mut args: Vec<&str> = args.split(' ').collect();
+        args.push(python);
+        let o = chatforge(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        (stderr(&o), v)
+    };
+    let (err, v) = compare("/nonexistent/python3");
+    assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0);
+    let why = v["pytorch_skipped"].as_str().unwrap();
+    assert!(why.contains("cannot run /nonexistent/python3"), "{why}");
+    assert!(err.contains("PyTorch comparison skipped"), "{err}");
+
+    let Ok(python) = std::env::var("CHATFORGE_TORCH_PYTHON") else {
+        eprintln!("skipping the PyTorch side: CHATFORGE_TORCH_PYTHON is not set");
+        return;
+    };
+    let (_, v) = compare(&python);
+    let (rust, torch) = (
+        v["tokens_per_s"].as_f64().unwrap(),
+        v["pytorch"]["tokens_per_s"].as_f64().unwrap(),
+    );
+    assert!(torch > 0.0, "{v}");
+    let ratio = v["ratio"].as_f64().unwrap();
+    assert!((ratio - rust / torch).abs() < 1e-9, "{v}");
 }

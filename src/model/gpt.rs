@@ -1,13 +1,15 @@
 //! GPT-2 in candle, leaves first: LayerNorm, Conv1D, attention, MLP, block,
-//! model. Only composed candle ops are used so every parameter gets a
-//! gradient (candle's fused `LayerNorm::forward`, `softmax_last_dim` and
-//! `sdpa` have no backward and would silently cut the graph).
+//! model. On the CPU the hot paths run as this crate's fused kernels (with
+//! their own backward); elsewhere as composed candle ops, never candle's own
+//! fused `LayerNorm::forward`, `softmax_last_dim` or `sdpa`, which have no
+//! backward and would silently cut the graph.
 
 use candle_core::{D, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::kernels::{self, Kernels};
 use super::{Activation, GptConfig, Result};
 
 /// Dropout masks drawn from the trainer's seeded RNG, so a resumed run draws
@@ -62,7 +64,10 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+        if k == Kernels::Fused {
+            return Ok(kernels::layer_norm(x, &self.weight, &self.bias, self.eps)?);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -91,8 +96,11 @@ impl Conv1D {
 
     /// x: (N, in) → (N, out). Callers flatten (B, T, C) to 2-D first, which
     /// keeps the matmul a single large GEMM.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight)?.broadcast_add(&self.bias)?)
+    fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+        Ok(match k {
+            Kernels::Fused => kernels::linear(x, &self.weight, &self.bias, false)?,
+            Kernels::Composed => x.matmul(&self.weight)?.broadcast_add(&self.bias)?,
+        })
     }
 }
 
@@ -118,12 +126,19 @@ impl Attention {
         &self,
         x: &Tensor,
         (b, t): (usize, usize),
-        mask: &Tensor,
         drop: &mut Option<Dropout<'_>>,
+        kern: Kernels,
     ) -> Result<Tensor> {
         let c = x.dim(1)?;
         let (h, hd) = (self.n_head, c / self.n_head);
-        let qkv = self.c_attn.forward(x)?; // (B·T, 3C)
+        let qkv = self.c_attn.forward(x, kern)?; // (B·T, 3C)
+        // Dropout on the attention probabilities needs them materialised:
+        // the composed path.
+        let att_dropout = drop.as_ref().is_some_and(|d| d.p > 0.0);
+        if kern == Kernels::Fused && !att_dropout {
+            let y = kernels::causal_attention(&qkv, (b, t), h)?;
+            return dropout(&self.c_proj.forward(&y, kern)?, drop);
+        }
         let split = |i: usize| -> Result<Tensor> {
             // (B·T, C) → (B, T, H, D) → (B, H, T, D)
             Ok(qkv
@@ -135,12 +150,12 @@ impl Attention {
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scale = 1.0 / (hd as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, T)
-        let att = att.broadcast_add(mask)?;
+        let att = att.broadcast_add(&causal_mask(t, x.device())?.to_dtype(x.dtype())?)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let att = dropout(&att, drop)?;
         let y = att.matmul(&v)?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b * t, c))?; // (B·T, C)
-        dropout(&self.c_proj.forward(&y)?, drop)
+        dropout(&self.c_proj.forward(&y, kern)?, drop)
     }
 }
 
@@ -161,13 +176,15 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor, drop: &mut Option<Dropout<'_>>) -> Result<Tensor> {
-        let h = self.c_fc.forward(x)?;
-        let h = match self.act {
-            Activation::GeluTanh => h.gelu()?,
-            Activation::GeluErf => h.gelu_erf()?,
+    fn forward(&self, x: &Tensor, drop: &mut Option<Dropout<'_>>, k: Kernels) -> Result<Tensor> {
+        let h = match (k, self.act) {
+            (Kernels::Fused, Activation::GeluTanh) => {
+                kernels::linear(x, &self.c_fc.weight, &self.c_fc.bias, true)?
+            }
+            (_, Activation::GeluTanh) => self.c_fc.forward(x, k)?.gelu()?,
+            (_, Activation::GeluErf) => self.c_fc.forward(x, k)?.gelu_erf()?,
         };
-        dropout(&self.c_proj.forward(&h)?, drop)
+        dropout(&self.c_proj.forward(&h, k)?, drop)
     }
 }
 
@@ -194,11 +211,11 @@ impl Block {
         &self,
         x: &Tensor,
         bt: (usize, usize),
-        mask: &Tensor,
         drop: &mut Option<Dropout<'_>>,
+        k: Kernels,
     ) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, bt, mask, drop)?)?;
-        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?, drop)?)?)
+        let x = (x + self.attn.forward(&self.ln_1.forward(x, k)?, bt, drop, k)?)?;
+        Ok((&x + self.mlp.forward(&self.ln_2.forward(&x, k)?, drop, k)?)?)
     }
 }
 
@@ -210,6 +227,7 @@ pub struct Gpt {
     h: Vec<Block>,
     ln_f: LayerNorm,
     cfg: GptConfig,
+    kernels: Kernels,
 }
 
 impl Gpt {
@@ -227,7 +245,18 @@ impl Gpt {
             h,
             ln_f: LayerNorm::new(vb.pp("ln_f"), c, cfg.layer_norm_epsilon)?,
             cfg: cfg.clone(),
+            kernels: Kernels::default_for(vb.device(), vb.dtype()),
         })
+    }
+
+    /// The same model computed with other kernels (tests compare them).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     pub fn config(&self) -> &GptConfig {
@@ -255,11 +284,10 @@ impl Gpt {
             .broadcast_add(&pos)?
             .reshape((b * t, c))?;
         let mut x = dropout(&x, &mut drop)?;
-        let mask = causal_mask(t, x.device())?.to_dtype(x.dtype())?;
         for block in &self.h {
-            x = block.forward(&x, (b, t), &mask, &mut drop)?;
+            x = block.forward(&x, (b, t), &mut drop, self.kernels)?;
         }
-        self.ln_f.forward(&x)
+        self.ln_f.forward(&x, self.kernels)
     }
 
     /// Logits: ids (B, T) → (B·T, V), the flat layout the loss wants.

@@ -3,16 +3,60 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var, backprop::GradStore};
+use candle_core::{DType, Tensor, Var, backprop::GradStore};
 
 use super::{Error, Result, TrainSection};
+use crate::model::kernels::{AdamStep, adamw_update};
 
 struct Param {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
     decay: bool,
+}
+
+/// First and second moments: plain host vectors for f32 CPU parameters,
+/// updated in place by the fused kernel; tensors on other devices.
+enum Moments {
+    Host { m: Vec<f32>, v: Vec<f32> },
+    Device { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    fn zeros(var: &Var) -> Result<Self> {
+        Ok(if var.device().is_cpu() && var.dtype() == DType::F32 {
+            let n = var.elem_count();
+            Moments::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            Moments::Device {
+                m: var.zeros_like()?,
+                v: var.zeros_like()?,
+            }
+        })
+    }
+
+    fn tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            Moments::Host { m, v } => (
+                Tensor::from_slice(m, var.shape(), var.device())?,
+                Tensor::from_slice(v, var.shape(), var.device())?,
+            ),
+            Moments::Device { m, v } => (m.clone(), v.clone()),
+        })
+    }
+
+    fn set(&mut self, key: &str, tensor: Tensor) -> Result<()> {
+        match (self, key) {
+            (Moments::Host { m, .. }, "m") => *m = tensor.flatten_all()?.to_vec1()?,
+            (Moments::Host { v, .. }, _) => *v = tensor.flatten_all()?.to_vec1()?,
+            (Moments::Device { m, .. }, "m") => *m = tensor,
+            (Moments::Device { v, .. }, _) => *v = tensor,
+        }
+        Ok(())
+    }
 }
 
 pub struct AdamW {
@@ -42,8 +86,7 @@ impl AdamW {
                 Ok(Param {
                     name: name.clone(),
                     var: var.clone(),
-                    m: var.zeros_like()?,
-                    v: var.zeros_like()?,
+                    moments: Moments::zeros(var)?,
                     decay: decays(name),
                 })
             })
@@ -84,40 +127,62 @@ impl AdamW {
 
     /// One update with learning rate `lr`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// One update with the gradients multiplied by `grad_scale` (clipping).
+    pub fn step_scaled(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
         for (p, g) in self.params.iter_mut().zip(grads) {
-            p.m = ((&p.m * b1)? + (g * (1.0 - b1))?)?;
-            p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let denom = ((&p.v / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&p.m / bc1)? / denom)?;
-            let theta = p.var.as_tensor().detach();
-            let theta = if p.decay && self.weight_decay > 0.0 {
-                (theta * (1.0 - lr * self.weight_decay))?
-            } else {
-                theta
-            };
-            p.var.set(&(theta - (update * lr)?)?)?;
+            let decay = if p.decay { self.weight_decay } else { 0.0 };
+            match &mut p.moments {
+                Moments::Host { m, v } => adamw_update(
+                    p.var.as_tensor(),
+                    g,
+                    m,
+                    v,
+                    AdamStep {
+                        lr: lr as f32,
+                        beta1: b1 as f32,
+                        beta2: b2 as f32,
+                        eps: self.eps as f32,
+                        bias_correction: (bc1 as f32, bc2 as f32),
+                        weight_decay: decay as f32,
+                        grad_scale: grad_scale as f32,
+                    },
+                )?,
+                Moments::Device { m, v } => {
+                    let g = (g * grad_scale)?;
+                    *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+                    *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                    let denom = ((&*v / bc2)?.sqrt()? + self.eps)?;
+                    let update = ((&*m / bc1)? / denom)?;
+                    let theta = (p.var.as_tensor().detach() * (1.0 - lr * decay))?;
+                    p.var.set(&(theta - (update * lr)?)?)?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Moments keyed `m.<param>` / `v.<param>`, for checkpoints.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for p in &self.params {
-            out.insert(format!("m.{}", p.name), p.m.clone());
-            out.insert(format!("v.{}", p.name), p.v.clone());
+            let (m, v) = p.moments.tensors(&p.var)?;
+            out.insert(format!("m.{}", p.name), m);
+            out.insert(format!("v.{}", p.name), v);
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments saved by [`AdamW::state_tensors`].
     pub fn load_state(&mut self, mut state: HashMap<String, Tensor>, t: u64) -> Result<()> {
         for p in &mut self.params {
-            for (key, slot) in [("m", &mut p.m), ("v", &mut p.v)] {
+            for key in ["m", "v"] {
                 let name = format!("{key}.{}", p.name);
                 let tensor = state.remove(&name).ok_or_else(|| Error::Checkpoint {
                     path: "optimizer.safetensors".into(),
@@ -133,7 +198,7 @@ impl AdamW {
                         ),
                     });
                 }
-                *slot = tensor;
+                p.moments.set(key, tensor)?;
             }
         }
         self.t = t;

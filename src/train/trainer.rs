@@ -15,7 +15,7 @@ use super::data::{Batch, Dataset};
 use super::metrics::{Metric, MetricsLog, plot_loss_curve};
 use super::optim::{AdamW, grad_norm};
 use super::{Error, Result, TrainConfig, TrainSection, learning_rate};
-use crate::model::{Dropout, Gpt, GptConfig, Weights};
+use crate::model::{Dropout, Gpt, GptConfig, Kernels, Weights, kernels};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -68,6 +68,9 @@ pub struct TrainOutcome {
 /// Negative log-likelihood of every target: (B·T).
 pub fn token_nll(model: &Gpt, batch: &Batch, drop: Option<Dropout<'_>>) -> Result<Tensor> {
     let logits = model.logits_flat(&batch.x, drop)?; // (B·T, V)
+    if model.kernels() == Kernels::Fused {
+        return Ok(kernels::cross_entropy(&logits, &batch.y)?);
+    }
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     Ok(logp.gather(&batch.y.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?)
 }
@@ -137,17 +140,15 @@ pub fn train_step(
                 .collect::<Result<_>>()?,
         });
     }
-    let mut grads = acc.unwrap_or_default();
+    let grads = acc.unwrap_or_default();
     let norm = grad_norm(&grads)?;
     check_finite(step, "the gradient norm", norm)?;
-    if tc.grad_clip > 0.0 && norm as f64 > tc.grad_clip {
-        let scale = tc.grad_clip / norm as f64;
-        grads = grads
-            .iter()
-            .map(|g| Ok((g * scale)?))
-            .collect::<Result<_>>()?;
-    }
-    opt.step(&grads, lr)?;
+    let scale = if tc.grad_clip > 0.0 && norm as f64 > tc.grad_clip {
+        tc.grad_clip / norm as f64
+    } else {
+        1.0
+    };
+    opt.step_scaled(&grads, lr, scale)?;
     Ok((loss_sum, norm))
 }
 
@@ -203,6 +204,7 @@ impl TrainRun<'_> {
     pub fn run(self) -> Result<TrainOutcome> {
         let tc = &self.config.train;
         tc.validate(self.model.n_positions)?;
+        crate::retain_freed_memory();
         let (b, t, accum) = (
             tc.batch_size,
             tc.block_size(self.model.n_positions),
@@ -306,7 +308,7 @@ impl TrainRun<'_> {
                     config: self.config.clone(),
                     model: self.model.clone(),
                 };
-                Checkpoint::save(&self.out, &state, &snapshot(&vars)?, &opt.state_tensors())?;
+                Checkpoint::save(&self.out, &state, &snapshot(&vars)?, &opt.state_tensors()?)?;
             }
             bar.inc(1);
         }
