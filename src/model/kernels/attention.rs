@@ -45,7 +45,17 @@ struct CausalAttention {
 
 /// A strided matrix operand.
 #[derive(Clone, Copy)]
-struct Mat::new(*const f32, isize, isize)
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn new(ptr: *const f32, rs: isize, cs: isize) -> Self {
+        Self { ptr, rs, cs }
+    }
+}
 
 /// dst (m×n, row stride `dst_rs`) ← [dst +] scale · lhs (m×k) · rhs (k×n).
 ///
@@ -103,7 +113,17 @@ unsafe fn scores(
     let q_blk = Mat::new(q.wrapping_offset(r0 as isize * w), w, 1);
     let k_t = Mat::new(k, 1, w);
     // SAFETY: forwarded from the caller.
-    unsafe { gemm((r1 - r0, r1, d), s.as_mut_ptr(), t as isize, false, q_blk, k_t, scale) }
+    unsafe {
+        gemm(
+            (r1 - r0, r1, d),
+            s.as_mut_ptr(),
+            t as isize,
+            false,
+            q_blk,
+            k_t,
+            scale,
+        )
+    }
 }
 
 /// Softmax in place over `row[..=i]`, zero over `row[i + 1..]`; returns the
