@@ -7,7 +7,7 @@ gradient clipping at 1.0, uniformly random tokens) and prints one JSON line:
 {"tokens_per_s": ..., "torch": "<version>", "threads": N, "steps": S}.
 
 Usage: bench_train_torch.py --layers L --heads H --embd C --ctx T --batch B
-       --vocab V --steps S --warmup W --threads N
+       --vocab V --steps S --warmup W --threads N [--device cpu|cuda:N]
 """
 import argparse
 import json
@@ -56,38 +56,47 @@ class Gpt(nn.Module):
 
     def forward(self, idx, targets):
         t = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(t))
+        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
         for block in self.h:
             x = block(x)
         logits = self.ln_f(x) @ self.wte.weight.T
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def main():
     ap = argparse.ArgumentParser()
     for name in ["layers", "heads", "embd", "ctx", "batch", "vocab", "steps", "warmup", "threads"]:
         ap.add_argument("--" + name, type=int, required=True)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1337)
-    model = Gpt(a.vocab, a.ctx, a.embd, a.layers, a.heads)
+    dev = torch.device(a.device)
+    model = Gpt(a.vocab, a.ctx, a.embd, a.layers, a.heads).to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(("wte", "wpe"))]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith(("wte", "wpe")))]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
         lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
     )
-    start = None
+    start = time.perf_counter()
     for step in range(a.warmup + a.steps):
-        if step == a.warmup:
-            start = time.perf_counter()
-        x = torch.randint(0, a.vocab, (a.batch, a.ctx))
-        y = torch.randint(0, a.vocab, (a.batch, a.ctx))
+        x = torch.randint(0, a.vocab, (a.batch, a.ctx), device=dev)
+        y = torch.randint(0, a.vocab, (a.batch, a.ctx), device=dev)
         loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if step + 1 == a.warmup:
+            sync(dev)
+            start = time.perf_counter()
+    sync(dev)
     secs = time.perf_counter() - start
     print(json.dumps({
         "tokens_per_s": a.steps * a.batch * a.ctx / secs,

@@ -23,7 +23,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 use crate::model::{GptConfig, init_weights};
-use crate::train::{Batch, Dataset, TrainSection, step_rng, train_step, trainable};
+use crate::train::{Batch, Dataset, TrainDevice, TrainSection, step_rng, train_step, trainable};
 
 /// nanoGPT-style configurations used to compare with PyTorch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +34,10 @@ pub enum TrainPreset {
     /// 6 layers, 6 heads, 384 wide, context 256, batch 8, vocab 65.
     #[value(name = "B", alias = "b")]
     B,
+    /// GPT-2 small: 12 layers, 12 heads, 768 wide, context 1024, batch 8,
+    /// vocab 50,257 (a GPU figure; very slow on a CPU).
+    #[value(name = "gpt2-124m")]
+    Gpt2,
 }
 
 impl TrainPreset {
@@ -42,6 +46,7 @@ impl TrainPreset {
         match self {
             TrainPreset::A => (GptConfig::sized(65, 64, 128, 4, 4), 12, 64),
             TrainPreset::B => (GptConfig::sized(65, 256, 384, 6, 6), 8, 256),
+            TrainPreset::Gpt2 => (GptConfig::sized(50257, 1024, 768, 12, 12), 8, 1024),
         }
     }
 
@@ -49,6 +54,7 @@ impl TrainPreset {
         match self {
             TrainPreset::A => "A",
             TrainPreset::B => "B",
+            TrainPreset::Gpt2 => "gpt2-124m",
         }
     }
 }
@@ -62,6 +68,7 @@ pub struct TrainBench {
     pub peak_rss_mb: f64,
     pub steps: usize,
     pub params: usize,
+    pub device: String,
     /// PyTorch on the same model in the same run (`--compare-python`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pytorch: Option<PytorchFigures>,
@@ -91,6 +98,7 @@ pub fn bench_train_pytorch(
     preset: TrainPreset,
     steps: usize,
     warmup: usize,
+    device: TrainDevice,
 ) -> std::result::Result<PytorchFigures, String> {
     use std::process::Command;
     let shown = python.display();
@@ -120,9 +128,11 @@ pub fn bench_train_pytorch(
         arg("threads", crate::threads()),
     ]
     .concat();
+    let device = device.to_string();
     let out = Command::new(python)
         .arg(&script)
         .args(&args)
+        .args(["--device", &device])
         .output()
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
     if !out.status.success() {
@@ -188,9 +198,10 @@ pub fn bench_train(
     preset: TrainPreset,
     steps: usize,
     warmup: usize,
+    device: TrainDevice,
 ) -> crate::train::Result<TrainBench> {
     let (cfg, b, t) = preset.shape();
-    let dev = Device::Cpu;
+    let dev = device.open()?;
     crate::retain_freed_memory();
     let tc = TrainSection {
         batch_size: b,
@@ -230,6 +241,7 @@ pub fn bench_train(
         peak_rss_mb: peak_rss_mb(),
         steps,
         params: cfg.num_params(),
+        device: device.to_string(),
         pytorch: None,
         ratio: None,
         pytorch_skipped: None,

@@ -11,7 +11,7 @@ use chatforge::bench::{
 use chatforge::config::Config;
 use chatforge::runtime::SamplingOverrides;
 use chatforge::text::{TokenizerKind, default_control_tags, train_tokenizer};
-use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, read_corpus};
+use chatforge::train::{self, FinetuneJob, PretrainJob, TrainConfig, TrainDevice, read_corpus};
 
 /// The CLI's interactive and diagnostic commands (the library has no
 /// terminal I/O).
@@ -71,6 +71,9 @@ enum Command {
         /// Continue from the bundle's checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Override the config's `[train] device`: cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Option<TrainDevice>,
     },
     /// Fine-tune a bundle on chat dialogs (OpenAI chat JSONL).
     Finetune {
@@ -90,6 +93,9 @@ enum Command {
         steps: Option<usize>,
         #[arg(long)]
         resume: bool,
+        /// Train on cpu, cuda or cuda:N (default: the config's, else cpu).
+        #[arg(long)]
+        device: Option<TrainDevice>,
     },
     /// Export a bundle's model to <bundle>/model.onnx (with a parity check).
     Export {
@@ -212,6 +218,9 @@ enum BenchCommand {
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: TrainDevice,
         /// Also train the same model in PyTorch in this run and report the
         /// ratio (skipped, with the reason, when torch is missing).
         #[arg(long)]
@@ -298,8 +307,12 @@ fn main() -> Result<()> {
             tokenizer,
             steps,
             resume,
+            device,
         } => {
-            let config = TrainConfig::from_file(&config)?;
+            let mut config = TrainConfig::from_file(&config)?;
+            if let Some(d) = device {
+                config.train.device = d;
+            }
             let report = train::pretrain(PretrainJob {
                 config,
                 data,
@@ -318,11 +331,15 @@ fn main() -> Result<()> {
             config,
             steps,
             resume,
+            device,
         } => {
-            let train = config
+            let mut train = config
                 .as_deref()
                 .map(train::read_train_section)
                 .transpose()?;
+            if let Some(d) = device {
+                train.get_or_insert_with(train::finetune_defaults).device = d;
+            }
             let report = train::finetune(FinetuneJob {
                 base,
                 dialogs,
@@ -407,14 +424,15 @@ fn main() -> Result<()> {
                     preset,
                     steps,
                     warmup,
+                    device,
                     compare_python,
                     python,
                     json,
                 },
         } => {
-            let mut r = bench_train(preset, steps, warmup)?;
+            let mut r = bench_train(preset, steps, warmup, device)?;
             if compare_python {
-                match bench_train_pytorch(&python, preset, steps, warmup) {
+                match bench_train_pytorch(&python, preset, steps, warmup, device) {
                     Ok(py) => {
                         r.ratio = Some(r.tokens_per_s / py.tokens_per_s.max(1e-9));
                         r.pytorch = Some(py);

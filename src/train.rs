@@ -5,6 +5,7 @@ mod checkpoint;
 mod config;
 mod corpus;
 mod data;
+mod device;
 mod jobs;
 mod metrics;
 mod optim;
@@ -14,6 +15,7 @@ pub use checkpoint::{Checkpoint, CheckpointState};
 pub use config::{ModelSection, TokenizerSection, TrainConfig, TrainSection};
 pub use corpus::{CorpusFile, read_corpus};
 pub use data::{Batch, Dataset, DialogData, PretrainData};
+pub use device::TrainDevice;
 pub use jobs::{
     FinetuneJob, JobReport, PretrainJob, finetune, finetune_defaults, pretrain, read_train_section,
 };

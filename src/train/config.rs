@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Result};
+use super::{Error, Result, TrainDevice};
 use crate::model::GptConfig;
 use crate::text::TokenizerKind;
 
@@ -94,6 +94,8 @@ pub struct TrainSection {
     pub val_fraction: f64,
     /// Seeds initialisation, batch sampling and dropout.
     pub seed: u64,
+    /// `cpu` (default) or `cuda[:N]`.
+    pub device: TrainDevice,
 }
 
 impl Default for TrainSection {
@@ -118,6 +120,7 @@ impl Default for TrainSection {
             checkpoint_interval: 250,
             val_fraction: 0.1,
             seed: 1337,
+            device: TrainDevice::Cpu,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde_json::json;
 
 use super::{
@@ -117,7 +117,7 @@ pub fn pretrain(job: PretrainJob) -> Result<JobReport> {
         model.num_params(),
         data.train_tokens()
     );
-    let device = Device::Cpu;
+    let device = config.train.device.open()?;
     let init = init_weights(&model, config.train.seed, &device)?;
     let outcome = TrainRun {
         config: config.clone(),
@@ -139,16 +139,16 @@ pub fn pretrain(job: PretrainJob) -> Result<JobReport> {
 pub fn finetune(job: FinetuneJob) -> Result<JobReport> {
     let base = Bundle::open(&job.base)?;
     let tok = base.tokenizer()?;
-    let device = Device::Cpu;
+    let mut train = job.train.unwrap_or_else(finetune_defaults);
+    if let Some(n) = job.steps {
+        train.steps = n;
+    }
+    let device = train.device.open()?;
     let mut model = base.config.clone();
     let mut weights = base.weights(&device)?;
     if tok.vocab_size() > model.vocab_size {
         // A stock GPT-2 tokenizer gains the chat tokens: grow the table.
         grow_vocab(&mut weights, &mut model, tok.vocab_size())?;
-    }
-    let mut train = job.train.unwrap_or_else(finetune_defaults);
-    if let Some(n) = job.steps {
-        train.steps = n;
     }
     model.dropout = 0.0;
     let config = TrainConfig {
