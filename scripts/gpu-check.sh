@@ -19,12 +19,14 @@ mkdir -p "$OUT"
 LOG="$OUT/gpu-check.jsonl"
 : > "$LOG"
 PYTHON="${PYTHON:-python3}"
+# Errors go into the notes: one line each, without backtraces.
+export RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0
 note() { printf '{"step":"%s","note":%s}\n' "$1" "$("$PYTHON" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$2")" | tee -a "$LOG"; }
 record() { local step="$1"; shift; echo "== $step: $*" >&2; local line; line=$("$@" 2>"$OUT/$step.err" | tail -n 1); if [ -n "$line" ]; then printf '{"step":"%s","result":%s}\n' "$step" "$line" | tee -a "$LOG"; else note "$step" "failed: $(tail -n 3 "$OUT/$step.err" | tr '\n' ' ')"; fi; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1 \
   && note gpu "$(cat "$OUT/gpu.txt")" || note gpu "nvidia-smi failed"
-note nvcc "$(nvcc --version 2>&1 | tail -n 1)"
+note nvcc "$(nvcc --version 2>/dev/null | tail -n 1 || echo 'no nvcc')"
 
 BIN="${CHATFORGE_BIN:-target/release/chatforge}"
 CUDA_BUILD=0
