@@ -346,4 +346,8 @@ fn test_eval_safety_share_from_a_moderation_model() {
     assert!(safety > 0.0 && safety <= 1.0, "safety {safety}: {note}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("flagged by the moderation model"), "{md}");
+    assert!(
+        !md.contains("left empty"),
+        "a measured share is not called empty: {md}"
+    );
 }

@@ -217,11 +217,13 @@ fn markdown(r: &Report) -> String {
             let _ = writeln!(s, "| {} | {} |", row.name, fmt(row.bundle));
         }
     }
-    let _ = writeln!(
-        s,
-        "\nSafety: {} (the share of flagged replies is left empty, not estimated).\n",
-        b.safety_note
-    );
+    // Without a moderation model the safety row is empty; say why.
+    let unmeasured = if b.safety.is_none() {
+        " (the share of flagged replies is left empty, not estimated)"
+    } else {
+        ""
+    };
+    let _ = writeln!(s, "\nSafety: {}{unmeasured}.\n", b.safety_note);
     let _ = writeln!(s, "![metrics]({})\n", r.chart);
     if let Some(l) = &r.loss_curve {
         let _ = writeln!(s, "Training loss of the bundle: [{l}]({l})\n");
@@ -452,7 +454,7 @@ mod tests {
             md.contains("| perplexity | 5.0000 | 50.0000 | -45.0000 ▲ |"),
             "{md}"
         );
-        assert!(md.contains(SAFETY_NOTE));
+        assert!(md.contains(SAFETY_NOTE) && md.contains("left empty, not estimated"));
         assert!(
             md.contains("with \\| pipe"),
             "model text cannot break the table"
