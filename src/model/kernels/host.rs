@@ -80,28 +80,32 @@ pub fn par_fold_rows(
     sum_over(data.par_chunks(cols), cols, width, f)
 }
 
+/// Per-block partial sums over fixed row blocks, added in block order: the
+/// result does not depend on how rayon happened to split the work, so
+/// training stays bit-for-bit reproducible (and `--resume` exact).
 fn sum_over<R: Send>(
     rows: impl IndexedParallelIterator<Item = R>,
     cols: usize,
     width: usize,
     f: impl Fn(usize, R, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    rows.with_min_len(min_rows(cols))
+    let block = min_rows(cols);
+    let partials: Vec<Vec<f32>> = rows
         .enumerate()
-        .fold(
-            || vec![0f32; width],
-            |mut acc, (i, row)| {
+        .chunks(block)
+        .map(|items| {
+            let mut acc = vec![0f32; width];
+            for (i, row) in items {
                 f(i, row, &mut acc);
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; width],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += y;
-                }
-                a
-            },
-        )
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; width];
+    for p in &partials {
+        for (t, x) in total.iter_mut().zip(p) {
+            *t += x;
+        }
+    }
+    total
 }
