@@ -121,24 +121,24 @@ impl Attention {
         })
     }
 
-    /// x: (B·T, C) → (B·T, C), causal over each row of length `t`.
+    /// x: (B·T, C) → (B·T, C), causal over each row of length `t`. With
+    /// the additive causal `mask` the scores are materialised (composed
+    /// ops); without it the fused kernel runs.
     fn forward(
         &self,
         x: &Tensor,
         (b, t): (usize, usize),
+        mask: Option<&Tensor>,
         drop: &mut Option<Dropout<'_>>,
         kern: Kernels,
     ) -> Result<Tensor> {
         let c = x.dim(1)?;
         let (h, hd) = (self.n_head, c / self.n_head);
         let qkv = self.c_attn.forward(x, kern)?; // (B·T, 3C)
-        // Dropout on the attention probabilities needs them materialised:
-        // the composed path.
-        let att_dropout = drop.as_ref().is_some_and(|d| d.p > 0.0);
-        if kern == Kernels::Fused && !att_dropout {
+        let Some(mask) = mask else {
             let y = kernels::causal_attention(&qkv, (b, t), h)?;
             return dropout(&self.c_proj.forward(&y, kern)?, drop);
-        }
+        };
         let split = |i: usize| -> Result<Tensor> {
             // (B·T, C) → (B, T, H, D) → (B, H, T, D)
             Ok(qkv
@@ -150,7 +150,7 @@ impl Attention {
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scale = 1.0 / (hd as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, T)
-        let att = att.broadcast_add(&causal_mask(t, x.device())?.to_dtype(x.dtype())?)?;
+        let att = att.broadcast_add(mask)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let att = dropout(&att, drop)?;
         let y = att.matmul(&v)?; // (B, H, T, D)
@@ -211,10 +211,13 @@ impl Block {
         &self,
         x: &Tensor,
         bt: (usize, usize),
+        mask: Option<&Tensor>,
         drop: &mut Option<Dropout<'_>>,
         k: Kernels,
     ) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x, k)?, bt, drop, k)?)?;
+        let x = (x + self
+            .attn
+            .forward(&self.ln_1.forward(x, k)?, bt, mask, drop, k)?)?;
         Ok((&x + self.mlp.forward(&self.ln_2.forward(&x, k)?, drop, k)?)?)
     }
 }
@@ -284,8 +287,15 @@ impl Gpt {
             .broadcast_add(&pos)?
             .reshape((b * t, c))?;
         let mut x = dropout(&x, &mut drop)?;
+        // Composed attention, and dropout on the attention probabilities
+        // (which needs them materialised), use the mask; the fused kernel
+        // masks as it goes.
+        let att_dropout = drop.as_ref().is_some_and(|d| d.p > 0.0);
+        let mask = (self.kernels == Kernels::Composed || att_dropout)
+            .then(|| -> Result<Tensor> { Ok(causal_mask(t, x.device())?.to_dtype(x.dtype())?) })
+            .transpose()?;
         for block in &self.h {
-            x = block.forward(&x, (b, t), &mut drop, self.kernels)?;
+            x = block.forward(&x, (b, t), mask.as_ref(), &mut drop, self.kernels)?;
         }
         self.ln_f.forward(&x, self.kernels)
     }

@@ -213,7 +213,7 @@ impl CustomOp1 for CausalAttention {
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner());
         let t = self.t;
         if lse.len() != self.b * self.h * t {
             bail!("attention backward before its forward");
