@@ -19,6 +19,10 @@ if ! "$INTEROP/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
     || echo "test.sh: warning: could not install Python onnxruntime; the interop test will skip" >&2
 fi
 export CHATFORGE_PYTHON="$INTEROP/bin/python"
+# The same Python runs the onnxruntime side of `bench generate --compare-python`.
+if "$INTEROP/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
+  export CHATFORGE_ORT_PYTHON="$INTEROP/bin/python"
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -100,23 +100,9 @@ pub fn bench_train_pytorch(
     warmup: usize,
     device: TrainDevice,
 ) -> std::result::Result<PytorchFigures, String> {
-    use std::process::Command;
-    let shown = python.display();
-    let probe = Command::new(python)
-        .args(["-c", "import torch"])
-        .output()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if !probe.status.success() {
-        return Err(format!(
-            "{shown} has no torch (pass --python or set CHATFORGE_TORCH_PYTHON to a Python with torch)"
-        ));
-    }
-    let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
-    let script = dir.path().join("bench_train_torch.py");
-    std::fs::write(&script, TORCH_SCRIPT).map_err(|e| format!("writing the script: {e}"))?;
     let (cfg, b, t) = preset.shape();
     let arg = |name: &str, v: usize| [format!("--{name}"), v.to_string()];
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         arg("layers", cfg.n_layer),
         arg("heads", cfg.n_head),
         arg("embd", cfg.n_embd),
@@ -128,22 +114,49 @@ pub fn bench_train_pytorch(
         arg("threads", crate::threads()),
     ]
     .concat();
-    let device = device.to_string();
+    args.extend(["--device".to_string(), device.to_string()]);
+    run_python_bench(python, "torch", "bench_train_torch.py", TORCH_SCRIPT, &args)
+}
+
+/// Runs a Python twin of a benchmark: checks that `python` can import
+/// `module`, runs `script` (written to a temporary folder) with `args` and
+/// reads the JSON line it prints last. `Err` says why it could not, for
+/// printing.
+pub(crate) fn run_python_bench<T: serde::de::DeserializeOwned>(
+    python: &std::path::Path,
+    module: &str,
+    name: &str,
+    script: &str,
+    args: &[String],
+) -> std::result::Result<T, String> {
+    use std::process::Command;
+    let shown = python.display();
+    let probe = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "{shown} has no {module} (pass --python, or set the environment variable it names, to a Python with {module})"
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    let path = dir.path().join(name);
+    std::fs::write(&path, script).map_err(|e| format!("writing the script: {e}"))?;
     let out = Command::new(python)
-        .arg(&script)
-        .args(&args)
-        .args(["--device", &device])
+        .arg(&path)
+        .args(args)
         .output()
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "the PyTorch benchmark failed: {}",
+            "the Python benchmark failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| format!("unreadable PyTorch output {line:?}: {e}"))
+    serde_json::from_str(line).map_err(|e| format!("unreadable Python output {line:?}: {e}"))
 }
 
 /// Uniformly random tokens: throughput does not depend on the text.

@@ -18,6 +18,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const GENERATION_FILE: &str = "generation.json";
 pub const ONNX_FILE: &str = "model.onnx";
+/// The int8 variant of `model.onnx` (`chatforge export --int8`).
+pub const ONNX_INT8_FILE: &str = "model.int8.onnx";
 pub const TRAINING_FILE: &str = "training.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,35 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which exported graph of a bundle the decoder runs (`[runtime]
+/// precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// `model.onnx`: fp32, parity-checked against candle.
+    #[default]
+    Fp32,
+    /// `model.int8.onnx`: int8 weights, activations quantized per call; for
+    /// the CPU provider, about 2× faster batch-1 decoding.
+    Int8,
+}
+
+impl Precision {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => ONNX_FILE,
+            Precision::Int8 => ONNX_INT8_FILE,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
 
 /// chatforge's own fields, under `chatforge` in `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,10 +221,12 @@ impl Bundle {
         std::fs::create_dir_all(dir).map_err(|e| Self::invalid(dir, e))?;
         let weights_path = dir.join(WEIGHTS_FILE);
         // An exported graph holds the old weights: it must not outlive them.
-        let onnx = dir.join(ONNX_FILE);
-        if onnx.exists() {
-            std::fs::remove_file(&onnx).map_err(|e| Self::invalid(dir, e))?;
-            tracing::info!("removed the stale {ONNX_FILE}; run `chatforge export` again");
+        for file in [ONNX_FILE, ONNX_INT8_FILE] {
+            let onnx = dir.join(file);
+            if onnx.exists() {
+                std::fs::remove_file(&onnx).map_err(|e| Self::invalid(dir, e))?;
+                tracing::info!("removed the stale {file}; run `chatforge export` again");
+            }
         }
         save_safetensors(weights, &weights_path)?;
         tok.save(&dir.join(TOKENIZER_FILE))?;

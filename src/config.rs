@@ -245,6 +245,18 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = get("CHATFORGE_PRECISION") {
+            self.runtime.precision = match v.as_str() {
+                "fp32" => crate::bundle::Precision::Fp32,
+                "int8" => crate::bundle::Precision::Int8,
+                other => {
+                    return Err(Error::Env {
+                        name: "CHATFORGE_PRECISION",
+                        reason: format!("{other:?} is not fp32 or int8"),
+                    });
+                }
+            };
+        }
         if let Some(v) = get("CHATFORGE_INTRA_THREADS") {
             self.runtime.intra_threads = v.parse().map_err(|_| Error::Env {
                 name: "CHATFORGE_INTRA_THREADS",

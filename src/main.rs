@@ -101,6 +101,10 @@ enum Command {
     Export {
         #[arg(long)]
         bundle: PathBuf,
+        /// Also write model.int8.onnx (int8 weights, for `[runtime]
+        /// precision = "int8"` on the CPU), checked against candle.
+        #[arg(long)]
+        int8: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -253,6 +257,19 @@ enum BenchCommand {
         prompt_tokens: usize,
         #[arg(long, default_value_t = 128)]
         new_tokens: usize,
+        /// Also measure the int8 graph (a bundle's model.int8.onnx, or the
+        /// preset's, quantized here).
+        #[arg(long)]
+        int8: bool,
+        /// Also run the same model file through Python onnxruntime (batch 1,
+        /// KV cache, greedy) in this run and report the ratio (skipped,
+        /// with the reason, when onnxruntime is missing); with torch and
+        /// transformers there too, also Hugging Face `generate`.
+        #[arg(long)]
+        compare_python: bool,
+        /// The Python (with onnxruntime and numpy) for `--compare-python`.
+        #[arg(long, env = "CHATFORGE_ORT_PYTHON", default_value = "python3")]
+        python: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -351,8 +368,8 @@ fn main() -> Result<()> {
             })?;
             print_summary(&report);
         }
-        Command::Export { bundle, json } => {
-            let r = chatforge::export::export_bundle(&bundle)?;
+        Command::Export { bundle, int8, json } => {
+            let r = chatforge::export::export_bundle(&bundle, int8)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -365,6 +382,16 @@ fn main() -> Result<()> {
                     r.decode_steps,
                     r.decode_max_diff
                 );
+                if let Some(q) = &r.int8 {
+                    println!(
+                        "wrote {} ({:.1} MB); against candle: mean KL {:.2e} nats, top-1 agreement {:.1} %, max |Δ| {:.2e}",
+                        q.path.display(),
+                        q.bytes as f64 / 1e6,
+                        q.mean_kl,
+                        q.top1_agreement * 100.0,
+                        q.max_diff
+                    );
+                }
             }
         }
         Command::Serve(a) => cli::serve::run(a)?,
@@ -401,6 +428,9 @@ fn main() -> Result<()> {
                     config,
                     prompt_tokens,
                     new_tokens,
+                    int8,
+                    compare_python,
+                    python,
                     json,
                 },
         } => {
@@ -411,6 +441,8 @@ fn main() -> Result<()> {
                 &cfg.runtime,
                 prompt_tokens,
                 new_tokens,
+                int8,
+                compare_python.then_some(python.as_path()),
             )?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

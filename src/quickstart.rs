@@ -524,7 +524,7 @@ impl Quickstart {
             self.opts.progress,
             "exporting to ONNX and checking it against candle",
         );
-        let r = crate::export::export_bundle(&self.layout.bundle)?;
+        let r = crate::export::export_bundle(&self.layout.bundle, false)?;
         bar.finish_and_clear();
         Ok(format!(
             "model.onnx {:.1} MB, parity max |Δ| {:.1e} (prefill) / {:.1e} ({} cached steps)",

@@ -331,12 +331,15 @@ async fn join_adapters(adapters: Vec<(&'static str, JoinHandle<Result<(), String
     }
 }
 
-/// What identifies the model on disk: the bundle folder and its
-/// `model.onnx`'s modification time.
-fn model_stamp(bundle: &Path) -> Option<SystemTime> {
-    std::fs::metadata(bundle.join(crate::bundle::ONNX_FILE))
-        .and_then(|m| m.modified())
-        .ok()
+/// What identifies the model on disk: the modification times of the
+/// bundle's exported graphs (both: an export writes `model.onnx`, then
+/// `model.int8.onnx`, and either may be the one served).
+fn model_stamp(bundle: &Path) -> [Option<SystemTime>; 2] {
+    [crate::bundle::ONNX_FILE, crate::bundle::ONNX_INT8_FILE].map(|f| {
+        std::fs::metadata(bundle.join(f))
+            .and_then(|m| m.modified())
+            .ok()
+    })
 }
 
 /// The `model.bundle` the config file names now, if it can be read.

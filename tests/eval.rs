@@ -60,7 +60,7 @@ fn bundles(tmp: &Path) -> (PathBuf, PathBuf) {
         progress: false,
     })
     .unwrap();
-    export_bundle(&chat).expect("export fine-tuned");
+    export_bundle(&chat, false).expect("export fine-tuned");
     (base, chat)
 }
 

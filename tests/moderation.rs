@@ -25,6 +25,7 @@ fn cpu() -> RuntimeConfig {
         providers: vec![Provider::Cpu],
         strict: true,
         intra_threads: 1,
+        ..RuntimeConfig::default()
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use chatforge::export::{PARITY_TOLERANCE, export_bundle};
+use chatforge::bundle::Precision;
+use chatforge::export::{INT8_KL_TOLERANCE, PARITY_TOLERANCE, export_bundle};
 use chatforge::runtime::{Generator, Provider, RuntimeConfig, SamplingParams, StopReason};
 use chatforge::text::{Dialog, Message, Role};
 
@@ -22,6 +23,7 @@ fn cpu() -> RuntimeConfig {
         providers: vec![Provider::Cpu],
         strict: true,
         intra_threads: 1,
+        ..RuntimeConfig::default()
     }
 }
 
@@ -65,7 +67,7 @@ fn dialog(turns: &[&str]) -> Dialog {
 fn test_export_matches_candle_within_tolerance() {
     let dir = bundle();
     // Exporting again reports the measured differences.
-    let r = export_bundle(dir).unwrap();
+    let r = export_bundle(dir, false).unwrap();
     assert!(r.prefill_max_diff <= PARITY_TOLERANCE, "{r:?}");
     assert!(r.decode_max_diff <= PARITY_TOLERANCE, "{r:?}");
     assert!(r.decode_steps >= 2);
@@ -226,6 +228,7 @@ fn test_providers_fall_back_or_fail_when_strict() {
         providers: vec![Provider::Cuda, Provider::Cpu],
         strict: false,
         intra_threads: 1,
+        ..RuntimeConfig::default()
     };
     let g = Generator::open(dir, &lenient).unwrap();
     if !cuda_present {
@@ -427,4 +430,135 @@ fn test_bench_generate_reports_cached_and_recompute_figures() {
     assert!(r["long_speedup"].as_f64().unwrap() > 0.0);
     assert!(r["candle_recompute_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(r["peak_rss_mb"].as_f64().unwrap() > 1.0);
+}
+
+/// A copy of the shared bundle's files, for tests that export into it.
+fn bundle_copy(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(bundle()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn test_int8_export_is_checked_served_and_never_left_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    bundle_copy(&dir);
+    let int8 = RuntimeConfig {
+        precision: Precision::Int8,
+        ..cpu()
+    };
+    let err = Generator::open(&dir, &int8)
+        .err()
+        .expect("no int8 graph yet");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model.int8.onnx") && msg.contains("--int8"),
+        "{msg}"
+    );
+
+    let r = export_bundle(&dir, true).unwrap();
+    let q = r.int8.expect("int8 report");
+    assert_eq!(q.path, dir.join("model.int8.onnx"));
+    assert_eq!(std::fs::metadata(&q.path).unwrap().len() as usize, q.bytes);
+    assert!(q.bytes < r.bytes, "{} vs {}", q.bytes, r.bytes);
+    assert!(q.mean_kl <= INT8_KL_TOLERANCE, "{q:?}");
+    // Really quantized: close to candle, but not equal.
+    assert!(q.max_diff > PARITY_TOLERANCE, "{q:?}");
+    assert!(q.top1_agreement >= 0.75, "{q:?}");
+
+    // `precision = "int8"` serves it, with the fp32 graph's sampling contract.
+    let mut g = Generator::open(&dir, &int8).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 6,
+        ..SamplingParams::default()
+    }
+    .greedy();
+    let tok = g.tokenizer().clone();
+    let prompt = chatforge::text::encode_prompt(&tok, &dialog(&["Where is my order?"])).unwrap();
+    let out = g.generate(&[prompt], &params, &mut |_, _| {}).unwrap();
+    assert!(!out[0].tokens.is_empty() || out[0].stop == StopReason::StopToken);
+
+    // A later fp32-only export (new weights) removes the old int8 graph.
+    export_bundle(&dir, false).unwrap();
+    assert!(!dir.join("model.int8.onnx").exists());
+}
+
+#[test]
+fn test_bench_generate_int8_and_python_comparison() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    bundle_copy(&dir);
+    let d = dir.to_str().unwrap();
+    let args = |python: &str| {
+        vec![
+            "bench".to_string(),
+            "generate".into(),
+            "--bundle".into(),
+            d.into(),
+            "--prompt-tokens".into(),
+            "8".into(),
+            "--new-tokens".into(),
+            "8".into(),
+            "--int8".into(),
+            "--compare-python".into(),
+            "--python".into(),
+            python.into(),
+            "--json".into(),
+        ]
+    };
+    let run = |python: &str| {
+        let a = args(python);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        chatforge(&a, "", &[])
+    };
+    // Without model.int8.onnx: a clear error.
+    let o = run("/nonexistent/python");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("export") && err.contains("--int8"), "{err}");
+
+    export_bundle(&dir, true).unwrap();
+    let o = run("/nonexistent/python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let int8 = r["int8"].as_array().unwrap();
+    assert_eq!(int8.len(), 2);
+    for f in int8 {
+        assert!(f["cached_tokens_per_s"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["prefill_first_token_ms"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    let why = r["python_skipped"].as_str().unwrap();
+    assert!(why.contains("/nonexistent/python"), "{why}");
+    assert!(r.get("ratio").is_none());
+
+    match std::env::var("CHATFORGE_ORT_PYTHON") {
+        Err(_) => eprintln!(
+            "the Python onnxruntime side is not run: set CHATFORGE_ORT_PYTHON to a Python with onnxruntime"
+        ),
+        Ok(py) => {
+            let o = run(&py);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let python = r["python_ort"]["cached_tokens_per_s"].as_f64().unwrap();
+            let rust = r["batches"][0]["cached_tokens_per_s"].as_f64().unwrap();
+            let ratio = r["ratio"].as_f64().unwrap();
+            assert!((ratio - rust / python).abs() < 1e-9 * ratio.max(1.0), "{r}");
+            assert!(r["python_ort"]["prefill_first_token_ms"].as_f64().unwrap() > 0.0);
+            // Hugging Face generate ran too, or the output says why not.
+            let p = &r["python_ort"];
+            match p.get("transformers") {
+                Some(t) => {
+                    let hf = t["cached_tokens_per_s"].as_f64().unwrap();
+                    let ratio = r["ratio_transformers"].as_f64().unwrap();
+                    assert!((ratio - rust / hf).abs() < 1e-9 * ratio.max(1.0), "{r}");
+                }
+                None => assert!(p["transformers_skipped"].as_str().is_some(), "{r}"),
+            }
+        }
+    }
 }

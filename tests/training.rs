@@ -109,6 +109,57 @@ fn test_tiny_pretrain_loss_falls_and_writes_bundle() {
 }
 
 #[test]
+fn test_time_budget_fits_the_step_count_and_resume_keeps_it() {
+    let mut cfg = tiny(1_000_000);
+    cfg.train.time_budget_s = Some(1.0);
+    cfg.train.checkpoint_interval = 1_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let job = |resume: bool| PretrainJob {
+        config: cfg.clone(),
+        data: pretrain_data(),
+        out: out.clone(),
+        tokenizer: None,
+        steps: None,
+        resume,
+        progress: false,
+    };
+    let o = train::pretrain(job(false)).unwrap().outcome;
+    println!("{} steps in {:.2} s", o.steps, o.elapsed_s);
+    // A million steps would take hours; the run stopped at what fits.
+    assert!((9..1_000_000).contains(&o.steps), "{}", o.steps);
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(prov["steps"].as_u64().unwrap() as usize, o.steps);
+    // The cosine schedule ended with the fitted run: the last logged rate is
+    // near min_lr, not still near the peak as a million-step horizon gives.
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = log
+        .lines()
+        .filter(|l| l.contains("\"train\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .next_back()
+        .unwrap();
+    assert_eq!(last["step"].as_u64().unwrap() as usize, o.steps);
+    let (lr, min_lr) = (cfg.train.lr, cfg.train.min_lr);
+    assert!(
+        last["lr"].as_f64().unwrap() < min_lr + 0.2 * (lr - min_lr),
+        "{last}"
+    );
+    // The checkpoint keeps the fitted count: resuming trains no further.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["config"]["train"]["steps"].as_u64().unwrap() as usize,
+        o.steps
+    );
+    let r = train::pretrain(job(true)).unwrap().outcome;
+    assert_eq!(r.resumed_from, Some(o.steps));
+    assert_eq!(r.steps, o.steps);
+}
+
+#[test]
 fn test_resume_is_exact() {
     let n = 12;
     let mut cfg = tiny(2 * n);

@@ -2,7 +2,7 @@
 //! through ONNX Runtime with the KV cache and with full recompute, beside
 //! candle's forward pass, at batch 1 and 8.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -12,8 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::bundle::{Bundle, ONNX_FILE};
-use crate::model::{Gpt, GptConfig, Weights, init_weights};
+use crate::bundle::{Bundle, ONNX_FILE, ONNX_INT8_FILE, Precision};
+use crate::export::decoder_model_in;
+use crate::model::{Gpt, GptConfig, init_weights};
 use crate::runtime::sampling::argmax;
 use crate::runtime::{self, OnnxDecoder, RuntimeConfig};
 
@@ -48,6 +49,14 @@ pub struct DecodeFigures {
     pub recompute_tokens_per_s: f64,
 }
 
+/// The int8 graph (`model.int8.onnx`) on the same prompts (`--int8`).
+#[derive(Debug, Serialize)]
+pub struct Int8Figures {
+    pub batch: usize,
+    pub prefill_first_token_ms: f64,
+    pub cached_tokens_per_s: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct GenerateBench {
     pub bench: &'static str,
@@ -66,6 +75,78 @@ pub struct GenerateBench {
     /// candle's forward (no cache) at batch 1, for comparison.
     pub candle_recompute_tokens_per_s: f64,
     pub peak_rss_mb: f64,
+    /// The int8 graph at batch 1 and 8 (`--int8`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Vec<Int8Figures>>,
+    /// Python onnxruntime over the same model file in the same run
+    /// (`--compare-python`): batch 1, KV cache, greedy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_ort: Option<PythonOrtFigures>,
+    /// Batch-1 cached tokens/s ÷ python_ort.cached_tokens_per_s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Batch-1 cached tokens/s ÷ python_ort.transformers.cached_tokens_per_s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_transformers: Option<f64>,
+    /// Why the Python side did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PythonOrtFigures {
+    pub cached_tokens_per_s: f64,
+    pub prefill_first_token_ms: f64,
+    pub onnxruntime: String,
+    pub threads: usize,
+    /// Hugging Face `generate` on the same shape, where that Python has
+    /// torch and transformers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformers: Option<TransformersFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformers_skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TransformersFigures {
+    pub cached_tokens_per_s: f64,
+    pub prefill_first_token_ms: f64,
+    pub version: String,
+    pub torch: String,
+}
+
+/// The Python onnxruntime loop run by `--compare-python`.
+const ORT_SCRIPT: &str = include_str!("../../scripts/bench_generate_ort.py");
+
+/// Runs `model` through Python onnxruntime with `python`; `Err` says why it
+/// could not, for printing.
+fn bench_generate_python(
+    python: &Path,
+    model: &Path,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    threads: usize,
+    ctx: usize,
+) -> std::result::Result<PythonOrtFigures, String> {
+    let args = [
+        "--ctx".to_string(),
+        ctx.to_string(),
+        "--model".to_string(),
+        model.display().to_string(),
+        "--prompt-tokens".to_string(),
+        prompt_tokens.to_string(),
+        "--new-tokens".to_string(),
+        new_tokens.to_string(),
+        "--threads".to_string(),
+        threads.to_string(),
+    ];
+    super::run_python_bench(
+        python,
+        "onnxruntime",
+        "bench_generate_ort.py",
+        ORT_SCRIPT,
+        &args,
+    )
 }
 
 fn argmax_rows(logits: &[f32], rows: usize, seq: usize, vocab: usize) -> Vec<i64> {
@@ -119,37 +200,90 @@ fn run(
     Ok((prefill, t1.elapsed().as_secs_f64()))
 }
 
+/// (prefill + first token ms, median of 5; cached decode tokens/s over all
+/// rows, median of 3) after one warm-up.
+fn cached_figures(
+    dec: &mut OnnxDecoder,
+    prompt: &[i64],
+    batch: usize,
+    new_tokens: usize,
+) -> runtime::Result<(f64, f64)> {
+    run(dec, prompt, batch, 4, true)?; // warm-up
+    let mut prefills: Vec<f64> = (0..5)
+        .map(|_| run(dec, prompt, batch, 1, true).map(|r| r.0))
+        .collect::<runtime::Result<_>>()?;
+    prefills.sort_by(f64::total_cmp);
+    // Median of three: single runs vary by ±15% on a shared 2-core VM.
+    let mut cached: Vec<f64> = (0..3)
+        .map(|_| run(dec, prompt, batch, new_tokens, true).map(|r| r.1))
+        .collect::<runtime::Result<_>>()?;
+    cached.sort_by(f64::total_cmp);
+    let n = (batch * (new_tokens - 1)) as f64;
+    Ok((prefills[2] * 1e3, n / cached[1]))
+}
+
 fn random_prompt(rng: &mut ChaCha8Rng, n: usize, vocab: usize) -> Vec<i64> {
     (0..n).map(|_| rng.random_range(0..vocab as i64)).collect()
 }
 
-/// Measures a bundle's `model.onnx`, or a preset shape with random weights.
+/// Measures a bundle's `model.onnx`, or a preset shape with random weights;
+/// with `int8`, also its int8 graph; with `python`, also that Python's
+/// onnxruntime on the same fp32 file.
 pub fn bench_generate(
     bundle: Option<&Path>,
     preset: Option<GeneratePreset>,
     runtime_cfg: &RuntimeConfig,
     prompt_tokens: usize,
     new_tokens: usize,
+    int8: bool,
+    python: Option<&Path>,
 ) -> crate::export::Result<GenerateBench> {
     let dev = Device::Cpu;
-    let (cfg, weights, model_name, loaded): (GptConfig, Weights, String, _) = match (bundle, preset)
-    {
+    // Keeps a preset's model file for the Python side until the end.
+    let scratch = tempfile::tempdir()
+        .map_err(|e| crate::export::Error::Model(format!("temporary folder: {e}")))?;
+    let (cfg, weights, model_name, model_path, int8_model) = match (bundle, preset) {
         (Some(dir), _) => {
             let b = Bundle::open(dir)?;
             let w = b.weights(&dev)?;
-            let loaded = runtime::open_file(runtime_cfg, &dir.join(ONNX_FILE))?;
-            (b.config.clone(), w, dir.display().to_string(), loaded)
+            let q = dir.join(ONNX_INT8_FILE);
+            if int8 && !q.is_file() {
+                return Err(crate::export::Error::Model(format!(
+                    "{} is missing; run `chatforge export --bundle {} --int8` first",
+                    q.display(),
+                    dir.display()
+                )));
+            }
+            let name = dir.display().to_string();
+            (
+                b.config.clone(),
+                w,
+                name,
+                dir.join(ONNX_FILE),
+                int8.then_some(q),
+            )
         }
         (None, p) => {
             let p = p.unwrap_or(GeneratePreset::L6W384);
             let cfg = p.config();
             let w = init_weights(&cfg, 1, &dev)
                 .map_err(|e| crate::export::Error::Model(e.to_string()))?;
-            let bytes = crate::export::decoder_model(&cfg, &w)?.encode_to_vec();
-            let loaded = runtime::open_memory(runtime_cfg, &bytes, "benchmark model")?;
-            (cfg, w, format!("{p:?}"), loaded)
+            let write = |file: &str, precision: Precision| -> crate::export::Result<PathBuf> {
+                let path = scratch.path().join(file);
+                let bytes = decoder_model_in(&cfg, &w, precision)?.encode_to_vec();
+                crate::fsio::write_atomic(&path, &bytes)?;
+                Ok(path)
+            };
+            let path = write(ONNX_FILE, Precision::Fp32)?;
+            let q = if int8 {
+                Some(write(ONNX_INT8_FILE, Precision::Int8)?)
+            } else {
+                None
+            };
+            (cfg, w, format!("{p:?}"), path, q)
         }
     };
+    let loaded = runtime::open_file(runtime_cfg, &model_path)?;
     let provider = loaded.provider.name();
     let mut dec = OnnxDecoder::new(loaded, &cfg)?;
     let vocab = cfg.vocab_size;
@@ -158,28 +292,38 @@ pub fn bench_generate(
         .max(2);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut batches = Vec::new();
-    for batch in [1usize, 8] {
-        let prompt = random_prompt(&mut rng, batch * prompt_tokens, vocab);
-        run(&mut dec, &prompt, batch, 4, true)?; // warm-up
-        let mut prefills: Vec<f64> = (0..5)
-            .map(|_| run(&mut dec, &prompt, batch, 1, true).map(|r| r.0))
-            .collect::<runtime::Result<_>>()?;
-        prefills.sort_by(f64::total_cmp);
-        // Median of three: single runs vary by ±15% on a shared 2-core VM.
-        let mut cached: Vec<f64> = (0..3)
-            .map(|_| run(&mut dec, &prompt, batch, new_tokens, true).map(|r| r.1))
-            .collect::<runtime::Result<_>>()?;
-        cached.sort_by(f64::total_cmp);
-        let cached = cached[1];
-        let (_, recompute) = run(&mut dec, &prompt, batch, new_tokens, false)?;
-        let n = (batch * (new_tokens - 1)) as f64;
+    let prompts: Vec<Vec<i64>> = [1usize, 8]
+        .iter()
+        .map(|&b| random_prompt(&mut rng, b * prompt_tokens, vocab))
+        .collect();
+    for (batch, prompt) in [1usize, 8].into_iter().zip(&prompts) {
+        let (prefill_first_token_ms, cached_tokens_per_s) =
+            cached_figures(&mut dec, prompt, batch, new_tokens)?;
+        let (_, recompute) = run(&mut dec, prompt, batch, new_tokens, false)?;
         batches.push(DecodeFigures {
             batch,
-            prefill_first_token_ms: prefills[prefills.len() / 2] * 1e3,
-            cached_tokens_per_s: n / cached,
-            recompute_tokens_per_s: n / recompute,
+            prefill_first_token_ms,
+            cached_tokens_per_s,
+            recompute_tokens_per_s: (batch * (new_tokens - 1)) as f64 / recompute,
         });
     }
+    let int8 = match int8_model {
+        None => None,
+        Some(path) => {
+            let mut q = OnnxDecoder::new(runtime::open_file(runtime_cfg, &path)?, &cfg)?;
+            let mut figures = Vec::new();
+            for (batch, prompt) in [1usize, 8].into_iter().zip(&prompts) {
+                let (prefill_first_token_ms, cached_tokens_per_s) =
+                    cached_figures(&mut q, prompt, batch, new_tokens)?;
+                figures.push(Int8Figures {
+                    batch,
+                    prefill_first_token_ms,
+                    cached_tokens_per_s,
+                });
+            }
+            Some(figures)
+        }
+    };
     // Long context: the last 64 tokens of a full window.
     let long = cfg.n_positions.min(256);
     let tail = 64.min(long / 2);
@@ -208,19 +352,46 @@ pub fn bench_generate(
         ids.push(argmax_rows(&logits, 1, ids.len(), vocab)[0] as u32);
     }
     let candle = steps as f64 / t.elapsed().as_secs_f64();
+    let threads = if runtime_cfg.intra_threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        runtime_cfg.intra_threads
+    };
+    let (python_ort, python_skipped) = match python {
+        None => (None, None),
+        Some(py) => {
+            match bench_generate_python(
+                py,
+                &model_path,
+                prompt_tokens,
+                new_tokens,
+                threads,
+                cfg.n_positions,
+            ) {
+                Ok(f) => (Some(f), None),
+                Err(why) => {
+                    eprintln!("Python onnxruntime comparison skipped: {why}");
+                    (None, Some(why))
+                }
+            }
+        }
+    };
+    let ratio = python_ort
+        .as_ref()
+        .map(|p| batches[0].cached_tokens_per_s / p.cached_tokens_per_s.max(1e-9));
+    let ratio_transformers = python_ort
+        .as_ref()
+        .and_then(|p| p.transformers.as_ref())
+        .map(|t| batches[0].cached_tokens_per_s / t.cached_tokens_per_s.max(1e-9));
 
     Ok(GenerateBench {
         bench: "generate",
         model: model_name,
         provider,
         params: cfg.num_params(),
-        threads: if runtime_cfg.intra_threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            runtime_cfg.intra_threads
-        },
+        threads,
         prompt_tokens,
         new_tokens,
         batches,
@@ -230,5 +401,10 @@ pub fn bench_generate(
         long_speedup: recompute / cached,
         candle_recompute_tokens_per_s: candle,
         peak_rss_mb: super::peak_rss_mb(),
+        int8,
+        python_ort,
+        ratio,
+        ratio_transformers,
+        python_skipped,
     })
 }

@@ -53,6 +53,11 @@ pub fn run(cfg: &Config, bundle: Option<&Path>) -> Result<()> {
         rt.intra_threads.to_string()
     };
     println!("intra-op threads: {threads}");
+    println!(
+        "precision: {} (generation runs a bundle's {})",
+        rt.precision.name(),
+        rt.precision.file_name()
+    );
     // A one-node graph shows which provider actually starts.
     let mut g = GraphBuilder::new();
     g.input("x", Elem::F32, &[Dim::from("n")]);
@@ -69,8 +74,9 @@ pub fn run(cfg: &Config, bundle: Option<&Path>) -> Result<()> {
         let generator = runtime::Generator::open(dir, rt)?;
         let c = generator.decoder().config();
         println!(
-            "bundle {}: model.onnx loads on {} ({} layers, {} heads, width {}, context {}, vocab {})",
+            "bundle {}: {} loads on {} ({} layers, {} heads, width {}, context {}, vocab {})",
             dir.display(),
+            rt.precision.file_name(),
             generator.decoder().provider().name(),
             c.n_layer,
             c.n_head,

@@ -1,11 +1,17 @@
 //! The GPT-2 decoder with a KV cache as standard ONNX ops (opset 17), with
 //! Hugging Face optimum's input/output names so other runtimes can use it.
+//! In [`Precision::Int8`] every matrix product reads int8 weights and
+//! quantizes its input on the fly (`DynamicQuantizeLinear` →
+//! `MatMulInteger`), the pattern ONNX Runtime's CPU provider fuses into one
+//! int8 GEMM: batch-1 decoding is bound by reading the weights, and they
+//! are 4× smaller.
 
 use candle_core::Tensor;
 
-use super::graph::{Attr, Dim, Elem, GraphBuilder, model, tensor_f32};
+use super::graph::{Attr, Dim, Elem, GraphBuilder, model, tensor_f32, tensor_i8};
 use super::onnx::ModelProto;
 use super::{Error, Result};
+use crate::bundle::Precision;
 use crate::model::{Activation, GptConfig, Weights};
 
 pub const OPSET: i64 = 17;
@@ -42,6 +48,7 @@ struct Shared {
     merge_shape: String,
     split_sizes: String,
     scale: String,
+    precision: Precision,
 }
 
 fn layer_norm(
@@ -60,11 +67,81 @@ fn layer_norm(
     ))
 }
 
+/// Largest int8 weight magnitude. 7 bits, not 8: on x86 CPUs without VNNI
+/// ONNX Runtime multiplies uint8 activations by int8 weights with
+/// `vpmaddubsw`, whose pairwise int16 sums saturate for |w| near 127
+/// (onnxruntime's own quantizer offers `reduce_range` for the same reason).
+const INT8_WEIGHT_MAX: f32 = 63.0;
+
+/// Symmetric per-column quantization of a row-major `[k, n]` matrix:
+/// int8 values and one scale per column (per output channel).
+pub fn quantize_columns(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut amax = vec![0f32; n];
+    for row in w.chunks_exact(n).take(k) {
+        for (m, &v) in amax.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&m| if m > 0.0 { m / INT8_WEIGHT_MAX } else { 1.0 })
+        .collect();
+    let q = w
+        .chunks_exact(n)
+        .take(k)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&scales)
+                .map(|(&v, &s)| (v / s).round().clamp(-INT8_WEIGHT_MAX, INT8_WEIGHT_MAX) as i8)
+        })
+        .collect();
+    (q, scales)
+}
+
+/// x @ W for a row-major `[k, n]` weight named `name`, in `precision`.
+fn matmul(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    w: &[f32],
+    k: usize,
+    n: usize,
+    precision: Precision,
+) -> String {
+    match precision {
+        Precision::Fp32 => {
+            let weight = g.initializer(tensor_f32(name, &[k, n], w));
+            g.op("MatMul", &[x, &weight], vec![])
+        }
+        Precision::Int8 => {
+            let (q, scales) = quantize_columns(w, k, n);
+            let wq = g.initializer(tensor_i8(&format!("{name}_quantized"), &[k, n], &q));
+            let ws = g.initializer(tensor_f32(&format!("{name}_scale"), &[n], &scales));
+            let wz = g.initializer(tensor_i8(&format!("{name}_zero_point"), &[n], &vec![0; n]));
+            let xq = g.op_n("DynamicQuantizeLinear", &[x], 3, vec![]);
+            let scale = g.op("Mul", &[&xq[1], &ws], vec![]);
+            let y = g.op("MatMulInteger", &[&xq[0], &wq, &xq[2], &wz], vec![]);
+            let y = g.op("Cast", &[&y], vec![Attr::Int("to", 1)]); // float
+            g.op("Mul", &[&y, &scale], vec![])
+        }
+    }
+}
+
 /// x @ W + b with a Conv1D weight stored `[in, out]`.
-fn conv1d(g: &mut GraphBuilder, w: &Weights, x: &str, prefix: &str) -> Result<String> {
-    let weight = init(g, w, &format!("{prefix}.weight"))?;
+fn conv1d(
+    g: &mut GraphBuilder,
+    w: &Weights,
+    x: &str,
+    prefix: &str,
+    precision: Precision,
+) -> Result<String> {
+    let name = format!("{prefix}.weight");
+    let (dims, data) = weight(w, &name)?;
+    let [k, n] = dims[..] else {
+        return Err(Error::Model(format!("{name} has shape {dims:?}, not 2-D")));
+    };
     let bias = init(g, w, &format!("{prefix}.bias"))?;
-    let y = g.op("MatMul", &[x, &weight], vec![]);
+    let y = matmul(g, x, &name, &data, k, n, precision);
     Ok(g.op("Add", &[&y, &bias], vec![]))
 }
 
@@ -93,6 +170,17 @@ fn gelu(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     let onep = g.op("Add", &[&inner, &one], vec![]);
     let hx = g.op("Mul", &[x, &half], vec![]);
     g.op("Mul", &[&hx, &onep], vec![])
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for (r, row) in m.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
 }
 
 /// Causal + padding mask as an additive bias, built once from the shapes of
@@ -139,7 +227,7 @@ fn attention(
     layer: usize,
 ) -> Result<String> {
     let p = format!("h.{layer}.attn");
-    let qkv = conv1d(g, w, x, &format!("{p}.c_attn"))?;
+    let qkv = conv1d(g, w, x, &format!("{p}.c_attn"), s.precision)?;
     let parts = g.op_n(
         "Split",
         &[&qkv, &s.split_sizes],
@@ -189,11 +277,21 @@ fn attention(
         vec![Attr::Ints("perm", vec![0, 2, 1, 3])],
     );
     let y = g.op("Reshape", &[&y, &s.merge_shape], vec![]);
-    conv1d(g, w, &y, &format!("{p}.c_proj"))
+    conv1d(g, w, &y, &format!("{p}.c_proj"), s.precision)
 }
 
-/// Builds the decoder graph. Weights must hold every GPT-2 tensor of `cfg`.
+/// Builds the fp32 decoder graph. Weights must hold every GPT-2 tensor of
+/// `cfg`.
 pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
+    decoder_model_in(cfg, weights, Precision::Fp32)
+}
+
+/// Builds the decoder graph with its matrix products in `precision`.
+pub fn decoder_model_in(
+    cfg: &GptConfig,
+    weights: &Weights,
+    precision: Precision,
+) -> Result<ModelProto> {
     cfg.validate().map_err(|e| Error::Model(e.to_string()))?;
     let act = cfg.activation().map_err(|e| Error::Model(e.to_string()))?;
     let (c, h, d) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
@@ -238,6 +336,7 @@ pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
         merge_shape,
         split_sizes: g.const_i64("split", &[3], &[c as i64; 3]),
         scale: g.const_f32("scale", &[], &[1.0 / (d as f32).sqrt()]),
+        precision,
     };
     let eps = cfg.layer_norm_epsilon;
     for i in 0..cfg.n_layer {
@@ -245,15 +344,38 @@ pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
         let a = attention(&mut g, weights, &shared, &ln1, i)?;
         x = g.op("Add", &[&x, &a], vec![]);
         let ln2 = layer_norm(&mut g, weights, &x, &format!("h.{i}.ln_2"), eps)?;
-        let fc = conv1d(&mut g, weights, &ln2, &format!("h.{i}.mlp.c_fc"))?;
+        let fc = conv1d(&mut g, weights, &ln2, &format!("h.{i}.mlp.c_fc"), precision)?;
         let act_out = gelu(&mut g, &fc, act);
-        let m = conv1d(&mut g, weights, &act_out, &format!("h.{i}.mlp.c_proj"))?;
+        let m = conv1d(
+            &mut g,
+            weights,
+            &act_out,
+            &format!("h.{i}.mlp.c_proj"),
+            precision,
+        )?;
         x = g.op("Add", &[&x, &m], vec![]);
     }
     let xf = layer_norm(&mut g, weights, &x, "ln_f", eps)?;
-    // The head is tied to wte: Gemm with transB reads wte in place instead
-    // of storing a transposed copy.
-    let logits_flat = g.op("Gemm", &[&xf, &wte], vec![Attr::Int("transB", 1)]);
+    let logits_flat = match precision {
+        // The head is tied to wte: Gemm with transB reads wte in place
+        // instead of storing a transposed copy.
+        Precision::Fp32 => g.op("Gemm", &[&xf, &wte], vec![Attr::Int("transB", 1)]),
+        // MatMulInteger has no transpose: the head keeps its own int8 copy
+        // of wteᵀ, a quarter of wte's size.
+        Precision::Int8 => {
+            let (_, emb) = weight(weights, "wte.weight")?;
+            let wt = transpose(&emb, cfg.vocab_size, c);
+            matmul(
+                &mut g,
+                &xf,
+                "lm_head.weight",
+                &wt,
+                c,
+                cfg.vocab_size,
+                precision,
+            )
+        }
+    };
     let vocab = g.const_i64("vocab", &[1], &[cfg.vocab_size as i64]);
     let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![Attr::Int("axis", 0)]);
     g.op_into("Reshape", &[&logits_flat, &out_shape], &["logits"], vec![]);
@@ -277,4 +399,39 @@ pub fn decoder_model(cfg: &GptConfig, weights: &Weights) -> Result<ModelProto> {
         OPSET,
         env!("CARGO_PKG_VERSION"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_quantize_columns_round_trips_within_half_a_step() {
+        // 3 × 4, column 2 all zero, column 3 with one large outlier.
+        let w = [
+            0.5, -1.0, 0.0, 0.01, //
+            -0.25, 0.3, 0.0, 8.0, //
+            0.125, 1.0, 0.0, -0.02,
+        ];
+        let (q, scales) = quantize_columns(&w, 3, 4);
+        assert_eq!(scales[2], 1.0);
+        assert!((scales[1] - 1.0 / INT8_WEIGHT_MAX).abs() < 1e-7);
+        for (i, (&v, &qi)) in w.iter().zip(&q).enumerate() {
+            let s = scales[i % 4];
+            assert!(qi.unsigned_abs() as f32 <= INT8_WEIGHT_MAX);
+            assert!(
+                (qi as f32 * s - v).abs() <= s / 2.0 + 1e-7,
+                "{i}: {v} vs {qi}·{s}"
+            );
+        }
+        // The largest magnitude of each column maps to ±max.
+        assert_eq!(q[1], -(INT8_WEIGHT_MAX as i8));
+        assert_eq!(q[7], INT8_WEIGHT_MAX as i8);
+    }
+
+    #[test]
+    fn test_transpose() {
+        let m = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 × 3
+        assert_eq!(transpose(&m, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
 }

@@ -36,6 +36,7 @@ impl From<&str> for Dim {
 pub enum Elem {
     F32,
     I64,
+    I8,
     Bool,
 }
 
@@ -44,6 +45,7 @@ impl Elem {
         match self {
             Elem::F32 => DataType::Float as i32,
             Elem::I64 => DataType::Int64 as i32,
+            Elem::I8 => DataType::Int8 as i32,
             Elem::Bool => DataType::Bool as i32,
         }
     }
@@ -89,6 +91,11 @@ pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
 pub fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
     let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     raw_tensor(name, dims, Elem::I64, raw)
+}
+
+pub fn tensor_i8(name: &str, dims: &[usize], data: &[i8]) -> TensorProto {
+    let raw: Vec<u8> = data.iter().map(|&v| v as u8).collect();
+    raw_tensor(name, dims, Elem::I8, raw)
 }
 
 fn raw_tensor(name: &str, dims: &[usize], elem: Elem, raw: Vec<u8>) -> TensorProto {

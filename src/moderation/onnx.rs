@@ -123,6 +123,7 @@ pub(crate) fn check_parity(
         providers: vec![Provider::Cpu],
         strict: true,
         intra_threads: 0,
+        ..RuntimeConfig::default()
     };
     let mut loaded = runtime::open_memory(&cpu, bytes, "exported moderation classifier")?;
     let got = run_scores(&mut loaded.session, sample, labels.len())?;

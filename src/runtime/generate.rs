@@ -69,10 +69,15 @@ impl Generator {
                 bundle.config.vocab_size
             )));
         }
-        let path = dir.join(crate::bundle::ONNX_FILE);
+        let path = dir.join(runtime.precision.file_name());
         if !path.is_file() {
+            let int8 = if runtime.precision == crate::bundle::Precision::Int8 {
+                " --int8"
+            } else {
+                ""
+            };
             return Err(Error::Model(format!(
-                "{} is missing; run `chatforge export --bundle {}` first",
+                "{} is missing; run `chatforge export --bundle {}{int8}` first",
                 path.display(),
                 dir.display()
             )));

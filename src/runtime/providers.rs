@@ -62,6 +62,9 @@ pub struct RuntimeConfig {
     pub strict: bool,
     /// Threads inside one operator (0 = ONNX Runtime's default: all cores).
     pub intra_threads: usize,
+    /// Which graph of a bundle generation runs: `fp32` (`model.onnx`) or
+    /// `int8` (`model.int8.onnx`, from `chatforge export --int8`).
+    pub precision: crate::bundle::Precision,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +73,7 @@ impl Default for RuntimeConfig {
             providers: vec![Provider::Cuda, Provider::Cpu],
             strict: false,
             intra_threads: 0,
+            precision: crate::bundle::Precision::Fp32,
         }
     }
 }

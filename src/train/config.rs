@@ -96,6 +96,12 @@ pub struct TrainSection {
     pub seed: u64,
     /// `cpu` (default) or `cuda[:N]`.
     pub device: TrainDevice,
+    /// Wall-clock seconds the run may take. From its first steps the run
+    /// measures its speed and lowers `steps` (and the cosine schedule with
+    /// it) to what fits, re-measuring through the first half of the run;
+    /// `steps` stays the upper bound. A resumed run keeps the fitted count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_budget_s: Option<f64>,
 }
 
 impl Default for TrainSection {
@@ -121,6 +127,7 @@ impl Default for TrainSection {
             val_fraction: 0.1,
             seed: 1337,
             device: TrainDevice::Cpu,
+            time_budget_s: None,
         }
     }
 }
@@ -208,6 +215,11 @@ impl TrainSection {
         }
         if self.eval_iters == 0 {
             return fail("eval_iters must be positive".into());
+        }
+        if let Some(b) = self.time_budget_s
+            && !(b > 0.0 && b.is_finite())
+        {
+            return fail(format!("time_budget_s ({b}) must be a positive number"));
         }
         Ok(())
     }

@@ -192,6 +192,29 @@ pub fn snapshot(vars: &[(String, Var)]) -> Result<Weights> {
         .collect()
 }
 
+/// Steps timed before `steps` is first fitted to `time_budget_s`. The
+/// cosine schedule's horizon (`lr_decay_steps`, when unset) follows the
+/// fitted count; these steps fall inside the usual warm-up, whose rate does
+/// not depend on it.
+const BUDGET_PROBE_STEPS: usize = 8;
+
+/// How many steps in all fit when `remaining_s` seconds are left after
+/// `done` steps taking `per_step_s` each, counting the validation passes
+/// (`eval_iters` forward passes, about a third of a step each, every
+/// `eval_interval` steps). Never fewer than `done`, never more than
+/// `max_steps`.
+fn fit_steps(
+    tc: &TrainSection,
+    max_steps: usize,
+    remaining_s: f64,
+    per_step_s: f64,
+    done: usize,
+) -> usize {
+    let eval_share = tc.eval_iters as f64 / (3.0 * tc.eval_interval as f64);
+    let more = remaining_s.max(0.0) / (per_step_s * (1.0 + eval_share)).max(1e-9);
+    (done + more.min(max_steps as f64).floor() as usize).clamp(done, max_steps.max(done))
+}
+
 fn check_finite(step: usize, what: &'static str, value: f32) -> Result<()> {
     if value.is_finite() {
         Ok(())
@@ -202,7 +225,8 @@ fn check_finite(step: usize, what: &'static str, value: f32) -> Result<()> {
 
 impl TrainRun<'_> {
     pub fn run(self) -> Result<TrainOutcome> {
-        let tc = &self.config.train;
+        // `steps` may be lowered below to fit `time_budget_s`.
+        let mut tc = self.config.train.clone();
         tc.validate(self.model.n_positions)?;
         crate::retain_freed_memory();
         let (b, t, accum) = (
@@ -220,6 +244,11 @@ impl TrainRun<'_> {
                 })?;
             self.check_resumable(&ck.state)?;
             let s = ck.state;
+            if tc.time_budget_s.is_some() {
+                // The step count (and schedule) fitted when the run began.
+                tc.steps = s.config.train.steps;
+                tc.lr_decay_steps = s.config.train.lr_decay_steps;
+            }
             (
                 s.step,
                 ck.weights,
@@ -231,7 +260,7 @@ impl TrainRun<'_> {
             (0, self.init.clone(), None, 0, 0.0)
         };
 
-        let (vars, model, mut opt) = trainable(&weights, &self.model, tc, &self.device)?;
+        let (vars, model, mut opt) = trainable(&weights, &self.model, &tc, &self.device)?;
         if let Some((state, adam_t)) = opt_state {
             opt.load_state(state, adam_t)?;
         }
@@ -245,15 +274,20 @@ impl TrainRun<'_> {
         let mut first_loss = None;
         let mut window = (Instant::now(), 0u64);
         let mut val_result = None;
-        for step in start..tc.steps {
-            let mut rng = step_rng(tc.seed, step);
-            let lr = learning_rate(tc, step);
+        // Timing for the budget starts after the first step (allocation,
+        // page faults and thread start-up make it slower than the rest).
+        let mut budget_clock: Option<Instant> = None;
+        let mut budget_fitted = false;
+        let max_steps = tc.steps;
+        let mut step = start;
+        while step < tc.steps {
+            let lr = learning_rate(&tc, step);
             let (loss_sum, norm) = train_step(
                 &model,
                 &mut opt,
                 self.data,
-                &mut rng,
-                tc,
+                &mut step_rng(tc.seed, step),
+                &tc,
                 (b, t),
                 p_drop,
                 lr,
@@ -264,7 +298,36 @@ impl TrainRun<'_> {
             last_loss = loss_sum;
             first_loss.get_or_insert(loss_sum);
             let done = step + 1;
+            step = done;
             let elapsed = elapsed0 + began.elapsed().as_secs_f64();
+            if let Some(budget) = tc.time_budget_s.filter(|_| !self.resume) {
+                match budget_clock {
+                    None => budget_clock = Some(Instant::now()),
+                    // Re-fitted every step through the first half of the
+                    // run: a short probe misjudges a machine whose speed
+                    // drifts; the schedule's second half then stays fixed.
+                    Some(clock)
+                        if done > start + BUDGET_PROBE_STEPS
+                            && (!budget_fitted || 2 * done <= tc.steps) =>
+                    {
+                        let per_step = clock.elapsed().as_secs_f64() / (done - start - 1) as f64;
+                        let fitted = fit_steps(&tc, max_steps, budget - elapsed, per_step, done);
+                        if !budget_fitted {
+                            bar.suspend(|| {
+                                tracing::info!(
+                                    "{per_step:.3} s per step: {fitted} of at most {max_steps} steps fit the {budget:.0} s budget"
+                                )
+                            });
+                            budget_fitted = true;
+                        }
+                        if fitted != tc.steps {
+                            tc.steps = fitted;
+                            bar.set_length(fitted as u64);
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
 
             if done % tc.log_interval == 0 || done == tc.steps {
                 let tps = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
@@ -305,7 +368,10 @@ impl TrainRun<'_> {
                     data_fingerprint: self.data.fingerprint(),
                     elapsed_s: elapsed,
                     stage: self.stage.as_str().to_string(),
-                    config: self.config.clone(),
+                    config: TrainConfig {
+                        train: tc.clone(),
+                        ..self.config.clone()
+                    },
                     model: self.model.clone(),
                 };
                 Checkpoint::save(&self.out, &state, &snapshot(&vars)?, &opt.state_tensors()?)?;
@@ -379,5 +445,25 @@ impl TrainRun<'_> {
             &self.out.join("loss.png"),
             &format!("chatforge {} loss", self.stage.as_str()),
         )
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn test_fit_steps_counts_validation_and_stays_in_bounds() {
+        let tc = TrainSection {
+            steps: 1000,
+            eval_interval: 100,
+            eval_iters: 150, // validation costs half a step per step
+            ..TrainSection::default()
+        };
+        // 37.5 s left at 0.25 s per step (+50 % validation): 100 more steps.
+        assert_eq!(fit_steps(&tc, 1000, 37.5, 0.25, 9), 109);
+        assert_eq!(fit_steps(&tc, 1000, 1e6, 0.25, 9), 1000);
+        assert_eq!(fit_steps(&tc, 1000, -5.0, 0.25, 9), 9);
+        assert_eq!(fit_steps(&tc, 1000, 37.5, 0.0, 9), 1000);
     }
 }

@@ -92,7 +92,7 @@ fn pretrain_on_support(config: TrainConfig, out: &Path) -> chatforge::export::Ex
         progress: false,
     })
     .unwrap();
-    export_bundle(out).expect("export")
+    export_bundle(out, false).expect("export")
 }
 
 /// The synthetic moderation model (see [`synthetic_csv`]), shared like
@@ -209,6 +209,7 @@ pub fn cpu() -> RuntimeConfig {
         providers: vec![Provider::Cpu],
         strict: true,
         intra_threads: 1,
+        ..RuntimeConfig::default()
     }
 }
 
