@@ -288,14 +288,16 @@ fn main() -> Result<()> {
         Command::Quickstart(_) => "warn",
         _ => "info",
     };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: not in log files or pipes.
+        .with_ansi(progress)
         .init();
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Tokenizer {
             command:

@@ -255,3 +255,56 @@ fn test_missing_moderation_data_says_how_to_get_it() {
     // Nothing was trained before the check.
     assert!(!tmp.path().join("run").join("pretrain").exists());
 }
+
+/// Item 1's progress bars, seen as a user sees them: the run under a
+/// pseudo-terminal (`script` from util-linux) draws each training loop's bar
+/// and the spinners; the same run with stderr piped draws none.
+#[test]
+fn test_progress_is_drawn_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no pseudo-terminal");
+        return;
+    }
+    let run = Run::new();
+    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_chatforge"))
+        .chain(run.args.iter().map(String::as_str))
+        .chain(["--no-chat"])
+        .map(quote)
+        .collect();
+    let out = Command::new("script")
+        .args(["-qefc", &line.join(" "), "/dev/null"])
+        .current_dir(repo(""))
+        .env("RUST_LOG", "warn")
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    // The training bars: stage, elapsed time, position out of the step count
+    // and the loss / rate message, redrawn in place.
+    for (stage, steps) in [("pretrain", 30), ("finetune", 10)] {
+        let bar = screen
+            .lines()
+            .flat_map(|l| l.split('\r'))
+            .find(|l| l.contains(&format!("{stage} [")) && l.contains(&format!("/{steps}")))
+            .unwrap_or_else(|| panic!("no {stage} bar in:\n{screen}"));
+        assert!(bar.contains("ETA"), "{bar}");
+    }
+    assert!(
+        screen.contains("\u{1b}["),
+        "no terminal redraws in:\n{screen}"
+    );
+    assert!(
+        screen.contains("exporting to ONNX"),
+        "no export spinner in:\n{screen}"
+    );
+    assert!(screen.contains("total"), "{screen}");
+
+    let piped = run.quickstart(&["--no-chat", "--force"], None);
+    let err = String::from_utf8_lossy(&piped.stderr);
+    // No bars, spinners or colour codes in a pipe (a log file stays plain).
+    assert!(!err.contains("\u{1b}[") && !err.contains("ETA"), "{err}");
+    assert!(stdout(&piped).contains("total"));
+}
