@@ -522,7 +522,15 @@ fn test_bench_generate_int8_and_python_comparison() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("export") && err.contains("--int8"), "{err}");
 
-    export_bundle(&dir, true).unwrap();
+    // The CLI as the README shows it.
+    let o = chatforge(&["export", "--bundle", d, "--int8", "--json"], "", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        r["int8"]["mean_kl"].as_f64().unwrap() <= INT8_KL_TOLERANCE,
+        "{r}"
+    );
+    assert!(dir.join("model.int8.onnx").is_file());
     let o = run("/nonexistent/python");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
