@@ -63,6 +63,24 @@ impl Precision {
             Precision::Int8 => "int8",
         }
     }
+
+    /// This graph's path in bundle `dir`, or, when it is not there, what to
+    /// run to export it.
+    pub fn graph_in(self, dir: &Path) -> std::result::Result<PathBuf, String> {
+        let path = dir.join(self.file_name());
+        if path.is_file() {
+            return Ok(path);
+        }
+        let flag = match self {
+            Precision::Fp32 => "",
+            Precision::Int8 => " --int8",
+        };
+        Err(format!(
+            "{} is missing; run `chatforge export --bundle {}{flag}` first",
+            path.display(),
+            dir.display()
+        ))
+    }
 }
 
 /// chatforge's own fields, under `chatforge` in `config.json`.
@@ -222,9 +240,7 @@ impl Bundle {
         let weights_path = dir.join(WEIGHTS_FILE);
         // An exported graph holds the old weights: it must not outlive them.
         for file in [ONNX_FILE, ONNX_INT8_FILE] {
-            let onnx = dir.join(file);
-            if onnx.exists() {
-                std::fs::remove_file(&onnx).map_err(|e| Self::invalid(dir, e))?;
+            if crate::fsio::remove_if_present(&dir.join(file))? {
                 tracing::info!("removed the stale {file}; run `chatforge export` again");
             }
         }

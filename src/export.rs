@@ -172,13 +172,7 @@ impl Sample {
                 let span = (r * self.total + range.start) * v..(r * self.total + range.end) * v;
                 max_diff(&got[span.clone()], &self.want[span])
             })
-            .fold(0.0, |m: f32, d| {
-                if m.is_nan() || d.is_nan() {
-                    f32::NAN
-                } else {
-                    m.max(d)
-                }
-            })
+            .fold(0.0, nan_max)
     }
 }
 
@@ -253,11 +247,7 @@ pub fn export_bundle(dir: &Path, int8: bool) -> Result<ExportReport> {
         }
         None => {
             // An int8 graph from earlier weights must not stay beside the new one.
-            let stale = dir.join(ONNX_INT8_FILE);
-            if stale.exists() {
-                std::fs::remove_file(&stale)
-                    .map_err(|e| crate::fsio::WriteError::new(&stale, e))?;
-            }
+            crate::fsio::remove_if_present(&dir.join(ONNX_INT8_FILE))?;
             None
         }
     };
@@ -314,13 +304,16 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m: f32, d| {
-            if m.is_nan() || d.is_nan() {
-                f32::NAN
-            } else {
-                m.max(d)
-            }
-        })
+        .fold(0.0, nan_max)
+}
+
+/// `f32::max` that keeps a NaN instead of dropping it.
+fn nan_max(m: f32, d: f32) -> f32 {
+    if m.is_nan() || d.is_nan() {
+        f32::NAN
+    } else {
+        m.max(d)
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     })
 }
 
+/// Removes `path` if it exists; whether it did.
+pub fn remove_if_present(path: &Path) -> Result<bool, WriteError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(WriteError::new(path, e)),
+    }
+}
+
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
     let mut bytes = serde_json::to_vec_pretty(value)

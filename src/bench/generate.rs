@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::bundle::{Bundle, ONNX_FILE, ONNX_INT8_FILE, Precision};
+use crate::bundle::{Bundle, ONNX_FILE, Precision};
 use crate::export::decoder_model_in;
 use crate::model::{Gpt, GptConfig, init_weights};
 use crate::runtime::sampling::argmax;
@@ -149,6 +149,9 @@ fn bench_generate_python(
     )
 }
 
+/// Batch sizes measured.
+const BATCHES: [usize; 2] = [1, 8];
+
 fn argmax_rows(logits: &[f32], rows: usize, seq: usize, vocab: usize) -> Vec<i64> {
     (0..rows)
         .map(|r| {
@@ -246,40 +249,26 @@ pub fn bench_generate(
         (Some(dir), _) => {
             let b = Bundle::open(dir)?;
             let w = b.weights(&dev)?;
-            let q = dir.join(ONNX_INT8_FILE);
-            if int8 && !q.is_file() {
-                return Err(crate::export::Error::Model(format!(
-                    "{} is missing; run `chatforge export --bundle {} --int8` first",
-                    q.display(),
-                    dir.display()
-                )));
-            }
+            let q = int8
+                .then(|| Precision::Int8.graph_in(dir))
+                .transpose()
+                .map_err(crate::export::Error::Model)?;
             let name = dir.display().to_string();
-            (
-                b.config.clone(),
-                w,
-                name,
-                dir.join(ONNX_FILE),
-                int8.then_some(q),
-            )
+            (b.config.clone(), w, name, dir.join(ONNX_FILE), q)
         }
         (None, p) => {
             let p = p.unwrap_or(GeneratePreset::L6W384);
             let cfg = p.config();
             let w = init_weights(&cfg, 1, &dev)
                 .map_err(|e| crate::export::Error::Model(e.to_string()))?;
-            let write = |file: &str, precision: Precision| -> crate::export::Result<PathBuf> {
-                let path = scratch.path().join(file);
+            let write = |precision: Precision| -> crate::export::Result<PathBuf> {
+                let path = scratch.path().join(precision.file_name());
                 let bytes = decoder_model_in(&cfg, &w, precision)?.encode_to_vec();
                 crate::fsio::write_atomic(&path, &bytes)?;
                 Ok(path)
             };
-            let path = write(ONNX_FILE, Precision::Fp32)?;
-            let q = if int8 {
-                Some(write(ONNX_INT8_FILE, Precision::Int8)?)
-            } else {
-                None
-            };
+            let path = write(Precision::Fp32)?;
+            let q = int8.then(|| write(Precision::Int8)).transpose()?;
             (cfg, w, format!("{p:?}"), path, q)
         }
     };
@@ -292,11 +281,11 @@ pub fn bench_generate(
         .max(2);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut batches = Vec::new();
-    let prompts: Vec<Vec<i64>> = [1usize, 8]
+    let prompts: Vec<Vec<i64>> = BATCHES
         .iter()
         .map(|&b| random_prompt(&mut rng, b * prompt_tokens, vocab))
         .collect();
-    for (batch, prompt) in [1usize, 8].into_iter().zip(&prompts) {
+    for (batch, prompt) in BATCHES.into_iter().zip(&prompts) {
         let (prefill_first_token_ms, cached_tokens_per_s) =
             cached_figures(&mut dec, prompt, batch, new_tokens)?;
         let (_, recompute) = run(&mut dec, prompt, batch, new_tokens, false)?;
@@ -312,7 +301,7 @@ pub fn bench_generate(
         Some(path) => {
             let mut q = OnnxDecoder::new(runtime::open_file(runtime_cfg, &path)?, &cfg)?;
             let mut figures = Vec::new();
-            for (batch, prompt) in [1usize, 8].into_iter().zip(&prompts) {
+            for (batch, prompt) in BATCHES.into_iter().zip(&prompts) {
                 let (prefill_first_token_ms, cached_tokens_per_s) =
                     cached_figures(&mut q, prompt, batch, new_tokens)?;
                 figures.push(Int8Figures {
@@ -352,13 +341,7 @@ pub fn bench_generate(
         ids.push(argmax_rows(&logits, 1, ids.len(), vocab)[0] as u32);
     }
     let candle = steps as f64 / t.elapsed().as_secs_f64();
-    let threads = if runtime_cfg.intra_threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        runtime_cfg.intra_threads
-    };
+    let threads = runtime_cfg.intra_threads_in_use();
     let (python_ort, python_skipped) = match python {
         None => (None, None),
         Some(py) => {

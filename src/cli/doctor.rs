@@ -45,9 +45,7 @@ pub fn run(cfg: &Config, bundle: Option<&Path>) -> Result<()> {
     let threads = if rt.intra_threads == 0 {
         format!(
             "ONNX Runtime default (one per core: {})",
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            rt.intra_threads_in_use()
         )
     } else {
         rt.intra_threads.to_string()

@@ -69,19 +69,7 @@ impl Generator {
                 bundle.config.vocab_size
             )));
         }
-        let path = dir.join(runtime.precision.file_name());
-        if !path.is_file() {
-            let int8 = if runtime.precision == crate::bundle::Precision::Int8 {
-                " --int8"
-            } else {
-                ""
-            };
-            return Err(Error::Model(format!(
-                "{} is missing; run `chatforge export --bundle {}{int8}` first",
-                path.display(),
-                dir.display()
-            )));
-        }
+        let path = runtime.precision.graph_in(dir).map_err(Error::Model)?;
         let loaded = open_file(runtime, &path)?;
         let decoder = OnnxDecoder::new(loaded, &bundle.config)?;
         let defaults = bundle.generation_defaults()?;

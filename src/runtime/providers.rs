@@ -67,6 +67,19 @@ pub struct RuntimeConfig {
     pub precision: crate::bundle::Precision,
 }
 
+impl RuntimeConfig {
+    /// Intra-op threads sessions run with: `intra_threads`, or ONNX
+    /// Runtime's default of one per core.
+    pub fn intra_threads_in_use(&self) -> usize {
+        if self.intra_threads > 0 {
+            return self.intra_threads;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {

@@ -215,6 +215,62 @@ fn fit_steps(
     (done + more.min(max_steps as f64).floor() as usize).clamp(done, max_steps.max(done))
 }
 
+/// Fits a run's `steps` to `time_budget_s` as it goes.
+struct Budget {
+    seconds: f64,
+    start: usize,
+    max_steps: usize,
+    /// Starts after the first step (allocation, page faults and thread
+    /// start-up make it slower than the rest).
+    clock: Option<Instant>,
+    fitted: bool,
+}
+
+impl Budget {
+    fn new(seconds: f64, start: usize, max_steps: usize) -> Self {
+        Self {
+            seconds,
+            start,
+            max_steps,
+            clock: None,
+            fitted: false,
+        }
+    }
+
+    /// After step `done`, `elapsed` seconds into the run: the new step
+    /// count when it changes. Re-fitted every step through the first half
+    /// of the run (a short probe misjudges a machine whose speed drifts);
+    /// the schedule's second half then stays fixed.
+    fn after_step(
+        &mut self,
+        tc: &TrainSection,
+        done: usize,
+        elapsed: f64,
+        bar: &ProgressBar,
+    ) -> Option<usize> {
+        let Some(clock) = self.clock else {
+            self.clock = Some(Instant::now());
+            return None;
+        };
+        if done <= self.start + BUDGET_PROBE_STEPS || (self.fitted && 2 * done > tc.steps) {
+            return None;
+        }
+        let per_step = clock.elapsed().as_secs_f64() / (done - self.start - 1) as f64;
+        let fitted = fit_steps(tc, self.max_steps, self.seconds - elapsed, per_step, done);
+        if !self.fitted {
+            self.fitted = true;
+            bar.suspend(|| {
+                tracing::info!(
+                    "{per_step:.3} s per step: {fitted} of at most {} steps fit the {:.0} s budget",
+                    self.max_steps,
+                    self.seconds
+                )
+            });
+        }
+        (fitted != tc.steps).then_some(fitted)
+    }
+}
+
 fn check_finite(step: usize, what: &'static str, value: f32) -> Result<()> {
     if value.is_finite() {
         Ok(())
@@ -247,7 +303,6 @@ impl TrainRun<'_> {
             if tc.time_budget_s.is_some() {
                 // The step count (and schedule) fitted when the run began.
                 tc.steps = s.config.train.steps;
-                tc.lr_decay_steps = s.config.train.lr_decay_steps;
             }
             (
                 s.step,
@@ -274,11 +329,11 @@ impl TrainRun<'_> {
         let mut first_loss = None;
         let mut window = (Instant::now(), 0u64);
         let mut val_result = None;
-        // Timing for the budget starts after the first step (allocation,
-        // page faults and thread start-up make it slower than the rest).
-        let mut budget_clock: Option<Instant> = None;
-        let mut budget_fitted = false;
-        let max_steps = tc.steps;
+        // A resumed run keeps the step count fitted when it began.
+        let mut budget = tc
+            .time_budget_s
+            .filter(|_| !self.resume)
+            .map(|seconds| Budget::new(seconds, start, tc.steps));
         let mut step = start;
         while step < tc.steps {
             let lr = learning_rate(&tc, step);
@@ -300,33 +355,12 @@ impl TrainRun<'_> {
             let done = step + 1;
             step = done;
             let elapsed = elapsed0 + began.elapsed().as_secs_f64();
-            if let Some(budget) = tc.time_budget_s.filter(|_| !self.resume) {
-                match budget_clock {
-                    None => budget_clock = Some(Instant::now()),
-                    // Re-fitted every step through the first half of the
-                    // run: a short probe misjudges a machine whose speed
-                    // drifts; the schedule's second half then stays fixed.
-                    Some(clock)
-                        if done > start + BUDGET_PROBE_STEPS
-                            && (!budget_fitted || 2 * done <= tc.steps) =>
-                    {
-                        let per_step = clock.elapsed().as_secs_f64() / (done - start - 1) as f64;
-                        let fitted = fit_steps(&tc, max_steps, budget - elapsed, per_step, done);
-                        if !budget_fitted {
-                            bar.suspend(|| {
-                                tracing::info!(
-                                    "{per_step:.3} s per step: {fitted} of at most {max_steps} steps fit the {budget:.0} s budget"
-                                )
-                            });
-                            budget_fitted = true;
-                        }
-                        if fitted != tc.steps {
-                            tc.steps = fitted;
-                            bar.set_length(fitted as u64);
-                        }
-                    }
-                    Some(_) => {}
-                }
+            if let Some(fitted) = budget
+                .as_mut()
+                .and_then(|bu| bu.after_step(&tc, done, elapsed, &bar))
+            {
+                tc.steps = fitted;
+                bar.set_length(fitted as u64);
             }
 
             if done % tc.log_interval == 0 || done == tc.steps {
