@@ -131,8 +131,9 @@ fn test_time_budget_fits_the_step_count_and_resume_keeps_it() {
     let prov: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
     assert_eq!(prov["steps"].as_u64().unwrap() as usize, o.steps);
-    // The cosine schedule ended with the fitted run: the last logged rate is
-    // near min_lr, not still near the peak as a million-step horizon gives.
+    // How the count and the schedule follow the clock is replayed on a
+    // simulated one in the trainer's unit tests; this run's speed is the
+    // machine's, so only what holds at any speed is checked here.
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = log
         .lines()
@@ -141,11 +142,6 @@ fn test_time_budget_fits_the_step_count_and_resume_keeps_it() {
         .next_back()
         .unwrap();
     assert_eq!(last["step"].as_u64().unwrap() as usize, o.steps);
-    let (lr, min_lr) = (cfg.train.lr, cfg.train.min_lr);
-    assert!(
-        last["lr"].as_f64().unwrap() < min_lr + 0.2 * (lr - min_lr),
-        "{last}"
-    );
     // The checkpoint keeps the fitted count: resuming trains no further.
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())

@@ -215,32 +215,31 @@ fn fit_steps(
     (done + more.min(max_steps as f64).floor() as usize).clamp(done, max_steps.max(done))
 }
 
-/// Fits a run's `steps` to `time_budget_s` as it goes.
+/// Fits a run's `steps` to `time_budget_s` as it goes. It reads time only
+/// from the `elapsed` it is given, so its decisions can be replayed.
 struct Budget {
     seconds: f64,
-    start: usize,
     max_steps: usize,
-    /// Starts after the first step (allocation, page faults and thread
-    /// start-up make it slower than the rest).
-    clock: Option<Instant>,
+    /// `elapsed` after each step of this run, kept while it refits.
+    elapsed_at: Vec<f64>,
     fitted: bool,
 }
 
 impl Budget {
-    fn new(seconds: f64, start: usize, max_steps: usize) -> Self {
+    fn new(seconds: f64, max_steps: usize) -> Self {
         Self {
             seconds,
-            start,
             max_steps,
-            clock: None,
+            elapsed_at: Vec::new(),
             fitted: false,
         }
     }
 
     /// After step `done`, `elapsed` seconds into the run: the new step
     /// count when it changes. Re-fitted every step through the first half
-    /// of the run (a short probe misjudges a machine whose speed drifts);
-    /// the schedule's second half then stays fixed.
+    /// of the run, at the pace of the latest half of the steps so far (a
+    /// machine whose speed drifts is followed; the slow first step drops
+    /// out); the schedule's second half then stays fixed.
     fn after_step(
         &mut self,
         tc: &TrainSection,
@@ -248,14 +247,16 @@ impl Budget {
         elapsed: f64,
         bar: &ProgressBar,
     ) -> Option<usize> {
-        let Some(clock) = self.clock else {
-            self.clock = Some(Instant::now());
-            return None;
-        };
-        if done <= self.start + BUDGET_PROBE_STEPS || (self.fitted && 2 * done > tc.steps) {
+        if self.fitted && 2 * done > tc.steps {
             return None;
         }
-        let per_step = clock.elapsed().as_secs_f64() / (done - self.start - 1) as f64;
+        self.elapsed_at.push(elapsed);
+        let ran = self.elapsed_at.len();
+        if ran <= BUDGET_PROBE_STEPS {
+            return None;
+        }
+        let from = ran / 2;
+        let per_step = (elapsed - self.elapsed_at[from - 1]) / (ran - from) as f64;
         let fitted = fit_steps(tc, self.max_steps, self.seconds - elapsed, per_step, done);
         if !self.fitted {
             self.fitted = true;
@@ -333,7 +334,7 @@ impl TrainRun<'_> {
         let mut budget = tc
             .time_budget_s
             .filter(|_| !self.resume)
-            .map(|seconds| Budget::new(seconds, start, tc.steps));
+            .map(|seconds| Budget::new(seconds, tc.steps));
         let mut step = start;
         while step < tc.steps {
             let lr = learning_rate(&tc, step);
@@ -499,5 +500,68 @@ mod budget_tests {
         assert_eq!(fit_steps(&tc, 1000, 1e6, 0.25, 9), 1000);
         assert_eq!(fit_steps(&tc, 1000, -5.0, 0.25, 9), 9);
         assert_eq!(fit_steps(&tc, 1000, 37.5, 0.0, 9), 1000);
+    }
+
+    /// The trainer's loop on a simulated clock, `step_s(i)` seconds for step
+    /// `i`: (steps run, seconds taken, rate of the last step).
+    fn simulate(
+        budget_s: f64,
+        max_steps: usize,
+        step_s: impl Fn(usize) -> f64,
+    ) -> (usize, f64, f64) {
+        let mut tc = TrainSection {
+            steps: max_steps,
+            warmup_steps: 5,
+            eval_interval: 100,
+            eval_iters: 3,
+            ..TrainSection::default()
+        };
+        let mut budget = Budget::new(budget_s, max_steps);
+        let bar = ProgressBar::hidden();
+        let (mut step, mut elapsed, mut lr) = (0, 0.0, f64::NAN);
+        while step < tc.steps {
+            lr = learning_rate(&tc, step);
+            elapsed += step_s(step);
+            step += 1;
+            if let Some(fitted) = budget.after_step(&tc, step, elapsed, &bar) {
+                tc.steps = fitted;
+            }
+        }
+        (step, elapsed, lr)
+    }
+
+    fn near_min_lr(lr: f64) -> bool {
+        let tc = TrainSection::default();
+        lr < tc.min_lr + 0.05 * (tc.lr - tc.min_lr)
+    }
+
+    #[test]
+    fn test_budget_fills_the_time_and_the_schedule_ends_with_it() {
+        // A slow first step, then 0.1 s a step: 60 s hold about 580 steps.
+        let (steps, took, lr) = simulate(60.0, 1_000_000, |i| if i == 0 { 1.0 } else { 0.1 });
+        assert!((570..=600).contains(&steps), "{steps}");
+        assert!((57.0..=60.0).contains(&took), "{took}");
+        assert!(near_min_lr(lr), "{lr}");
+        // A step count that fits well inside the budget is kept.
+        assert_eq!(simulate(60.0, 100, |_| 0.1).0, 100);
+    }
+
+    #[test]
+    fn test_budget_follows_a_machine_that_slows_down() {
+        // Twice as slow from step 100 on, or twice as fast: the refits in
+        // the first half follow it.
+        for (before, after) in [(0.05, 0.1), (0.1, 0.05)] {
+            let (steps, took, lr) =
+                simulate(60.0, 1_000_000, |i| if i < 100 { before } else { after });
+            assert!((58.0..=60.5).contains(&took), "{took} s for {steps} steps");
+            assert!(near_min_lr(lr), "{lr}");
+        }
+    }
+
+    #[test]
+    fn test_budget_spent_by_the_probe_stops_after_it() {
+        let (steps, took, _) = simulate(1.0, 1_000_000, |_| 0.2);
+        assert_eq!(steps, BUDGET_PROBE_STEPS + 1);
+        assert!((took - 0.2 * steps as f64).abs() < 1e-9, "{took}");
     }
 }
