@@ -78,6 +78,18 @@ pub struct TrainBench {
     /// Why the PyTorch side did not run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pytorch_skipped: Option<String>,
+    /// Each round's figures when there were several (`--rounds`); the
+    /// figures above are then their medians.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<TrainRound>,
+}
+
+/// One round of `bench train`: chatforge, then PyTorch when compared.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainRound {
+    pub tokens_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pytorch_tokens_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -258,7 +270,63 @@ pub fn bench_train(
         pytorch: None,
         ratio: None,
         pytorch_skipped: None,
+        rounds: Vec::new(),
     })
+}
+
+/// [`bench_train`] `rounds` times, each followed by its PyTorch twin when
+/// `python` is given: alternating, so that a drift of the machine's speed
+/// (other load, clock changes) reaches both sides alike. With several
+/// rounds the figures are the medians and the ratio is theirs.
+pub fn bench_train_rounds(
+    preset: TrainPreset,
+    steps: usize,
+    warmup: usize,
+    device: TrainDevice,
+    python: Option<&std::path::Path>,
+    rounds: usize,
+) -> crate::train::Result<TrainBench> {
+    let mut rows = Vec::new();
+    let mut last = None;
+    let mut torch: Vec<PytorchFigures> = Vec::new();
+    let mut skipped = None;
+    for _ in 0..rounds.max(1) {
+        let r = bench_train(preset, steps, warmup, device)?;
+        let py = match python {
+            Some(p) if skipped.is_none() => {
+                match bench_train_pytorch(p, preset, steps, warmup, device) {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        skipped = Some(why);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        rows.push(TrainRound {
+            tokens_per_s: r.tokens_per_s,
+            pytorch_tokens_per_s: py.as_ref().map(|f| f.tokens_per_s),
+        });
+        torch.extend(py);
+        last = Some(r);
+    }
+    let mut r = last.expect("at least one round ran");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    r.tokens_per_s = median(rows.iter().map(|x| x.tokens_per_s).collect());
+    if let Some(mut py) = torch.last().cloned() {
+        py.tokens_per_s = median(torch.iter().map(|f| f.tokens_per_s).collect());
+        r.ratio = Some(r.tokens_per_s / py.tokens_per_s.max(1e-9));
+        r.pytorch = Some(py);
+    }
+    r.pytorch_skipped = skipped;
+    if rows.len() > 1 {
+        r.rounds = rows;
+    }
+    Ok(r)
 }
 
 /// Peak resident memory of this process.

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use chatforge::bench::{
-    GeneratePreset, TrainPreset, bench_generate, bench_train, bench_train_pytorch,
-};
+use chatforge::bench::{GeneratePreset, TrainPreset, bench_generate, bench_train_rounds};
 use chatforge::config::Config;
 use chatforge::runtime::SamplingOverrides;
 use chatforge::text::{TokenizerKind, default_control_tags, train_tokenizer};
@@ -232,6 +230,10 @@ enum BenchCommand {
         /// The Python (with torch) for `--compare-python`.
         #[arg(long, env = "CHATFORGE_TORCH_PYTHON", default_value = "python3")]
         python: PathBuf,
+        /// Repeat the measurement (alternating with PyTorch when compared)
+        /// and report the medians: short runs on a shared machine vary.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        rounds: u16,
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
@@ -461,21 +463,20 @@ fn main() -> Result<()> {
                     device,
                     compare_python,
                     python,
+                    rounds,
                     json,
                 },
         } => {
-            let mut r = bench_train(preset, steps, warmup, device)?;
-            if compare_python {
-                match bench_train_pytorch(&python, preset, steps, warmup, device) {
-                    Ok(py) => {
-                        r.ratio = Some(r.tokens_per_s / py.tokens_per_s.max(1e-9));
-                        r.pytorch = Some(py);
-                    }
-                    Err(why) => {
-                        eprintln!("PyTorch comparison skipped: {why}");
-                        r.pytorch_skipped = Some(why);
-                    }
-                }
+            let r = bench_train_rounds(
+                preset,
+                steps,
+                warmup,
+                device,
+                compare_python.then_some(python.as_path()),
+                rounds.into(),
+            )?;
+            if let Some(why) = &r.pytorch_skipped {
+                eprintln!("PyTorch comparison skipped: {why}");
             }
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -489,6 +490,9 @@ fn main() -> Result<()> {
                         "PyTorch {}: {:.0} tokens/s on {} threads; ratio {ratio:.2}×",
                         py.torch, py.tokens_per_s, py.threads
                     );
+                }
+                if !r.rounds.is_empty() {
+                    println!("(medians of {} rounds)", r.rounds.len());
                 }
             }
         }

@@ -280,6 +280,26 @@ fn test_bench_train_prints_json() {
     assert!(v["threads"].as_u64().unwrap() >= 1);
     assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
     assert!(v.get("pytorch").is_none() && v.get("ratio").is_none());
+    assert!(v.get("rounds").is_none());
+
+    // Several rounds: each one's figure, and their median as the figure.
+    let o = chatforge(&[
+        "bench", "train", "--preset", "A", "--steps", "2", "--warmup", "1", "--rounds", "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let mut each: Vec<f64> = v["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tokens_per_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(each.len(), 3, "{v}");
+    each.sort_by(f64::total_cmp);
+    assert_eq!(v["tokens_per_s"].as_f64().unwrap(), each[1], "{v}");
+    let o = chatforge(&["bench", "train", "--preset", "A", "--rounds", "0"]);
+    assert!(!o.status.success());
 }
 
 /// `--compare-python` without a usable Python still reports the Rust figure

@@ -1,6 +1,9 @@
-//! The closed loop as one test: serve a bundle through the Telegram fake;
-//! scripted users hold conversations (one shares an e-mail address) and
-//! press 👍/👎; `chatforge logs export` keeps the well-rated conversations
+//! The closed loop as one test: `chatforge quickstart` makes a run (on a
+//! micro preset, or `CHATFORGE_LOOP_RUN` names a finished run folder, e.g.
+//! the README's `runs/quickstart`, which is only read); its chat bundle is
+//! served with the run's own serve config (moderation model, blocklist,
+//! persona) through the Telegram fake; scripted users hold conversations
+//! (each shares an e-mail address) and press 👍/👎; `chatforge logs export` keeps the well-rated conversations
 //! with PII redacted; `chatforge finetune` trains on the export;
 //! `chatforge export` writes the new ONNX model; `chatforge eval` compares
 //! old and new on the held-out support dialogs; `serve` picks the new
@@ -9,7 +12,7 @@
 //! Needs the ONNX Runtime library that `./scripts/setup.sh` fetches (or
 //! `ORT_DYLIB_PATH`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -21,6 +24,13 @@ use chatforge_telegram::fake::{Fake, TOKEN, bot_user, chat_json};
 use serde_json::{Value, json};
 
 mod common;
+
+use common::{MAX_NEW, QuickstartRun};
+
+/// What every user but the first asks after greeting.
+const ASK_OK: &str = "can I get a refund?";
+/// What the first says instead (the micro run's blocklist holds "idiot").
+const INSULT: &str = "you idiot, can I get a refund?";
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -47,6 +57,52 @@ fn chatforge(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The run's `chatforge.toml` as a user adapts it to serve: `bundle`, the
+/// Telegram section (the fake), the store in `dir`, reloads checked every
+/// 0.2 s, greedy replies of `MAX_NEW` tokens, one ONNX Runtime thread. The
+/// moderation model, blocklist and persona stay the run's.
+fn write_serve_config(run: &Path, dir: &Path, bundle: &Path, api_url: &str) -> PathBuf {
+    let text = std::fs::read_to_string(run.join("chatforge.toml")).unwrap();
+    let mut config: toml::Table = text.parse().unwrap();
+    let changes: toml::Table = format!(
+        r#"
+[runtime]
+providers = ["cpu"]
+intra_threads = 1
+[model]
+bundle = "{bundle}"
+watch_secs = 0.2
+[store]
+url = "sqlite://{db}?mode=rwc"
+spill_dir = "{spill}"
+[pipeline]
+max_new_tokens = {MAX_NEW}
+temperature = 0.0
+rate_limit = {{ burst = 8, per_seconds = 600 }}
+[telegram]
+token = "{TOKEN}"
+api_url = "{api_url}"
+edit_interval_secs = 0.2
+"#,
+        bundle = bundle.display(),
+        db = dir.join("chat.db").display(),
+        spill = dir.join("spill").display(),
+    )
+    .parse()
+    .unwrap();
+    for (section, values) in changes {
+        let table = config
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap();
+        table.extend(values.as_table().unwrap().clone());
+    }
+    let path = dir.join("chatforge.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    path
 }
 
 fn text_message(chat: i64, text: &str) -> Value {
@@ -85,32 +141,40 @@ fn keyboards(fake: &Fake, chat: i64) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_logs_to_finetune_to_hot_reload() {
     tokio::time::timeout(Duration::from_secs(600), async {
-        let f = common::chat_fixture();
+        let made = std::env::var_os("CHATFORGE_LOOP_RUN").is_none().then(|| {
+            // Long enough that the model says words moderation lets through.
+            let run = QuickstartRun::with_steps(300, 150);
+            run.quickstart(&["--no-chat"], None);
+            run
+        });
+        let run = match &made {
+            Some(m) => m.dir.clone(),
+            None => PathBuf::from(std::env::var_os("CHATFORGE_LOOP_RUN").unwrap()),
+        };
+        println!("the loop from the quickstart run in {}", run.display());
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let v1 = dir.join("v1");
-        copy_dir(&f.bundle, &v1);
+        copy_dir(&run.join("chat"), &v1);
         let fake = Fake::start().await.unwrap();
-        let config_path = common::write_serve_config(
-            dir,
-            &v1,
-            &format!("[telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{}\"\nedit_interval_secs = 0.2\n", fake.url),
-        );
+        let config_path = write_serve_config(&run, dir, &v1, &fake.url);
         let cfg = Config::load(Some(&config_path)).unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(chatforge::serve::serve(cfg, Some(config_path.clone()), async {
             let _ = stop_rx.await;
         }));
 
-        // Six users, two messages each; the first shares an e-mail address.
+        // Six users, two messages each; the first one gives an e-mail address.
         let chats: Vec<i64> = (101..=106).collect();
         for &c in &chats {
             fake.push_update(text_message(c, &format!("hi, I'm ann{c}@example.com. where is my order?")));
         }
         fake.wait_for("first replies", |f| chats.iter().all(|&c| sends(f, c) == 1))
             .await;
+        // The first user then insults the bot: the run's blocklist blocks it.
         for &c in &chats {
-            fake.push_update(text_message(c, &f.ask_ok));
+            let text = if c == chats[0] { INSULT.to_string() } else { ASK_OK.to_string() };
+            fake.push_update(text_message(c, &text));
         }
         fake.wait_for("second replies", |f| chats.iter().all(|&c| sends(f, c) == 2))
             .await;
@@ -176,6 +240,15 @@ async fn test_logs_to_finetune_to_hot_reload() {
             .filter(|m| m.verdict == Some(Verdict::Block))
             .map(|m| m.content.as_str())
             .collect();
+        // A real run's moderation may judge the insult otherwise.
+        let refused = blocked.contains(&INSULT);
+        assert!(refused || made.is_none(), "{blocked:?}");
+        // The insulting user's conversation ends before the insult.
+        let turns: Vec<usize> = dialogs.iter().map(|d| d["messages"].as_array().unwrap().len()).collect();
+        if made.is_some() {
+            assert_eq!(turns.iter().filter(|&&n| n == 2).count(), 1, "{turns:?}");
+            assert_eq!(turns.iter().filter(|&&n| n == 4).count(), dialogs.len() - 1, "{turns:?}");
+        }
         for d in &dialogs {
             let messages = d["messages"].as_array().unwrap();
             let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
@@ -213,12 +286,9 @@ async fn test_logs_to_finetune_to_hot_reload() {
         assert_eq!(v2_meta.meta.as_ref().unwrap().parent_version.as_deref(), Some(v1_version.as_str()));
 
         // Point serve at the new bundle; it reloads without a restart.
-        let text = std::fs::read_to_string(&config_path)
-            .unwrap()
-            .replace(&v1.display().to_string(), &v2.display().to_string());
-        std::fs::write(&config_path, text).unwrap();
+        write_serve_config(&run, dir, &v2, &fake.url);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        fake.push_update(text_message(107, &f.ask_ok));
+        fake.push_update(text_message(107, ASK_OK));
         fake.wait_for("a reply from the new model", |f| keyboards(f, 107).len() == 1).await;
         let _ = stop_tx.send(());
         server.await.unwrap().expect("serve ran");
@@ -232,7 +302,9 @@ async fn test_logs_to_finetune_to_hot_reload() {
             let want = if chat == "107" { &v2_version } else { &v1_version };
             assert_eq!(v.as_deref(), Some(want.as_str()), "chat {chat}");
         }
-        assert_eq!(versions.len(), 13, "six users × two replies, and the one after the reload");
+        // Six users × two replies, less the refused insult (a refusal is not
+        // the model's), and the one after the reload.
+        assert_eq!(versions.len(), 13 - usize::from(refused), "{versions:?}");
     })
     .await
     .expect("the loop ran past its time limit");

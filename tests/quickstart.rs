@@ -9,110 +9,13 @@
 //! `ORT_DYLIB_PATH`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chatforge::config::Config;
 
 mod common;
 
-use common::repo;
-
-struct Run {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    args: Vec<String>,
-}
-
-impl Run {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let csv = common::synthetic_csv(tmp.path(), 300);
-        // Support questions as clean rows, as the default data has them:
-        // without them, words the synthetic set never shows score near its
-        // 50% offensive base rate and the chat would only refuse.
-        let mut rows = std::fs::read_to_string(&csv).unwrap();
-        let dialogs = std::fs::read_to_string(repo("data/support/train.jsonl")).unwrap();
-        for line in dialogs.lines().take(300) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            for m in v["messages"].as_array().unwrap() {
-                if m["role"] == "user" {
-                    let text = m["content"].as_str().unwrap().replace('"', "\"\"");
-                    rows.push_str(&format!("\"{text}\",0,0\n"));
-                }
-            }
-        }
-        rows.push_str("hello,0,0\nhi there,0,0\n");
-        std::fs::write(&csv, rows).unwrap();
-        let blocklist = tmp.path().join("blocked.txt");
-        std::fs::write(&blocklist, "# test list\nidiot\n").unwrap();
-        let dialogs = tmp.path().join("dialogs.jsonl");
-        std::fs::copy(repo("data/support/train.jsonl"), &dialogs).unwrap();
-        // Smaller than models/tiny.toml so that the four runs stay quick.
-        let preset = tmp.path().join("micro.toml");
-        std::fs::write(
-            &preset,
-            "[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nn_positions = 128\n\
-             [tokenizer]\nvocab_size = 512\n\
-             [train]\nbatch_size = 8\nblock_size = 32\nwarmup_steps = 5\neval_interval = 100\neval_iters = 2\ncheckpoint_interval = 100\n",
-        )
-        .unwrap();
-        let dir = tmp.path().join("run");
-        let s = |p: &Path| p.to_str().unwrap().to_string();
-        let args = vec![
-            "quickstart".into(),
-            "--run".into(),
-            s(&dir),
-            "--preset".into(),
-            s(&preset),
-            "--corpus".into(),
-            s(&repo("data/support/faq.md")),
-            "--dialogs".into(),
-            s(&dialogs),
-            "--moderation-data".into(),
-            s(&csv),
-            "--blocklist".into(),
-            s(&blocklist),
-            "--pretrain-steps".into(),
-            "30".into(),
-            "--finetune-steps".into(),
-            "10".into(),
-        ];
-        Self {
-            _tmp: tmp,
-            dir,
-            args,
-        }
-    }
-
-    fn dialogs(&self) -> PathBuf {
-        self.dir.parent().unwrap().join("dialogs.jsonl")
-    }
-
-    fn quickstart(&self, extra: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
-            .args(&self.args)
-            .args(extra)
-            .current_dir(repo(""))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the chatforge binary runs");
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        drop(input);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "quickstart {extra:?} failed\nstdout:\n{}\nstderr:\n{}",
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-}
+use common::{QuickstartRun, repo};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -142,7 +45,7 @@ const STAGES: [&str; 6] = [
 
 #[test]
 fn test_quickstart_builds_reuses_and_chats() {
-    let run = Run::new();
+    let run = QuickstartRun::new();
 
     let first = stdout(&run.quickstart(&["--no-chat"], None));
     let outcomes = stage_outcomes(&first);
@@ -265,7 +168,7 @@ fn test_progress_is_drawn_on_a_terminal_only() {
         eprintln!("skipped: `script` (util-linux) is not installed, so no pseudo-terminal");
         return;
     }
-    let run = Run::new();
+    let run = QuickstartRun::new();
     let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
     let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_chatforge"))
         .chain(run.args.iter().map(String::as_str))

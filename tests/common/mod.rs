@@ -2,8 +2,9 @@
 //! exported bundle.
 #![allow(dead_code)] // each test crate uses a different subset
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use chatforge::export::export_bundle;
@@ -340,4 +341,109 @@ pub async fn stored_conversations(dir: &Path) -> Vec<chatforge::store::StoredCon
     db.select(&ExportFilter::default(), None, 1000)
         .await
         .unwrap()
+}
+
+/// `chatforge quickstart` in a temporary folder as a user runs it, on a
+/// preset smaller than tiny with short step counts and a small synthetic
+/// moderation set (the registry data of `setup.sh --moderation` may be
+/// absent). `dir` is the run folder.
+pub struct QuickstartRun {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl QuickstartRun {
+    pub fn new() -> Self {
+        Self::with_steps(30, 10)
+    }
+
+    /// A run whose pretraining and fine-tuning take these step counts.
+    pub fn with_steps(pretrain: usize, finetune: usize) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let csv = synthetic_csv(tmp.path(), 300);
+        // Support questions as clean rows, as the default data has them:
+        // without them, words the synthetic set never shows score near its
+        // 50% offensive base rate and the chat would only refuse.
+        let mut rows = std::fs::read_to_string(&csv).unwrap();
+        let dialogs = std::fs::read_to_string(repo("data/support/train.jsonl")).unwrap();
+        for line in dialogs.lines().take(300) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for m in v["messages"].as_array().unwrap() {
+                if m["role"] == "user" {
+                    let text = m["content"].as_str().unwrap().replace('"', "\"\"");
+                    rows.push_str(&format!("\"{text}\",0,0\n"));
+                }
+            }
+        }
+        rows.push_str("hello,0,0\nhi there,0,0\n");
+        std::fs::write(&csv, rows).unwrap();
+        let blocklist = tmp.path().join("blocked.txt");
+        std::fs::write(&blocklist, "# test list\nidiot\n").unwrap();
+        let dialogs = tmp.path().join("dialogs.jsonl");
+        std::fs::copy(repo("data/support/train.jsonl"), &dialogs).unwrap();
+        // Smaller than models/tiny.toml so that the four runs stay quick.
+        let preset = tmp.path().join("micro.toml");
+        std::fs::write(
+            &preset,
+            "[model]\nn_layer = 1\nn_head = 2\nn_embd = 32\nn_positions = 128\n\
+             [tokenizer]\nvocab_size = 512\n\
+             [train]\nbatch_size = 8\nblock_size = 32\nwarmup_steps = 5\neval_interval = 100\neval_iters = 2\ncheckpoint_interval = 100\n",
+        )
+        .unwrap();
+        let dir = tmp.path().join("run");
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        let args = vec![
+            "quickstart".into(),
+            "--run".into(),
+            s(&dir),
+            "--preset".into(),
+            s(&preset),
+            "--corpus".into(),
+            s(&repo("data/support/faq.md")),
+            "--dialogs".into(),
+            s(&dialogs),
+            "--moderation-data".into(),
+            s(&csv),
+            "--blocklist".into(),
+            s(&blocklist),
+            "--pretrain-steps".into(),
+            pretrain.to_string(),
+            "--finetune-steps".into(),
+            finetune.to_string(),
+        ];
+        Self {
+            _tmp: tmp,
+            dir,
+            args,
+        }
+    }
+
+    pub fn dialogs(&self) -> PathBuf {
+        self.dir.parent().unwrap().join("dialogs.jsonl")
+    }
+
+    pub fn quickstart(&self, extra: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(&self.args)
+            .args(extra)
+            .current_dir(repo(""))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the chatforge binary runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "quickstart {extra:?} failed\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
 }
