@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{MAX_NEW, QuickstartRun};
+use common::QuickstartRun;
 
 /// What every user but the first asks after greeting.
 const ASK_OK: &str = "can I get a refund?";
@@ -59,36 +59,15 @@ fn chatforge(args: &[&str]) -> Output {
     out
 }
 
-/// The run's `chatforge.toml` as a user adapts it to serve: `bundle`, the
-/// Telegram section (the fake), the store in `dir`, reloads checked every
-/// 0.2 s, greedy replies of `MAX_NEW` tokens, one ONNX Runtime thread. The
-/// moderation model, blocklist and persona stay the run's.
+/// The run's `chatforge.toml` as a user adapts it to serve: the tests'
+/// [`common::serve_settings`] for `bundle` and `dir`, and a Telegram section
+/// for the fake. The moderation model, blocklist and persona stay the run's.
 fn write_serve_config(run: &Path, dir: &Path, bundle: &Path, api_url: &str) -> PathBuf {
     let text = std::fs::read_to_string(run.join("chatforge.toml")).unwrap();
     let mut config: toml::Table = text.parse().unwrap();
     let changes: toml::Table = format!(
-        r#"
-[runtime]
-providers = ["cpu"]
-intra_threads = 1
-[model]
-bundle = "{bundle}"
-watch_secs = 0.2
-[store]
-url = "sqlite://{db}?mode=rwc"
-spill_dir = "{spill}"
-[pipeline]
-max_new_tokens = {MAX_NEW}
-temperature = 0.0
-rate_limit = {{ burst = 8, per_seconds = 600 }}
-[telegram]
-token = "{TOKEN}"
-api_url = "{api_url}"
-edit_interval_secs = 0.2
-"#,
-        bundle = bundle.display(),
-        db = dir.join("chat.db").display(),
-        spill = dir.join("spill").display(),
+        "{}\n[telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{api_url}\"\nedit_interval_secs = 0.2\n",
+        common::serve_settings(dir, bundle)
     )
     .parse()
     .unwrap();
@@ -275,7 +254,10 @@ async fn test_logs_to_finetune_to_hot_reload() {
             "--dialogs", heldout.to_str().unwrap(), "--limit", "5", "--max-new-tokens", "16",
             "--out", report.to_str().unwrap(),
         ]);
-        println!("{}", String::from_utf8_lossy(&out.stdout));
+        let table = String::from_utf8_lossy(&out.stdout);
+        println!("{table}");
+        // The columns are named: the new bundle, then the baseline.
+        assert!(table.lines().any(|l| l.split_whitespace().eq(["bundle", "baseline"])), "{table}");
         let r: Value =
             serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
         let v2_meta = Bundle::open(&v2).unwrap();

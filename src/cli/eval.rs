@@ -142,6 +142,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let bundle = one(&a.bundle)?;
     let baseline = a.baseline.as_deref().map(one).transpose()?;
     let report = eval::write_report(Report::new(&a.dialogs, bundle, baseline), &a.out)?;
+    if report.baseline.is_some() {
+        println!("{:<24} {:>12} {:>12}", "", "bundle", "baseline");
+    }
     for row in &report.metrics {
         let v = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.4}"));
         match &report.baseline {

@@ -291,11 +291,11 @@ pub fn chat_fixture() -> &'static ChatFixture {
     })
 }
 
-/// A `chatforge serve` config for `fixture` with its store in `dir` and
-/// `adapter` (a `[telegram]` or `[discord]` section) appended.
-pub fn write_serve_config(dir: &Path, bundle: &Path, adapter: &str) -> PathBuf {
-    let f = chat_fixture();
-    let text = format!(
+/// The serve settings the tests share: one ONNX Runtime thread, `bundle`
+/// checked for a reload every 0.2 s, the store in `dir`, greedy replies of
+/// `MAX_NEW` tokens, a rate limit the scripted users stay under.
+pub fn serve_settings(dir: &Path, bundle: &Path) -> String {
+    format!(
         r#"
 [runtime]
 providers = ["cpu"]
@@ -305,10 +305,6 @@ intra_threads = 1
 bundle = "{bundle}"
 watch_secs = 0.2
 
-[moderation]
-model = "{moderation}"
-blocklist = "{blocklist}"
-
 [store]
 url = "sqlite://{db}?mode=rwc"
 spill_dir = "{spill}"
@@ -317,14 +313,22 @@ spill_dir = "{spill}"
 max_new_tokens = {MAX_NEW}
 temperature = 0.0
 rate_limit = {{ burst = 8, per_seconds = 600 }}
-
-{adapter}
 "#,
         bundle = bundle.display(),
-        moderation = f.moderation.display(),
-        blocklist = f.blocklist.display(),
         db = dir.join("chat.db").display(),
         spill = dir.join("spill").display(),
+    )
+}
+
+/// A `chatforge serve` config for `fixture` with its store in `dir` and
+/// `adapter` (a `[telegram]` or `[discord]` section) appended.
+pub fn write_serve_config(dir: &Path, bundle: &Path, adapter: &str) -> PathBuf {
+    let f = chat_fixture();
+    let text = format!(
+        "{}\n[moderation]\nmodel = \"{}\"\nblocklist = \"{}\"\n\n{adapter}\n",
+        serve_settings(dir, bundle),
+        f.moderation.display(),
+        f.blocklist.display(),
     );
     let path = dir.join("chatforge.toml");
     std::fs::write(&path, text).unwrap();
