@@ -239,12 +239,20 @@ async fn test_logs_to_finetune_to_hot_reload() {
             }
         }
 
-        // Fine-tune on it, compare on the held-out dialogs, export.
+        // Fine-tune on it with the original dialogs (as the README's loop
+        // does: a few logged conversations alone would pull the model away
+        // from the rest), export, compare on the held-out dialogs.
+        let train = common::repo("data/support/train.jsonl");
         let v2 = dir.join("v2");
         chatforge(&[
-            "finetune", "--base", v1.to_str().unwrap(), "--dialogs", export.to_str().unwrap(),
-            "--out", v2.to_str().unwrap(), "--steps", "20",
+            "finetune", "--base", v1.to_str().unwrap(), "--dialogs", train.to_str().unwrap(),
+            export.to_str().unwrap(), "--out", v2.to_str().unwrap(), "--steps", "20",
         ]);
+        let provenance: Value =
+            serde_json::from_str(&std::fs::read_to_string(v2.join("training.json")).unwrap()).unwrap();
+        let sources: Vec<&str> =
+            provenance["data"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
+        assert!(sources.iter().any(|p| p.ends_with("export.jsonl")), "{sources:?}");
         // Eval generates through ONNX Runtime: export first.
         chatforge(&["export", "--bundle", v2.to_str().unwrap()]);
         let report = dir.join("report");
