@@ -30,6 +30,15 @@ note nvcc "$(nvcc --version 2>/dev/null | tail -n 1 || echo 'no nvcc')"
 
 BIN="${CHATFORGE_BIN:-target/release/chatforge}"
 CUDA_BUILD=0
+# cudarc 0.19 (candle's CUDA bindings) knows toolkits up to 13.4 and stops a
+# build on a newer one; a newer 13.x is driven through the 13.4 API.
+if [ -z "${CUDARC_CUDA_VERSION:-}" ] && command -v nvcc >/dev/null; then
+  read -r CUDA_MAJOR CUDA_MINOR <<<"$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')"
+  if [ "${CUDA_MAJOR:-0}" -eq 13 ] && [ "${CUDA_MINOR:-0}" -gt 4 ]; then
+    export CUDARC_CUDA_VERSION=13040
+    note cudarc "nvcc is CUDA 13.$CUDA_MINOR: building against the 13.4 API (CUDARC_CUDA_VERSION=13040)"
+  fi
+fi
 if command -v cargo >/dev/null && command -v nvcc >/dev/null; then
   if cargo build --release --locked --features cuda --bin chatforge > "$OUT/build.log" 2>&1; then
     BIN=target/release/chatforge; CUDA_BUILD=1
