@@ -22,6 +22,12 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The middle value of `v` (nearest rank); 0 when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
 use crate::model::{GptConfig, init_weights};
 use crate::train::{Batch, Dataset, TrainDevice, TrainSection, step_rng, train_step, trainable};
 
@@ -288,7 +294,7 @@ pub fn bench_train_rounds(
 ) -> crate::train::Result<TrainBench> {
     let mut rows = Vec::new();
     let mut last = None;
-    let mut torch: Vec<PytorchFigures> = Vec::new();
+    let mut torch: Option<PytorchFigures> = None;
     let mut skipped = None;
     for _ in 0..rounds.max(1) {
         let r = bench_train(preset, steps, warmup, device)?;
@@ -308,17 +314,13 @@ pub fn bench_train_rounds(
             tokens_per_s: r.tokens_per_s,
             pytorch_tokens_per_s: py.as_ref().map(|f| f.tokens_per_s),
         });
-        torch.extend(py);
+        torch = py.or(torch);
         last = Some(r);
     }
     let mut r = last.expect("at least one round ran");
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 0.5)
-    };
     r.tokens_per_s = median(rows.iter().map(|x| x.tokens_per_s).collect());
-    if let Some(mut py) = torch.last().cloned() {
-        py.tokens_per_s = median(torch.iter().map(|f| f.tokens_per_s).collect());
+    if let Some(mut py) = torch {
+        py.tokens_per_s = median(rows.iter().filter_map(|x| x.pytorch_tokens_per_s).collect());
         r.ratio = Some(r.tokens_per_s / py.tokens_per_s.max(1e-9));
         r.pytorch = Some(py);
     }

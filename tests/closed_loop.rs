@@ -3,8 +3,10 @@
 //! the README's `runs/quickstart`, which is only read); its chat bundle is
 //! served with the run's own serve config (moderation model, blocklist,
 //! persona) through the Telegram fake; scripted users hold conversations
-//! (each shares an e-mail address) and press 👍/👎; `chatforge logs export` keeps the well-rated conversations
-//! with PII redacted; `chatforge finetune` trains on the export;
+//! (each shares an e-mail address, one insults the bot) and press 👍/👎;
+//! `chatforge logs export` keeps the well-rated conversations with PII
+//! redacted; `chatforge finetune` trains on the export and the original
+//! dialogs;
 //! `chatforge export` writes the new ONNX model; `chatforge eval` compares
 //! old and new on the held-out support dialogs; `serve` picks the new
 //! bundle up without a restart and later replies record its version.
@@ -120,15 +122,15 @@ fn keyboards(fake: &Fake, chat: i64) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_logs_to_finetune_to_hot_reload() {
     tokio::time::timeout(Duration::from_secs(600), async {
-        let made = std::env::var_os("CHATFORGE_LOOP_RUN").is_none().then(|| {
-            // Long enough that the model says words moderation lets through.
-            let run = QuickstartRun::with_steps(300, 150);
-            run.quickstart(&["--no-chat"], None);
-            run
-        });
-        let run = match &made {
-            Some(m) => m.dir.clone(),
-            None => PathBuf::from(std::env::var_os("CHATFORGE_LOOP_RUN").unwrap()),
+        let (made, run) = match std::env::var_os("CHATFORGE_LOOP_RUN") {
+            Some(dir) => (None, PathBuf::from(dir)),
+            None => {
+                // Long enough that the model says words moderation lets through.
+                let made = QuickstartRun::with_steps(300, 150);
+                made.quickstart(&["--no-chat"], None);
+                let dir = made.dir.clone();
+                (Some(made), dir)
+            }
         };
         println!("the loop from the quickstart run in {}", run.display());
         let tmp = tempfile::tempdir().unwrap();
@@ -143,7 +145,7 @@ async fn test_logs_to_finetune_to_hot_reload() {
             let _ = stop_rx.await;
         }));
 
-        // Six users, two messages each; the first one gives an e-mail address.
+        // Six users, two messages each; the first gives an e-mail address.
         let chats: Vec<i64> = (101..=106).collect();
         for &c in &chats {
             fake.push_update(text_message(c, &format!("hi, I'm ann{c}@example.com. where is my order?")));
@@ -152,8 +154,8 @@ async fn test_logs_to_finetune_to_hot_reload() {
             .await;
         // The first user then insults the bot: the run's blocklist blocks it.
         for &c in &chats {
-            let text = if c == chats[0] { INSULT.to_string() } else { ASK_OK.to_string() };
-            fake.push_update(text_message(c, &text));
+            let text = if c == chats[0] { INSULT } else { ASK_OK };
+            fake.push_update(text_message(c, text));
         }
         fake.wait_for("second replies", |f| chats.iter().all(|&c| sends(f, c) == 2))
             .await;

@@ -149,6 +149,20 @@ fn test_moderator_scores_and_rules() {
     assert_eq!(v.redacted.as_deref(), Some("thanks, call <PHONE>"));
 }
 
+/// `chatforge moderate ARGS --input INPUT --json`: one verdict per line.
+fn moderate_json(args: &[&str], input: &Path) -> Vec<serde_json::Value> {
+    let mut all = vec!["moderate"];
+    all.extend_from_slice(args);
+    all.extend(["--input", input.to_str().unwrap(), "--json"]);
+    let o = chatforge(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn test_moderate_cli_json_lines_in_order() {
     let (tmp, dir, _) = model();
@@ -162,20 +176,7 @@ fn test_moderate_cli_json_lines_in_order() {
     ];
     std::fs::write(&input, lines.join("\n")).unwrap();
     let dir_s = dir.to_str().unwrap();
-    let o = chatforge(&[
-        "moderate",
-        "--model",
-        dir_s,
-        "--input",
-        input.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = moderate_json(&["--model", dir_s], &input);
     assert_eq!(out.len(), lines.len());
     for (i, v) in out.iter().enumerate() {
         assert_eq!(v["index"], i);
@@ -506,22 +507,16 @@ fn test_default_moderation_script_trains_once_and_flags() {
 
     let input = tmp.path().join("texts.txt");
     std::fs::write(&input, "you idiot\nwhere is my order?\n").unwrap();
-    let o = chatforge(&[
-        "moderate",
-        "--model",
-        out.to_str().unwrap(),
-        "--blocklist",
-        home.join("moderation/blocklist.txt").to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let verdicts: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let blocklist = home.join("moderation/blocklist.txt");
+    let verdicts = moderate_json(
+        &[
+            "--model",
+            out.to_str().unwrap(),
+            "--blocklist",
+            blocklist.to_str().unwrap(),
+        ],
+        &input,
+    );
     assert_eq!(verdicts[0]["flagged"], true, "{verdicts:?}");
     assert_eq!(verdicts[1]["flagged"], false, "{verdicts:?}");
 }

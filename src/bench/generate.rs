@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::median;
 use crate::bundle::{Bundle, ONNX_FILE, Precision};
 use crate::export::decoder_model_in;
 use crate::model::{Gpt, GptConfig, init_weights};
@@ -212,17 +213,15 @@ fn cached_figures(
     new_tokens: usize,
 ) -> runtime::Result<(f64, f64)> {
     run(dec, prompt, batch, 4, true)?; // warm-up
-    let mut prefills: Vec<f64> = (0..5)
+    let prefills: Vec<f64> = (0..5)
         .map(|_| run(dec, prompt, batch, 1, true).map(|r| r.0))
         .collect::<runtime::Result<_>>()?;
-    prefills.sort_by(f64::total_cmp);
     // Median of three: single runs vary by ±15% on a shared 2-core VM.
-    let mut cached: Vec<f64> = (0..3)
+    let cached: Vec<f64> = (0..3)
         .map(|_| run(dec, prompt, batch, new_tokens, true).map(|r| r.1))
         .collect::<runtime::Result<_>>()?;
-    cached.sort_by(f64::total_cmp);
     let n = (batch * (new_tokens - 1)) as f64;
-    Ok((prefills[2] * 1e3, n / cached[1]))
+    Ok((median(prefills) * 1e3, n / median(cached)))
 }
 
 fn random_prompt(rng: &mut ChaCha8Rng, n: usize, vocab: usize) -> Vec<i64> {
