@@ -13,6 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh --moderation >/dev/null \
   || echo "test.sh: warning: setup.sh --moderation failed; the default moderation test will skip" >&2
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+# Tests that need a service (Postgres, Chromium, nginx) fail when it is
+# missing instead of skipping: this script installs or starts each one.
+export CHATFORGE_REQUIRE_SERVICES=1
 
 # Python onnxruntime for the interop test (the exported file must run
 # unchanged outside chatforge); the test says why it skips when this fails.
@@ -29,8 +32,9 @@ if "$INTEROP/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
   export CHATFORGE_ORT_PYTHON="$INTEROP/bin/python"
 fi
 
+# `fakes`: the local Telegram and Discord fakes the end-to-end tests use.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --features chatforge/fakes --no-fail-fast "$@"
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --features chatforge/fakes --no-fail-fast "$@"
 fi

@@ -11,7 +11,7 @@ mod generate;
 mod pipeline;
 
 pub use generate::{DecodeFigures, GenerateBench, GeneratePreset, bench_generate};
-pub use pipeline::{PipelineBench, PipelineFigures, bench_pipeline};
+pub use pipeline::{PipelineBench, PipelineFigures, Via, bench_pipeline};
 
 /// The value at fraction `p` of `sorted` (nearest rank); 0 when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -178,7 +178,18 @@ impl Bundle {
         })
     }
 
+    /// The tokenizer as this model can use it: with the chat tokens only if
+    /// the model has rows for them (see [`ChatTokenizer::within`]).
     pub fn tokenizer(&self) -> Result<ChatTokenizer> {
+        Ok(ChatTokenizer::from_file_within(
+            &self.dir.join(TOKENIZER_FILE),
+            self.config.vocab_size,
+        )?)
+    }
+
+    /// The tokenizer with the chat tokens, added if missing: what
+    /// fine-tuning starts from (it grows the model's vocabulary to match).
+    pub fn chat_tokenizer(&self) -> Result<ChatTokenizer> {
         Ok(ChatTokenizer::from_file(&self.dir.join(TOKENIZER_FILE))?)
     }
 
@@ -271,13 +282,7 @@ impl Bundle {
 pub fn model_version(stage: &str, weights_file: &Path) -> String {
     use sha2::{Digest, Sha256};
     let hash = std::fs::read(weights_file)
-        .map(|b| {
-            Sha256::digest(&b)
-                .iter()
-                .take(6)
-                .map(|x| format!("{x:02x}"))
-                .collect()
-        })
+        .map(|b| hex::encode(&Sha256::digest(&b)[..6]))
         .unwrap_or_else(|_| "unknown".to_string());
     format!("{stage}-{}-{hash}", unix_now())
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,9 @@ pub enum Error {
     /// A key's value is wrong; `key` is its dotted path (`telegram.token`).
     #[error("config key {key}: {reason}")]
     Key { key: String, reason: String },
+    /// A value out of its range; the message names the key.
+    #[error("config: {0}")]
+    Value(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +53,16 @@ pub struct ModelConfig {
     pub watch_secs: f64,
 }
 
+impl ModelConfig {
+    /// `watch_secs` checked; `None` when watching is off (0).
+    pub fn watch_interval(&self) -> Result<Option<Duration>, String> {
+        if self.watch_secs == 0.0 {
+            return Ok(None);
+        }
+        bounded_secs("model.watch_secs", self.watch_secs, 0.01, 86_400.0).map(Some)
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
@@ -72,6 +86,9 @@ pub struct ModerationConfig {
     pub blocklist: Option<PathBuf>,
     /// Personal data in replies: `redact` (default), `flag` or `ignore`.
     pub pii: PiiAction,
+    /// Threads that run the classifier, each with its own ONNX Runtime
+    /// session; checks queued meanwhile run together as one batch.
+    pub workers: usize,
 }
 
 impl Default for ModerationConfig {
@@ -81,12 +98,13 @@ impl Default for ModerationConfig {
             model: None,
             blocklist: None,
             pii: PiiAction::Redact,
+            workers: 2,
         }
     }
 }
 
 /// `[store]`: where conversations are logged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://…` or `postgres://…`; default `DATABASE_URL`, else the
@@ -94,6 +112,38 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Where records wait while the database is unreachable.
     pub spill_dir: Option<PathBuf>,
+    /// Longest wait for one database call (a write batch, a read); past it
+    /// the database counts as unreachable and records go to the spill file.
+    pub timeout_secs: f64,
+    /// How long shutdown keeps trying to store what is queued or spilled.
+    pub drain_secs: f64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            spill_dir: None,
+            timeout_secs: 5.0,
+            drain_secs: 10.0,
+        }
+    }
+}
+
+/// The checked `[store]` durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    pub call: Duration,
+    pub drain: Duration,
+}
+
+impl StoreConfig {
+    pub fn timeouts(&self) -> Result<StoreTimeouts, String> {
+        Ok(StoreTimeouts {
+            call: bounded_secs("store.timeout_secs", self.timeout_secs, 0.01, 3600.0)?,
+            drain: bounded_secs("store.drain_secs", self.drain_secs, 0.0, 3600.0)?,
+        })
+    }
 }
 
 /// `[telegram]`: present = the Telegram adapter runs.
@@ -130,6 +180,22 @@ fn default_edit_secs() -> f64 {
     1.0
 }
 
+fn edit_interval(key: &str, secs: f64) -> Result<Duration, String> {
+    bounded_secs(key, secs, 0.01, 60.0)
+}
+
+impl TelegramSection {
+    pub fn edit_interval(&self) -> Result<Duration, String> {
+        edit_interval("telegram.edit_interval_secs", self.edit_interval_secs)
+    }
+}
+
+impl DiscordSection {
+    pub fn edit_interval(&self) -> Result<Duration, String> {
+        edit_interval("discord.edit_interval_secs", self.edit_interval_secs)
+    }
+}
+
 // By hand, so that `{:?}` never prints a token.
 impl fmt::Debug for TelegramSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +216,33 @@ impl fmt::Debug for DiscordSection {
             .field("edit_interval_secs", &self.edit_interval_secs)
             .finish()
     }
+}
+
+/// `value` seconds as a [`Duration`], or an error naming `key` unless it
+/// lies in `min..=max` (so no config value can overflow or panic later).
+pub fn bounded_secs(key: &str, value: f64, min: f64, max: f64) -> Result<Duration, String> {
+    bounded(key, value, 1.0, "s", min, max)
+}
+
+/// [`bounded_secs`] for a value given in minutes (bounds in minutes too).
+pub fn bounded_minutes(key: &str, value: f64, min: f64, max: f64) -> Result<Duration, String> {
+    bounded(key, value, 60.0, "min", min, max)
+}
+
+fn bounded(
+    key: &str,
+    value: f64,
+    unit_secs: f64,
+    unit: &str,
+    min: f64,
+    max: f64,
+) -> Result<Duration, String> {
+    if !(value.is_finite() && value >= min && value <= max) {
+        return Err(format!(
+            "{key} must be between {min} and {max} {unit}, got {value}"
+        ));
+    }
+    Duration::try_from_secs_f64(value * unit_secs).map_err(|e| format!("{key}: {e}"))
 }
 
 /// Replaces every `${NAME}` in `value` with the environment variable
@@ -216,7 +309,28 @@ impl Config {
             }
         };
         cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Checks every value serde cannot: durations within bounds (so none
+    /// can panic later), counts at least 1, the pipeline's texts.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.model.watch_interval().map_err(Error::Value)?;
+        if self.model.workers == 0 {
+            return Err(Error::Value("model.workers must be at least 1".into()));
+        }
+        if self.moderation.workers == 0 {
+            return Err(Error::Value("moderation.workers must be at least 1".into()));
+        }
+        self.store.timeouts().map_err(Error::Value)?;
+        if let Some(t) = &self.telegram {
+            t.edit_interval().map_err(Error::Value)?;
+        }
+        if let Some(d) = &self.discord {
+            d.edit_interval().map_err(Error::Value)?;
+        }
+        self.pipeline.validate().map_err(Error::Value)
     }
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
@@ -344,7 +458,56 @@ mod tests {
             .join("\n");
         let all: Config = toml::from_str(&uncommented).unwrap();
         assert!(all.discord.is_some() && all.pipeline.channels.len() == 2);
+        assert!(all.pipeline.texts.contains_key("zh"));
+        all.validate().unwrap();
         assert!(all.pipeline.persona.is_some() && all.store.url.is_some());
+    }
+
+    /// One case per duration key outside `[pipeline]` (those are tested
+    /// there): out-of-range values are errors naming the key.
+    #[test]
+    fn test_every_duration_key_is_bounded() {
+        let base = "[telegram]\ntoken = \"t\"\n[discord]\ntoken = \"d\"\n";
+        let keys = [
+            ("model", "watch_secs"),
+            ("store", "timeout_secs"),
+            ("store", "drain_secs"),
+            ("telegram", "edit_interval_secs"),
+            ("discord", "edit_interval_secs"),
+        ];
+        for (table, key) in keys {
+            for bad in ["inf", "1e300", "-1.0", "nan"] {
+                let text = if table == "telegram" || table == "discord" {
+                    base.replace(
+                        &format!("[{table}]\n"),
+                        &format!("[{table}]\n{key} = {bad}\n"),
+                    )
+                } else {
+                    format!("{base}[{table}]\n{key} = {bad}\n")
+                };
+                let cfg: Config = toml::from_str(&text).unwrap();
+                let err = cfg.validate().unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("{table}.{key}")),
+                    "{key} = {bad}: {err}"
+                );
+            }
+        }
+        let cfg: Config = toml::from_str(base).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.model.watch_interval().unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        let off: Config = toml::from_str("[model]\nwatch_secs = 0\n").unwrap();
+        assert_eq!(off.model.watch_interval().unwrap(), None);
+        let cfg: Config = toml::from_str("[pipeline]\nidle_minutes = inf\n").unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("pipeline.idle_minutes")
+        );
     }
 
     #[test]

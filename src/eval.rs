@@ -37,12 +37,8 @@ pub enum Error {
     Input(String),
     #[error("cannot draw {path}: {reason}")]
     Plot { path: String, reason: String },
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
     #[error(transparent)]
     Write(#[from] crate::fsio::WriteError),
     #[error(transparent)]
@@ -61,12 +57,7 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+pub(crate) use crate::fsio::io_err;
 
 /// Everything `chatforge score` reports for line-aligned hypotheses and
 /// references.

@@ -18,12 +18,8 @@ pub enum Error {
     Config(String),
     #[error("weights file {path}: {reason}")]
     Weights { path: String, reason: String },
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
     #[error(transparent)]
     Write(#[from] crate::fsio::WriteError),
     #[error(transparent)]

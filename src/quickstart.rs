@@ -35,12 +35,8 @@ pub enum Error {
         path: String,
         hint: String,
     },
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
     #[error("tokenizer: {0}")]
     Text(#[from] crate::text::Error),
     #[error("training: {0}")]
@@ -57,12 +53,7 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+use crate::fsio::io_err;
 
 /// What to build and from what.
 pub struct Options {
@@ -402,7 +393,8 @@ impl Quickstart {
                     stage,
                     outcome: Outcome::Reused,
                     elapsed: started.elapsed(),
-                    built_in: Duration::from_secs_f64(rec.elapsed_s.max(0.0)),
+                    // A hand-edited or corrupt record must not panic here.
+                    built_in: Duration::try_from_secs_f64(rec.elapsed_s).unwrap_or_default(),
                     summary: rec.summary,
                 },
                 rec.output,
@@ -697,16 +689,13 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(dir)(e)),
+        Err(e) => return Err(io_err(dir)(e).into()),
     }
-    std::fs::create_dir_all(dir).map_err(io_err(dir))
+    Ok(std::fs::create_dir_all(dir).map_err(io_err(dir))?)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn file_hash(path: &Path) -> Result<String> {

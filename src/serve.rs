@@ -61,9 +61,7 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
         .bundle
         .clone()
         .ok_or_else(|| key_err("model.bundle", "not set: name the bundle folder to serve"))?;
-    if cfg.model.workers == 0 {
-        return Err(key_err("model.workers", "must be at least 1"));
-    }
+    cfg.validate()?;
     let gate = open_gate(cfg)?;
     let url = match &cfg.store.url {
         Some(u) => expand_env("store.url", u)?,
@@ -75,9 +73,16 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/spill"));
     let hasher = user_key_hasher(&spill_dir)?;
-    let db = store::connect_and_migrate(&url, &StoreOptions::default()).await?;
+    let timeouts = cfg.store.timeouts().map_err(config::Error::Value)?;
+    let options = StoreOptions {
+        call_timeout: timeouts.call,
+        ..StoreOptions::default()
+    };
+    let db = store::connect_and_migrate(&url, &options).await?;
     tracing::info!(store = %redact_url(&url), "store ready");
-    let writer = Writer::spawn(db, hasher, WriterConfig::new(&spill_dir))?;
+    let mut writer_cfg = WriterConfig::new(&spill_dir);
+    writer_cfg.drain_timeout = timeouts.drain;
+    let writer = Writer::spawn(db, hasher, writer_cfg)?;
     let runtime = cfg.runtime.clone();
     let workers = cfg.model.workers;
     let dir = bundle.clone();
@@ -106,7 +111,7 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
 fn open_gate(cfg: &Config) -> Result<Gate, ServeError> {
     let m = &cfg.moderation;
     if !m.enabled {
-        return Ok(Gate::Off);
+        return Ok(Gate::off());
     }
     let dir = m.model.as_ref().ok_or_else(|| {
         key_err(
@@ -120,14 +125,14 @@ fn open_gate(cfg: &Config) -> Result<Gate, ServeError> {
         }
         None => Blocklist::default(),
     };
-    let moderator = Moderator::open(dir, &cfg.runtime)
+    let moderator = Moderator::open_sessions(dir, &cfg.runtime, m.workers)
         .map_err(|e| ServeError::Moderation(e.to_string()))?
         .with_rules(Rules {
             blocklist,
             pii: m.pii,
             ..Rules::default()
         });
-    Ok(Gate::On(Arc::new(moderator)))
+    Gate::new(Arc::new(moderator), m.workers).map_err(ServeError::Moderation)
 }
 
 /// The user-key secret from the environment, else from a file beside the
@@ -144,8 +149,11 @@ fn user_key_hasher(spill_dir: &Path) -> Result<UserKeyHasher, ServeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(spill_dir).map_err(io)?;
             let bytes: [u8; 32] = rand::random();
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&path, hex.as_bytes()).map_err(io)?;
+            let hex = hex::encode(bytes);
+            // Synced before use: a torn write would silently re-key every
+            // user after the next start.
+            crate::fsio::write_private_atomic(&path, hex.as_bytes())
+                .map_err(|e| ServeError::Other(e.to_string()))?;
             tracing::warn!(
                 "{} is not set; user keys use a secret generated in {} (keep that file)",
                 store::USER_KEY_SECRET_ENV,
@@ -156,18 +164,6 @@ fn user_key_hasher(spill_dir: &Path) -> Result<UserKeyHasher, ServeError> {
         Err(e) => return Err(io(e)),
     };
     Ok(UserKeyHasher::new(&secret)?)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(bytes)
 }
 
 /// What `serve` reports when it stops.
@@ -199,7 +195,7 @@ pub async fn serve(
         services.pipeline.engine().clone(),
         services.bundle.clone(),
         config_path,
-        Duration::from_secs_f64(cfg.model.watch_secs.max(0.0)),
+        cfg.model.watch_interval().map_err(config::Error::Value)?,
         stop_rx.clone(),
     ));
     tracing::info!(
@@ -246,7 +242,7 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
                 .as_deref()
                 .map(|u| expand_env("telegram.api_url", u))
                 .transpose()?;
-            tc.edit_interval = positive_secs("telegram.edit_interval_secs", t.edit_interval_secs)?;
+            tc.edit_interval = t.edit_interval().map_err(config::Error::Value)?;
             Some(tc)
         }
         None => None,
@@ -261,7 +257,7 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
                 .map(|u| expand_env("discord.proxy", u))
                 .transpose()?;
             dc.guild_channels.clone_from(&d.guild_channels);
-            dc.edit_interval = positive_secs("discord.edit_interval_secs", d.edit_interval_secs)?;
+            dc.edit_interval = d.edit_interval().map_err(config::Error::Value)?;
             Some(dc)
         }
         None => None,
@@ -306,17 +302,6 @@ async fn start_adapters(
     Ok(())
 }
 
-fn positive_secs(key: &str, v: f64) -> Result<Duration, ServeError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(key_err(
-            key,
-            format!("must be a positive number of seconds, got {v}"),
-        ))
-    }
-}
-
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -354,17 +339,24 @@ fn configured_bundle(path: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Watches for a new model (a changed file, a new `model.bundle` in the
+/// config, SIGHUP) and reloads it. Only a successful reload changes what is
+/// recorded as served: a failed one is retried at the next check, and
+/// warned about once per change that failed.
 async fn reload_loop(
     engine: Arc<Engine>,
     mut bundle: PathBuf,
     config_path: Option<PathBuf>,
-    every: Duration,
+    every: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut stamp = model_stamp(&bundle);
+    // The last (bundle, stamp) that failed, so a broken export is reported
+    // once, not at every tick.
+    let mut failed: Option<(PathBuf, [Option<SystemTime>; 2])> = None;
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = (!every.is_zero()).then(|| tokio::time::interval(every));
+    let mut tick = every.map(tokio::time::interval);
     loop {
         let forced = tokio::select! {
             _ = stop.changed() => return,
@@ -379,6 +371,7 @@ async fn reload_loop(
         if !forced && wanted == bundle && now == stamp {
             continue;
         }
+        let attempt = (wanted.clone(), now);
         let engine = Arc::clone(&engine);
         let dir = wanted.clone();
         match tokio::task::spawn_blocking(move || engine.reload(&dir)).await {
@@ -386,12 +379,15 @@ async fn reload_loop(
                 tracing::info!(bundle = %wanted.display(), %version, "serving the new model");
                 bundle = wanted;
                 stamp = now;
+                failed = None;
             }
             Ok(Err(e)) => {
-                // Probably half-written; the next change tries again.
-                tracing::warn!(error = %e, "reload failed; the current model stays");
-                stamp = now;
-                bundle = wanted;
+                // Probably half-written: the current model stays, and the
+                // next check tries again.
+                if failed.as_ref() != Some(&attempt) {
+                    tracing::warn!(bundle = %wanted.display(), error = %e, "reload failed; the current model stays, retrying");
+                }
+                failed = Some(attempt);
             }
             Err(e) => tracing::error!(error = %e, "reload panicked"),
         }

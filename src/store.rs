@@ -16,6 +16,7 @@ mod id;
 mod postgres;
 mod record;
 mod spill;
+mod sql_store;
 mod sqlite;
 pub mod stats;
 mod url;
@@ -79,16 +80,15 @@ pub enum Error {
     Secret(String),
     #[error("the store writer has shut down; the record was not queued")]
     WriterClosed,
+    /// Neither the database nor the spill file keeps up with the records.
+    #[error("the store queue is full ({0} records); the record was not queued")]
+    QueueFull(u64),
     #[error("the store writer task failed: {0}")]
     WriterTask(String),
     #[error("spill file {path}: {reason}")]
     Spill { path: String, reason: String },
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
     #[error(transparent)]
     Write(#[from] crate::fsio::WriteError),
     #[error(transparent)]
@@ -104,9 +104,4 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+pub(crate) use crate::fsio::io_err;

@@ -45,12 +45,8 @@ pub enum Error {
     },
     #[error("invalid dialog: {0}")]
     InvalidDialog(String),
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsio::IoError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -158,3 +158,71 @@ fn test_gpt2_tokenizer_json_loads() {
         assert_eq!(tok.decode(&plain, false).unwrap(), text);
     }
 }
+
+/// A stock Hugging Face GPT-2 checkpoint: HF's `config.json`, weights and
+/// GPT-2's own `tokenizer.json`, whose vocabulary has no chat tokens and
+/// whose model has no rows for them. It must export, generate plain text
+/// (`--raw`) and bench; a chat prompt is refused with what to do instead.
+#[test]
+fn test_stock_gpt2_checkpoint_exports_generates_raw_and_benches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gpt2_tokenizer_path(dir);
+    let cfg = GptConfig::sized(50257, 64, 32, 2, 2);
+    let w = chatforge::model::init_weights(&cfg, 7, &Device::Cpu).unwrap();
+    save_safetensors(&w, &dir.join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&cfg.to_hf_json()).unwrap(),
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("CHATFORGE_PROVIDERS", "cpu")
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["export", "--bundle", d, "--json"]);
+    assert!(ok, "export: {err}");
+    let (ok, out, err) = run(&[
+        "generate",
+        "--bundle",
+        d,
+        "--raw",
+        "--prompt",
+        "Hello there",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
+    assert!(ok, "generate --raw: {err}");
+    let g: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(g["tokens"].as_u64().is_some_and(|n| n > 0), "{g}");
+    let (ok, out, err) = run(&[
+        "bench",
+        "generate",
+        "--bundle",
+        d,
+        "--prompt-tokens",
+        "8",
+        "--new-tokens",
+        "8",
+        "--json",
+    ]);
+    assert!(ok, "bench generate: {err}");
+    assert!(out.contains("cached_tokens_per_s"), "{out}");
+    // A chat turn needs the chat tokens: refused, saying what to do.
+    let (ok, _, err) = run(&["generate", "--bundle", d, "--prompt", "Hello there"]);
+    assert!(!ok);
+    assert!(err.contains("--raw") && err.contains("finetune"), "{err}");
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatforge::moderation::{Blocklist, Moderator, PiiAction, Rules};
-use chatforge::pipeline::{ChannelProfile, Engine, Gate, Pipeline, PipelineConfig};
+use chatforge::pipeline::{ChannelProfile, Engine, Gate, Pipeline, PipelineConfig, TextKey, Texts};
 
 use chatforge::store::{
     self, ConversationStore, ExportFilter, Handoff, StoreOptions, StoredConversation,
@@ -140,7 +140,12 @@ fn moderator(f: &Fixture, blocklist: &[&str]) -> Gate {
             pii: PiiAction::Redact,
             ..Rules::default()
         });
-    Gate::On(Arc::new(m))
+    Gate::new(Arc::new(m), 1).unwrap()
+}
+
+/// The built-in English text for `key`.
+fn text(key: TextKey) -> String {
+    Texts::default().get("en", key).to_string()
 }
 
 fn incoming(conversation: &str, user: &str, text: &str) -> IncomingMessage {
@@ -249,7 +254,7 @@ async fn test_reply_streams_is_moderated_and_logged() {
 async fn test_flagged_reply_is_replaced_and_logged() {
     let word = fixture().spoken_word.clone();
     let cfg = config();
-    let safe = cfg.safe_reply.clone();
+    let safe = text(TextKey::SafeReply);
     let h = Harness::new(cfg, |f| moderator(f, &[word.as_str()])).await;
     let events = h.say("c2", "u2", QUESTION).await;
     let (text, _) = reply_of(&events).expect("a reply");
@@ -285,7 +290,7 @@ async fn test_flagged_reply_is_replaced_and_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_flagged_message_is_refused_without_generating() {
     let cfg = config();
-    let refusal = cfg.input_refusal.clone();
+    let refusal = text(TextKey::InputRefusal);
     let h = Harness::new(cfg, |f| moderator(f, &[])).await;
     let text = format!("{} you idiot moron loser", common::INSULTS[2]);
     let events = h.say("c3", "u3", &text).await;
@@ -310,11 +315,8 @@ async fn test_flagged_message_is_refused_without_generating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_moderation_unavailable_fails_closed() {
     let cfg = config();
-    let apology = cfg.apology.clone();
-    let h = Harness::new(cfg, |_| {
-        Gate::Unavailable("moderation.onnx: missing".into())
-    })
-    .await;
+    let apology = text(TextKey::Apology);
+    let h = Harness::new(cfg, |_| Gate::unavailable("moderation.onnx: missing")).await;
     let events = h.say("c4", "u4", QUESTION).await;
     assert_eq!(notices(&events), vec![apology.as_str()]);
     assert!(reply_of(&events).is_none());
@@ -326,7 +328,7 @@ async fn test_moderation_unavailable_fails_closed() {
 async fn test_commands_handoff_and_reset() {
     let mut cfg = config();
     cfg.rate_limit.burst = 100;
-    let greeting = cfg.greeting.clone();
+    let greeting = text(TextKey::Greeting);
     let h = Harness::new(cfg, |f| moderator(f, &[])).await;
     let start = h.command("c5", "u5", Command::Start).await;
     assert_eq!(reply_of(&start).map(|r| r.0), Some(greeting.as_str()));
@@ -454,7 +456,7 @@ async fn test_long_empty_and_flooding_messages() {
 async fn test_timeout_and_generation_error_apologise() {
     let mut cfg = config();
     cfg.reply_timeout_secs = 0.000_001;
-    let apology = cfg.apology.clone();
+    let apology = text(TextKey::Apology);
     let h = Harness::new(cfg, |f| moderator(f, &[])).await;
     let events = h.say("c7", "u7", QUESTION).await;
     assert_eq!(notices(&events), vec![apology.as_str()]);
@@ -487,7 +489,7 @@ async fn test_timeout_and_generation_error_apologise() {
     let events = h.say("c8", "u8", QUESTION).await;
     assert_eq!(
         notices(&events),
-        vec![config().apology.as_str()],
+        vec![text(TextKey::Apology).as_str()],
         "{events:?}"
     );
     h.shutdown().await;

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use chatforge::config::Config;
+use chatforge::pipeline::{TextKey, Texts};
 use chatforge::store::{self, Handoff, StoreOptions, Verdict};
 use chatforge::text::Role;
 use chatforge_discord::fake::{DM, Fake, TOKEN, USER, dm, interaction, reaction};
@@ -29,9 +30,16 @@ fn bot_messages(fake: &Fake) -> Vec<(u64, String)> {
 async fn wait_bot_messages(fake: &Fake, n: usize) -> Vec<(u64, String)> {
     fake.wait_for(&format!("{n} bot messages"), |f| bot_messages(f).len() >= n)
         .await;
-    // Let edits and reactions land.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     bot_messages(fake)
+}
+
+/// Waits until the bot's message `id` reads `text` (streamed replies are
+/// edited into their final text).
+async fn wait_text(fake: &Fake, id: u64, text: &str) {
+    fake.wait_for(&format!("message {id} to read {text:?}"), |f| {
+        bot_messages(f).iter().any(|(i, t)| *i == id && t == text)
+    })
+    .await;
 }
 
 fn reactions_on(fake: &Fake, message: u64) -> Vec<String> {
@@ -59,7 +67,10 @@ async fn test_serve_discord_dm_moderation_feedback_handoff_and_slash() {
             ),
         );
         let cfg = Config::load(Some(&config_path)).unwrap();
-        let safe = cfg.pipeline.safe_reply.clone();
+        let safe = Texts::new(&cfg.pipeline.texts)
+            .unwrap()
+            .get("en", TextKey::SafeReply)
+            .to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(chatforge::serve::serve(cfg, None, async {
             let _ = stop_rx.await;
@@ -79,6 +90,10 @@ async fn test_serve_discord_dm_moderation_feedback_handoff_and_slash() {
                 .calls("POST", &format!("/channels/{DM}/typing"))
                 .is_empty()
         );
+        fake.wait_for("👍 and 👎 on the reply", |f| {
+            reactions_on(f, reply_id).len() == 2
+        })
+        .await;
         assert_eq!(reactions_on(&fake, reply_id), ["👍", "👎"]);
 
         // The user's 👍 is stored as feedback on that reply.
@@ -89,18 +104,32 @@ async fn test_serve_discord_dm_moderation_feedback_handoff_and_slash() {
         wait_bot_messages(&fake, 2).await;
         fake.push("MESSAGE_CREATE", dm(3, common::ASK_BLOCKED));
         let msgs = wait_bot_messages(&fake, 3).await;
-        assert_eq!(msgs[2].1, safe);
-        assert!(
-            reactions_on(&fake, msgs[2].0).is_empty(),
-            "no rating of a replaced reply"
-        );
+        let replaced = msgs[2].0;
+        wait_text(&fake, replaced, &safe).await;
 
         // Handoff: the bot says so, then stays quiet.
         fake.push("MESSAGE_CREATE", dm(4, "/human"));
         let msgs = wait_bot_messages(&fake, 4).await;
         assert!(msgs[3].1.contains("human operator"), "{}", msgs[3].1);
         fake.push("MESSAGE_CREATE", dm(5, "hello? anyone?"));
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The pipeline logs a message it does not answer (for the operator)
+        // once it has dealt with it: then it is safe to look for an answer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !common::stored_conversations(dir.path())
+            .await
+            .iter()
+            .any(|c| {
+                c.messages
+                    .iter()
+                    .any(|m| m.role == Role::User && m.content == "hello? anyone?")
+            })
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the message was not logged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(bot_messages(&fake).len(), 4, "no answer during handoff");
         fake.push("MESSAGE_CREATE", dm(6, "/bot"));
         wait_bot_messages(&fake, 5).await;
@@ -129,6 +158,11 @@ async fn test_serve_discord_dm_moderation_feedback_handoff_and_slash() {
         let report = server.await.unwrap().expect("serve ran");
         assert_eq!(report.store.pending, 0);
         assert!(fake.bad_auth().is_empty());
+        // Serve has stopped and every reply is rendered: nothing can come late.
+        assert!(
+            reactions_on(&fake, replaced).is_empty(),
+            "no rating of a replaced reply"
+        );
 
         let convs = common::stored_conversations(dir.path()).await;
         assert_eq!(convs.len(), 2, "one before /reset, one after");

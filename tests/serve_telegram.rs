@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chatforge::config::Config;
+use chatforge::pipeline::{TextKey, Texts};
 use chatforge::store::{self, Handoff, StoreOptions, StoredConversation, Verdict};
 use chatforge::text::Role;
 use serde_json::{Value, json};
@@ -93,14 +94,73 @@ async fn stored(dir: &Path) -> Vec<StoredConversation> {
     common::stored_conversations(dir).await
 }
 
+/// Asks `question` in `chat` (as `user`) until a reply stored there comes
+/// from the model `version`: the observable sign that serve reloaded.
+async fn wait_for_version(
+    fake: &Fake,
+    dir: &Path,
+    chat: i64,
+    user: i64,
+    question: &str,
+    version: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = shown(fake, chat).len();
+        fake.push_update(text_message(chat, user, question));
+        wait_messages(fake, chat, before + 1).await;
+        let replied_by = |c: &StoredConversation| {
+            c.messages
+                .iter()
+                .any(|m| m.role == Role::Assistant && m.model_version.as_deref() == Some(version))
+        };
+        loop {
+            let convs = stored(dir).await;
+            let answered = convs
+                .iter()
+                .filter(|c| c.record.channel == chat.to_string())
+                .flat_map(|c| &c.messages)
+                .filter(|m| m.role == Role::Assistant)
+                .count();
+            if convs
+                .iter()
+                .any(|c| c.record.channel == chat.to_string() && replied_by(c))
+            {
+                return;
+            }
+            if answered > before {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reply stored in chat {chat}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve did not reload {version} within 30 s"
+        );
+    }
+}
+
 async fn wait_messages(fake: &Fake, chat: i64, n: usize) -> Vec<(i64, String)> {
     fake.wait_for(&format!("{n} messages in chat {chat}"), |f| {
         shown(f, chat).len() >= n
     })
     .await;
-    // Let the last one's edits and keyboard land.
-    tokio::time::sleep(Duration::from_millis(400)).await;
     shown(fake, chat)
+}
+
+/// Waits until the bot's message `message_id` in `chat` reads `text`
+/// (streamed replies are edited into their final text).
+async fn wait_text(fake: &Fake, chat: i64, message_id: i64, text: &str) {
+    fake.wait_for(&format!("message {message_id} to read {text:?}"), |f| {
+        shown(f, chat)
+            .iter()
+            .any(|(id, t)| *id == message_id && t == text)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +171,10 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
         let fake = Fake::start().await.unwrap();
         let config_path = write_config(dir.path(), &fake.url, &f.bundle, TOKEN);
         let cfg = Config::load(Some(&config_path)).unwrap();
-        let safe = cfg.pipeline.safe_reply.clone();
+        let safe = Texts::new(&cfg.pipeline.texts)
+            .unwrap()
+            .get("en", TextKey::SafeReply)
+            .to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(chatforge::serve::serve(
             cfg,
@@ -141,6 +204,10 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
         let msgs = say(42, &f.ask_ok, 1).await;
         let (first_id, first_text) = msgs[0].clone();
         assert!(!first_text.is_empty() && first_text != safe, "{first_text}");
+        fake.wait_for("feedback buttons on the reply", |f| {
+            buttons_of(f, first_id).is_some()
+        })
+        .await;
         let data = buttons_of(&fake, first_id).expect("feedback buttons on the reply");
         assert!(data.starts_with("fb:g:"));
         assert!(
@@ -159,7 +226,12 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
         // 3. A reply that moderation flags is replaced by the safe reply (in
         // a new chat, so the model sees the question alone, as the fixture did).
         let msgs = say(44, common::ASK_BLOCKED, 1).await;
-        assert_eq!(msgs[0].1, safe);
+        wait_text(&fake, 44, msgs[0].0, &safe).await;
+        // Asserted after a later message in the chat was answered: the
+        // adapter renders a chat's replies in order, so any buttons for the
+        // replaced reply would have come before.
+        fake.push_update(text_message(44, 11, "/help"));
+        wait_messages(&fake, 44, 2).await;
         assert!(
             buttons_of(&fake, msgs[0].0).is_none(),
             "no rating of a replaced reply"
@@ -169,8 +241,6 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
         let msgs = say(42, "/human", 2).await;
         assert!(msgs[1].1.contains("human operator"), "{}", msgs[1].1);
         fake.push_update(text_message(42, 7, "is anyone there?"));
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(shown(&fake, 42).len(), 2, "no answer during handoff");
         transcript
             .borrow_mut()
             .push("user: is anyone there?".into());
@@ -178,6 +248,9 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
             .borrow_mut()
             .push("      (no bot reply: an operator has the conversation)".into());
         let msgs = say(42, "/bot", 3).await;
+        // The chat's messages are handled in order: had the bot answered
+        // during the handoff, that answer would be message 3.
+        assert_eq!(msgs.len(), 3, "no answer during handoff: {msgs:?}");
         assert!(msgs[2].1.contains("bot again"), "{}", msgs[2].1);
 
         // 5. Hot reload: a new bundle named in the config is picked up.
@@ -193,7 +266,8 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
             .model_version()
             .unwrap()
             .to_string();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Reloaded when another chat's reply comes from the new model.
+        wait_for_version(&fake, dir.path(), 45, 9, &f.ask_ok, &v2_version).await;
         say(42, &f.ask_ok, 4).await;
 
         // 6. /reset, then a flood from another chat: one notice.
@@ -206,8 +280,17 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
             shown(f, 43).iter().any(|m| m.1.contains("faster"))
         })
         .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let flood = shown(&fake, 43);
+        // Another user's message in the same chat is handled after the
+        // whole flood: once it is answered, the flood's replies are all out.
+        fake.push_update(text_message(43, 10, "/help"));
+        fake.wait_for("the later /help", |f| {
+            shown(f, 43).iter().any(|m| m.1.contains("Commands"))
+        })
+        .await;
+        let flood: Vec<_> = shown(&fake, 43)
+            .into_iter()
+            .filter(|m| !m.1.contains("Commands"))
+            .collect();
         assert_eq!(flood.iter().filter(|m| m.1.contains("faster")).count(), 1);
         assert!(
             flood.len() <= 9,

@@ -1,19 +1,21 @@
-//! `chatforge bench pipeline`: the whole serving path — teloxide's
-//! dispatcher polling a local fake of the Telegram Bot API, the pipeline
-//! with moderation and the store, the model — under many concurrent
-//! conversations. Each conversation sends a message, waits for its reply
-//! to be final (the feedback keyboard arrives), then sends the next.
+//! `chatforge bench pipeline`: the serving path — the pipeline with
+//! moderation and the store, the model — under many concurrent
+//! conversations. Each conversation sends a message, waits for its reply to
+//! be final, then sends the next. The messages enter through the
+//! `ChatHandler` contract as an adapter hands them over (`--via direct`),
+//! or, in a build with the `fakes` feature, through teloxide's dispatcher
+//! polling a local fake of the Telegram Bot API (`--via telegram`: the
+//! reply is final when its feedback keyboard arrives there).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatforge_channel::ChatHandler;
-use chatforge_telegram::fake::{Fake, TOKEN, chat_json};
-use chatforge_telegram::{TelegramAdapter, TelegramConfig};
+use chatforge_channel::{
+    ChatEvent, ChatHandler, ChatRequest, IncomingMessage, Platform, event_channel,
+};
 use serde::Serialize;
-use serde_json::json;
 
 use super::percentile;
 use crate::config::Config;
@@ -30,19 +32,33 @@ pub struct PipelineBench {
     pub new_tokens: usize,
     /// `[runtime]` settings (providers, threads).
     pub config: Config,
+    pub via: Via,
+}
+
+/// Where the bench's messages enter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Straight into the pipeline, as an adapter hands messages over.
+    Direct,
+    /// Through the Telegram adapter and a local fake of the Bot API (a
+    /// build with `--features fakes`).
+    Telegram,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PipelineFigures {
     pub bench: &'static str,
+    pub via: Via,
     pub model_version: String,
     pub moderation: bool,
     pub conversations: usize,
     pub messages: usize,
     pub seconds: f64,
     pub messages_per_s: f64,
-    /// From the update being offered to the Bot API fake to the reply's
-    /// feedback keyboard arriving there.
+    /// From the message entering to its final reply (via Telegram: from
+    /// the update being offered to the Bot API fake to the reply's feedback
+    /// keyboard arriving there).
     pub e2e_p50_ms: f64,
     pub e2e_p99_ms: f64,
     /// Inside the pipeline, everything but waiting for the model.
@@ -54,14 +70,6 @@ pub struct PipelineFigures {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn message(chat: i64, text: &str) -> serde_json::Value {
-    json!({"message": {
-        "message_id": 1, "date": 1, "chat": chat_json(chat),
-        "from": {"id": chat, "is_bot": false, "first_name": "Bench"},
-        "text": text
-    }})
 }
 
 const QUESTIONS: [&str; 4] = [
@@ -94,10 +102,115 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
         .current()
         .model_version()
         .to_string();
+    let start = Instant::now();
+    let mut e2e = match b.via {
+        Via::Direct => direct(&services.pipeline, &b).await?,
+        Via::Telegram => via_telegram(&services.pipeline, &b).await?,
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let total = e2e.len();
+    let timings = services.pipeline.take_timings();
+    services.writer.shutdown().await?;
+    let mut overhead: Vec<f64> = timings.iter().map(|t| ms(t.overhead())).collect();
+    let mut model: Vec<f64> = timings.iter().map(|t| ms(t.model)).collect();
+    e2e.sort_by(f64::total_cmp);
+    overhead.sort_by(f64::total_cmp);
+    model.sort_by(f64::total_cmp);
+    Ok(PipelineFigures {
+        bench: "pipeline",
+        via: b.via,
+        model_version,
+        moderation: b.moderation.is_some(),
+        conversations: b.conversations,
+        messages: total,
+        seconds,
+        messages_per_s: total as f64 / seconds,
+        e2e_p50_ms: percentile(&e2e, 0.5),
+        e2e_p99_ms: percentile(&e2e, 0.99),
+        overhead_p50_ms: percentile(&overhead, 0.5),
+        overhead_p99_ms: percentile(&overhead, 0.99),
+        model_p50_ms: percentile(&model, 0.5),
+        model_p99_ms: percentile(&model, 0.99),
+    })
+}
+
+/// Every conversation a task: send, wait for the final reply, send the next.
+async fn direct(
+    pipeline: &Arc<crate::pipeline::Pipeline>,
+    b: &PipelineBench,
+) -> Result<Vec<f64>, ServeError> {
+    let tasks: Vec<_> = (0..b.conversations)
+        .map(|c| {
+            let pipeline = Arc::clone(pipeline);
+            let messages = b.messages_per_conversation;
+            tokio::spawn(async move {
+                let mut e2e = Vec::with_capacity(messages);
+                for n in 0..messages {
+                    let request = ChatRequest::Message(IncomingMessage {
+                        platform: Platform::Telegram,
+                        conversation_key: c.to_string(),
+                        user_key: c.to_string(),
+                        text: QUESTIONS[n % QUESTIONS.len()].to_string(),
+                        reply_to: None,
+                        is_direct: true,
+                    });
+                    let (sink, mut events) = event_channel();
+                    let at = Instant::now();
+                    pipeline.handle(request, sink).await;
+                    let mut replied = false;
+                    while let Some(e) = events.next().await {
+                        replied |= matches!(e, ChatEvent::Reply { .. });
+                    }
+                    if !replied {
+                        return Err(format!("conversation {c}: message {n} got no reply"));
+                    }
+                    e2e.push(ms(at.elapsed()));
+                }
+                Ok(e2e)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        let got = t
+            .await
+            .map_err(|e| ServeError::Other(format!("bench pipeline: {e}")))?;
+        all.extend(got.map_err(|e| ServeError::Other(format!("bench pipeline: {e}")))?);
+    }
+    Ok(all)
+}
+
+#[cfg(not(feature = "fakes"))]
+async fn via_telegram(
+    _: &Arc<crate::pipeline::Pipeline>,
+    _: &PipelineBench,
+) -> Result<Vec<f64>, ServeError> {
+    Err(ServeError::Other(
+        "bench pipeline --via telegram needs a build with the local platform fakes: cargo build --release --features fakes".into(),
+    ))
+}
+
+#[cfg(feature = "fakes")]
+async fn via_telegram(
+    pipeline: &Arc<crate::pipeline::Pipeline>,
+    b: &PipelineBench,
+) -> Result<Vec<f64>, ServeError> {
+    use chatforge_telegram::fake::{Fake, TOKEN, chat_json};
+    use chatforge_telegram::{TelegramAdapter, TelegramConfig};
+    use serde_json::json;
+
+    let message = |chat: i64, text: &str| {
+        json!({"message": {
+            "message_id": 1, "date": 1, "chat": chat_json(chat),
+            "from": {"id": chat, "is_bot": false, "first_name": "Bench"},
+            "text": text
+        }})
+    };
+    let io = |e: std::io::Error| ServeError::Other(format!("bench pipeline: {e}"));
     let fake = Fake::start().await.map_err(io)?;
     let mut tc = TelegramConfig::new(TOKEN);
     tc.api_url = Some(fake.url.clone());
-    let handler: Arc<dyn ChatHandler> = services.pipeline.clone();
+    let handler: Arc<dyn ChatHandler> = pipeline.clone();
     let adapter = TelegramAdapter::connect(tc, handler)
         .await
         .map_err(|e| ServeError::Other(e.to_string()))?;
@@ -143,29 +256,7 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
             }
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     let _ = running.await;
-    let timings = services.pipeline.take_timings();
-    services.writer.shutdown().await?;
-    let mut overhead: Vec<f64> = timings.iter().map(|t| ms(t.overhead())).collect();
-    let mut model: Vec<f64> = timings.iter().map(|t| ms(t.model)).collect();
-    e2e.sort_by(f64::total_cmp);
-    overhead.sort_by(f64::total_cmp);
-    model.sort_by(f64::total_cmp);
-    Ok(PipelineFigures {
-        bench: "pipeline",
-        model_version,
-        moderation: b.moderation.is_some(),
-        conversations: b.conversations,
-        messages: total,
-        seconds,
-        messages_per_s: total as f64 / seconds,
-        e2e_p50_ms: percentile(&e2e, 0.5),
-        e2e_p99_ms: percentile(&e2e, 0.99),
-        overhead_p50_ms: percentile(&overhead, 0.5),
-        overhead_p99_ms: percentile(&overhead, 0.99),
-        model_p50_ms: percentile(&model, 0.5),
-        model_p99_ms: percentile(&model, 0.99),
-    })
+    Ok(e2e)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use chatforge::bench::{PipelineBench, bench_pipeline};
+use chatforge::bench::{PipelineBench, Via, bench_pipeline};
 use chatforge::config::Config;
 
 #[derive(clap::Args)]
@@ -75,6 +75,11 @@ pub struct BenchPipelineArgs {
     /// chatforge.toml for the [runtime] settings.
     #[arg(long, env = "CHATFORGE_CONFIG")]
     config: Option<PathBuf>,
+    /// Where messages enter: straight into the pipeline, or through the
+    /// Telegram adapter and a local fake of the Bot API (needs a build
+    /// with `--features fakes`).
+    #[arg(long, value_enum, default_value = "direct")]
+    via: Via,
     #[arg(long)]
     json: bool,
 }
@@ -93,6 +98,7 @@ pub fn bench(a: BenchPipelineArgs) -> Result<()> {
         messages_per_conversation: a.messages,
         new_tokens: a.new_tokens,
         config,
+        via: a.via,
     }))?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

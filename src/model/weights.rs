@@ -82,10 +82,7 @@ pub fn load_safetensors(path: &Path, cfg: &GptConfig, dev: &Device) -> Result<We
         path: path.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(crate::fsio::io_err(path))?;
     let raw = candle_core::safetensors::load_buffer(&bytes, dev)
         .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
     let mut named = BTreeMap::new();

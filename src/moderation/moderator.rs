@@ -3,7 +3,8 @@
 //! names what fired and with what score.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
 
 use ort::session::Session;
 use serde::{Deserialize, Serialize};
@@ -164,9 +165,11 @@ impl Verdict {
 }
 
 /// A loaded moderation model with its rules. Safe to share between
-/// threads: the ONNX session sits behind a mutex.
+/// threads: it holds one ONNX session per thread that may score at once,
+/// each behind its own mutex.
 pub struct Moderator {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
     provider: Provider,
     meta: ModelMeta,
     rules: Rules,
@@ -176,6 +179,12 @@ impl Moderator {
     /// Opens `<dir>/moderation.json` and `<dir>/moderation.onnx`, checking
     /// that the ONNX file has the classifier's inputs and label count.
     pub fn open(dir: &Path, cfg: &RuntimeConfig) -> Result<Self> {
+        Self::open_sessions(dir, cfg, 1)
+    }
+
+    /// [`Self::open`] with `sessions` ONNX sessions, so that as many
+    /// threads can score at once.
+    pub fn open_sessions(dir: &Path, cfg: &RuntimeConfig, sessions: usize) -> Result<Self> {
         let meta = ModelMeta::read(dir)?;
         let path = dir.join(ONNX_FILE);
         let model_err = |reason: String| Error::Model {
@@ -212,8 +221,13 @@ impl Moderator {
                 meta.labels.len()
             )));
         }
+        let mut all = vec![Mutex::new(loaded.session)];
+        for _ in 1..sessions.max(1) {
+            all.push(Mutex::new(runtime::open_file(cfg, &path)?.session));
+        }
         Ok(Self {
-            session: Mutex::new(loaded.session),
+            sessions: all,
+            next: AtomicUsize::new(0),
             provider: loaded.provider,
             meta,
             rules: Rules::default(),
@@ -252,10 +266,7 @@ impl Moderator {
 
     fn score_features(&self, feats: &[Features]) -> Result<Vec<Vec<f32>>> {
         let n = self.meta.labels.len();
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| Error::Run("a previous inference panicked".into()))?;
+        let mut session = self.session();
         let mut out = Vec::with_capacity(feats.len());
         // Bounded batches keep the padded input small whatever the caller passes.
         for chunk in feats.chunks(256) {
@@ -264,6 +275,24 @@ impl Moderator {
             out.extend(flat.chunks(n).map(<[f32]>::to_vec));
         }
         Ok(out)
+    }
+
+    /// A free session if there is one, else the next in turn. A session
+    /// whose lock was poisoned by a panic is still sound: ONNX Runtime
+    /// keeps no state between runs.
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let k = self.sessions.len();
+        for i in 0..k {
+            match self.sessions[(start + i) % k].try_lock() {
+                Ok(s) => return s,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.sessions[start % k]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// A verdict per text, in input order.

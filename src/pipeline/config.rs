@@ -1,10 +1,13 @@
 //! The `[pipeline]` section of `chatforge.toml`: persona, control tags per
-//! channel, session lifetime, limits and the fixed replies.
+//! channel, session lifetime, limits and what the bot says.
 
 use std::time::Duration;
 
 use chatforge_channel::Platform;
 use serde::{Deserialize, Serialize};
+
+use super::texts::{TextOverrides, Texts};
+use crate::config::{bounded_minutes, bounded_secs};
 
 /// How the pipeline talks and what it tolerates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,30 +21,29 @@ pub struct PipelineConfig {
     pub style: Option<String>,
     /// Profiles per platform or per conversation; the most specific match wins.
     pub channels: Vec<ChannelProfile>,
-    /// A conversation idle this long ends; the next message starts a new one.
+    /// A conversation idle this long ends; the next message starts a new
+    /// one. A conversation waiting for a human does not end.
     pub idle_minutes: f64,
     /// Longer messages are cut to their last this many characters (the user
     /// is told); the model's context cuts further if needed.
     pub max_input_chars: usize,
-    /// A reply that takes longer is abandoned with [`Self::apology`].
+    /// A reply that takes longer is abandoned with the apology text.
     pub reply_timeout_secs: f64,
     /// Overrides `generation.json`'s `max_new_tokens` when set.
     pub max_new_tokens: Option<usize>,
     /// Overrides `generation.json`'s temperature when set (0 = greedy).
     pub temperature: Option<f32>,
     pub rate_limit: RateLimitConfig,
-    /// Sent instead of a reply that moderation flagged.
-    pub safe_reply: String,
-    /// Sent when a user's message was flagged.
-    pub input_refusal: String,
-    /// Sent when a reply could not be produced or checked.
-    pub apology: String,
-    /// `/start`.
-    pub greeting: String,
+    /// Conversations held in memory at most; past it the longest idle ones
+    /// end (one waiting for a human is kept).
+    pub max_sessions: usize,
     /// Replies streamed to platforms that edit messages are released in
     /// pieces of at least this many characters, each checked by moderation
     /// before it is shown.
     pub stream_chunk_chars: usize,
+    /// What the bot says, per language: `[pipeline.texts.en]`,
+    /// `[pipeline.texts.zh]`, … replace built-in texts entry by entry.
+    pub texts: TextOverrides,
 }
 
 impl Default for PipelineConfig {
@@ -57,11 +59,9 @@ impl Default for PipelineConfig {
             max_new_tokens: None,
             temperature: None,
             rate_limit: RateLimitConfig::default(),
-            safe_reply: "Sorry, I can't help with that. Type /human to reach a person.".into(),
-            input_refusal: "I can't respond to that message. Please keep it respectful; type /human to reach a person.".into(),
-            apology: "Sorry, something went wrong on my side and I couldn't answer. Please try again, or type /human to reach a person.".into(),
-            greeting: "Hi! I'm the support assistant. Ask me anything; /help lists the commands.".into(),
+            max_sessions: 100_000,
             stream_chunk_chars: 48,
+            texts: TextOverrides::new(),
         }
     }
 }
@@ -73,6 +73,8 @@ impl Default for PipelineConfig {
 pub struct RateLimitConfig {
     pub burst: u32,
     pub per_seconds: f64,
+    /// Users tracked at most; past it the fullest buckets are forgotten.
+    pub max_users: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -80,6 +82,7 @@ impl Default for RateLimitConfig {
         Self {
             burst: 5,
             per_seconds: 10.0,
+            max_users: 100_000,
         }
     }
 }
@@ -109,24 +112,33 @@ pub struct Profile {
     pub style: Option<String>,
 }
 
+/// The durations of a [`PipelineConfig`], checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durations {
+    pub idle: Duration,
+    pub reply_timeout: Duration,
+    /// The time `rate_limit.burst` messages take to refill.
+    pub rate_window: Duration,
+}
+
+const DAY: f64 = 86_400.0;
+
 impl PipelineConfig {
-    /// Checks values that serde cannot; names the key at fault.
+    /// Checks values that serde cannot; names the key at fault. Every
+    /// duration has bounds, so none can overflow a `Duration` later.
     pub fn validate(&self) -> Result<(), String> {
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("pipeline.{key} must be a positive number, got {v}"))
-            }
-        };
-        positive("idle_minutes", self.idle_minutes)?;
-        positive("reply_timeout_secs", self.reply_timeout_secs)?;
-        positive("rate_limit.per_seconds", self.rate_limit.per_seconds)?;
+        self.durations()?;
         if self.rate_limit.burst == 0 {
             return Err("pipeline.rate_limit.burst must be at least 1".into());
         }
+        if self.rate_limit.max_users == 0 {
+            return Err("pipeline.rate_limit.max_users must be at least 1".into());
+        }
         if self.max_input_chars == 0 {
             return Err("pipeline.max_input_chars must be at least 1".into());
+        }
+        if self.max_sessions == 0 {
+            return Err("pipeline.max_sessions must be at least 1".into());
         }
         if self
             .temperature
@@ -137,25 +149,35 @@ impl PipelineConfig {
         if self.max_new_tokens == Some(0) {
             return Err("pipeline.max_new_tokens must be at least 1".into());
         }
-        for (key, text) in [
-            ("safe_reply", &self.safe_reply),
-            ("input_refusal", &self.input_refusal),
-            ("apology", &self.apology),
-            ("greeting", &self.greeting),
-        ] {
-            if text.trim().is_empty() {
-                return Err(format!("pipeline.{key} must not be empty"));
-            }
-        }
+        Texts::new(&self.texts)?;
         Ok(())
     }
 
-    pub fn idle(&self) -> Duration {
-        Duration::from_secs_f64(self.idle_minutes * 60.0)
-    }
-
-    pub fn reply_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.reply_timeout_secs)
+    /// The checked durations.
+    pub fn durations(&self) -> Result<Durations, String> {
+        let idle = bounded_minutes(
+            "pipeline.idle_minutes",
+            self.idle_minutes,
+            0.001,
+            30.0 * 1440.0,
+        )?;
+        let reply_timeout = bounded_secs(
+            "pipeline.reply_timeout_secs",
+            self.reply_timeout_secs,
+            1e-6,
+            DAY,
+        )?;
+        let rate_window = bounded_secs(
+            "pipeline.rate_limit.per_seconds",
+            self.rate_limit.per_seconds,
+            0.001,
+            DAY,
+        )?;
+        Ok(Durations {
+            idle,
+            reply_timeout,
+            rate_window,
+        })
     }
 
     /// The defaults overlaid with the platform's profile, then the
@@ -227,13 +249,39 @@ persona = "billing desk"
     fn test_bad_values_name_the_key() {
         let err = toml::from_str::<PipelineConfig>("idle_minute = 3").unwrap_err();
         assert!(err.to_string().contains("idle_minute"), "{err}");
-        let cfg = PipelineConfig {
-            reply_timeout_secs: 0.0,
-            ..Default::default()
-        };
-        assert!(cfg.validate().unwrap_err().contains("reply_timeout_secs"));
         let mut cfg = PipelineConfig::default();
         cfg.rate_limit.burst = 0;
         assert!(cfg.validate().unwrap_err().contains("rate_limit.burst"));
+        let cfg: PipelineConfig = toml::from_str("[texts.en]\napology = \"\"\n").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("texts.en.apology"));
+    }
+
+    /// One case per duration key: infinite, huge, zero, negative and NaN
+    /// values are errors naming the key, never a panic.
+    #[test]
+    fn test_every_duration_key_is_bounded() {
+        type Set = fn(&mut PipelineConfig, f64);
+        let keys: [(&str, Set); 3] = [
+            ("pipeline.idle_minutes", |c, v| c.idle_minutes = v),
+            ("pipeline.reply_timeout_secs", |c, v| {
+                c.reply_timeout_secs = v;
+            }),
+            ("pipeline.rate_limit.per_seconds", |c, v| {
+                c.rate_limit.per_seconds = v;
+            }),
+        ];
+        for (key, set) in keys {
+            for bad in [f64::INFINITY, 1e300, 0.0, -1.0, f64::NAN] {
+                let mut cfg = PipelineConfig::default();
+                set(&mut cfg, bad);
+                let err = cfg.validate().unwrap_err();
+                assert!(err.contains(key), "{key} = {bad}: {err}");
+            }
+            let mut cfg = PipelineConfig::default();
+            set(&mut cfg, 5.0);
+            cfg.validate().unwrap();
+        }
+        let d = PipelineConfig::default().durations().unwrap();
+        assert_eq!(d.idle, Duration::from_secs(1800));
     }
 }

@@ -1,13 +1,20 @@
 //! The model behind the pipeline: worker threads that each own a
-//! [`Generator`], fed from one queue, and swapped whole on reload so that
+//! [`Backend`], fed from one queue, and swapped whole on reload so that
 //! replies in flight finish on the bundle they started with.
+//!
+//! A backend that panics is caught: the reply fails (the user gets the
+//! apology), the panic is logged, and the worker opens a fresh backend, so
+//! one bad reply never takes the model offline.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::gate::panic_message;
 use crate::runtime::{Generation, Generator, RuntimeConfig, SamplingParams};
 use crate::text::Dialog;
 
@@ -19,8 +26,71 @@ pub enum EngineError {
     Open { dir: String, reason: String },
     #[error("generation failed: {0}")]
     Generate(String),
+    /// The queue in front of the workers is full.
+    #[error("{0} replies are already waiting for the model")]
+    Busy(usize),
     #[error("the model workers stopped")]
     Stopped,
+}
+
+/// What generates replies: the ONNX generator in production, a scripted
+/// one in the pipeline's unit tests. One instance is used by one thread at
+/// a time.
+pub trait Backend: Send {
+    /// The next assistant turn of `dialog`. `on_text` receives the reply's
+    /// text as it becomes final; once `cancel` is set, generation stops at
+    /// the next token.
+    fn reply(
+        &mut self,
+        dialog: &Dialog,
+        params: &SamplingParams,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, String>;
+
+    /// The model's version, as the store records it.
+    fn model_version(&self) -> String;
+
+    /// The model's default sampling settings.
+    fn default_params(&self) -> SamplingParams;
+}
+
+impl Backend for Generator {
+    fn reply(
+        &mut self,
+        dialog: &Dialog,
+        params: &SamplingParams,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, String> {
+        self.reply_cancellable(dialog, params, cancel, &mut |_, piece| on_text(piece))
+            .map_err(|e| e.to_string())
+    }
+
+    fn model_version(&self) -> String {
+        self.bundle()
+            .model_version()
+            .unwrap_or("unversioned")
+            .to_string()
+    }
+
+    fn default_params(&self) -> SamplingParams {
+        Generator::default_params(self)
+    }
+}
+
+/// Opens a backend for a bundle folder; called once per worker, and again
+/// for a worker whose backend panicked.
+pub type Opener = Arc<dyn Fn(&Path) -> Result<Box<dyn Backend>, String> + Send + Sync>;
+
+/// The production opener: the bundle's ONNX model through ONNX Runtime.
+pub fn onnx_opener(runtime: &RuntimeConfig) -> Opener {
+    let runtime = runtime.clone();
+    Arc::new(move |dir: &Path| {
+        Generator::open(dir, &runtime)
+            .map(|g| Box::new(g) as Box<dyn Backend>)
+            .map_err(|e| e.to_string())
+    })
 }
 
 struct Job {
@@ -31,6 +101,9 @@ struct Job {
     done: oneshot::Sender<Result<Generation, EngineError>>,
 }
 
+/// Replies queued for a pool before [`Pool::reply`] answers [`EngineError::Busy`].
+const QUEUE: usize = 1024;
+
 /// One loaded bundle and its workers. Dropping the last handle closes the
 /// queue; workers finish what is queued and exit.
 pub struct Pool {
@@ -38,41 +111,39 @@ pub struct Pool {
     dir: PathBuf,
     model_version: String,
     defaults: SamplingParams,
+    restarts: Arc<AtomicU64>,
 }
 
 impl Pool {
-    /// Starts `workers` threads, each opening its own session of the bundle;
-    /// returns once all are ready, or the first error.
-    fn open(dir: &Path, runtime: &RuntimeConfig, workers: usize) -> Result<Self, EngineError> {
+    /// Starts `workers` threads, each opening its own backend; returns once
+    /// all are ready, or the first error.
+    fn open(dir: &Path, opener: &Opener, workers: usize) -> Result<Self, EngineError> {
         let open_err = |reason: String| EngineError::Open {
             dir: dir.display().to_string(),
             reason,
         };
-        let (tx, rx) = mpsc::channel::<Job>(1024);
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
+        let restarts = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for i in 0..workers.max(1) {
-            let rx = Arc::clone(&rx);
+            let worker = Worker {
+                rx: Arc::clone(&rx),
+                dir: dir.to_path_buf(),
+                opener: Arc::clone(opener),
+                restarts: Arc::clone(&restarts),
+            };
             let ready = ready_tx.clone();
-            let dir = dir.to_path_buf();
-            let runtime = runtime.clone();
             std::thread::Builder::new()
                 .name(format!("chatforge-gen-{i}"))
-                .spawn(move || match Generator::open(&dir, &runtime) {
-                    Ok(g) => {
-                        let info = (
-                            g.bundle()
-                                .model_version()
-                                .unwrap_or("unversioned")
-                                .to_string(),
-                            g.default_params(),
-                        );
-                        let _ = ready.send(Ok(info));
+                .spawn(move || match (worker.opener)(&worker.dir) {
+                    Ok(b) => {
+                        let _ = ready.send(Ok((b.model_version(), b.default_params())));
                         drop(ready);
-                        work(g, &rx);
+                        worker.run(b);
                     }
                     Err(e) => {
-                        let _ = ready.send(Err(e.to_string()));
+                        let _ = ready.send(Err(e));
                     }
                 })
                 .map_err(|e| open_err(format!("cannot start a worker thread: {e}")))?;
@@ -88,6 +159,7 @@ impl Pool {
             dir: dir.to_path_buf(),
             model_version,
             defaults,
+            restarts,
         })
     }
 
@@ -104,8 +176,14 @@ impl Pool {
         &self.defaults
     }
 
+    /// Backends reopened after a panic since the pool started.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
     /// Queues a reply; its text arrives on `deltas` as it becomes final.
-    /// Setting `cancel` stops it at the next token.
+    /// Setting `cancel` stops it at the next token. A full queue answers
+    /// [`EngineError::Busy`] at once rather than making the caller wait.
     pub async fn reply(
         &self,
         dialog: Dialog,
@@ -121,72 +199,271 @@ impl Pool {
             deltas,
             done,
         };
-        self.tx.send(job).await.map_err(|_| EngineError::Stopped)?;
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EngineError::Busy(QUEUE),
+            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
+        })?;
         result.await.map_err(|_| EngineError::Stopped)?
     }
 }
 
-fn work(mut generator: Generator, rx: &Mutex<mpsc::Receiver<Job>>) {
-    loop {
-        // Workers take turns waiting on the shared queue.
-        let job = match rx.lock() {
-            Ok(mut rx) => rx.blocking_recv(),
-            Err(_) => None,
-        };
-        let Some(job) = job else {
-            return;
-        };
-        let result = generator
-            .reply_cancellable(&job.dialog, &job.params, &job.cancel, &mut |_, piece| {
-                let _ = job.deltas.send(piece.to_string());
-            })
-            .map_err(|e| EngineError::Generate(e.to_string()));
-        let _ = job.done.send(result);
+struct Worker {
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    dir: PathBuf,
+    opener: Opener,
+    restarts: Arc<AtomicU64>,
+}
+
+impl Worker {
+    fn next_job(&self) -> Option<Job> {
+        // Workers take turns waiting on the shared queue; a poisoned lock
+        // only means another worker panicked while waiting.
+        self.rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocking_recv()
+    }
+
+    fn run(&self, mut backend: Box<dyn Backend>) {
+        while let Some(job) = self.next_job() {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                backend.reply(&job.dialog, &job.params, &job.cancel, &mut |piece| {
+                    let _ = job.deltas.send(piece.to_string());
+                })
+            }));
+            match result {
+                Ok(r) => {
+                    let _ = job.done.send(r.map_err(EngineError::Generate));
+                }
+                Err(p) => {
+                    let reason = panic_message(&*p);
+                    tracing::error!(bundle = %self.dir.display(), panic = %reason, "the generator panicked; reopening it");
+                    let _ = job
+                        .done
+                        .send(Err(EngineError::Generate(format!("panicked: {reason}"))));
+                    // Its state may be broken half-way through a step.
+                    drop(backend);
+                    match self.reopen() {
+                        Some(b) => backend = b,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fresh backend, retrying while the bundle cannot be opened; `None`
+    /// once the pool is gone (nobody is left to serve).
+    fn reopen(&self) -> Option<Box<dyn Backend>> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match (self.opener)(&self.dir) {
+                Ok(b) => {
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(bundle = %self.dir.display(), "generator reopened");
+                    return Some(b);
+                }
+                Err(e) => {
+                    tracing::error!(bundle = %self.dir.display(), error = %e, "cannot reopen the generator; retrying");
+                }
+            }
+            let closed = self.rx.lock().map(|rx| rx.is_closed()).unwrap_or(true);
+            if closed {
+                return None;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
     }
 }
 
 /// The current pool; [`Engine::reload`] replaces it atomically.
 pub struct Engine {
     current: RwLock<Arc<Pool>>,
-    runtime: RuntimeConfig,
+    opener: Opener,
     workers: usize,
 }
 
 impl Engine {
-    /// Opens the bundle in `dir` with `workers` generator threads. Blocks
-    /// while the model loads.
+    /// Opens the bundle in `dir` with `workers` ONNX generator threads.
+    /// Blocks while the model loads.
     pub fn open(dir: &Path, runtime: &RuntimeConfig, workers: usize) -> Result<Self, EngineError> {
-        let pool = Pool::open(dir, runtime, workers)?;
+        Self::with_opener(dir, onnx_opener(runtime), workers)
+    }
+
+    /// [`Self::open`] with any backend.
+    pub fn with_opener(dir: &Path, opener: Opener, workers: usize) -> Result<Self, EngineError> {
+        let pool = Pool::open(dir, &opener, workers)?;
         tracing::info!(bundle = %dir.display(), version = pool.model_version(), workers, "model loaded");
         Ok(Self {
             current: RwLock::new(Arc::new(pool)),
-            runtime: runtime.clone(),
+            opener,
             workers,
         })
     }
 
     /// The pool new replies go to. A reply keeps its pool until it is done.
     pub fn current(&self) -> Arc<Pool> {
-        match self.current.read() {
-            Ok(p) => Arc::clone(&p),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        let p = self.current.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&p)
     }
 
     /// Loads the bundle in `dir` (the same folder re-exported, or another)
     /// and switches new replies to it; on error the old model stays. Blocks
     /// while the model loads. Returns the new model version.
     pub fn reload(&self, dir: &Path) -> Result<String, EngineError> {
-        let pool = Pool::open(dir, &self.runtime, self.workers)?;
+        let pool = Pool::open(dir, &self.opener, self.workers)?;
         let version = pool.model_version().to_string();
         let old = {
-            let mut cur = match self.current.write() {
-                Ok(c) => c,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *cur, Arc::new(pool))
         };
         tracing::info!(bundle = %dir.display(), from = old.model_version(), to = %version, "model reloaded");
         Ok(version)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::runtime::StopReason;
+
+    /// A backend that answers from a script: `reply_for(last user text)`,
+    /// streamed word by word. A user text containing `"panic!"` panics
+    /// mid-reply; one containing `"error!"` fails; `"slow!"` sleeps 200 ms
+    /// per word.
+    pub struct Scripted {
+        pub version: String,
+        pub reply_for: fn(&str) -> String,
+    }
+
+    pub fn opener(version: &str, reply_for: fn(&str) -> String) -> Opener {
+        let version = version.to_string();
+        Arc::new(move |_: &Path| {
+            Ok(Box::new(Scripted {
+                version: version.clone(),
+                reply_for,
+            }) as Box<dyn Backend>)
+        })
+    }
+
+    impl Backend for Scripted {
+        fn reply(
+            &mut self,
+            dialog: &Dialog,
+            _params: &SamplingParams,
+            cancel: &AtomicBool,
+            on_text: &mut dyn FnMut(&str),
+        ) -> Result<Generation, String> {
+            let last = dialog
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == crate::text::Role::User)
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            if last.contains("error!") {
+                return Err("scripted failure".into());
+            }
+            let text = (self.reply_for)(&last);
+            let mut sent = String::new();
+            let mut stop = StopReason::StopToken;
+            for (i, word) in text.split_inclusive(' ').enumerate() {
+                if cancel.load(Ordering::Relaxed) {
+                    stop = StopReason::Cancelled;
+                    break;
+                }
+                if i == 1 && last.contains("panic!") {
+                    panic!("scripted generator panic");
+                }
+                if last.contains("slow!") {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                on_text(word);
+                sent.push_str(word);
+            }
+            Ok(Generation {
+                tokens: (0..sent.split_whitespace().count() as u32).collect(),
+                text: sent,
+                prompt_tokens: dialog.messages.len(),
+                prompt_cut_tokens: 0,
+                stop,
+            })
+        }
+
+        fn model_version(&self) -> String {
+            self.version.clone()
+        }
+
+        fn default_params(&self) -> SamplingParams {
+            SamplingParams::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::{Message, Role};
+
+    fn dialog(text: &str) -> Dialog {
+        Dialog {
+            messages: vec![Message {
+                role: Role::User,
+                content: text.into(),
+            }],
+            topic: None,
+            style: None,
+        }
+    }
+
+    async fn ask(engine: &Engine, text: &str) -> Result<Generation, EngineError> {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        engine
+            .current()
+            .reply(
+                dialog(text),
+                SamplingParams::default(),
+                Arc::new(AtomicBool::new(false)),
+                tx,
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn test_a_panicking_generator_is_reopened_and_serves_on() {
+        let opener = testing::opener("v1", |q| format!("you said {q}"));
+        let engine = Engine::with_opener(Path::new("scripted"), opener, 1).unwrap();
+        assert_eq!(ask(&engine, "hi").await.unwrap().text, "you said hi");
+        let err = ask(&engine, "please panic! now").await.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        // The only worker survived: the next reply works.
+        assert_eq!(ask(&engine, "again").await.unwrap().text, "you said again");
+        assert_eq!(engine.current().restarts(), 1);
+        assert!(matches!(
+            ask(&engine, "error!").await,
+            Err(EngineError::Generate(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn test_reload_switches_version_and_failure_keeps_the_old() {
+        let versions = Arc::new(Mutex::new(vec!["v2", "v1"]));
+        let opener: Opener = {
+            let versions = Arc::clone(&versions);
+            Arc::new(move |dir: &Path| {
+                if dir.ends_with("broken") {
+                    return Err("no model.onnx".into());
+                }
+                let v = versions.lock().unwrap().pop().unwrap_or("v?");
+                testing::opener(v, |_| "ok".into())(dir)
+            })
+        };
+        let engine = Engine::with_opener(Path::new("a"), opener, 1).unwrap();
+        assert_eq!(engine.current().model_version(), "v1");
+        assert!(engine.reload(Path::new("broken")).is_err());
+        assert_eq!(engine.current().model_version(), "v1");
+        assert_eq!(engine.reload(Path::new("b")).unwrap(), "v2");
+        assert_eq!(engine.current().dir(), Path::new("b"));
     }
 }

@@ -1,6 +1,7 @@
-//! Conversations in memory: the turns the model sees, the handoff flag and
-//! the last reply, per platform conversation; plus an index from reply ids
-//! to conversations for feedback that arrives later.
+//! Conversations in memory: the turns the model sees, the conversation's
+//! state and the last reply, per platform conversation; plus an index from
+//! reply ids to conversations for feedback that arrives later. Both are
+//! capped, so a long-running `serve` holds bounded memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,17 +10,74 @@ use std::time::{Duration, Instant};
 use chatforge_channel::Platform;
 
 use super::config::Profile;
+use crate::store::Handoff;
 use crate::text::Message;
+
+/// Who answers a conversation. Every change is persisted
+/// ([`State::stored`]) so operators and later replicas see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// The bot answers.
+    Active,
+    /// The user asked for a human (`/human`); the bot stays quiet and the
+    /// user's messages are logged for the operator.
+    HandoffRequested,
+    /// An operator took the conversation.
+    WithOperator { operator: String },
+}
+
+/// Why a state changed, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// `/human`.
+    AskHuman,
+    /// An operator claimed the conversation.
+    Claim,
+    /// `/bot`, or an operator resolved the conversation.
+    BackToBot,
+}
+
+impl State {
+    /// The state after `t`, or `None` when `t` does not apply (asking for a
+    /// human twice, claiming a conversation nobody handed off).
+    pub fn after(&self, t: Transition, operator: Option<&str>) -> Option<State> {
+        match (self, t) {
+            (State::Active, Transition::AskHuman) => Some(State::HandoffRequested),
+            (State::HandoffRequested, Transition::Claim) => Some(State::WithOperator {
+                operator: operator.unwrap_or_default().to_string(),
+            }),
+            (State::HandoffRequested | State::WithOperator { .. }, Transition::BackToBot) => {
+                Some(State::Active)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the bot answers messages.
+    pub fn bot_answers(&self) -> bool {
+        matches!(self, State::Active)
+    }
+
+    /// The store's handoff column for this state (after `previous`).
+    pub fn stored(&self) -> Handoff {
+        match self {
+            State::Active => Handoff::Resolved,
+            State::HandoffRequested => Handoff::Requested,
+            State::WithOperator { .. } => Handoff::Active,
+        }
+    }
+}
 
 pub struct Session {
     /// The store's conversation id; `None` until the first message.
     pub conversation_id: Option<String>,
     pub turns: Vec<Message>,
     pub last_active: Instant,
-    /// A human operator has the conversation; the bot stays quiet.
-    pub handoff: bool,
+    pub state: State,
     /// Id of the bot's last reply, for `/feedback`.
     pub last_reply: Option<String>,
+    /// The language of the user's last message (`en`, `zh`).
+    pub lang: &'static str,
     pub profile: Profile,
 }
 
@@ -29,8 +87,9 @@ impl Session {
             conversation_id: None,
             turns: Vec::new(),
             last_active: Instant::now(),
-            handoff: false,
+            state: State::Active,
             last_reply: None,
+            lang: "en",
             profile,
         }
     }
@@ -39,8 +98,14 @@ impl Session {
     pub fn end(&mut self) -> Option<String> {
         self.turns.clear();
         self.last_reply = None;
-        self.handoff = false;
+        self.state = State::Active;
         self.conversation_id.take()
+    }
+
+    /// Whether the conversation waits for, or is with, a human: such a
+    /// conversation never ends for being idle.
+    pub fn with_humans(&self) -> bool {
+        !matches!(self.state, State::Active)
     }
 }
 
@@ -49,43 +114,48 @@ pub type SessionRef = Arc<tokio::sync::Mutex<Session>>;
 
 pub struct Sessions {
     map: Mutex<HashMap<Key, SessionRef>>,
+    cap: usize,
 }
 
 impl Sessions {
-    pub fn new() -> Self {
+    pub fn new(cap: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
+            cap: cap.max(1),
         }
     }
 
     /// The session of a conversation, created with `profile` if new. Locking
-    /// it serialises the conversation's requests.
+    /// it serialises the conversation's requests. Returns the conversation
+    /// ids ended to stay under the cap.
     pub fn get(
         &self,
         platform: Platform,
         conversation: &str,
         profile: impl FnOnce() -> Profile,
-    ) -> SessionRef {
-        let mut map = match self.map.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
+    ) -> (SessionRef, Vec<String>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (platform, conversation.to_string());
+        if let Some(s) = map.get(&key) {
+            return (Arc::clone(s), Vec::new());
+        }
+        let ended = if map.len() >= self.cap {
+            evict(&mut map, map_len_over(self.cap))
+        } else {
+            Vec::new()
         };
-        Arc::clone(
-            map.entry((platform, conversation.to_string()))
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Session::new(profile())))),
-        )
+        let s = Arc::new(tokio::sync::Mutex::new(Session::new(profile())));
+        map.insert(key, Arc::clone(&s));
+        (s, ended)
     }
 
-    /// Drops sessions idle for `idle` that nobody is using; returns the
-    /// conversation ids that ended.
+    /// Drops sessions idle for `idle` that nobody is using and that do not
+    /// wait for a human; returns the conversation ids that ended.
     pub fn sweep(&self, idle: Duration) -> Vec<String> {
         let mut ended = Vec::new();
-        let mut map = match self.map.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, s| match s.try_lock() {
-            Ok(mut s) if s.last_active.elapsed() >= idle => {
+            Ok(mut s) if s.last_active.elapsed() >= idle && !s.with_humans() => {
                 ended.extend(s.end());
                 false
             }
@@ -98,6 +168,34 @@ impl Sessions {
     pub fn count(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
+}
+
+/// How many to evict to make room for one more: a tenth of the cap, so
+/// eviction's scan is amortised over many new sessions.
+fn map_len_over(cap: usize) -> usize {
+    (cap / 10).max(1)
+}
+
+/// Ends the `n` least recently active sessions that nobody is using and
+/// that do not wait for a human.
+fn evict(map: &mut HashMap<Key, SessionRef>, n: usize) -> Vec<String> {
+    let mut idle: Vec<(Instant, Key)> = map
+        .iter()
+        .filter_map(|(k, s)| {
+            let s = s.try_lock().ok()?;
+            (!s.with_humans()).then(|| (s.last_active, k.clone()))
+        })
+        .collect();
+    idle.sort_by_key(|(at, _)| *at);
+    let mut ended = Vec::new();
+    for (_, key) in idle.into_iter().take(n) {
+        if let Some(s) = map.remove(&key)
+            && let Ok(mut s) = s.try_lock()
+        {
+            ended.extend(s.end());
+        }
+    }
+    ended
 }
 
 /// Reply id → conversation id for the most recent replies, so a rating on
@@ -147,18 +245,70 @@ mod tests {
         assert_eq!(idx.get("c"), Some("c2"));
     }
 
+    #[test]
+    fn test_state_transitions() {
+        let s = State::Active;
+        assert_eq!(s.after(Transition::Claim, Some("ann")), None);
+        assert_eq!(s.after(Transition::BackToBot, None), None);
+        let h = s.after(Transition::AskHuman, None).unwrap();
+        assert_eq!(h, State::HandoffRequested);
+        assert!(!h.bot_answers());
+        assert_eq!(h.after(Transition::AskHuman, None), None);
+        let w = h.after(Transition::Claim, Some("ann")).unwrap();
+        assert_eq!(
+            w,
+            State::WithOperator {
+                operator: "ann".into()
+            }
+        );
+        assert_eq!(w.stored(), Handoff::Active);
+        let back = w.after(Transition::BackToBot, None).unwrap();
+        assert!(back.bot_answers());
+        assert_eq!(back.stored(), Handoff::Resolved);
+    }
+
     #[tokio::test]
-    async fn test_sweep_ends_idle_sessions_only() {
-        let sessions = Sessions::new();
-        let a = sessions.get(Platform::Telegram, "1", Profile::default);
+    async fn test_sweep_ends_idle_sessions_but_not_handoffs() {
+        let sessions = Sessions::new(100);
+        let get = |k: &str| sessions.get(Platform::Telegram, k, Profile::default).0;
+        let a = get("1");
         a.lock().await.conversation_id = Some("conv-a".into());
-        let b = sessions.get(Platform::Telegram, "2", Profile::default);
+        let b = get("2");
         b.lock().await.conversation_id = Some("conv-b".into());
-        a.lock().await.last_active = Instant::now() - Duration::from_secs(120);
+        let c = get("3");
+        {
+            let mut c = c.lock().await;
+            c.conversation_id = Some("conv-c".into());
+            c.state = State::HandoffRequested;
+        }
+        let long_ago = Instant::now() - Duration::from_secs(120);
+        a.lock().await.last_active = long_ago;
+        c.lock().await.last_active = long_ago;
         let held = b.lock().await;
         let ended = sessions.sweep(Duration::from_secs(60));
         drop(held);
+        // A customer waiting for a human is not silently given back.
         assert_eq!(ended, vec!["conv-a".to_string()]);
-        assert_eq!(sessions.count(), 1);
+        assert_eq!(sessions.count(), 2);
+        assert_eq!(c.lock().await.state, State::HandoffRequested);
+    }
+
+    #[tokio::test]
+    async fn test_cap_evicts_the_longest_idle() {
+        let sessions = Sessions::new(10);
+        for i in 0..10 {
+            let (s, ended) = sessions.get(Platform::Web, &i.to_string(), Profile::default);
+            assert!(ended.is_empty());
+            let mut s = s.lock().await;
+            s.conversation_id = Some(format!("c{i}"));
+            s.last_active = Instant::now() - Duration::from_secs(100 - i);
+            if i == 0 {
+                s.state = State::HandoffRequested;
+            }
+        }
+        let (_, ended) = sessions.get(Platform::Web, "new", Profile::default);
+        // c0 is older but waits for a human; c1 is the longest idle.
+        assert_eq!(ended, vec!["c1".to_string()]);
+        assert_eq!(sessions.count(), 10);
     }
 }

@@ -72,7 +72,12 @@ impl Generator {
         let path = runtime.precision.graph_in(dir).map_err(Error::Model)?;
         let loaded = open_file(runtime, &path)?;
         let decoder = OnnxDecoder::new(loaded, &bundle.config)?;
-        let defaults = bundle.generation_defaults()?;
+        let mut defaults = bundle.generation_defaults()?;
+        if !tok.has_chat_tokens() {
+            // A plain language model (a stock GPT-2 checkpoint) stops only
+            // at the tokens it has, e.g. `<|endoftext|>`.
+            defaults.stop_tokens.retain(|t| tok.token_id(t).is_some());
+        }
         Ok(Self {
             decoder,
             tok,
@@ -309,7 +314,12 @@ impl TextStream {
     pub fn update(&mut self, text: String, stop_strings: &[String]) -> (Option<String>, bool) {
         let stops = || stop_strings.iter().filter(|s| !s.is_empty());
         if let Some(cut) = stops().filter_map(|s| text.find(s.as_str())).min() {
-            let delta = (cut > self.emitted).then(|| text[self.emitted..cut].to_string());
+            // `get`: the decoded text may no longer have a character
+            // boundary where the last delta ended.
+            let delta = text
+                .get(self.emitted..cut)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string);
             self.text = text[..cut].to_string();
             self.emitted = cut;
             return (delta, true);
@@ -323,8 +333,10 @@ impl TextStream {
                 }
             }
         }
-        let delta = (safe > self.emitted && text.is_char_boundary(self.emitted))
-            .then(|| text[self.emitted..safe].to_string());
+        let delta = text
+            .get(self.emitted..safe)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
         if delta.is_some() {
             self.emitted = safe;
         }
@@ -370,5 +382,21 @@ mod tests {
         );
         assert_eq!(s.text(), "Hi 你 Use it ");
         assert_eq!(s.rest(), "");
+    }
+
+    #[test]
+    fn test_stream_survives_text_that_moved_under_the_emitted_offset() {
+        // 4 bytes emitted ("ab" + "é"), then the decoder's view of the
+        // start changes so that offset 3 falls inside a character: neither
+        // a stop string nor the plain path may slice there.
+        let stops = vec!["STOP".to_string()];
+        let mut s = TextStream::default();
+        assert_eq!(s.update("abé".into(), &stops), (Some("abé".into()), false));
+        let (delta, stopped) = s.update("a𝄞 xSTOP".into(), &stops);
+        assert!(stopped);
+        assert_eq!(delta, None);
+        let mut s = TextStream::default();
+        assert_eq!(s.update("abé".into(), &stops), (Some("abé".into()), false));
+        assert!(!s.update("a𝄞 more".into(), &stops).1);
     }
 }

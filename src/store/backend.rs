@@ -47,6 +47,9 @@ pub struct StoreOptions {
     /// How long a write waits for a connection before the database counts as
     /// unreachable (and the writer spills).
     pub acquire_timeout: Duration,
+    /// Longest wait for any one call (a write batch, a read): a database
+    /// that hangs counts as unreachable after it.
+    pub call_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +57,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(5),
         }
     }
 }

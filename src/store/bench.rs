@@ -139,7 +139,7 @@ async fn converse(
 ) -> Result<Vec<f64>> {
     let conv = h.new_conversation("bench", &format!("channel-{n}"), &format!("user-{n}"));
     let id = conv.id.clone();
-    h.enqueue(Record::Conversation(conv)).await?;
+    h.enqueue(Record::Conversation(conv))?;
     let mut lat = Vec::with_capacity(count);
     // Spread the conversations' ticks over the interval.
     let mut next = tokio::time::Instant::now()
@@ -161,7 +161,7 @@ async fn converse(
         );
         m.latency_ms = Some(120);
         let t = Instant::now();
-        h.enqueue(Record::Message(m)).await?;
+        h.enqueue(Record::Message(m))?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         if interval.is_none() && i % 16 == 15 {
             // Conversations interleave the way concurrent chats do.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::backend::{StoredConversation, require_schema};
 use super::{ConversationStore, Error, Result, Verdict};
-use crate::fsio::WriteError;
+use crate::fsio::{AtomicFile, WriteError};
 use crate::text::pii::PiiCounts;
 use crate::text::{Dialog, Message, Redactor, Role};
 
@@ -173,51 +173,34 @@ pub async fn export_jsonl(
     out: &Path,
 ) -> Result<ExportReport> {
     require_schema(store).await?;
-    let tmp = out.with_file_name(format!(
-        ".{}.tmp-{}",
-        out.file_name()
-            .map_or("export".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
     let werr = |e: std::io::Error| Error::Write(WriteError::new(out, e));
-    let file = std::fs::File::create(&tmp).map_err(werr)?;
-    let mut w = std::io::BufWriter::new(file);
+    // Message text: only the owner may read it, as the database itself.
+    let mut w = AtomicFile::create(out, true)?;
     let mut report = ExportReport::default();
     let mut counts = BTreeMap::new();
     let mut after: Option<String> = None;
-    let result: Result<()> = async {
-        loop {
-            let page = store.select(filter, after.as_deref(), PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.record.id.clone());
-            for c in &page {
-                report.matched += 1;
-                let Some(d) = to_dialog(c, redactor, &mut counts) else {
-                    report.skipped += 1;
-                    continue;
-                };
-                let mut bytes =
-                    line(format, &c.record.id, &d).map_err(|e| werr(std::io::Error::other(e)))?;
-                bytes.push(b'\n');
-                w.write_all(&bytes).map_err(werr)?;
-                report.written += 1;
-                report.messages += d.messages.len() as u64;
-            }
-            if page.len() < PAGE as usize {
-                break;
-            }
+    loop {
+        let page = store.select(filter, after.as_deref(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.record.id.clone());
+        for c in &page {
+            report.matched += 1;
+            let Some(d) = to_dialog(c, redactor, &mut counts) else {
+                report.skipped += 1;
+                continue;
+            };
+            let mut bytes =
+                line(format, &c.record.id, &d).map_err(|e| werr(std::io::Error::other(e)))?;
+            bytes.push(b'\n');
+            w.write_all(&bytes).map_err(werr)?;
+            report.written += 1;
+            report.messages += d.messages.len() as u64;
         }
-        let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
-        std::fs::rename(&tmp, out).map_err(werr)?;
-        crate::fsio::sync_parent(out);
-        Ok(())
+        if page.len() < PAGE as usize {
+            break;
+        }
     }
-    .await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    w.commit()?;
     report.redactions = counts;
     Ok(report)
 }

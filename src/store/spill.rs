@@ -80,7 +80,7 @@ impl Spill {
                 reason: format!("not a byte offset: {:?}", s.trim()),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_err(&offset_path)(e)),
+            Err(e) => return Err(io_err(&offset_path)(e).into()),
         };
         let mut len = file.metadata().map_err(io_err(&path))?.len();
         if offset > len {

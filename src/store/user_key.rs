@@ -94,12 +94,7 @@ impl UserKeyHasher {
         mac.update(platform.as_bytes());
         mac.update(&[0]);
         mac.update(user_id.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut hex = String::with_capacity(64);
-        for b in digest {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        UserKey(hex)
+        UserKey(hex::encode(mac.finalize().into_bytes()))
     }
 }
 

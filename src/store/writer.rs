@@ -1,11 +1,11 @@
-//! The store writer: a bounded queue in front of a task that writes records
-//! in batches. Callers only wait for a queue slot. When the database is
-//! unreachable the task appends to the spill file and retries with backoff;
-//! everything that arrives meanwhile goes to the spill file too, so replay
-//! keeps the order records were queued in. On shutdown the queue drains.
+//! The store writer: a queue in front of a task that writes records in
+//! batches. Callers never wait: `enqueue` only checks the record and the
+//! queue's length. When the database is unreachable (refusing, or hanging
+//! past the store's call timeout) the task appends to the spill file and
+//! retries with backoff; everything that arrives meanwhile goes to the
+//! spill file too, so replay keeps the order records were queued in. On
+//! shutdown the queue drains, within its deadline.
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,8 @@ use super::{ConversationStore, Error, Limits, Record, Result, UserKey, UserKeyHa
 pub struct WriterConfig {
     /// Holds `spill.jsonl`, its offset and `rejected.jsonl`.
     pub spill_dir: PathBuf,
-    /// Records queued before `enqueue` starts to wait.
+    /// Records queued at most; past it `enqueue` refuses (the database and
+    /// the disk both cannot keep up) rather than make the bot wait.
     pub queue_capacity: usize,
     /// Records per transaction.
     pub batch_size: usize,
@@ -33,8 +34,8 @@ pub struct WriterConfig {
     /// `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
-    /// How long shutdown keeps trying to empty the spill file into the
-    /// database; what is left is replayed by the next writer.
+    /// How long shutdown keeps trying to store what is queued and spilled;
+    /// what is left stays in the spill file for the next writer.
     pub drain_timeout: Duration,
     pub limits: Limits,
 }
@@ -43,7 +44,7 @@ impl WriterConfig {
     pub fn new(spill_dir: impl Into<PathBuf>) -> Self {
         Self {
             spill_dir: spill_dir.into(),
-            queue_capacity: 10_000,
+            queue_capacity: 100_000,
             batch_size: 500,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -62,8 +63,12 @@ pub struct WriterStats {
     replayed: AtomicU64,
     rejected: AtomicU64,
     pending: AtomicU64,
-    full_waits: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last "queue full" warning.
+    /// Records in the queue now.
+    queued: AtomicU64,
+    /// Records refused because the queue was full, or lost because neither
+    /// the database nor the disk would take them.
+    dropped: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last "queue full" error.
     full_warned_ms: AtomicU64,
 }
 
@@ -83,6 +88,10 @@ pub struct WriterReport {
     pub rejected: u64,
     /// Spilled records still waiting for the database.
     pub pending: u64,
+    /// Records in the queue.
+    pub queued: u64,
+    /// Records refused (queue full) or lost (database and disk failing).
+    pub dropped: u64,
 }
 
 impl WriterStats {
@@ -95,13 +104,15 @@ impl WriterStats {
             replayed: g(&self.replayed),
             rejected: g(&self.rejected),
             pending: g(&self.pending),
+            queued: g(&self.queued),
+            dropped: g(&self.dropped),
         }
     }
 
-    /// Warns about a full queue at most every ten seconds, with a count,
-    /// so that a burst does not flood the log.
-    fn warn_full(&self) {
-        let waits = self.full_waits.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Counts lost records and says so at most every ten seconds, with a
+    /// count, so that a burst does not flood the log.
+    fn drop_records(&self, n: usize, why: &str) {
+        let dropped = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
         let last = self.full_warned_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 10_000
@@ -110,10 +121,7 @@ impl WriterStats {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(
-                waits,
-                "store queue full; callers wait for the writer (is the database slow?)"
-            );
+            tracing::error!(dropped, "{why}");
         }
     }
 
@@ -135,26 +143,31 @@ enum Command {
 }
 
 /// The pipeline's side of the writer: cheap to clone, never touches the
-/// database.
+/// database, never waits.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::UnboundedSender<Command>,
     hasher: UserKeyHasher,
     limits: Limits,
+    capacity: u64,
     stats: Arc<WriterStats>,
 }
 
 impl WriterHandle {
-    /// Checks and queues a record. Waits only while the queue is full.
-    pub async fn enqueue(&self, mut record: Record) -> Result<()> {
+    /// Checks and queues a record, at once. A full queue (the database and
+    /// the spill file both falling behind) refuses the record, counted in
+    /// [`WriterReport::dropped`], rather than make the caller wait.
+    pub fn enqueue(&self, mut record: Record) -> Result<()> {
         record.sanitize(&self.limits)?;
-        match self.tx.try_send(Command::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(cmd)) => {
-                self.stats.warn_full();
-                self.tx.send(cmd).await.map_err(|_| Error::WriterClosed)?;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::WriterClosed),
+        if self.stats.queued.load(Ordering::Relaxed) >= self.capacity {
+            self.stats
+                .drop_records(1, "store queue full: records are being dropped (database and spill file cannot keep up)");
+            return Err(Error::QueueFull(self.capacity));
+        }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Command::Record(Box::new(record))).is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::WriterClosed);
         }
         WriterStats::add(&self.stats.enqueued, 1);
         Ok(())
@@ -197,7 +210,6 @@ impl WriterHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Flush(tx))
-            .await
             .map_err(|_| Error::WriterClosed)?;
         rx.await.map_err(|_| Error::WriterClosed)
     }
@@ -222,20 +234,21 @@ impl Writer {
         config: WriterConfig,
     ) -> Result<Self> {
         let spill = Spill::open(&config.spill_dir)?;
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         stats.pending.store(spill.pending(), Ordering::Relaxed);
         let handle = WriterHandle {
             tx,
             hasher,
             limits: config.limits,
+            capacity: config.queue_capacity.max(1) as u64,
             stats: Arc::clone(&stats),
         };
         let task = Task {
             store,
             rx,
-            inbox: VecDeque::new(),
             closed: false,
+            deadline: None,
             spill,
             overflow: Vec::new(),
             retry_at: None,
@@ -258,7 +271,7 @@ impl Writer {
     /// returns the final counters.
     pub async fn shutdown(self) -> Result<WriterReport> {
         // A closed channel means the task is already draining.
-        let _ = self.handle.tx.send(Command::Shutdown).await;
+        let _ = self.handle.tx.send(Command::Shutdown);
         self.task
             .await
             .map_err(|e| Error::WriterTask(e.to_string()))
@@ -267,10 +280,10 @@ impl Writer {
 
 struct Task {
     store: Arc<dyn ConversationStore>,
-    rx: mpsc::Receiver<Command>,
-    /// Commands received while a database call was in flight.
-    inbox: VecDeque<Command>,
+    rx: mpsc::UnboundedReceiver<Command>,
     closed: bool,
+    /// Set while draining at shutdown: no database call may outlast it.
+    deadline: Option<Instant>,
     spill: Spill,
     /// Records that neither the database nor the disk would take; they come
     /// after everything in the spill file.
@@ -280,31 +293,6 @@ struct Task {
     outage_logged: bool,
     stats: Arc<WriterStats>,
     cfg: WriterConfig,
-}
-
-/// Runs `fut` (a database call) while moving arriving commands into the
-/// inbox, so callers keep getting queue slots however long the call takes.
-async fn intake<T>(
-    rx: &mut mpsc::Receiver<Command>,
-    inbox: &mut VecDeque<Command>,
-    closed: &mut bool,
-    cap: usize,
-    fut: impl Future<Output = T>,
-) -> T {
-    tokio::pin!(fut);
-    loop {
-        if *closed || inbox.len() >= cap {
-            return fut.await;
-        }
-        tokio::select! {
-            biased;
-            out = &mut fut => return out,
-            cmd = rx.recv() => match cmd {
-                Some(c) => inbox.push_back(c),
-                None => *closed = true,
-            },
-        }
-    }
 }
 
 impl Task {
@@ -323,7 +311,7 @@ impl Task {
             let mut shutdown = false;
             if let Some(cmd) = self.recv().await {
                 Self::take(cmd, &mut batch, &mut flushes, &mut shutdown);
-            } else if self.closed && self.inbox.is_empty() {
+            } else if self.closed {
                 shutdown = true;
             }
             while batch.len() < self.cfg.batch_size && flushes.is_empty() && !shutdown {
@@ -364,9 +352,6 @@ impl Task {
     /// The next command; `None` when the retry time comes first or the
     /// queue is closed.
     async fn recv(&mut self) -> Option<Command> {
-        if let Some(c) = self.inbox.pop_front() {
-            return Some(c);
-        }
         if self.closed {
             return None;
         }
@@ -377,14 +362,22 @@ impl Task {
             },
             None => self.rx.recv().await,
         };
-        if got.is_none() {
-            self.closed = true;
+        match &got {
+            None => self.closed = true,
+            Some(Command::Record(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
         }
         got
     }
 
     fn try_next(&mut self) -> Option<Command> {
-        self.inbox.pop_front().or_else(|| self.rx.try_recv().ok())
+        let cmd = self.rx.try_recv().ok();
+        if let Some(Command::Record(_)) = cmd {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        cmd
     }
 
     fn pending(&self) -> u64 {
@@ -413,16 +406,7 @@ impl Task {
     /// Stores `batch`; on an unreachable database returns the index of the
     /// first record not stored. Refused records are set aside one by one.
     async fn write(&mut self, batch: &[Record]) -> std::result::Result<(), usize> {
-        let store = Arc::clone(&self.store);
-        let cap = self.cfg.queue_capacity;
-        let res = intake(
-            &mut self.rx,
-            &mut self.inbox,
-            &mut self.closed,
-            cap,
-            store.write_batch(batch),
-        )
-        .await;
+        let res = self.call(batch).await;
         match res {
             Ok(()) => {
                 WriterStats::add(&self.stats.written, batch.len());
@@ -437,14 +421,7 @@ impl Task {
         }
         // Some record was refused: find which, alone.
         for (i, r) in batch.iter().enumerate() {
-            let res = intake(
-                &mut self.rx,
-                &mut self.inbox,
-                &mut self.closed,
-                cap,
-                store.write_batch(std::slice::from_ref(r)),
-            )
-            .await;
+            let res = self.call(std::slice::from_ref(r)).await;
             match res {
                 Ok(()) => WriterStats::add(&self.stats.written, 1),
                 Err(e) if e.is_unavailable() => {
@@ -456,6 +433,22 @@ impl Task {
         }
         self.recovered();
         Ok(())
+    }
+
+    /// One write, within the shutdown deadline when draining (the store
+    /// bounds every call by its own timeout besides).
+    async fn call(&self, records: &[Record]) -> Result<()> {
+        let write = self.store.write_batch(records);
+        match self.deadline {
+            None => write.await,
+            Some(at) => match tokio::time::timeout_at(at, write).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Unavailable {
+                    backend: self.store.backend().name(),
+                    reason: "shutdown deadline reached".into(),
+                }),
+            },
+        }
     }
 
     fn reject<T: Serialize>(&self, record: T, reason: &str) {
@@ -493,6 +486,16 @@ impl Task {
         all.extend_from_slice(records);
         if let Err(e) = self.spill.append(&all) {
             tracing::error!(error = %e, records = all.len(), "cannot spill to disk; keeping the records in memory");
+            // Memory is the last resort: bounded, newest records lost first.
+            let cap = self.cfg.queue_capacity.max(1);
+            if all.len() > cap {
+                let lost = all.len() - cap;
+                all.truncate(cap);
+                self.stats.drop_records(
+                    lost,
+                    "neither the database nor the spill file takes records: dropping",
+                );
+            }
             self.overflow = all;
         }
         if self.retry_at.is_none() {
@@ -573,6 +576,8 @@ impl Task {
     }
 
     async fn drain(mut self) -> WriterReport {
+        let deadline = Instant::now() + self.cfg.drain_timeout;
+        self.deadline = Some(deadline);
         self.rx.close();
         self.closed = true;
         let mut rest = Vec::new();
@@ -588,9 +593,12 @@ impl Task {
             }
         }
         for chunk in rest.chunks(self.cfg.batch_size.max(1)) {
-            self.process(chunk.to_vec()).await;
+            if Instant::now() < deadline {
+                self.process(chunk.to_vec()).await;
+            } else {
+                self.defer(chunk);
+            }
         }
-        let deadline = Instant::now() + self.cfg.drain_timeout;
         while self.pending() > 0 && Instant::now() < deadline {
             self.replay().await;
             if self.pending() > 0 {

@@ -64,10 +64,7 @@ impl Dialog {
 /// Reads a JSONL file of dialogs; a malformed line is an error naming the
 /// file and line. Blank lines are skipped.
 pub fn read_dialogs_jsonl(path: &Path) -> Result<Vec<Dialog>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(crate::fsio::io_err(path))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

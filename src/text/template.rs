@@ -41,6 +41,7 @@ fn control_ids(tok: &ChatTokenizer, dialog: &Dialog) -> Vec<u32> {
 
 /// Encodes a whole dialog for fine-tuning.
 pub fn encode_dialog(tok: &ChatTokenizer, dialog: &Dialog) -> Result<EncodedDialog> {
+    tok.require_chat()?;
     let controls = control_ids(tok, dialog);
     let mut loss_mask = vec![false; controls.len()];
     let mut ids = controls;
@@ -62,6 +63,7 @@ pub fn encode_dialog(tok: &ChatTokenizer, dialog: &Dialog) -> Result<EncodedDial
 /// Encodes the context for generating the next assistant turn: the dialog's
 /// messages followed by an open `<|assistant|>`.
 pub fn encode_prompt(tok: &ChatTokenizer, dialog: &Dialog) -> Result<Vec<u32>> {
+    tok.require_chat()?;
     let mut ids = control_ids(tok, dialog);
     for m in &dialog.messages {
         ids.push(role_id(tok, m.role));
@@ -87,6 +89,7 @@ pub struct Prompt {
 /// system prompt are dropped first; if the latest turn alone is still too
 /// long, its oldest tokens go. Control tags and system messages always stay.
 pub fn encode_prompt_within(tok: &ChatTokenizer, dialog: &Dialog, budget: usize) -> Result<Prompt> {
+    tok.require_chat()?;
     let s = tok.special();
     let mut head = control_ids(tok, dialog);
     let mut turns: Vec<Vec<u32>> = Vec::new();

@@ -34,6 +34,9 @@ pub struct ChatTokenizer {
     /// Same vocabulary with special-token matching off, for untrusted text.
     plain: Tokenizer,
     special: SpecialIds,
+    /// The chat tokens are in the vocabulary (false for a stock GPT-2
+    /// checkpoint's tokenizer whose model has no rows for them).
+    has_chat: bool,
     special_set: Vec<bool>,
     controls: HashMap<String, u32>,
     token_bytes: Vec<u32>,
@@ -50,19 +53,40 @@ impl std::fmt::Debug for ChatTokenizer {
 
 impl ChatTokenizer {
     /// Wraps a tokenizer, adding any missing chat special tokens (so a stock
-    /// GPT-2 `tokenizer.json` gains `<|system|>` … after its 50,257 ids).
-    pub fn new(mut raw: Tokenizer) -> Result<Self> {
+    /// GPT-2 `tokenizer.json` gains `<|system|>` … after its 50,257 ids):
+    /// what training and fine-tuning use, growing the model's vocabulary.
+    pub fn new(raw: Tokenizer) -> Result<Self> {
+        Self::build(raw, None)
+    }
+
+    /// The tokenizer of a model with `model_vocab` embedding rows: the chat
+    /// tokens are added only if the model has rows for them. Without them
+    /// (a stock Hugging Face GPT-2 checkpoint) the tokenizer still encodes
+    /// and decodes plain text, for raw generation; chat prompts are refused
+    /// with an error that says to fine-tune first.
+    pub fn within(raw: Tokenizer, model_vocab: usize) -> Result<Self> {
+        Self::build(raw, Some(model_vocab))
+    }
+
+    fn build(mut raw: Tokenizer, model_vocab: Option<usize>) -> Result<Self> {
         let wanted = [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END];
         let missing: Vec<AddedToken> = wanted
             .iter()
             .filter(|t| raw.token_to_id(t).is_none())
             .map(|t| AddedToken::from(t.to_string(), true))
             .collect();
-        if !missing.is_empty() {
+        let fits = model_vocab.is_none_or(|v| raw.get_vocab_size(true) + missing.len() <= v);
+        let has_chat = if missing.is_empty() {
+            true
+        } else if fits {
             raw.add_special_tokens(missing).map_err(tk_err)?;
-        }
+            true
+        } else {
+            false
+        };
+        let wanted: &[&str] = if has_chat { &wanted } else { &[ENDOFTEXT] };
         let added = raw.get_added_tokens_decoder();
-        for t in wanted {
+        for &t in wanted {
             let id = raw
                 .token_to_id(t)
                 .ok_or_else(|| tk_err(format!("{t} missing")))?;
@@ -72,6 +96,8 @@ impl ChatTokenizer {
                 )));
             }
         }
+        // Without chat tokens these ids stay unused: `require_chat` guards
+        // every chat template function.
         let id = |t: &str| raw.token_to_id(t).unwrap_or(u32::MAX);
         let special = SpecialIds {
             endoftext: id(ENDOFTEXT),
@@ -102,23 +128,39 @@ impl ChatTokenizer {
             raw,
             plain,
             special,
+            has_chat,
             special_set,
             controls,
             token_bytes,
         })
     }
 
-    /// Loads a `tokenizer.json` (chatforge's or any HF one).
+    /// Loads a `tokenizer.json` (chatforge's or any HF one), adding the
+    /// chat tokens it lacks.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
+        Self::new(read_raw(path)?)
+    }
+
+    /// Loads the `tokenizer.json` of a model with `model_vocab` rows
+    /// ([`Self::within`]).
+    pub fn from_file_within(path: &Path, model_vocab: usize) -> Result<Self> {
+        Self::within(read_raw(path)?, model_vocab)
+    }
+
+    /// Whether the chat tokens are in the vocabulary.
+    pub fn has_chat_tokens(&self) -> bool {
+        self.has_chat
+    }
+
+    /// Fails, saying what to do, when the chat tokens are missing.
+    pub fn require_chat(&self) -> Result<()> {
+        if self.has_chat {
+            Ok(())
+        } else {
+            Err(Error::Tokenizer(
+                "this model's vocabulary has no chat tokens (<|user|>, <|assistant|>, …): it is a plain language model, e.g. a stock GPT-2 checkpoint; generate plain text with `--raw`, or fine-tune it on dialogs (`chatforge finetune`), which adds them".into(),
+            ))
         }
-        let raw = Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Self::new(raw)
     }
 
     /// Writes `tokenizer.json` atomically.
@@ -187,6 +229,17 @@ impl ChatTokenizer {
 
 /// Byte-level tokens are spelled with GPT-2's byte↔unicode alphabet, one
 /// char per byte; other tokens are their own UTF-8.
+fn read_raw(path: &Path) -> Result<Tokenizer> {
+    if !path.exists() {
+        return Err(crate::fsio::io_err(path)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file",
+        ))
+        .into());
+    }
+    Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+}
+
 fn token_byte_lengths(raw: &Tokenizer, special: &[bool]) -> Vec<u32> {
     let byte_level = matches!(raw.get_decoder(), Some(DecoderWrapper::ByteLevel(_)));
     (0..special.len())

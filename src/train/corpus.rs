@@ -80,7 +80,7 @@ pub fn read_corpus(paths: &[PathBuf]) -> Result<(Vec<String>, Vec<CorpusFile>)> 
         manifest.push(CorpusFile {
             path: f.display().to_string(),
             bytes: bytes.len() as u64,
-            sha256: hex(&Sha256::digest(&bytes)),
+            sha256: hex::encode(Sha256::digest(&bytes)),
             documents: docs.len() - before,
         });
     }
@@ -111,10 +111,6 @@ fn read_jsonl(path: &Path, text: &str, docs: &mut Vec<String>) -> Result<()> {
         docs.push(doc);
     }
     Ok(())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -268,5 +268,5 @@ fn fingerprint_ids(parts: &[&[u32]]) -> String {
             h.update(id.to_le_bytes());
         }
     }
-    super::corpus::hex(&h.finalize()[..8])
+    hex::encode(&h.finalize()[..8])
 }

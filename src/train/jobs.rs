@@ -138,7 +138,7 @@ pub fn pretrain(job: PretrainJob) -> Result<JobReport> {
 
 pub fn finetune(job: FinetuneJob) -> Result<JobReport> {
     let base = Bundle::open(&job.base)?;
-    let tok = base.tokenizer()?;
+    let tok = base.chat_tokenizer()?;
     let mut train = job.train.unwrap_or_else(finetune_defaults);
     if let Some(n) = job.steps {
         train.steps = n;

@@ -18,6 +18,8 @@ mod command;
 mod handler;
 mod render;
 mod split;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,9 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatforge_channel::{
-    ChatEvent, ChatHandler, ChatRequest, Command, EventSink, HandlerFuture, Rating, split_message,
-};
+use chatforge_channel::testing::{Pacing, STREAMED, Scripted};
+use chatforge_channel::{ChatHandler, ChatRequest, Command, Rating, split_message};
 use chatforge_discord::fake::{
     APP_ID, BOT_ID, BOT_NAME, DM, Fake, SECRET, TOKEN, USER, dm, guild_message, interaction,
     reaction, user_json,
@@ -23,27 +22,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ------------------------------------------------------- scripted handler
 
-/// Answers like the pipeline would, without a model: echoes text, streams
-/// `stream` slowly and `long` as a 4,500-character reply of lines,
-/// acknowledges commands, goes quiet on feedback. Records every request.
-#[derive(Default)]
-struct Scripted {
-    requests: Mutex<Vec<ChatRequest>>,
-    replies: Mutex<u32>,
-}
-
-impl Scripted {
-    fn requests(&self) -> Vec<ChatRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    fn next_id(&self) -> String {
-        let mut n = self.replies.lock().unwrap();
-        *n += 1;
-        format!("r{n}")
-    }
-}
-
 /// 60 lines of 74 characters plus line breaks: 4,499 characters.
 fn long_reply() -> String {
     (1..=60)
@@ -54,64 +32,15 @@ fn long_reply() -> String {
         .join("\n")
 }
 
-const STREAMED: [&str; 6] = ["Hello", ", this", " reply", " arrives", " in", " pieces."];
-
-impl ChatHandler for Scripted {
-    fn handle(&self, request: ChatRequest, events: EventSink) -> HandlerFuture<'_> {
-        Box::pin(async move {
-            self.requests.lock().unwrap().push(request.clone());
-            let send = |e| events.send(e).unwrap();
-            match request {
-                ChatRequest::Message(m) => {
-                    let id = self.next_id();
-                    send(ChatEvent::Typing);
-                    let text = match m.text.as_str() {
-                        "stream" => {
-                            for piece in STREAMED {
-                                send(ChatEvent::ReplyChunk {
-                                    delta: piece.into(),
-                                });
-                                tokio::time::sleep(Duration::from_millis(120)).await;
-                            }
-                            STREAMED.concat()
-                        }
-                        "long" => {
-                            let text = long_reply();
-                            let chars: Vec<char> = text.chars().collect();
-                            for piece in chars.chunks(700) {
-                                send(ChatEvent::ReplyChunk {
-                                    delta: piece.iter().collect(),
-                                });
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                            text
-                        }
-                        "" => "I can only read text.".to_string(),
-                        other => {
-                            // Long enough for the typing indicator to show.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            format!("echo: {other}")
-                        }
-                    };
-                    send(ChatEvent::Reply {
-                        text,
-                        message_id: id.clone(),
-                    });
-                    send(ChatEvent::FeedbackRequest { message_id: id });
-                }
-                ChatRequest::Command { command, .. } => match command {
-                    Command::Human => send(ChatEvent::Handoff {
-                        notice: "A human will take over.".into(),
-                    }),
-                    other => send(ChatEvent::Reply {
-                        text: format!("command {other:?}"),
-                        message_id: self.next_id(),
-                    }),
-                },
-                ChatRequest::Feedback(_) => {}
-            }
-        })
-    }
+fn scripted() -> Scripted {
+    Scripted::new(
+        Pacing {
+            stream: Duration::from_millis(120),
+            long: Duration::from_millis(10),
+            echo: Duration::from_millis(50),
+        },
+        long_reply(),
+    )
 }
 
 // ------------------------------------------------------------- harness
@@ -129,7 +58,7 @@ async fn start() -> Running {
 
 async fn start_with(configure: impl FnOnce(&mut DiscordConfig)) -> Running {
     let fake = Fake::start().await.unwrap();
-    let handler = Arc::new(Scripted::default());
+    let handler = Arc::new(scripted());
     let mut config = DiscordConfig::new(TOKEN);
     config.proxy = Some(fake.url.clone());
     config.edit_interval = Duration::from_millis(300);
@@ -637,7 +566,7 @@ async fn test_bad_token_is_an_error_without_the_token() {
     let fake = Fake::start().await.unwrap();
     let mut config = DiscordConfig::new("");
     config.proxy = Some(fake.url.clone());
-    let handler: Arc<dyn ChatHandler> = Arc::new(Scripted::default());
+    let handler: Arc<dyn ChatHandler> = Arc::new(scripted());
     let err = DiscordAdapter::connect(config.clone(), handler.clone())
         .await
         .err()

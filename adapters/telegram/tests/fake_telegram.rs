@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatforge_channel::{
-    ChatEvent, ChatHandler, ChatRequest, Command, EventSink, HandlerFuture, Rating,
-};
+use chatforge_channel::testing::{Pacing, STREAMED, Scripted};
+use chatforge_channel::{ChatRequest, Command, Rating};
 use chatforge_telegram::{TelegramAdapter, TelegramConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -21,90 +20,21 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------- scripted handler
 
-/// Answers like the pipeline would, without a model: echoes text, streams
-/// `stream` slowly and `long` as a 10,000-character reply, acknowledges
-/// commands, goes quiet on feedback. Records every request.
-#[derive(Default)]
-struct Scripted {
-    requests: Mutex<Vec<ChatRequest>>,
-    replies: Mutex<u32>,
-}
-
-impl Scripted {
-    fn requests(&self) -> Vec<ChatRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    fn next_id(&self) -> String {
-        let mut n = self.replies.lock().unwrap();
-        *n += 1;
-        format!("r{n}")
-    }
-}
-
 fn long_reply() -> String {
     let sentence = "Your order ships from our warehouse within two days. ";
     let text = sentence.repeat(10_000 / sentence.len() + 1);
     text.trim().to_string()
 }
 
-const STREAMED: [&str; 6] = ["Hello", ", this", " reply", " arrives", " in", " pieces."];
-
-impl ChatHandler for Scripted {
-    fn handle(&self, request: ChatRequest, events: EventSink) -> HandlerFuture<'_> {
-        Box::pin(async move {
-            self.requests.lock().unwrap().push(request.clone());
-            let send = |e| events.send(e).unwrap();
-            match request {
-                ChatRequest::Message(m) => {
-                    let id = self.next_id();
-                    send(ChatEvent::Typing);
-                    let text = match m.text.as_str() {
-                        "stream" => {
-                            for piece in STREAMED {
-                                send(ChatEvent::ReplyChunk {
-                                    delta: piece.into(),
-                                });
-                                tokio::time::sleep(Duration::from_millis(450)).await;
-                            }
-                            STREAMED.concat()
-                        }
-                        "long" => {
-                            let text = long_reply();
-                            let chars: Vec<char> = text.chars().collect();
-                            for piece in chars.chunks(700) {
-                                send(ChatEvent::ReplyChunk {
-                                    delta: piece.iter().collect(),
-                                });
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                            }
-                            text
-                        }
-                        other => {
-                            // Long enough for the typing action to show.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            format!("echo: {other}")
-                        }
-                    };
-                    send(ChatEvent::Reply {
-                        text,
-                        message_id: id.clone(),
-                    });
-                    send(ChatEvent::FeedbackRequest { message_id: id });
-                }
-                ChatRequest::Command { command, .. } => match command {
-                    Command::Human => send(ChatEvent::Handoff {
-                        notice: "A human will take over.".into(),
-                    }),
-                    other => send(ChatEvent::Reply {
-                        text: format!("command {other:?}"),
-                        message_id: self.next_id(),
-                    }),
-                },
-                ChatRequest::Feedback(_) => {}
-            }
-        })
-    }
+fn scripted() -> Scripted {
+    Scripted::new(
+        Pacing {
+            stream: Duration::from_millis(450),
+            long: Duration::from_millis(20),
+            echo: Duration::from_millis(100),
+        },
+        long_reply(),
+    )
 }
 
 // ------------------------------------------------------------- harness
@@ -118,7 +48,7 @@ struct Running {
 
 async fn start() -> Running {
     let fake = Fake::start().await.unwrap();
-    let handler = Arc::new(Scripted::default());
+    let handler = Arc::new(scripted());
     let mut config = TelegramConfig::new(TOKEN);
     config.api_url = Some(fake.url.clone());
     let adapter = TelegramAdapter::connect(config, handler.clone())

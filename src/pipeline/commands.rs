@@ -1,0 +1,91 @@
+//! The commands (`/start`, `/help`, `/reset`, `/human`, `/bot`,
+//! `/feedback`) and ratings from feedback buttons.
+
+use chatforge_channel::{Command, EventSink, Feedback, IncomingMessage};
+
+use super::session::Transition;
+use super::texts::TextKey;
+use super::{Pipeline, deliver};
+
+impl Pipeline {
+    pub(super) async fn on_command(&self, m: IncomingMessage, command: Command, sink: EventSink) {
+        if !matches!(command, Command::Feedback { .. }) && !self.admit(&m, &sink) {
+            return;
+        }
+        let session = self.session_of(&m);
+        let mut s = session.lock().await;
+        let lang = s.lang;
+        let text = |key| self.text(lang, key);
+        match command {
+            Command::Start => deliver::plain(&sink, text(TextKey::Greeting)),
+            Command::Help => deliver::plain(&sink, text(TextKey::Help)),
+            Command::Invalid { usage, .. } => deliver::notice(
+                &sink,
+                &self.texts.fill(lang, TextKey::Usage, &[("usage", &usage)]),
+            ),
+            Command::Unknown { name } => deliver::notice(
+                &sink,
+                &self
+                    .texts
+                    .fill(lang, TextKey::UnknownCommand, &[("name", &name)]),
+            ),
+            Command::Reset => {
+                if let Some(old) = s.end() {
+                    self.record.end(&old);
+                }
+                deliver::plain(&sink, text(TextKey::ResetDone));
+            }
+            Command::Feedback { rating, comment } => match s.last_reply.clone() {
+                Some(id) => {
+                    let f = Feedback {
+                        platform: m.platform,
+                        conversation_key: m.conversation_key.clone(),
+                        user_key: m.user_key.clone(),
+                        message_id: id,
+                        rating,
+                        comment,
+                    };
+                    if self.record_feedback(&f) {
+                        deliver::plain(&sink, text(TextKey::FeedbackThanks));
+                    }
+                }
+                None => deliver::notice(&sink, text(TextKey::NothingToRate)),
+            },
+            Command::Human => {
+                let conversation = self.open_conversation(&mut s, &m);
+                if let Some(next) = s.state.after(Transition::AskHuman, None) {
+                    s.state = next;
+                    self.record.handoff(&conversation, s.state.stored());
+                    tracing::info!(%conversation, "conversation handed to a human operator");
+                }
+                deliver::handoff(&sink, text(TextKey::HandoffRequested));
+            }
+            Command::Bot => match s.state.after(Transition::BackToBot, None) {
+                Some(next) => {
+                    s.state = next;
+                    if let Some(conversation) = &s.conversation_id {
+                        self.record.handoff(conversation, s.state.stored());
+                    }
+                    deliver::handoff(&sink, text(TextKey::HandoffEnded));
+                }
+                None => deliver::plain(&sink, text(TextKey::BotHere)),
+            },
+        }
+    }
+
+    /// Stores a rating; `false` (and logged) when the reply is unknown.
+    pub(super) fn record_feedback(&self, f: &Feedback) -> bool {
+        let conversation = self
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&f.message_id)
+            .map(str::to_string);
+        let Some(conversation) = conversation else {
+            tracing::info!(message = %f.message_id, "feedback on a reply this server does not know; ignored");
+            return false;
+        };
+        self.record.feedback(&conversation, f);
+        true
+    }
+}

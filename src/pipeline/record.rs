@@ -1,0 +1,238 @@
+//! Stage 7 of a turn: everything that happened goes to the store, through
+//! the writer's queue (which never waits on the database). The records are
+//! built here, from the stages' results, so the stages stay unaware of the
+//! store's shape.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chatforge_channel::{Feedback, Platform, Rating};
+
+use crate::moderation::{RuleHit, Verdict};
+use crate::store::{
+    ConversationUpdate, Handoff, MessageRecord, ModerationRecord, Record, Verdict as StoredVerdict,
+    WriterHandle,
+};
+use crate::text::Role;
+
+/// The store's name of a platform.
+pub fn platform_name(p: Platform) -> &'static str {
+    match p {
+        Platform::Discord => "discord",
+        Platform::Telegram => "telegram",
+        Platform::Web => "web",
+        Platform::Terminal => "terminal",
+    }
+}
+
+/// What the pipeline knows about a reply it logs.
+pub struct ReplyLog<'a> {
+    pub conversation: &'a str,
+    /// The text the user was sent (or, when it was replaced, what the model
+    /// wrote: the logs keep what was blocked, marked as such).
+    pub content: &'a str,
+    pub model_version: &'a str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub verdict: Option<(&'a Verdict, StoredVerdict)>,
+    /// The check failed: blocked without a verdict.
+    pub unchecked: bool,
+    pub latency: Duration,
+}
+
+pub struct Recorder {
+    store: WriterHandle,
+}
+
+impl Recorder {
+    pub fn new(store: WriterHandle) -> Self {
+        Self { store }
+    }
+
+    fn log(&self, record: Record) {
+        let kind = record.kind();
+        if let Err(e) = self.store.enqueue(record) {
+            tracing::error!(kind, error = %e, "could not queue a record for the store");
+        }
+    }
+
+    /// Opens a conversation in the store; returns its id.
+    pub fn open(
+        &self,
+        platform: Platform,
+        channel: &str,
+        user: &str,
+        topic: Option<&str>,
+        style: Option<&str>,
+    ) -> String {
+        let mut c = self
+            .store
+            .new_conversation(platform_name(platform), channel, user);
+        c.topic = topic.map(str::to_string);
+        c.style = style.map(str::to_string);
+        let id = c.id.clone();
+        self.log(Record::Conversation(c));
+        id
+    }
+
+    pub fn end(&self, conversation: &str) {
+        let mut u = ConversationUpdate::new(conversation);
+        u.ended = true;
+        self.log(Record::Update(u));
+    }
+
+    pub fn handoff(&self, conversation: &str, state: Handoff) {
+        let mut u = ConversationUpdate::new(conversation);
+        u.handoff = Some(state);
+        self.log(Record::Update(u));
+    }
+
+    /// Logs the user's message with its moderation verdict; returns the
+    /// message id.
+    pub fn user(
+        &self,
+        conversation: &str,
+        text: &str,
+        verdict: Option<(&Verdict, StoredVerdict)>,
+    ) -> String {
+        let mut m = MessageRecord::new(conversation, Role::User, text);
+        if let Some((v, stored)) = verdict {
+            apply_verdict(&mut m, v, stored);
+        }
+        let id = m.id.clone();
+        self.log(Record::Message(m));
+        id
+    }
+
+    /// Logs the reply; returns its message id.
+    pub fn reply(&self, r: &ReplyLog<'_>) -> String {
+        let mut m = MessageRecord::new(r.conversation, Role::Assistant, r.content);
+        m.model_version = Some(r.model_version.to_string());
+        m.prompt_tokens = Some(saturating_u32(r.prompt_tokens));
+        m.completion_tokens = Some(saturating_u32(r.completion_tokens));
+        m.latency_ms = Some(saturating_u32(r.latency.as_millis() as usize));
+        if let Some((v, stored)) = r.verdict {
+            apply_verdict(&mut m, v, stored);
+        }
+        if r.unchecked {
+            m.verdict = Some(StoredVerdict::Block);
+        }
+        let id = m.id.clone();
+        self.log(Record::Message(m));
+        id
+    }
+
+    /// One moderation event per category or rule that flagged `message`.
+    pub fn flags(&self, conversation: &str, message: &str, v: &Verdict, direction: &str) {
+        let mut events: Vec<(String, f64)> = v
+            .categories
+            .iter()
+            .filter(|c| c.flagged)
+            .map(|c| (c.category.clone(), f64::from(c.score)))
+            .collect();
+        if v.rules
+            .iter()
+            .any(|r| matches!(r, RuleHit::Blocklist { .. }))
+        {
+            events.push(("blocklist".into(), 1.0));
+        }
+        for (category, score) in events {
+            let mut rec =
+                ModerationRecord::new(conversation, &category, score, StoredVerdict::Block);
+            rec.message_id = Some(message.to_string());
+            rec.detail = Some(format!("{direction}: {}", v.reasons().join(", ")));
+            self.log(Record::Moderation(rec));
+        }
+    }
+
+    pub fn feedback(&self, conversation: &str, f: &Feedback) {
+        let rating = match f.rating {
+            Rating::Good => 5,
+            Rating::Bad => 1,
+        };
+        let mut rec =
+            self.store
+                .new_feedback(conversation, platform_name(f.platform), &f.user_key, rating);
+        rec.message_id = Some(f.message_id.clone());
+        rec.comment.clone_from(&f.comment);
+        self.log(Record::Feedback(rec));
+    }
+}
+
+fn apply_verdict(rec: &mut MessageRecord, v: &Verdict, verdict: StoredVerdict) {
+    rec.verdict = Some(verdict);
+    rec.scores = v
+        .categories
+        .iter()
+        .map(|c| (c.category.clone(), f64::from(c.score)))
+        .collect();
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Time spent per answered message, for `bench pipeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTiming {
+    /// From the request to the final reply event.
+    pub total: Duration,
+    /// Waiting for the model (queue + generation).
+    pub model: Duration,
+}
+
+impl ReplyTiming {
+    /// Everything but the model: the pipeline's own overhead.
+    pub fn overhead(&self) -> Duration {
+        self.total.saturating_sub(self.model)
+    }
+}
+
+/// The most recent reply timings, at most `cap` (older ones are dropped).
+pub struct Timings {
+    cap: usize,
+    recent: Mutex<VecDeque<ReplyTiming>>,
+}
+
+impl Timings {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn push(&self, t: ReplyTiming) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == self.cap {
+            r.pop_front();
+        }
+        r.push_back(t);
+    }
+
+    /// The timings since the last call.
+    pub fn take(&self) -> Vec<ReplyTiming> {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_timings_are_capped() {
+        let t = Timings::new(3);
+        for ms in 0..10 {
+            t.push(ReplyTiming {
+                total: Duration::from_millis(ms),
+                model: Duration::ZERO,
+            });
+        }
+        let kept: Vec<u128> = t.take().iter().map(|t| t.total.as_millis()).collect();
+        assert_eq!(kept, vec![7, 8, 9]);
+        assert!(t.take().is_empty());
+    }
+}

@@ -1,0 +1,497 @@
+//! The one implementation of [`ConversationStore`](super::ConversationStore)
+//! over sqlx, expanded once per backend. A backend module supplies its
+//! pool and row types, its SQL folder (`sql/<backend>/*.sql`, so each
+//! backend keeps its own dialect) and a few helpers for what differs:
+//!
+//! - `BACKEND`, `MIGRATOR`, `transient(code)` (retryable error codes);
+//! - `db_time(t)`, `time(row, col)`, `opt_time(row, col)`: how times are
+//!   stored (timestamptz or integer milliseconds);
+//! - `db_list(&[String])`: how a list is bound (an array or JSON text);
+//! - `insert_run(conn, run)`: a run of message records in one go;
+//! - `Rating`: the integer type of `feedback.rating`.
+//!
+//! Every database call is bounded by the store's call timeout: a database
+//! that hangs rather than refuses counts as unreachable, so the writer
+//! spills instead of stalling.
+
+macro_rules! sql_store {
+    (
+        store: $Store:ident,
+        pool: $Pool:ty,
+        row: $Row:ty,
+        conn: $Conn:ty,
+        backend: $backend:expr,
+        dir: $dir:literal $(,)?
+    ) => {
+        use std::collections::HashMap;
+
+        use sqlx::Row;
+
+        use super::backend::{Backend, ConversationStore, StoreFuture, StoredConversation};
+        use super::export::ExportFilter;
+        use super::record::{
+            ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record,
+            parse_role, role_str,
+        };
+        use super::stats::{Stats, StatsParts};
+        use super::{Error, Result, UserKey};
+
+        macro_rules! sql {
+            ($name:literal) => {
+                include_str!(concat!("sql/", $dir, "/", $name, ".sql"))
+            };
+        }
+
+        /// Classifies an error from a statement of the write path.
+        fn write_err(record: &Record, e: sqlx::Error) -> Error {
+            let reason = format!("{} {}: {e}", record.kind(), record.id());
+            let is_transient = match &e {
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| transient(&c)),
+                sqlx::Error::Encode(_)
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::InvalidArgument(_) => false,
+                _ => true,
+            };
+            if is_transient {
+                Error::Unavailable {
+                    backend: BACKEND,
+                    reason,
+                }
+            } else {
+                Error::Rejected {
+                    backend: BACKEND,
+                    reason,
+                }
+            }
+        }
+
+        fn unavailable(e: sqlx::Error) -> Error {
+            Error::Unavailable {
+                backend: BACKEND,
+                reason: e.to_string(),
+            }
+        }
+
+        fn read_err(e: sqlx::Error) -> Error {
+            Error::Database {
+                backend: BACKEND,
+                reason: e.to_string(),
+            }
+        }
+
+        fn corrupt(what: &str, value: &str) -> Error {
+            Error::Database {
+                backend: BACKEND,
+                reason: format!("unexpected {what} {value:?} in the database"),
+            }
+        }
+
+        fn to_u32(v: Option<i64>) -> Option<u32> {
+            v.and_then(|v| u32::try_from(v).ok())
+        }
+
+        fn scores_json(m: &MessageRecord) -> Option<String> {
+            if m.scores.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&m.scores).ok()
+            }
+        }
+
+        async fn insert(conn: &mut $Conn, record: &Record) -> Result<()> {
+            let fail = |e| write_err(record, e);
+            match record {
+                Record::Conversation(c) => {
+                    sqlx::query(sql!("insert_conversation"))
+                        .bind(&c.id)
+                        .bind(&c.platform)
+                        .bind(&c.channel)
+                        .bind(c.user_key.as_str())
+                        .bind(db_time(c.started_at))
+                        .bind(c.topic.as_deref())
+                        .bind(c.style.as_deref())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(fail)?;
+                }
+                Record::Update(u) => {
+                    let done = sqlx::query(sql!("update_conversation"))
+                        .bind(&u.conversation_id)
+                        .bind(u.ended)
+                        .bind(db_time(u.at))
+                        .bind(u.handoff.map(Handoff::as_str))
+                        .bind(u.topic.as_deref())
+                        .bind(u.style.as_deref())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(fail)?;
+                    if done.rows_affected() == 0 {
+                        return Err(Error::Rejected {
+                            backend: BACKEND,
+                            reason: format!(
+                                "update {}: no conversation {}",
+                                u.id, u.conversation_id
+                            ),
+                        });
+                    }
+                }
+                Record::Message(m) => {
+                    sqlx::query(sql!("insert_message"))
+                        .bind(&m.id)
+                        .bind(&m.conversation_id)
+                        .bind(role_str(m.role))
+                        .bind(&m.content)
+                        .bind(db_time(m.created_at))
+                        .bind(m.model_version.as_deref())
+                        .bind(m.latency_ms.map(i64::from))
+                        .bind(m.prompt_tokens.map(i64::from))
+                        .bind(m.completion_tokens.map(i64::from))
+                        .bind(m.verdict.map(|v| v.as_str()))
+                        .bind(scores_json(m))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(fail)?;
+                }
+                Record::Moderation(e) => {
+                    sqlx::query(sql!("insert_moderation"))
+                        .bind(&e.id)
+                        .bind(&e.conversation_id)
+                        .bind(e.message_id.as_deref())
+                        .bind(db_time(e.created_at))
+                        .bind(&e.category)
+                        .bind(e.score)
+                        .bind(e.verdict.as_str())
+                        .bind(e.detail.as_deref())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(fail)?;
+                }
+                Record::Feedback(f) => {
+                    sqlx::query(sql!("insert_feedback"))
+                        .bind(&f.id)
+                        .bind(&f.conversation_id)
+                        .bind(f.message_id.as_deref())
+                        .bind(Rating::from(f.rating))
+                        .bind(f.comment.as_deref())
+                        .bind(f.user_key.as_str())
+                        .bind(db_time(f.created_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(fail)?;
+                }
+            }
+            Ok(())
+        }
+
+        fn conversation_from_row(row: &$Row) -> Result<StoredConversation> {
+            let handoff: String = row.try_get("handoff_state").map_err(read_err)?;
+            Ok(StoredConversation {
+                record: ConversationRecord {
+                    id: row.try_get("id").map_err(read_err)?,
+                    platform: row.try_get("platform").map_err(read_err)?,
+                    channel: row.try_get("channel").map_err(read_err)?,
+                    user_key: UserKey::from_stored(row.try_get("user_key").map_err(read_err)?),
+                    started_at: time(row, "started_at")?,
+                    topic: row.try_get("topic").map_err(read_err)?,
+                    style: row.try_get("style").map_err(read_err)?,
+                },
+                ended_at: opt_time(row, "ended_at")?,
+                handoff: Handoff::parse(&handoff)
+                    .ok_or_else(|| corrupt("handoff state", &handoff))?,
+                handoff_at: opt_time(row, "handoff_at")?,
+                messages: Vec::new(),
+            })
+        }
+
+        fn message_from_row(row: &$Row) -> Result<MessageRecord> {
+            let role: String = row.try_get("role").map_err(read_err)?;
+            let verdict: Option<String> = row.try_get("moderation_verdict").map_err(read_err)?;
+            let scores: Option<String> = row.try_get("moderation_scores").map_err(read_err)?;
+            Ok(MessageRecord {
+                id: row.try_get("id").map_err(read_err)?,
+                conversation_id: row.try_get("conversation_id").map_err(read_err)?,
+                role: parse_role(&role).ok_or_else(|| corrupt("role", &role))?,
+                content: row.try_get("content").map_err(read_err)?,
+                created_at: time(row, "created_at")?,
+                model_version: row.try_get("model_version").map_err(read_err)?,
+                latency_ms: to_u32(row.try_get("latency_ms").map_err(read_err)?),
+                prompt_tokens: to_u32(row.try_get("prompt_tokens").map_err(read_err)?),
+                completion_tokens: to_u32(row.try_get("completion_tokens").map_err(read_err)?),
+                verdict: match verdict {
+                    Some(v) => {
+                        Some(super::Verdict::parse(&v).ok_or_else(|| corrupt("verdict", &v))?)
+                    }
+                    None => None,
+                },
+                scores: match scores {
+                    Some(s) => serde_json::from_str(&s).map_err(|_| corrupt("scores", &s))?,
+                    None => Default::default(),
+                },
+            })
+        }
+
+        fn feedback_from_row(row: &$Row) -> Result<FeedbackRecord> {
+            let rating: Rating = row.try_get("rating").map_err(read_err)?;
+            Ok(FeedbackRecord {
+                id: row.try_get("id").map_err(read_err)?,
+                conversation_id: row.try_get("conversation_id").map_err(read_err)?,
+                message_id: row.try_get("message_id").map_err(read_err)?,
+                rating: u8::try_from(rating).map_err(|_| corrupt("rating", &rating.to_string()))?,
+                comment: row.try_get("comment").map_err(read_err)?,
+                user_key: UserKey::from_stored(row.try_get("user_key").map_err(read_err)?),
+                created_at: time(row, "created_at")?,
+            })
+        }
+
+        fn moderation_from_row(row: &$Row) -> Result<ModerationRecord> {
+            let verdict: String = row.try_get("verdict").map_err(read_err)?;
+            Ok(ModerationRecord {
+                id: row.try_get("id").map_err(read_err)?,
+                conversation_id: row.try_get("conversation_id").map_err(read_err)?,
+                message_id: row.try_get("message_id").map_err(read_err)?,
+                created_at: time(row, "created_at")?,
+                category: row.try_get("category").map_err(read_err)?,
+                score: row.try_get("score").map_err(read_err)?,
+                verdict: super::Verdict::parse(&verdict)
+                    .ok_or_else(|| corrupt("verdict", &verdict))?,
+                detail: row.try_get("detail").map_err(read_err)?,
+            })
+        }
+
+        async fn stats_rows(
+            pool: &$Pool,
+            sql: &'static str,
+            cols: &[&str],
+        ) -> Result<Vec<(String, String, Vec<i64>)>> {
+            let rows = sqlx::query(sql).fetch_all(pool).await.map_err(read_err)?;
+            rows.iter()
+                .map(|r| super::stats::decode_stats_row(r, cols).map_err(read_err))
+                .collect()
+        }
+
+        impl $Store {
+            /// The pool, for queries this module does not offer.
+            pub fn pool(&self) -> &$Pool {
+                &self.pool
+            }
+
+            async fn load_messages(
+                &self,
+                ids: &[String],
+            ) -> Result<HashMap<String, Vec<MessageRecord>>> {
+                let rows = sqlx::query(sql!("select_messages"))
+                    .bind(db_list(ids)?)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(read_err)?;
+                let mut out: HashMap<String, Vec<MessageRecord>> = HashMap::new();
+                for row in &rows {
+                    let m = message_from_row(row)?;
+                    out.entry(m.conversation_id.clone()).or_default().push(m);
+                }
+                Ok(out)
+            }
+
+            /// `fut` within the call timeout; past it the database counts
+            /// as unreachable.
+            async fn timed<T>(
+                &self,
+                fut: impl std::future::Future<Output = Result<T>>,
+            ) -> Result<T> {
+                match tokio::time::timeout(self.call_timeout, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Unavailable {
+                        backend: BACKEND,
+                        reason: format!("no answer within {:?}", self.call_timeout),
+                    }),
+                }
+            }
+        }
+
+        impl ConversationStore for $Store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            fn display_url(&self) -> &str {
+                &self.url
+            }
+
+            fn migrate(&self) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    MIGRATOR.run(&self.pool).await.map_err(|e| Error::Migrate {
+                        url: self.url.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+            }
+
+            fn schema_version(&self) -> StoreFuture<'_, Option<i64>> {
+                Box::pin(self.timed(async move {
+                    let present: bool = sqlx::query_scalar(sql!("has_migrations_table"))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    if !present {
+                        return Ok(None);
+                    }
+                    sqlx::query_scalar(sql!("schema_version"))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(read_err)
+                }))
+            }
+
+            fn write_batch<'a>(&'a self, records: &'a [Record]) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    if records.is_empty() {
+                        return Ok(());
+                    }
+                    // Failing to get a connection or to commit is the
+                    // database's state, never the data's.
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut i = 0;
+                    while i < records.len() {
+                        // A run of messages (the bulk of the traffic) goes
+                        // in one go where the backend can.
+                        let run = records[i..]
+                            .iter()
+                            .take_while(|r| matches!(r, Record::Message(_)))
+                            .count();
+                        if run > 1 {
+                            insert_run(&mut tx, &records[i..i + run]).await?;
+                            i += run;
+                        } else {
+                            insert(&mut tx, &records[i]).await?;
+                            i += 1;
+                        }
+                    }
+                    tx.commit().await.map_err(unavailable)
+                }))
+            }
+
+            fn conversation<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> StoreFuture<'a, Option<StoredConversation>> {
+                Box::pin(self.timed(async move {
+                    let row = sqlx::query(sql!("select_conversation"))
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    let Some(row) = row else { return Ok(None) };
+                    let mut c = conversation_from_row(&row)?;
+                    let mut msgs = self.load_messages(&[id.to_string()]).await?;
+                    c.messages = msgs.remove(id).unwrap_or_default();
+                    Ok(Some(c))
+                }))
+            }
+
+            fn feedback<'a>(
+                &'a self,
+                conversation_id: &'a str,
+            ) -> StoreFuture<'a, Vec<FeedbackRecord>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_feedback"))
+                        .bind(conversation_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter().map(feedback_from_row).collect()
+                }))
+            }
+
+            fn moderation_events<'a>(
+                &'a self,
+                conversation_id: &'a str,
+            ) -> StoreFuture<'a, Vec<ModerationRecord>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_moderation"))
+                        .bind(conversation_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter().map(moderation_from_row).collect()
+                }))
+            }
+
+            fn select<'a>(
+                &'a self,
+                filter: &'a ExportFilter,
+                after: Option<&'a str>,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<StoredConversation>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_page"))
+                        .bind(after)
+                        .bind(filter.since.map(db_time))
+                        .bind(filter.until.map(db_time))
+                        .bind(db_list(&filter.platforms)?)
+                        .bind(filter.exclude_handoff)
+                        .bind(filter.exclude_flagged)
+                        .bind(filter.min_rating)
+                        .bind(i64::from(filter.min_turns))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    let mut out = rows
+                        .iter()
+                        .map(conversation_from_row)
+                        .collect::<Result<Vec<_>>>()?;
+                    let ids: Vec<String> = out.iter().map(|c| c.record.id.clone()).collect();
+                    let mut msgs = self.load_messages(&ids).await?;
+                    for c in &mut out {
+                        c.messages = msgs.remove(&c.record.id).unwrap_or_default();
+                    }
+                    Ok(out)
+                }))
+            }
+
+            fn stats(&self) -> StoreFuture<'_, Stats> {
+                Box::pin(self.timed(async move {
+                    let p = &self.pool;
+                    Ok(Stats::merge(StatsParts {
+                        conversations: stats_rows(
+                            p,
+                            sql!("stats_conversations"),
+                            &["conversations", "handoffs"],
+                        )
+                        .await?,
+                        messages: stats_rows(
+                            p,
+                            sql!("stats_messages"),
+                            &[
+                                "messages",
+                                "user_messages",
+                                "assistant_messages",
+                                "flagged",
+                                "latency_sum",
+                                "latency_count",
+                            ],
+                        )
+                        .await?,
+                        feedback: stats_rows(
+                            p,
+                            sql!("stats_feedback"),
+                            &["feedback", "rating_sum", "positive"],
+                        )
+                        .await?,
+                        moderation: stats_rows(p, sql!("stats_moderation"), &["events", "actions"])
+                            .await?,
+                    }))
+                }))
+            }
+
+            fn close(&self) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    self.pool.close().await;
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
