@@ -86,8 +86,8 @@ pub struct ModerationConfig {
     pub blocklist: Option<PathBuf>,
     /// Personal data in replies: `redact` (default), `flag` or `ignore`.
     pub pii: PiiAction,
-    /// Threads that run the classifier, each with its own ONNX Runtime
-    /// session; checks queued meanwhile run together as one batch.
+    /// ONNX Runtime sessions of the classifier: this many conversations
+    /// are checked at the same time.
     pub workers: usize,
 }
 

@@ -132,7 +132,7 @@ fn open_gate(cfg: &Config) -> Result<Gate, ServeError> {
             pii: m.pii,
             ..Rules::default()
         });
-    Gate::new(Arc::new(moderator), m.workers).map_err(ServeError::Moderation)
+    Ok(Gate::new(Arc::new(moderator)))
 }
 
 /// The user-key secret from the environment, else from a file beside the

@@ -140,7 +140,7 @@ fn moderator(f: &Fixture, blocklist: &[&str]) -> Gate {
             pii: PiiAction::Redact,
             ..Rules::default()
         });
-    Gate::new(Arc::new(m), 1).unwrap()
+    Gate::new(Arc::new(m))
 }
 
 /// The built-in English text for `key`.

@@ -184,7 +184,14 @@ impl Moderator {
 
     /// [`Self::open`] with `sessions` ONNX sessions, so that as many
     /// threads can score at once.
+    /// Each session runs on the thread that calls it (one intra-op
+    /// thread): the classifier is too small to gain from a thread pool,
+    /// and idle pools spinning beside the generator's cost the CPU it needs.
     pub fn open_sessions(dir: &Path, cfg: &RuntimeConfig, sessions: usize) -> Result<Self> {
+        let cfg = &RuntimeConfig {
+            intra_threads: 1,
+            ..cfg.clone()
+        };
         let meta = ModelMeta::read(dir)?;
         let path = dir.join(ONNX_FILE);
         let model_err = |reason: String| Error::Model {

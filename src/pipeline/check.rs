@@ -134,7 +134,7 @@ mod tests {
     #[tokio::test]
     async fn test_stream_releases_checked_pieces_and_stops_when_flagged() {
         let checker = WordChecker::new("darn");
-        let gate = Gate::new(checker.clone(), 1).unwrap();
+        let gate = Gate::new(checker.clone());
         let (sink, mut events) = event_channel();
         let mut s = Streamer::new(&gate, &sink, 10);
         assert!(s.push("Hello there, ").await);
@@ -153,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn test_stream_checks_cost_linear_in_the_reply() {
         let checker = WordChecker::new("darn");
-        let gate = Gate::new(checker.clone(), 1).unwrap();
+        let gate = Gate::new(checker.clone());
         let (sink, _events) = event_channel();
         let mut s = Streamer::new(&gate, &sink, 20);
         let sentence = "This sentence is fine as it is.";
@@ -172,7 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_final_check() {
-        let gate = Gate::new(WordChecker::new("darn"), 1).unwrap();
+        let gate = Gate::new(WordChecker::new("darn"));
         assert!(
             matches!(reply(&gate, "all good", None).await, Checked::Pass { text, .. } if text == "all good")
         );

@@ -31,7 +31,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_input_check() {
-        let gate = Gate::new(WordChecker::new("idiot"), 1).unwrap();
+        let gate = Gate::new(WordChecker::new("idiot"));
         assert!(matches!(
             input(&gate, "hello").await,
             InputCheck::Allowed(Some(_))

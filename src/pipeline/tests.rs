@@ -110,7 +110,7 @@ fn notice(events: &[ChatEvent]) -> Option<&str> {
 }
 
 fn gate(word: &str) -> Gate {
-    Gate::new(WordChecker::new(word), 1).unwrap()
+    Gate::new(WordChecker::new(word))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

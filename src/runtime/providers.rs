@@ -62,6 +62,11 @@ pub struct RuntimeConfig {
     pub strict: bool,
     /// Threads inside one operator (0 = ONNX Runtime's default: all cores).
     pub intra_threads: usize,
+    /// Whether idle intra-op threads spin waiting for the next operator
+    /// (ONNX Runtime's default) instead of sleeping: faster for one busy
+    /// session, but the spinning takes CPU that other threads (moderation,
+    /// the async workers, other sessions) need on a small machine.
+    pub spin: bool,
     /// Which graph of a bundle generation runs: `fp32` (`model.onnx`) or
     /// `int8` (`model.int8.onnx`, from `chatforge export --int8`).
     pub precision: crate::bundle::Precision,
@@ -86,6 +91,7 @@ impl Default for RuntimeConfig {
             providers: vec![Provider::Cuda, Provider::Cpu],
             strict: false,
             intra_threads: 0,
+            spin: true,
             precision: crate::bundle::Precision::Fp32,
         }
     }
@@ -114,6 +120,11 @@ fn try_provider(cfg: &RuntimeConfig, provider: Provider, model: &Model<'_>) -> R
     if cfg.intra_threads > 0 {
         builder = builder
             .with_intra_threads(cfg.intra_threads)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    if !cfg.spin {
+        builder = builder
+            .with_intra_op_spinning(false)
             .map_err(|e| err(e.to_string()))?;
     }
     let session = match model {
