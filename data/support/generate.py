@@ -7,7 +7,8 @@ Run from the repository root (Python 3.8+, standard library only):
 
 It (re)writes, next to this file:
 
-    train.jsonl    dialogs to fine-tune on (OpenAI chat format, one a line)
+    train.jsonl    dialogs to fine-tune on (OpenAI chat format, one a line,
+                   plus the FAQ passages each assistant reply rests on)
     heldout.jsonl  dialogs for evaluation only, never trained on
     faq.md         the shop's FAQ, stating every policy the dialogs use
     README.md      only the block between the `stats:begin/end` markers
@@ -16,6 +17,10 @@ Everything is made up: "Northwind Outfitters" is a fictional online shop and
 every order number, e-mail address and phone number is fake. The output is
 deterministic (fixed seeds, no clock, no environment), so running the script
 twice gives byte-identical files.
+
+Before writing anything it checks the dialogs' "passages" against faq.md
+(check_passages) and stops with an error if a title names no passage or a
+reply leaves out every key fact of a passage it names.
 """
 
 import json
@@ -240,7 +245,7 @@ intent("order_status", "orders",
         "Can you tell me if my order is on its way?", "I ordered on {date} and want to know when it arrives."],
        {"friendly": ["Thanks! You can see the live status of order {order} under Account > Orders, or with the tracking link in your shipping email. Orders placed before {cutoff} on a business day ship that day, and standard delivery takes {std_days}."],
         "formal": ["Thank you. The current status of order {order} is shown under Account > Orders and in the tracking link in your shipping confirmation email. Orders placed before {cutoff} on a business day ship the same day; standard delivery takes {std_days}."],
-        "concise": ["Order {order}: live status is under Account > Orders and in your shipping email's tracking link. Standard delivery: {std_days} after shipping."]},
+        "concise": ["Order {order}: live status is under Account > Orders and in your shipping email's tracking link. Ordered before {cutoff} on a business day: ships that day. Standard delivery: {std_days} after shipping."]},
        user_o=["Where is order {order}?", "status of {order}?", "Can you check order {order} for me?",
                "Has {order} shipped?", "When will order {order} arrive?", "any news on {order_l}"],
        fu=["Where's my order, by the way?", "can you check on my order too?"],
@@ -262,9 +267,9 @@ intent("change_order", "orders",
        ["Can I change the shipping address on my order?", "I need to add an item to my order.",
         "Can I change the size on an order I placed?", "I typed the wrong address, can you fix my order?",
         "How do I edit my order?", "can i change my order after placing it"],
-       {"friendly": ["Sure! Order {order} can be edited (address or items) within {cancel_window} of ordering under Account > Orders > Edit order. Once it's being packed we can't change it, but you can return or exchange items free within {return_days}."],
-        "formal": ["Certainly. Order {order} may be edited, including the address and items, within {cancel_window} of placing it under Account > Orders > Edit order. Once packing has begun it cannot be changed; items may then be returned or exchanged within {return_days}."],
-        "concise": ["Order {order}: edits (address, items) are possible within {cancel_window} of ordering under Account > Orders > Edit order. After that, return or exchange instead."]},
+       {"friendly": ["Sure! Order {order} can be edited (address or items) within {cancel_window} of ordering under Account > Orders > Edit order. Once it's being packed we can't change it, but you can return or exchange items within {return_days} of delivery."],
+        "formal": ["Certainly. Order {order} may be edited, including the address and items, within {cancel_window} of placing it under Account > Orders > Edit order. Once packing has begun it cannot be changed; items may then be returned or exchanged within {return_days} of delivery."],
+        "concise": ["Order {order}: edits (address, items) are possible within {cancel_window} of ordering under Account > Orders > Edit order. After that, return or exchange within {return_days} of delivery."]},
        user_o=["Can I change the address on order {order}?", "I need to edit order {order}.",
                "please update the shipping address for {order}"],
        fu=["Can I change the address on it?", "and can I still edit the order?"],
@@ -304,8 +309,8 @@ intent("no_confirmation", "orders",
 intent("gift_order", "orders",
        ["Can I send an order as a gift?", "Do you do gift receipts?", "I want to ship a present to my sister.",
         "Can I hide the prices on a gift order?", "can you include a gift message"],
-       {"friendly": ["Absolutely! Tick \"This is a gift\" at checkout to add a free gift message (up to {gift_msg_chars} characters) and a gift receipt without prices. The recipient can return it within {return_days} for store credit."],
-        "formal": ["Certainly. Select \"This is a gift\" at checkout to add a complimentary gift message of up to {gift_msg_chars} characters and a gift receipt without prices. The recipient may return it within {return_days} for store credit."],
+       {"friendly": ["Absolutely! Tick \"This is a gift\" at checkout to add a free gift message (up to {gift_msg_chars} characters) and a gift receipt without prices. The recipient can return it within {return_days} of delivery for store credit."],
+        "formal": ["Certainly. Select \"This is a gift\" at checkout to add a complimentary gift message of up to {gift_msg_chars} characters and a gift receipt without prices. The recipient may return it within {return_days} of delivery for store credit."],
         "concise": ["Yes: tick \"This is a gift\" at checkout for a free gift message ({gift_msg_chars} characters max) and a gift receipt without prices."]},
        follow=["gift_return", "shipping_options"])
 
@@ -315,18 +320,18 @@ intent("shipping_options", "shipping",
        ["How long does shipping take?", "What shipping options do you have?", "how fast do you ship",
         "What are your delivery times?", "How much is shipping?", "What does shipping cost and how long is it?",
         "shipping times?", "If I order the {product}, how soon will I get it?"],
-       {"friendly": ["Here you go! Standard is {std_days} ({std_price}, free over {free_us}), Express is {exp_days} ({exp_price}), and Overnight arrives the next business day ({ovn_price})."],
-        "formal": ["We offer three options within the US: Standard in {std_days} for {std_price} (free on orders over {free_us}), Express in {exp_days} for {exp_price}, and Overnight by the next business day for {ovn_price}."],
-        "concise": ["Standard: {std_days}, {std_price} (free over {free_us}). Express: {exp_days}, {exp_price}. Overnight: next business day, {ovn_price}."]},
+       {"friendly": ["Here you go! Standard is {std_days} ({std_price}, free over {free_us}), Express is {exp_days} ({exp_price}), and Overnight arrives the next business day ({ovn_price}). Times count from the day your order ships."],
+        "formal": ["We offer three options within the US: Standard in {std_days} for {std_price} (free on orders over {free_us}), Express in {exp_days} for {exp_price}, and Overnight by the next business day for {ovn_price}. Delivery times count from the day the order ships."],
+        "concise": ["Standard: {std_days}, {std_price} (free over {free_us}). Express: {exp_days}, {exp_price}. Overnight: next business day, {ovn_price}. Times count from shipping."]},
        fu=["How long does shipping take?", "what are the shipping options?"],
        follow=["free_shipping", "express", "cutoff", "international"])
 
 intent("express", "shipping",
        ["How much is express shipping?", "Do you have faster shipping?", "Can I get it overnight?",
         "what's the fastest shipping you offer", "Is overnight shipping available?"],
-       {"friendly": ["Sure! Express takes {exp_days} for {exp_price}, and Overnight arrives the next business day for {ovn_price} if you order before {cutoff}. Overnight can't go to PO boxes."],
-        "formal": ["Express delivery takes {exp_days} and costs {exp_price}. Overnight delivery arrives the next business day for {ovn_price} when ordered before {cutoff}; it is not available for PO boxes."],
-        "concise": ["Express: {exp_days}, {exp_price}. Overnight: next business day, {ovn_price}, order by {cutoff}. No PO boxes."]},
+       {"friendly": ["Sure! Express takes {exp_days} for {exp_price}, and Overnight arrives the next business day for {ovn_price} if you order before {cutoff}. Both need a street address, so no PO boxes."],
+        "formal": ["Express delivery takes {exp_days} and costs {exp_price}. Overnight delivery arrives the next business day for {ovn_price} when ordered before {cutoff}. Both require a street address and cannot be sent to PO boxes."],
+        "concise": ["Express: {exp_days}, {exp_price}. Overnight: next business day, {ovn_price}, order by {cutoff}. Both need a street address (no PO boxes)."]},
        fu=["What about express?", "and overnight?", "how much is the faster option?"],
        follow=["cutoff", "po_box"])
 
@@ -409,9 +414,9 @@ intent("return_policy", "returns",
 intent("start_return", "returns",
        ["How do I start a return?", "How do I send something back?", "I want to return the {product}.",
         "where do i get a return label", "I'd like to return an item from my order."],
-       {"friendly": ["Easy! Go to Account > Orders and click Return items (guests use the Returns page with their order number and email). Print the free label and drop the box at any UPS location."],
+       {"friendly": ["Easy! Go to Account > Orders and click Return items (guests use the Returns page with their order number and email). Print the prepaid label and drop the box at any UPS location."],
         "formal": ["Please go to Account > Orders and select Return items; guest customers may use the Returns page with their order number and email. Print the prepaid label and drop the parcel at any UPS location."],
-        "concise": ["Account > Orders > Return items (guests: Returns page with order number and email). Print the free label, drop it at UPS."]},
+        "concise": ["Account > Orders > Return items (guests: Returns page with order number and email). Print the prepaid label, drop it at UPS."]},
        fu=["How do I send it back?", "how do I start the return?"],
        follow=["refund_timing", "return_cost", "exchange"])
 
@@ -521,9 +526,9 @@ intent("partial_refund", "refunds",
        ["I returned one item that cost {amount}. Will I get all of it back?",
         "I only sent back part of my order ({amount}), how much is refunded?",
         "Do I get the full {amount} for the item I returned?"],
-       {"friendly": ["Yes! You'll get the full {amount} for the returned item, plus its sales tax. Only the original shipping fee isn't refunded, unless the item was defective."],
-        "formal": ["Yes. The full {amount} for the returned item is refunded, together with its sales tax. The original shipping fee is not refunded unless the item was defective."],
-        "concise": ["Yes: {amount} plus its sales tax. Original shipping isn't refunded unless the item was defective."]},
+       {"friendly": ["Yes! You'll get the full {amount} for the returned item, plus its sales tax. Only the original shipping fee isn't refunded, unless the item was defective or we made a mistake."],
+        "formal": ["Yes. The full {amount} for the returned item is refunded, together with its sales tax. The original shipping fee is not refunded unless the item was defective or we made a mistake."],
+        "concise": ["Yes: {amount} plus its sales tax. Original shipping isn't refunded unless the item was defective or our mistake."]},
        follow=["refund_timing", "shipping_refund"], slots="amount")
 
 # ---- billing --------------------------------------------------------------
@@ -664,7 +669,7 @@ intent("guest_orders", "account",
         "can i order without signing up", "How do I see my old guest orders?"],
        {"friendly": ["You don't need an account, guest checkout works fine! If you later sign up with the same email, your past guest orders show up in your account automatically."],
         "formal": ["An account is not required; guest checkout is available. If you later create an account with the same email, past guest orders appear in it automatically."],
-        "concise": ["No account needed. Sign up with the same email later and guest orders appear automatically."]},
+        "concise": ["No account needed: guest checkout is available. Sign up with the same email later and guest orders appear automatically."]},
        follow=["rewards", "order_status"])
 
 intent("rewards", "account",
@@ -742,18 +747,18 @@ intent("product_care", "products",
 intent("sizing", "products",
        ["What size should I get in the {alias}?", "Does the {alias} run small?", "How does the {alias} fit?",
         "im between sizes for the {alias_l}, which one?", "Is there a size chart for the {alias}?"],
-       {"friendly": ["Our {product} fits true to size, and there's a size chart on the product page. If you're between sizes, go one size up. Exchanges are free within {return_days}!"],
-        "formal": ["The {product} fits true to size, and a size chart is on the product page. If you are between sizes, we recommend the larger size. Exchanges are free within {return_days}."],
-        "concise": ["True to size; chart on the product page. Between sizes: size up. Free exchanges within {return_days}."]},
+       {"friendly": ["Our boots and apparel, the {product} included, fit true to size, and there's a size chart on every product page. If you're between sizes, go one size up. Size exchanges are free within {return_days} of delivery!"],
+        "formal": ["Our boots and apparel, including the {product}, fit true to size, and every product page has a size chart. If you are between sizes, we recommend the larger size. Size exchanges are free within {return_days} of delivery."],
+        "concise": ["True to size; chart on the product page. Between sizes: size up. Free size exchanges within {return_days} of delivery."]},
        fu=["Does it run small?", "what size should I get?"],
        follow=["exchange", "product_price"], slots="wearable")
 
 intent("warranty", "products",
        ["Is there a warranty?", "What warranty does the {alias} have?", "my {alias_l} broke after a few months",
         "Does your gear come with a guarantee?", "The zipper failed, is that covered?"],
-       {"friendly": ["Yes! All Northwind gear has a {warranty} warranty against defects in materials and workmanship. Send us a photo and your order number, and we'll repair or replace it."],
-        "formal": ["Yes. All Northwind products carry a {warranty} warranty against defects in materials and workmanship. Please send a photo and your order number, and we will repair or replace the item."],
-        "concise": ["{warranty} warranty on defects in materials and workmanship. Send a photo and order number for a repair or replacement."]},
+       {"friendly": ["Yes! All Northwind gear has a {warranty} warranty against defects in materials and workmanship. Send us a photo and your order number, and we'll repair or replace it. Normal wear and tear and misuse aren't covered."],
+        "formal": ["Yes. All Northwind products carry a {warranty} warranty against defects in materials and workmanship. Please send a photo and your order number, and we will repair or replace the item. Normal wear and tear and damage from misuse are not covered."],
+        "concise": ["{warranty} warranty on defects in materials and workmanship. Send a photo and order number for a repair or replacement. Wear and tear and misuse not covered."]},
        fu=["Is it under warranty?", "and what's the warranty?"],
        follow=["used_item", "human_direct"], slots="product")
 
@@ -821,9 +826,9 @@ HANDOFF_ASK = {
     "concise": ["Sure. Briefly, what's the issue? Include your order number if you have one."],
 }
 HANDOFF_DONE = {
-    "friendly": ["Thanks! I've passed your note about order {order} to our support team, and an agent will join this chat shortly. They're around {hours}; otherwise they reply by email within {email_reply}."],
-    "formal": ["Thank you. I have passed your note regarding order {order} to our support team, and an agent will join this chat shortly. Agents are available {hours}; otherwise they reply by email within {email_reply}."],
-    "concise": ["Thanks. Note for order {order} passed on; an agent will join shortly. Hours: {hours}; otherwise email reply within {email_reply}."],
+    "friendly": ["Thanks! I'm transferring you to a member of our support team with your note about order {order}. Agents are around {hours}; outside those hours they reply by email within {email_reply}."],
+    "formal": ["Thank you. I am transferring you to a member of our support team with your note regarding order {order}. Agents are available {hours}; outside those hours, they reply by email within {email_reply}."],
+    "concise": ["Thanks. Transferring you to an agent with your note on order {order}. Hours: {hours}; outside them, email reply within {email_reply}."],
 }
 ESCALATE = ["That doesn't really help. Can I talk to someone?", "I'd still like to speak to a person.",
             "ok but can i talk to a human about this", "Can a real agent look at this?"]
@@ -851,6 +856,137 @@ WINDOW_NO = {
     "friendly": ["Sorry, at {days} days it's past our {return_win} return window. If it's faulty, though, our {warranty} warranty covers defects!"],
     "formal": ["I regret that at {days} days the item is outside our {return_win} return window. If it is faulty, our {warranty} warranty covers defects."],
     "concise": ["No, {days} days is past the {return_win} window. Defects are covered by the {warranty} warranty."],
+}
+
+# --------------------------------------------------------------------------
+# The FAQ passages each reply rests on. One entry per template set above:
+# an intent's name (its `ans`), a branch of a branching answer, or a shared
+# reply. Titles are faq.md title paths without the H1 document title, as
+# chatforge's knowledge base names passages (a heading path, then the bold
+# entry, table row or bullet label; components joined by " › "); slots such
+# as {product} and every key of F are filled in. An empty list: the reply
+# rests on no passage (it asks for an order number, or says goodbye).
+# Dialogs carry these as "passages", one list per assistant message.
+# --------------------------------------------------------------------------
+
+SEP = " › "
+CONTACT = "Contact and support hours"
+HUMAN_PASSAGES = ["Talking to a person", CONTACT + SEP + "Agents"]
+US_OPTIONS = "Shipping › Which shipping options do you offer in the US?"
+MORE_THAN_WINDOW = "Returns and exchanges › It has been more than {return_days} since delivery. Can I still return it?"
+
+PASSAGES = {
+    # shared replies
+    "ask_order": [],
+    "find_order": [CONTACT],
+    "thanks": [],
+    # orders
+    "order_status": ["Orders › Where is my order?", "Shipping › When will my order ship?",
+                     US_OPTIONS + SEP + "Standard"],
+    "cancel_order": ["Orders › Can I cancel my order?"],
+    "change_order": ["Orders › Can I change my order or the shipping address?"],
+    "missing_item": ["Orders › An item is missing from my package."],
+    "damaged_item": ["Orders › My item arrived damaged, or I received the wrong item."],
+    "no_confirmation": ["Orders › How do I know my order went through?"],
+    "gift_order": ["Orders › Can I send an order as a gift?"],
+    # shipping
+    "shipping_options": [US_OPTIONS],
+    "express": [US_OPTIONS + SEP + "Express", US_OPTIONS + SEP + "Overnight",
+                "Shipping › When will my order ship?", "Shipping › Do you ship to PO boxes?"],
+    "free_shipping": ["Shipping › Do you offer free shipping?", US_OPTIONS + SEP + "Standard"],
+    "intl_yes": ["Shipping › Do you ship internationally?"],
+    "intl_no": ["Shipping › Do you ship internationally?"],
+    "customs": ["Shipping › Do you ship internationally?"],
+    "cutoff": ["Shipping › When will my order ship?"],
+    "tracking": ["Shipping › How do I track my package?"],
+    "late_package": ["Shipping › My package is late, or tracking says delivered but it is not here."],
+    "po_box": ["Shipping › Do you ship to PO boxes?"],
+    # returns
+    "return_policy": ["Returns and exchanges › What is your return policy?"],
+    "start_return": ["Returns and exchanges › How do I start a return?"],
+    "window_yes": ["Returns and exchanges › What is your return policy?",
+                   "Returns and exchanges › How do I start a return?"],
+    "window_no": [MORE_THAN_WINDOW],
+    "non_returnable": ["Returns and exchanges › What cannot be returned?",
+                       "Returns and exchanges › What is your return policy?"],
+    "exchange": ["Returns and exchanges › Can I exchange an item for another size or color?"],
+    "return_cost": ["Returns and exchanges › What is your return policy?"],
+    "used_item": ["Returns and exchanges › What cannot be returned?", "Products › Warranty"],
+    "gift_return": ["Returns and exchanges › Can I return a gift?"],
+    # refunds
+    "refund_timing": ["Refunds › When will I get my refund?"],
+    "refund_status": ["Refunds › My refund has not arrived.", "Refunds › When will I get my refund?"],
+    "refund_method": ["Refunds › Where does the refund go?"],
+    "shipping_refund": ["Refunds › Is shipping refunded?"],
+    "cancel_refund": ["Refunds › I canceled my order. When do I get my money back?"],
+    "partial_refund": ["Refunds › I returned only part of my order.", "Refunds › Is shipping refunded?"],
+    # billing
+    "payment_methods": ["Billing and payment › Which payment methods do you accept?"],
+    "double_charge": ["Billing and payment › I see two charges for one order."],
+    "charge_timing": ["Billing and payment › When is my card charged?"],
+    "invoice": ["Billing and payment › Can I get an invoice?"],
+    "promo_code": ["Billing and payment › How do promo codes work?"],
+    "price_adjustment": ["Billing and payment › The price dropped after I bought something."],
+    "declined_card": ["Billing and payment › My card was declined."],
+    "gift_card": ["Billing and payment › Gift cards"],
+    "currency": ["Billing and payment › Which currency do you charge in?"],
+    "sales_tax": ["Billing and payment › Do you charge sales tax?"],
+    # account
+    "reset_password": ["Your account › I forgot my password."],
+    "locked_account": ["Your account › My account is locked.", "Your account › I forgot my password."],
+    "change_email": ["Your account › How do I change my email address?"],
+    "delete_account": ["Your account › How do I delete my account?"],
+    "unsubscribe": ["Your account › How do I unsubscribe from newsletters?"],
+    "guest_orders": ["Your account › Do I need an account to order?"],
+    "rewards": ["Your account › What is Northwind Rewards?"],
+    "two_step": ["Your account › Can I turn on two-step verification?"],
+    "update_address": ["Your account › How do I change my saved addresses?"],
+    # products
+    "product_price": ["Products › {product}"],
+    "product_about": ["Products › {product}"],
+    "product_weight": ["Products › {product}"],
+    "product_water": ["Products › Water resistance and care › {product}"],
+    "product_care": ["Products › Water resistance and care › {product}"],
+    "sizing": ["Products › Sizing"],
+    "warranty": ["Products › Warranty"],
+    "restock": ["Products › When will a sold-out item be back?"],
+    "price_match": ["Products › Do you price match?"],
+    # handoff
+    "human_direct": HUMAN_PASSAGES,
+    "complaint": HUMAN_PASSAGES,
+    "handoff_ask": [],
+    "handoff_done": HUMAN_PASSAGES,
+    "contact": [CONTACT + SEP + "Phone", CONTACT + SEP + "Email", CONTACT + SEP + "Agents"],
+}
+
+# Every reply template set, under the key PASSAGES uses.
+REPLIES = {n: x["ans"] for n, x in I.items() if x["ans"] is not None}
+REPLIES.update(ask_order=ASK_ORDER, find_order=FIND_ORDER, thanks=THANKS_REPLY,
+               handoff_ask=HANDOFF_ASK, handoff_done=HANDOFF_DONE, intl_yes=INTL_YES, intl_no=INTL_NO,
+               window_yes=WINDOW_YES, window_no=WINDOW_NO)
+assert set(PASSAGES) == set(REPLIES), "PASSAGES and the reply templates differ: %s" % sorted(
+    set(PASSAGES) ^ set(REPLIES))
+
+# Key facts a reply may state that the fact patterns (numbers, prices,
+# durations, menu paths, quoted labels, e-mail, phone) do not find in the
+# passage. The checker makes sure each is in the passage's text.
+KEY_FACTS = {
+    "Shipping › Do you ship to PO boxes?": ["street address"],
+    "Shipping › Do you ship internationally?": ["Canada", "EU countries", "duties"],
+    "Returns and exchanges › What is your return policy?": ["prepaid", "unused"],
+    "Returns and exchanges › What cannot be returned?": ["final-sale", "personalized", "unused"],
+    "Refunds › Is shipping refunded?": ["original shipping"],
+    "Refunds › I returned only part of my order.": ["sales tax"],
+    "Refunds › Where does the refund go?": ["original payment method", "store credit"],
+    "Billing and payment › Which payment methods do you accept?": ["PayPal", "Visa"],
+    "Billing and payment › When is my card charged?": ["authorization hold"],
+    "Billing and payment › How do promo codes work?": ["minimum spend", "combined"],
+    "Billing and payment › My card was declined.": ["billing address"],
+    "Billing and payment › Gift cards": ["never expire"],
+    "Billing and payment › Which currency do you charge in?": ["US dollars"],
+    "Billing and payment › Do you charge sales tax?": ["shipping address"],
+    "Your account › Do I need an account to order?": ["guest checkout"],
+    "Products › Sizing": ["true to size"],
 }
 
 # --------------------------------------------------------------------------
@@ -960,14 +1096,19 @@ class Gen:
 
     # ---- pieces ------------------------------------------------------------
     def answer(self, it, style, s):
+        """The intent's reply and the passages it rests on."""
         name = it["name"]
         if name == "international":
-            t = (INTL_NO if s["country"] in NO_SHIP else INTL_YES)[style]
+            key = "intl_no" if s["country"] in NO_SHIP else "intl_yes"
         elif name == "return_window":
-            t = (WINDOW_YES if int(s["days"]) <= 30 else WINDOW_NO)[style]
+            key = "window_yes" if int(s["days"]) <= 30 else "window_no"
         else:
-            t = it["ans"][style]
-        return self.reply(t, s)
+            key = name
+        return self.say(key, style, s)
+
+    def say(self, key, style, s):
+        """A reply from the template set `key` (see REPLIES) and its passages."""
+        return self.reply(REPLIES[key][style], s), [fmt(t, s) for t in PASSAGES[key]]
 
     def reply(self, templates, s):
         text = fmt(self.rng.choice(templates), s)
@@ -1008,51 +1149,51 @@ class Gen:
         self.fill_slots(s, it["slots"])
         # product-ness of the context: may a follow-up say "it"?
         ctx = {"product": it["slots"] in ("product", "wearable")}
-        turns = []   # [user, assistant, intent name]
+        turns = []   # [user, assistant, passages, intent name]
 
         if it["name"] == "human_reason":
             self.set_order(s)
-            turns.append([self.user_text(it["user"], s, True), self.reply(HANDOFF_ASK[style], s), it["name"]])
+            turns.append([self.user_text(it["user"], s, True), *self.say("handoff_ask", style, s), it["name"]])
             issue = fmt(rng.choice(ISSUES), s)
             tail = rng.choice([" Order {order}.", " My order is {order}.", " ({order})", " order number {order_l}"])
-            turns.append([self.noisy(issue) + fmt(tail, s), self.reply(HANDOFF_DONE[style], s), it["name"]])
+            turns.append([self.noisy(issue) + fmt(tail, s), *self.say("handoff_done", style, s), it["name"]])
         elif it["name"] == "human_direct" and rng.random() < 0.45:
             # a question from another topic first, then the escalation
             other = I[rng.choice([n for n, x in I.items() if x["topic"] != "handoff" and not x["order"]])]
             self.fill_slots(s, other["slots"])
-            turns.append([self.user_text(other["user"], s, True), self.answer(other, style, s), other["name"]])
-            turns.append([self.noisy(rng.choice(ESCALATE)), self.reply(HUMAN[style], s), it["name"]])
+            turns.append([self.user_text(other["user"], s, True), *self.answer(other, style, s), other["name"]])
+            turns.append([self.noisy(rng.choice(ESCALATE)), *self.say("human_direct", style, s), it["name"]])
         elif it["order"]:
             if rng.random() < 0.5 or not it["user_o"]:
-                turns.append([self.user_text(it["user"], s, True), self.reply(ASK_ORDER[style], s), it["name"]])
+                turns.append([self.user_text(it["user"], s, True), *self.say("ask_order", style, s), it["name"]])
                 if rng.random() < 0.18:
-                    turns.append([self.noisy(rng.choice(DONT_HAVE)), self.reply(FIND_ORDER[style], s), it["name"]])
+                    turns.append([self.noisy(rng.choice(DONT_HAVE)), *self.say("find_order", style, s), it["name"]])
                 self.set_order(s)
-                turns.append([fmt(rng.choice(GIVE_ORDER), s), self.answer(it, style, s), it["name"]])
+                turns.append([fmt(rng.choice(GIVE_ORDER), s), *self.answer(it, style, s), it["name"]])
             else:
                 self.set_order(s)
-                turns.append([self.user_text(it["user_o"], s, True), self.answer(it, style, s), it["name"]])
+                turns.append([self.user_text(it["user_o"], s, True), *self.answer(it, style, s), it["name"]])
         else:
-            turns.append([self.user_text(it["user"], s, True), self.answer(it, style, s), it["name"]])
+            turns.append([self.user_text(it["user"], s, True), *self.answer(it, style, s), it["name"]])
 
         # optional follow-up questions
         if len(turns) == 1 and rng.random() < 0.45:
             self._follow(it, style, s, ctx, turns)
-            last = I[turns[-1][2]]
+            last = I[turns[-1][3]]
             if len(turns) < 3 and rng.random() < 0.3 and last["follow"]:
                 self._follow(last, style, s, ctx, turns)
         # a closing thank-you, or a closer on the last reply
         if len(turns) < 4 and rng.random() < 0.2:
-            turns.append([self.noisy(rng.choice(THANKS_USER)), self.reply(THANKS_REPLY[style], s), "thanks"])
-        elif I.get(turns[-1][2], {}).get("topic") != "handoff" and not turns[-1][1].endswith("?"):
+            turns.append([self.noisy(rng.choice(THANKS_USER)), *self.say("thanks", style, s), "thanks"])
+        elif I.get(turns[-1][3], {}).get("topic") != "handoff" and not turns[-1][1].endswith("?"):
             turns[-1][1] += rng.choice(CLOSERS[style])
         turns[0][1] = self.opener(style, turns[0][1])
 
         msgs = [{"role": "system", "content": rng.choice(SYSTEMS)}]
-        for u, a, _ in turns:
+        for u, a, _, _ in turns:
             msgs.append({"role": "user", "content": u})
             msgs.append({"role": "assistant", "content": a})
-        return {"messages": msgs, "topic": topic, "style": style}
+        return {"messages": msgs, "topic": topic, "style": style, "passages": [c for _, _, c, _ in turns]}
 
     def opener(self, style, a):
         rng = self.rng
@@ -1081,7 +1222,7 @@ class Gen:
             return prefix + lower_first(text) if prefix else text
 
         if it["name"] == "human_direct":
-            turns.append([self.noisy(rng.choice(it["fu"])), self.reply(HUMAN[style], s), it["name"]])
+            turns.append([self.noisy(rng.choice(it["fu"])), *self.say("human_direct", style, s), it["name"]])
             return
         kind = it["slots"]
         use_fu = bool(it["fu"]) and rng.random() < 0.6
@@ -1096,11 +1237,11 @@ class Gen:
             use_fu = False       # the new value must be stated
         pool = it["fu"] if use_fu else it["user"]
         if it["order"] and "order" not in s:
-            turns.append([ask(self.user_text(pool, s, False)), self.reply(ASK_ORDER[style], s), it["name"]])
+            turns.append([ask(self.user_text(pool, s, False)), *self.say("ask_order", style, s), it["name"]])
             self.set_order(s)
-            turns.append([fmt(rng.choice(GIVE_ORDER), s), self.answer(it, style, s), it["name"]])
+            turns.append([fmt(rng.choice(GIVE_ORDER), s), *self.answer(it, style, s), it["name"]])
             return
-        turns.append([ask(self.user_text(pool, s, False)), self.answer(it, style, s), it["name"]])
+        turns.append([ask(self.user_text(pool, s, False)), *self.answer(it, style, s), it["name"]])
 
 
 def build(gen, n, rotate):
@@ -1141,11 +1282,14 @@ def stats(dialogs):
     by_topic = {t: sum(d["topic"] == t for d in dialogs) for t in TOPICS}
     by_style = {s: sum(d["style"] == s for d in dialogs) for s in STYLES}
     chars = [sum(len(m["content"]) for m in d["messages"]) for d in dialogs]
+    cites = [c for d in dialogs for c in d["passages"]]
     return dict(n=n, multi=multi, turns=turns, by_topic=by_topic, by_style=by_style,
-                max_chars=max(chars), mean_chars=sum(chars) / n)
+                max_chars=max(chars), mean_chars=sum(chars) / n,
+                cited=sum(1 for c in cites if c), uncited=sum(1 for c in cites if not c),
+                distinct=len({t for c in cites for t in c}))
 
 
-def stats_block(tr, ho, sizes):
+def stats_block(tr, ho, sizes, n_passages):
     lines = ["| | train.jsonl | heldout.jsonl |", "|---|---:|---:|",
              "| dialogs | %d | %d |" % (tr["n"], ho["n"]),
              "| multi-turn (2-4 user turns) | %d (%.0f%%) | %d (%.0f%%) |"
@@ -1156,6 +1300,10 @@ def stats_block(tr, ho, sizes):
         lines.append("| topic `%s` | %d | %d |" % (t, tr["by_topic"][t], ho["by_topic"][t]))
     for s in STYLES:
         lines.append("| style `%s` | %d | %d |" % (s, tr["by_style"][s], ho["by_style"][s]))
+    lines.append("| assistant turns with passages / without | %d / %d | %d / %d |"
+                 % (tr["cited"], tr["uncited"], ho["cited"], ho["uncited"]))
+    lines.append("| distinct passages cited (of %d in faq.md) | %d | %d |"
+                 % (n_passages, tr["distinct"], ho["distinct"]))
     lines.append("| characters per dialog, mean / max | %.0f / %d | %.0f / %d |"
                  % (tr["mean_chars"], tr["max_chars"], ho["mean_chars"], ho["max_chars"]))
     lines.append("| file size (bytes) | %d | %d |" % (sizes[0], sizes[1]))
@@ -1506,6 +1654,179 @@ case quickly, include a short description of the issue and your order number.
 
 
 # --------------------------------------------------------------------------
+# Checking "passages": titles must name passages of faq.md, and a reply must
+# state at least one key fact of every passage it names.
+# --------------------------------------------------------------------------
+
+def faq_passages(md):
+    """Title path (without the H1 title, joined by SEP) -> (text, kind).
+
+    Splits Markdown the way chatforge's knowledge base does (see
+    src/kb/ingest.rs): `#` headings form the path; a paragraph that starts
+    with a bold question, or a bold line of its own, opens an entry that runs
+    to the next entry or heading; each table row is a passage titled by its
+    first cell, its text naming the columns; each labelled bullet
+    (`- **Label**: ...` or `- Label: ...`) is a passage titled by its label;
+    other prose is titled by its heading path. The H1 is dropped from titles.
+    """
+    out = {}
+    heads = []          # [(depth, title)]
+    entry = None        # [title, [text]]
+    prose = []
+
+    def path():
+        return [t for d, t in heads if d > 1]
+
+    def add(title, text, kind):
+        if title and text.strip():
+            key = SEP.join(title)
+            old = out.get(key, ("", kind))[0]
+            out[key] = ((old + "\n" if old else "") + text.strip(), kind)
+
+    def flush():
+        nonlocal entry, prose
+        if entry is not None:
+            add(path() + [entry[0]], "\n".join([entry[0]] + entry[1]), "entry")
+            entry = None
+        if prose:
+            add(path(), "\n".join(prose), "prose")
+            prose = []
+
+    def text_of(t):
+        (entry[1] if entry is not None else prose).append(t)
+
+    for block in md.strip("\n").split("\n\n"):
+        lines = block.split("\n")
+        first = lines[0]
+        m = re.match(r"(#+) (.*)", first)
+        if m:
+            flush()
+            depth = len(m.group(1))
+            heads = [h for h in heads if h[0] < depth] + [(depth, m.group(2).strip())]
+            if m.group(2).strip().endswith("?"):
+                heads.pop()
+                entry = [m.group(2).strip(), []]
+            continue
+        if first.startswith("|"):
+            rows = [[c.strip() for c in l.strip().strip("|").split("|")] for l in lines]
+            header, body = rows[0], [r for r in rows[2:] if r and r[0]]
+            rendered = []
+            for r in body:
+                text = "; ".join("%s: %s" % (h, v) if h else v for h, v in zip(header, r) if v)
+                add(path() + ([entry[0]] if entry else []) + [r[0]], text, "row")
+                rendered.append(text)
+            text_of("\n".join(rendered))
+            continue
+        if first.startswith("- "):
+            items = []
+            for l in lines:
+                if l.startswith("- "):
+                    items.append(l[2:].strip())
+                else:
+                    items[-1] += " " + l.strip()
+            for item in items:
+                if item.startswith("**"):
+                    m = re.match(r"\*\*(.+?)\*\*\s*:(.*)", item) or re.match(r"\*\*(.+?):\*\*(.*)", item)
+                    label, body = (m.group(1).rstrip(":").strip(), m.group(2).strip()) if m else ("", "")
+                else:
+                    label, _, body = item.partition(":")
+                    label, body = label.strip(), body.strip()
+                    if not (1 <= len(label.split()) <= 4) or re.search(r"[.?!,()]", label) or "http" in label:
+                        label = ""
+                if label and body:
+                    add(path() + ([entry[0]] if entry else []) + [label], "%s: %s" % (label, body), "bullet")
+                text_of("- " + item.replace("**", ""))
+            continue
+        m = re.match(r"\*\*(.+?)\*\*(.*)", block, flags=re.S)
+        if m and (m.group(1).strip().endswith("?") or m.group(2).strip() == "" or m.group(2).startswith("\n")):
+            flush()
+            entry = [m.group(1).strip(), []]
+            if m.group(2).strip():
+                entry[1].append(m.group(2).strip())
+            continue
+        text_of(block.replace("**", ""))
+    flush()
+    return out
+
+
+def norm(text):
+    """Lowercase, one space between words, "30-day" -> "30 day", "30 days" -> "30 day"."""
+    text = re.sub(r"\s+", " ", text).lower()
+    return re.sub(r"\b(\d+)[ -](business day|day|hour|minute|month|year)s?\b", r"\1 \2", text)
+
+
+FACT_PATTERNS = [
+    r"[\w.]+@[\w.]+\w",                                    # e-mail
+    r"\b\d-\d{3}-\d{3}-\d{4}\b",                           # phone
+    r"\$\d+(?:\.\d\d)?",                                   # price
+    r"\baccount(?: > [a-z]+)+",                            # menu path
+    r"\bnw-\d{6}\b",                                       # order number format
+    r"\b[a-z]{2,}\d+\b",                                   # ratings like IPX4
+    r"\"[^\"]+\"",                                         # quoted labels: "Notify me"
+    r"\bnext business day\b",                              # durations without digits
+    # numbers with their unit: 5-7 business days, 2 pm, 2.1 kg, 200 characters
+    r"(?<![\w$.\-])\d+(?:\.\d+)?(?:-\d+)?(?: business day| day| hour| minute| month| year| [a-z]+|-[a-z]+)?",
+]
+
+
+def key_facts(title, passage):
+    """The facts a reply resting on this passage may state (normalized)."""
+    text, kind = passage
+    last = title.split(SEP)[-1]
+    lines = text.split("\n")
+    if lines[0] == last:               # an entry opens with its question
+        lines = lines[1:]
+    body = norm(" ".join(lines))
+    if body.startswith(norm(last) + ": "):     # "Label: ..." of a bullet or row
+        body = body[len(norm(last)) + 2:]
+    facts = set()
+    for p in FACT_PATTERNS:
+        facts.update(m.strip() for m in re.findall(p, body))
+    for extra in KEY_FACTS.get(title, []):
+        if norm(extra) not in norm(text):
+            raise SystemExit("KEY_FACTS: %r is not in passage %r" % (extra, title))
+        facts.add(norm(extra))
+    if kind != "row":
+        # a whole sentence of the passage, quoted verbatim
+        facts.update(x for x in re.split(r"(?<=[.!?]) ", body) if len(x.split()) >= 4)
+    return {f for f in facts if f}
+
+
+def check_passages(dialogs, faq):
+    """Problems with the dialogs' "passages", and what was checked.
+
+    Problems are (kind, message) pairs: kind "title" for a title that names
+    no passage of faq.md, "fact" for an assistant reply that names a passage
+    but states none of its key facts, "shape" for a list per reply missing.
+    Also returns the number of replies naming passages, how many of them
+    have a problem, and faq.md's passages.
+    """
+    passages = faq_passages(faq)
+    facts = {t: key_facts(t, x) for t, x in passages.items()}
+    problems = []
+    cited = failed = 0
+    for d in dialogs:
+        replies = [m["content"] for m in d["messages"] if m["role"] == "assistant"]
+        if len(d["passages"]) != len(replies):
+            problems.append(("shape", "%d passage lists for %d replies" % (len(d["passages"]), len(replies))))
+            failed += 1
+            continue
+        for reply, titles in zip(replies, d["passages"]):
+            r = norm(reply)
+            bad = []
+            for title in titles:
+                if title not in passages:
+                    bad.append(("title", "no passage %r in faq.md" % title))
+                elif not any(f in r for f in facts[title]):
+                    bad.append(("fact", "%s\n    reply: %s\n    facts: %s"
+                                % (title, reply, "; ".join(sorted(facts[title]))[:300])))
+            cited += bool(titles)
+            failed += bool(bad)
+            problems += bad
+    return problems, cited, failed, passages
+
+
+# --------------------------------------------------------------------------
 
 def main():
     train = build(Gen(TRAIN_SEED), N_TRAIN, rotate=False)
@@ -1529,17 +1850,29 @@ def main():
     for d in train + held:
         assert d["topic"] in TOPICS and d["style"] in STYLES
         assert all("{" not in m["content"] and "}" not in m["content"] for m in d["messages"])
+    faq = faq_text()
+    problems, cited, failed, passages = check_passages(train + held, faq)
+    if problems:
+        for kind, msg in problems[:20]:
+            print("%s: %s" % (kind, msg), file=sys.stderr)
+        kinds = {}
+        for kind, _ in problems:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        raise SystemExit("passage check failed: %d of %d replies that name passages (%s)"
+                         % (failed, cited, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
 
     train_text = "\n".join(train_lines) + "\n"
     held_text = "\n".join(held_lines) + "\n"
     write(os.path.join(HERE, "train.jsonl"), train_text)
     write(os.path.join(HERE, "heldout.jsonl"), held_text)
-    write(os.path.join(HERE, "faq.md"), faq_text())
+    write(os.path.join(HERE, "faq.md"), faq)
 
     tr, ho = stats(train), stats(held)
-    block = stats_block(tr, ho, (len(train_text.encode()), len(held_text.encode())))
+    block = stats_block(tr, ho, (len(train_text.encode()), len(held_text.encode())), len(passages))
     update_readme(block)
     print(block)
+    print("passage check: %d replies name passages, each states a key fact of every passage it names"
+          % cited)
     return 0
 
 
