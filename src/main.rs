@@ -17,6 +17,7 @@ mod cli {
     pub mod chat;
     pub mod doctor;
     pub mod eval;
+    pub mod kb;
     pub mod moderation;
     pub mod quickstart;
     pub mod serve;
@@ -168,6 +169,11 @@ enum Command {
     Score(eval::ScoreArgs),
     /// Evaluate a bundle (and a baseline) on held-out dialogs; writes a report.
     Eval(Box<eval::EvalArgs>),
+    /// Knowledge base: build from documents, train its router, search, evaluate.
+    Kb {
+        #[command(subcommand)]
+        command: cli::kb::KbCommand,
+    },
     /// Moderation classifier: train and evaluate.
     Moderation {
         #[command(subcommand)]
@@ -509,6 +515,7 @@ fn main() -> Result<()> {
         Command::Logs { command } => store_cmd::logs(command)?,
         Command::Score(args) => eval::score(&args)?,
         Command::Eval(args) => eval::run(&args)?,
+        Command::Kb { command } => cli::kb::run(command)?,
         Command::Moderation { command } => cli::moderation::run(command, progress)?,
         Command::Moderate(args) => cli::moderation::moderate(*args)?,
         Command::Data { command } => cli::moderation::data(command)?,

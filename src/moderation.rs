@@ -21,11 +21,14 @@ mod train;
 pub use bench::{BenchReport, bench};
 pub use data::{Dataset, Example, SourceInfo, Split, SplitConfig, add_clean, read_datasets};
 pub use eval::{EvalReport, MetricRow, evaluate, language_of};
+pub(crate) use features::pad;
 pub use features::{Features, FeaturizerConfig};
 pub use filter::{FileReport, FilterReport, Flagged, filter_files};
 pub use metrics::{BinaryMetrics, roc_auc};
 pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, Rules, Verdict};
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};
+pub(crate) use onnx::{classifier_graph, run_scores};
+pub(crate) use train::{Classifier, SparseAdam, batch_tensors};
 pub use train::{JSON_FILE, LabelModel, ModelMeta, TrainJob, TrainReport, TrainSettings, train};
 
 /// Errors of the moderation stage.

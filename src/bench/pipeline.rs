@@ -7,7 +7,6 @@
 //! polling a local fake of the Telegram Bot API (`--via telegram`: the
 //! reply is final when its feedback keyboard arrives there).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,6 +194,8 @@ async fn via_telegram(
     pipeline: &Arc<crate::pipeline::Pipeline>,
     b: &PipelineBench,
 ) -> Result<Vec<f64>, ServeError> {
+    use std::collections::HashMap;
+
     use chatforge_telegram::fake::{Fake, TOKEN, chat_json};
     use chatforge_telegram::{TelegramAdapter, TelegramConfig};
     use serde_json::json;

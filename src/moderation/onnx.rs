@@ -20,14 +20,24 @@ pub const OPSET: i64 = GPT_OPSET;
 pub use crate::export::PARITY_TOLERANCE;
 
 pub(crate) fn classifier_model(m: &Classifier, labels: &[LabelModel]) -> Result<ModelProto> {
+    classifier_graph(m, Some(labels), "moderation_classifier")
+}
+
+/// The classifier graph: with `labels`, their Platt scaling and a sigmoid
+/// (moderation's calibrated scores); without, the raw logits (the
+/// knowledge-base router, whose softmax is taken by the caller).
+pub(crate) fn classifier_graph(
+    m: &Classifier,
+    labels: Option<&[LabelModel]>,
+    name: &str,
+) -> Result<ModelProto> {
     let (emb, w, b) = m.to_vecs()?;
     let dims = |v: &candle_core::Var| v.as_tensor().dims().to_vec();
     let (edims, wdims) = (dims(&m.embedding), dims(&m.weight));
-    let n_labels = labels.len();
-    if wdims != [edims[1], n_labels] {
+    let n_labels = wdims.get(1).copied().unwrap_or(0);
+    if wdims.first() != Some(&edims[1]) || labels.is_some_and(|l| l.len() != n_labels) {
         return Err(Error::Train(format!(
-            "classifier weight {wdims:?} does not fit {} labels",
-            n_labels
+            "classifier weight {wdims:?} does not fit the embedding {edims:?} and labels"
         )));
     }
     let mut g = GraphBuilder::new();
@@ -54,24 +64,25 @@ pub(crate) fn classifier_model(m: &Classifier, labels: &[LabelModel]) -> Result<
     let one = g.const_f32("one", &[], &[1.0]);
     let count = g.op("Max", &[&count, &one], vec![]);
     let mean = g.op("Div", &[&sum, &count], vec![]);
-    let logits = g.op("Gemm", &[&mean, &weight, &bias], vec![]); // [b, labels]
-    let a: Vec<f32> = labels.iter().map(|l| l.platt_a).collect();
-    let c: Vec<f32> = labels.iter().map(|l| l.platt_b).collect();
-    let a = g.const_f32("platt_a", &[n_labels], &a);
-    let c = g.const_f32("platt_b", &[n_labels], &c);
-    let scaled = g.op("Mul", &[&logits, &a], vec![]);
-    let shifted = g.op("Add", &[&scaled, &c], vec![]);
-    g.op_into("Sigmoid", &[&shifted], &["scores"], vec![]);
+    match labels {
+        Some(labels) => {
+            let logits = g.op("Gemm", &[&mean, &weight, &bias], vec![]); // [b, labels]
+            let a: Vec<f32> = labels.iter().map(|l| l.platt_a).collect();
+            let c: Vec<f32> = labels.iter().map(|l| l.platt_b).collect();
+            let a = g.const_f32("platt_a", &[n_labels], &a);
+            let c = g.const_f32("platt_b", &[n_labels], &c);
+            let scaled = g.op("Mul", &[&logits, &a], vec![]);
+            let shifted = g.op("Add", &[&scaled, &c], vec![]);
+            g.op_into("Sigmoid", &[&shifted], &["scores"], vec![]);
+        }
+        None => g.op_into("Gemm", &[&mean, &weight, &bias], &["scores"], vec![]),
+    }
     g.output(
         "scores",
         Elem::F32,
         &["batch".into(), Dim::Fixed(n_labels as i64)],
     );
-    Ok(model(
-        g.finish("moderation_classifier"),
-        OPSET,
-        env!("CARGO_PKG_VERSION"),
-    ))
+    Ok(model(g.finish(name), OPSET, env!("CARGO_PKG_VERSION")))
 }
 
 fn ort_err(e: impl std::fmt::Display) -> Error {

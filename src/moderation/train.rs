@@ -176,7 +176,13 @@ pub(crate) struct Classifier {
 
 impl Classifier {
     /// Seeded initialisation (candle's CPU generator cannot be seeded).
-    fn new(buckets: usize, dim: usize, labels: usize, seed: u64, dev: &Device) -> Result<Self> {
+    pub(crate) fn new(
+        buckets: usize,
+        dim: usize,
+        labels: usize,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut uniform = |n: usize, r: f32, shape: (usize, usize)| -> Result<Var> {
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-r..r)).collect();
@@ -437,8 +443,12 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     bar.finish_and_clear();
     let model = Classifier {
         embedding: Var::from_tensor(
-            &Tensor::from_vec(table.data, (s.featurizer.buckets as usize, s.dim), &dev)
-                .map_err(candle_err)?,
+            &Tensor::from_vec(
+                table.into_data(),
+                (s.featurizer.buckets as usize, s.dim),
+                &dev,
+            )
+            .map_err(candle_err)?,
         )
         .map_err(candle_err)?,
         weight,
@@ -536,7 +546,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
 /// Adam for the embedding table, updating only the rows a batch touched
 /// (PyTorch's `SparseAdam`, TensorFlow's `LazyAdam`): an untouched row keeps
 /// its moments, so rare n-grams are not dragged by stale momentum.
-struct SparseAdam {
+pub(crate) struct SparseAdam {
     data: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
@@ -549,7 +559,7 @@ impl SparseAdam {
     const BETA2: f32 = 0.999;
     const EPS: f32 = 1e-8;
 
-    fn new(data: Vec<f32>, dim: usize) -> Self {
+    pub(crate) fn new(data: Vec<f32>, dim: usize) -> Self {
         let n = data.len();
         Self {
             data,
@@ -560,7 +570,7 @@ impl SparseAdam {
         }
     }
 
-    fn gather(&self, rows: &[u32]) -> Vec<f32> {
+    pub(crate) fn gather(&self, rows: &[u32]) -> Vec<f32> {
         let d = self.dim;
         rows.iter()
             .flat_map(|&r| &self.data[r as usize * d..(r as usize + 1) * d])
@@ -569,7 +579,7 @@ impl SparseAdam {
     }
 
     /// `grad` is `[rows.len(), dim]`, row-major.
-    fn step(&mut self, rows: &[u32], grad: &[f32], lr: f32) {
+    pub(crate) fn step(&mut self, rows: &[u32], grad: &[f32], lr: f32) {
         self.t += 1;
         let bc1 = 1.0 - Self::BETA1.powi(self.t);
         let bc2 = 1.0 - Self::BETA2.powi(self.t);
@@ -584,6 +594,12 @@ impl SparseAdam {
                 self.data[i] -= lr * (self.m[i] / bc1) / ((self.v[i] / bc2).sqrt() + Self::EPS);
             }
         }
+    }
+}
+
+impl SparseAdam {
+    pub(crate) fn into_data(self) -> Vec<f32> {
+        self.data
     }
 }
 

@@ -1,0 +1,251 @@
+//! `kb build`, `kb train`, `kb search`, `kb eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use chatforge::config::Config;
+use chatforge::kb::{
+    BuildOptions, EvalReport, Kb, Metrics, Query, RouterSettings, SplitSettings, TITLE_SEP,
+    TrainOptions, build, evaluate, read_questions, train,
+};
+
+#[derive(clap::Subcommand)]
+pub enum KbCommand {
+    /// Split documents into passages and index them; unchanged files are
+    /// not read again.
+    Build(BuildArgs),
+    /// Train the router on labelled example questions, then fit fusion and
+    /// confidence on the questions held aside.
+    Train(TrainArgs),
+    /// The best passages for a question, with scores and confidence.
+    Search(SearchArgs),
+    /// Recall@1/3/5, MRR, coverage and accuracy at the confidence
+    /// threshold, abstentions, latency; BM25 alone beside it.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// Markdown, text, JSONL or CSV files, or folders of them.
+    #[arg(long, required = true, num_args = 1..)]
+    docs: Vec<PathBuf>,
+    /// The knowledge-base folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Read every file again, changed or not.
+    #[arg(long)]
+    force: bool,
+    /// Longest passage in words; longer prose splits at sentence ends.
+    #[arg(long, default_value_t = SplitSettings::default().max_words)]
+    max_words: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    kb: PathBuf,
+    /// Labelled questions: CSV `text,label`, JSONL `{"question","passages"}`,
+    /// or dialogs with `passages` per assistant turn.
+    #[arg(long, required = true, num_args = 1..)]
+    questions: Vec<PathBuf>,
+    /// Questions the knowledge base cannot answer (text lines, or JSONL
+    /// with `"passages": []`), for the confidence's "I don't know".
+    #[arg(long, num_args = 1..)]
+    negatives: Vec<PathBuf>,
+    #[arg(long, default_value_t = RouterSettings::default().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = RouterSettings::default().dim)]
+    dim: usize,
+    /// Precision answered questions must reach at the confidence threshold.
+    #[arg(long, default_value_t = 0.9)]
+    target_precision: f32,
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    #[arg(long)]
+    kb: PathBuf,
+    /// The question.
+    question: String,
+    /// The user's message before it (for a follow-up).
+    #[arg(long)]
+    previous: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    kb: PathBuf,
+    /// Labelled questions (as for `kb train`); `"passages": []` marks ones
+    /// it should abstain on.
+    #[arg(long, required = true, num_args = 1..)]
+    questions: Vec<PathBuf>,
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: KbCommand) -> Result<()> {
+    match command {
+        KbCommand::Build(a) => {
+            let r = build(&BuildOptions {
+                docs: a.docs,
+                out: a.out.clone(),
+                force: a.force,
+                split: SplitSettings {
+                    max_words: a.max_words,
+                },
+            })
+            .with_context(|| format!("kb build --out {}", a.out.display()))?;
+            for w in &r.warnings {
+                eprintln!("warning: {}:{}: {}", w.source, w.line, w.message);
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else if r.unchanged {
+                println!(
+                    "{}: up to date ({} passages from {} sources)",
+                    r.out, r.passages, r.sources
+                );
+            } else {
+                println!(
+                    "{}: {} passages from {} sources ({} read, {} unchanged) in {:.2} s",
+                    r.out, r.passages, r.sources, r.read, r.reused, r.seconds
+                );
+            }
+        }
+        KbCommand::Train(a) => {
+            let cfg = Config::load(a.config.as_deref())?;
+            let mut o = TrainOptions::new(a.kb.clone(), a.questions);
+            o.negatives = a.negatives;
+            o.settings.epochs = a.epochs;
+            o.settings.dim = a.dim;
+            o.target_precision = a.target_precision;
+            o.runtime = cfg.runtime;
+            o.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let r = train(&o).with_context(|| format!("kb train --kb {}", a.kb.display()))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "router over {} passages: {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}",
+                    r.entries,
+                    r.train_examples,
+                    r.labelled,
+                    r.validation,
+                    r.negatives,
+                    r.seconds,
+                    r.router_accuracy,
+                    r.fused_accuracy,
+                    r.calibration.threshold
+                );
+            }
+        }
+        KbCommand::Search(a) => {
+            let cfg = Config::load(a.config.as_deref())?;
+            let kb = Kb::open(&a.kb, &cfg.runtime)?;
+            let r = kb.search(
+                &Query {
+                    text: &a.question,
+                    previous: a.previous.as_deref(),
+                },
+                a.k,
+            )?;
+            if a.json {
+                let hits: Vec<serde_json::Value> = r
+                    .hits
+                    .iter()
+                    .map(|h| {
+                        let p = &kb.passages[h.passage];
+                        serde_json::json!({
+                            "id": p.id, "title": p.title_text(), "source": p.source,
+                            "line": p.line, "score": h.score, "bm25": h.bm25, "router": h.router,
+                            "text": p.text,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"confidence": r.confidence, "answerable": r.answerable, "hits": hits})
+                );
+            } else {
+                println!(
+                    "confidence {:.2} ({})",
+                    r.confidence,
+                    if r.answerable {
+                        "answers"
+                    } else {
+                        "below the threshold: abstain"
+                    }
+                );
+                for (i, h) in r.hits.iter().enumerate() {
+                    let p = &kb.passages[h.passage];
+                    println!(
+                        "{}. [{:.3}] {} ({}:{})\n   {}",
+                        i + 1,
+                        h.score,
+                        p.title.join(TITLE_SEP),
+                        p.source,
+                        p.line,
+                        p.text.replace('\n', " ")
+                    );
+                }
+            }
+        }
+        KbCommand::Eval(a) => {
+            let cfg = Config::load(a.config.as_deref())?;
+            let kb = Kb::open(&a.kb, &cfg.runtime)?;
+            let mut questions = Vec::new();
+            for f in &a.questions {
+                questions.extend(read_questions(f, &kb.passages)?);
+            }
+            let r = evaluate(&kb, &questions)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print_eval(&r);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_eval(r: &EvalReport) {
+    let row = |name: &str, f: fn(&Metrics) -> String| {
+        println!("{name:<28}{:>12}{:>12}", f(&r.fused), f(&r.bm25));
+    };
+    println!(
+        "{:<28}{:>12}{:>12}",
+        "",
+        if r.router { "fused" } else { "kb" },
+        "bm25"
+    );
+    row("questions", |m| m.questions.to_string());
+    row("recall@1", |m| format!("{:.3}", m.recall_at_1));
+    row("recall@3", |m| format!("{:.3}", m.recall_at_3));
+    row("recall@5", |m| format!("{:.3}", m.recall_at_5));
+    row("MRR", |m| format!("{:.3}", m.mrr));
+    row("coverage at threshold", |m| format!("{:.3}", m.coverage));
+    row("accuracy at threshold", |m| format!("{:.3}", m.accuracy));
+    row("out-of-scope questions", |m| m.out_of_scope.to_string());
+    row("abstained on them", |m| format!("{:.3}", m.abstained));
+    row("latency p50 ms", |m| format!("{:.3}", m.latency_p50_ms));
+    row("latency p99 ms", |m| format!("{:.3}", m.latency_p99_ms));
+    for (kind, n, r1) in &r.by_kind {
+        println!("recall@1 {kind:<19}{r1:>12.3}  ({n})");
+    }
+}

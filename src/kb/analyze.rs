@@ -1,0 +1,101 @@
+//! Text → index terms for BM25: lower-cased words, English stop words
+//! dropped and the rest Porter-stemmed (the stemmer `eval` already uses),
+//! numbers kept whole ("14.95", "2-3" → "2", "3"), and Chinese (any Han
+//! text, written without spaces) as character unigrams and bigrams, which
+//! match words without a segmenter's dictionary.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use crate::eval::porter;
+
+/// Words that carry no topic in a support question.
+static STOP: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    [
+        "a", "about", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by",
+        "can", "could", "did", "do", "does", "for", "from", "get", "got", "had", "has", "have",
+        "hello", "hey", "hi", "how", "i", "if", "im", "in", "is", "it", "its", "just", "let", "me",
+        "my", "of", "on", "or", "our", "please", "pls", "so", "that", "the", "their", "them",
+        "then", "there", "these", "they", "this", "to", "u", "ur", "us", "was", "we", "were",
+        "what", "when", "where", "which", "who", "will", "with", "would", "you", "your", "thanks",
+        "thank", "thx", "ok", "okay", "yes", "also", "some", "need", "want", "know", "tell",
+        "there's", "it's", "i'm", "can't", "don't",
+    ]
+    .into_iter()
+    .collect()
+});
+
+fn is_han(c: char) -> bool {
+    matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
+}
+
+/// The index terms of `text`, in order.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut han: Vec<char> = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let flush_word = |word: &mut String, out: &mut Vec<String>| {
+        if !word.is_empty() {
+            let w = std::mem::take(word);
+            let w = w.trim_matches('.').to_string();
+            if !w.is_empty() && !STOP.contains(w.as_str()) {
+                if w.chars().all(|c| c.is_ascii_alphabetic()) {
+                    out.push(porter::stem(&w));
+                } else {
+                    out.push(w);
+                }
+            }
+        }
+    };
+    let flush_han = |han: &mut Vec<char>, out: &mut Vec<String>| {
+        for (i, c) in han.iter().enumerate() {
+            out.push(c.to_string());
+            if let Some(n) = han.get(i + 1) {
+                out.push(format!("{c}{n}"));
+            }
+        }
+        han.clear();
+    };
+    for (i, &c) in chars.iter().enumerate() {
+        if is_han(c) {
+            flush_word(&mut word, &mut out);
+            han.push(c);
+            continue;
+        }
+        flush_han(&mut han, &mut out);
+        let lower: Vec<char> = c.to_lowercase().collect();
+        let digit_dot = c == '.'
+            && word.chars().last().is_some_and(|p| p.is_ascii_digit())
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+        let apostrophe = c == '\'' && !word.is_empty();
+        if c.is_alphanumeric() || digit_dot || apostrophe {
+            word.extend(lower);
+        } else {
+            flush_word(&mut word, &mut out);
+        }
+    }
+    flush_word(&mut word, &mut out);
+    flush_han(&mut han, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_terms() {
+        assert_eq!(
+            terms("How much is Express shipping? $14.95!"),
+            vec!["much", "express", "ship", "14.95"]
+        );
+        assert_eq!(terms("2-3 business days"), vec!["2", "3", "busi", "day"]);
+        assert_eq!(terms("退货"), vec!["退", "退货", "货"]);
+        assert_eq!(
+            terms("NW-123456 到了吗"),
+            vec!["nw", "123456", "到", "到了", "了", "了吗", "吗"]
+        );
+        assert!(terms("can I, please?").is_empty());
+    }
+}

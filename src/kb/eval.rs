@@ -1,0 +1,132 @@
+//! `kb eval`: how well retrieval finds the passages that answer labelled
+//! questions (recall@1/3/5, MRR), how often it answers at its confidence
+//! threshold and how often it is then right, how often it abstains on
+//! questions the knowledge base cannot answer, and how long a search takes.
+//! Plain BM25 runs beside it on the same questions.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Result;
+use super::questions::Labelled;
+use super::search::{Kb, Query, Retrieval};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    /// Questions the knowledge base can answer.
+    pub questions: usize,
+    pub recall_at_1: f32,
+    pub recall_at_3: f32,
+    pub recall_at_5: f32,
+    pub mrr: f32,
+    /// Share of answerable questions whose confidence reaches the threshold.
+    pub coverage: f32,
+    /// Of those, the share whose first passage is right.
+    pub accuracy: f32,
+    /// Questions it cannot answer (`"passages": []`).
+    pub out_of_scope: usize,
+    /// Of those, the share it abstained on (confidence under the threshold).
+    pub abstained: f32,
+    pub latency_p50_ms: f32,
+    pub latency_p99_ms: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub kb: String,
+    pub router: bool,
+    pub fused: Metrics,
+    pub bm25: Metrics,
+    /// Recall@1 of the fused retriever per question kind (typo, slang, …).
+    pub by_kind: Vec<(String, usize, f32)>,
+}
+
+fn percentile(sorted: &[f32], q: f32) -> f32 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f32 * q).round() as usize]
+}
+
+fn measure(
+    kb: &Kb,
+    questions: &[Labelled],
+    search: impl Fn(&Kb, &Query<'_>) -> Result<Retrieval>,
+    by_kind: Option<&mut Vec<(String, usize, f32)>>,
+) -> Result<Metrics> {
+    let mut m = Metrics::default();
+    let mut times = Vec::with_capacity(questions.len());
+    let (mut r1, mut r3, mut r5, mut rr) = (0f32, 0f32, 0f32, 0f32);
+    let (mut answered, mut right, mut abstained) = (0usize, 0usize, 0usize);
+    let mut kinds: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for q in questions {
+        let query = Query {
+            text: &q.text,
+            previous: q.previous.as_deref(),
+        };
+        let t = Instant::now();
+        let r = search(kb, &query)?;
+        times.push(t.elapsed().as_secs_f32() * 1e3);
+        if q.passages.is_empty() {
+            m.out_of_scope += 1;
+            abstained += usize::from(!r.answerable);
+            continue;
+        }
+        m.questions += 1;
+        let rank = r.hits.iter().position(|h| q.passages.contains(&h.passage));
+        let hit = |k: usize| f32::from(u8::from(rank.is_some_and(|p| p < k)));
+        r1 += hit(1);
+        r3 += hit(3);
+        r5 += hit(5);
+        rr += rank.map_or(0.0, |p| 1.0 / (p + 1) as f32);
+        if r.answerable {
+            answered += 1;
+            right += usize::from(rank == Some(0));
+        }
+        let e = kinds.entry(q.kind.clone()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(rank == Some(0));
+    }
+    let n = m.questions.max(1) as f32;
+    m.recall_at_1 = r1 / n;
+    m.recall_at_3 = r3 / n;
+    m.recall_at_5 = r5 / n;
+    m.mrr = rr / n;
+    m.coverage = answered as f32 / n;
+    m.accuracy = if answered == 0 {
+        0.0
+    } else {
+        right as f32 / answered as f32
+    };
+    m.abstained = if m.out_of_scope == 0 {
+        0.0
+    } else {
+        abstained as f32 / m.out_of_scope as f32
+    };
+    times.sort_by(f32::total_cmp);
+    m.latency_p50_ms = percentile(&times, 0.5);
+    m.latency_p99_ms = percentile(&times, 0.99);
+    if let Some(out) = by_kind {
+        *out = kinds
+            .into_iter()
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, (n, r))| (k, n, r as f32 / n as f32))
+            .collect();
+    }
+    Ok(m)
+}
+
+/// Evaluates `kb` (fused) and BM25 alone on `questions`.
+pub fn evaluate(kb: &Kb, questions: &[Labelled]) -> Result<EvalReport> {
+    let mut by_kind = Vec::new();
+    let fused = measure(kb, questions, |kb, q| kb.search(q, 5), Some(&mut by_kind))?;
+    let bm25 = measure(kb, questions, |kb, q| kb.search_bm25(q, 5), None)?;
+    Ok(EvalReport {
+        kb: kb.dir().display().to_string(),
+        router: kb.has_router(),
+        fused,
+        bm25,
+        by_kind,
+    })
+}

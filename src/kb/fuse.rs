@@ -1,0 +1,243 @@
+//! Fusing BM25 with the router, and a confidence that means something: the
+//! probability, calibrated on held-aside labelled questions (and questions
+//! the knowledge base cannot answer), that the top passage is right.
+//!
+//! Per candidate passage the features are the router's softmax
+//! probability and the BM25 score relative to the best one, each for the
+//! latest message alone and with the user's turn before it (a follow-up
+//! like "and to Canada?" leans on that). The fused score is a weighted sum;
+//! the weights are chosen on the validation questions. The confidence is a
+//! logistic model over the winner's fused score, its margin over the
+//! runner-up and how many query terms it covers.
+
+use serde::{Deserialize, Serialize};
+
+/// Weights of the fused score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    pub router: f32,
+    pub router_context: f32,
+    pub bm25: f32,
+    pub bm25_context: f32,
+}
+
+impl Weights {
+    /// BM25 alone (no router trained).
+    pub const BM25: Weights = Weights {
+        router: 0.0,
+        router_context: 0.0,
+        bm25: 1.0,
+        bm25_context: 0.35,
+    };
+}
+
+/// Candidate features (all in [0, 1]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Features {
+    pub router: f32,
+    pub router_context: f32,
+    pub bm25: f32,
+    pub bm25_context: f32,
+}
+
+impl Features {
+    pub fn score(&self, w: &Weights) -> f32 {
+        w.router * self.router
+            + w.router_context * self.router_context
+            + w.bm25 * self.bm25
+            + w.bm25_context * self.bm25_context
+    }
+}
+
+/// The inputs of the confidence model, for the winning passage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    pub top: f32,
+    pub margin: f32,
+    /// Share of the query's terms (IDF-weighted) found in the winner.
+    pub coverage: f32,
+    /// The router's probability that nothing in the knowledge base answers
+    /// (0 when it was trained without negatives).
+    pub none: f32,
+}
+
+/// `P(top passage is right) = σ(a·top + b·margin + c·coverage + e·none + d)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub a: f32,
+    pub b: f32,
+    pub c: f32,
+    #[serde(default)]
+    pub e: f32,
+    pub d: f32,
+    /// Below this confidence the answer is "I don't know".
+    pub threshold: f32,
+}
+
+impl Calibration {
+    /// Used until `kb train` fits one: confidence follows the share of the
+    /// question's terms the passage has, and the margin.
+    pub const DEFAULT: Calibration = Calibration {
+        a: 2.0,
+        b: 4.0,
+        c: 6.0,
+        e: 0.0,
+        d: -5.0,
+        threshold: 0.5,
+    };
+
+    pub fn confidence(&self, s: &Signals) -> f32 {
+        sigmoid(self.a * s.top + self.b * s.margin + self.c * s.coverage + self.e * s.none + self.d)
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Fits the logistic model on `(signals, top passage was right)` by
+/// gradient descent with a little L2, then the threshold: among those at
+/// which answered questions are right at least `target_precision` of the
+/// time, the one that best separates right answers from wrong ones and
+/// from questions it cannot answer (largest TPR + TNR); when none reaches
+/// the precision, the best separating one.
+pub fn fit_calibration(data: &[(Signals, bool)], target_precision: f32) -> Calibration {
+    if data.is_empty() || data.iter().all(|(_, y)| *y) || data.iter().all(|(_, y)| !*y) {
+        return Calibration::DEFAULT;
+    }
+    const K: usize = 5;
+    let mut w = [0f32; K];
+    let lr = 0.5f32;
+    let n = data.len() as f32;
+    for _ in 0..3000 {
+        let mut g = [0f32; K];
+        for (s, y) in data {
+            let x = [s.top, s.margin, s.coverage, s.none, 1.0];
+            let z: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+            let err = sigmoid(z) - f32::from(u8::from(*y));
+            for k in 0..K {
+                g[k] += err * x[k] / n;
+            }
+        }
+        for k in 0..K - 1 {
+            g[k] += 1e-3 * w[k];
+        }
+        for k in 0..K {
+            w[k] -= lr * g[k];
+        }
+    }
+    let mut cal = Calibration {
+        a: w[0],
+        b: w[1],
+        c: w[2],
+        e: w[3],
+        d: w[4],
+        threshold: 0.5,
+    };
+    let mut scored: Vec<(f32, bool)> = data.iter().map(|(s, y)| (cal.confidence(s), *y)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let pos = scored.iter().filter(|(_, y)| *y).count() as f32;
+    let neg = scored.len() as f32 - pos;
+    let (mut tp, mut fp) = (0f32, 0f32);
+    // (meets the precision, J, threshold)
+    let mut best: Option<(bool, f32, f32)> = None;
+    for (i, (c, y)) in scored.iter().enumerate() {
+        if *y {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        // Only between distinct confidences can a threshold fall.
+        if scored.get(i + 1).is_some_and(|n| n.0 == *c) {
+            continue;
+        }
+        let precise = tp >= target_precision * (tp + fp);
+        let j = tp / pos - fp / neg;
+        if best.is_none_or(|(bp, bj, _)| (precise, j) > (bp, bj)) {
+            best = Some((precise, j, *c));
+        }
+    }
+    cal.threshold = best.map_or(0.5, |b| b.2).clamp(0.05, 0.95);
+    cal
+}
+
+/// A question's candidates with their features, and its right passages.
+pub type Case = (Vec<(usize, Features)>, Vec<usize>);
+
+/// Chooses fusion weights on labelled cases for the best top-1 accuracy
+/// (ties: the simpler, router-heavier weights come first in the grid).
+pub fn fit_weights(data: &[Case]) -> Weights {
+    let steps = [0.0f32, 0.15, 0.3, 0.5, 0.75, 1.0];
+    let mut best = (0usize, Weights::BM25);
+    for &bm25 in &steps {
+        for &bm25_context in &[0.0f32, 0.2, 0.4] {
+            for &router_context in &[0.0f32, 0.25, 0.5] {
+                let w = Weights {
+                    router: 1.0,
+                    router_context,
+                    bm25,
+                    bm25_context,
+                };
+                let right = data
+                    .iter()
+                    .filter(|(cands, gold)| {
+                        cands
+                            .iter()
+                            .max_by(|a, b| a.1.score(&w).total_cmp(&b.1.score(&w)))
+                            .is_some_and(|(p, _)| gold.contains(p))
+                    })
+                    .count();
+                if right > best.0 {
+                    best = (right, w);
+                }
+            }
+        }
+    }
+    best.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_calibration_separates_and_sets_a_threshold() {
+        let mut data = Vec::new();
+        for i in 0..200 {
+            let good = i % 2 == 0;
+            let top = if good { 0.8 } else { 0.3 } + (i % 7) as f32 * 0.01;
+            data.push((
+                Signals {
+                    top,
+                    margin: if good { 0.4 } else { 0.05 },
+                    coverage: if good { 0.9 } else { 0.3 },
+                    none: if good { 0.0 } else { 0.5 },
+                },
+                good,
+            ));
+        }
+        let cal = fit_calibration(&data, 0.95);
+        let good = cal.confidence(&data[0].0);
+        let bad = cal.confidence(&data[1].0);
+        assert!(good > 0.8 && bad < 0.2, "{good} {bad}");
+        assert!(cal.threshold > bad && cal.threshold <= good, "{cal:?}");
+        assert_eq!(fit_calibration(&[], 0.9), Calibration::DEFAULT);
+    }
+
+    #[test]
+    fn test_weights_prefer_what_ranks_the_gold_first() {
+        let f = |router, bm25| Features {
+            router,
+            bm25,
+            ..Features::default()
+        };
+        // The router is right on one, BM25 on two: BM25 must weigh in.
+        let data = vec![
+            (vec![(0, f(0.6, 0.2)), (1, f(0.4, 1.0))], vec![1]),
+            (vec![(0, f(0.55, 0.1)), (1, f(0.45, 1.0))], vec![1]),
+            (vec![(0, f(0.9, 0.5)), (1, f(0.1, 1.0))], vec![0]),
+        ];
+        let w = fit_weights(&data);
+        assert!(w.bm25 >= 0.3, "{w:?}");
+    }
+}

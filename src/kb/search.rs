@@ -1,0 +1,350 @@
+//! Searching a knowledge base: BM25 and the router each propose candidates,
+//! for the latest message and for it with the user's turn before; the
+//! fused score ranks them and the calibrated confidence says whether the
+//! top one can be trusted.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::analyze;
+use super::build::{EXPANDED_DIR, INDEX_DIR, Manifest, read_expansions, read_passages};
+use super::fuse::{Calibration, Features, Signals, Weights};
+use super::index::{Bm25, indexed_text};
+use super::ingest::Passage;
+use super::router::{NONE_ENTRY, ROUTER_ONNX, Router, softmax};
+use super::{Error, Result};
+use crate::runtime::RuntimeConfig;
+
+pub const SEARCH_JSON: &str = "search.json";
+
+/// Candidates each side proposes before fusion.
+const CANDIDATES: usize = 20;
+
+/// `search.json`: how scores fuse and what confidence means, as `kb train`
+/// fitted them (defaults for BM25 alone).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SearchSettings {
+    pub weights: Weights,
+    pub calibration: Calibration,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            weights: Weights::BM25,
+            calibration: Calibration::DEFAULT,
+        }
+    }
+}
+
+/// A question in its conversation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<'a> {
+    pub text: &'a str,
+    /// The user's turn before it (for follow-ups).
+    pub previous: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Position in [`Kb::passages`].
+    pub passage: usize,
+    pub score: f32,
+    pub bm25: f32,
+    pub router: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retrieval {
+    pub hits: Vec<Hit>,
+    /// Calibrated probability that the first hit answers the question.
+    pub confidence: f32,
+    /// `confidence` is at or above the threshold.
+    pub answerable: bool,
+}
+
+/// An opened knowledge base.
+pub struct Kb {
+    dir: PathBuf,
+    pub manifest: Manifest,
+    pub passages: Vec<Passage>,
+    /// BM25 over the documents alone, and over the documents with the
+    /// labelled questions (the fused search's, when trained).
+    bm25: Bm25,
+    expanded: Option<Bm25>,
+    /// The router, each of its outputs' passage (None: gone, or the
+    /// "none of these" output), and that output's position.
+    router: Option<(Router, Vec<Option<usize>>, Option<usize>)>,
+    pub settings: SearchSettings,
+    /// Inverse document frequency of each analysed term.
+    idf: HashMap<String, f32>,
+    /// The distinct analysed terms of each passage.
+    terms: Vec<HashSet<String>>,
+}
+
+impl Kb {
+    /// Opens the knowledge base in `dir` with its router if one was trained
+    /// (and is current); `runtime` runs the router.
+    pub fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Self> {
+        let manifest = Manifest::read(dir)?;
+        let passages = read_passages(dir)?;
+        if passages.len() != manifest.passages {
+            return Err(Error::Format(format!(
+                "{}: kb.json lists {} passages but passages.jsonl has {}; rebuild with `chatforge kb build --docs … --out {} --force`",
+                dir.display(),
+                manifest.passages,
+                passages.len(),
+                dir.display()
+            )));
+        }
+        let bm25 = Bm25::open(&dir.join(INDEX_DIR)).map_err(|e| {
+            Error::Format(format!(
+                "{}: the index cannot be opened ({e}); rebuild with `chatforge kb build --docs … --out {} --force`",
+                dir.display(),
+                dir.display()
+            ))
+        })?;
+        let expansions = read_expansions(dir, &passages)?;
+        let expanded = match &expansions {
+            Some(_) => Some(Bm25::open(&dir.join(EXPANDED_DIR)).map_err(|e| {
+                Error::Format(format!(
+                    "{}: the expanded index cannot be opened ({e}); retrain with `chatforge kb train --kb {}`",
+                    dir.display(),
+                    dir.display()
+                ))
+            })?),
+            None => None,
+        };
+        let router = if dir.join(ROUTER_ONNX).is_file() {
+            let r = Router::open(dir, runtime, 2)?;
+            let pos: HashMap<&str, usize> = passages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.id.as_str(), i))
+                .collect();
+            // Router output k → passage position (None: a passage gone).
+            let map = r
+                .meta
+                .entries
+                .iter()
+                .map(|id| pos.get(id.as_str()).copied())
+                .collect();
+            let none = r.meta.entries.iter().position(|id| id == NONE_ENTRY);
+            if manifest.router_stale {
+                tracing::warn!(kb = %dir.display(), "passages changed since the router was trained; retrain it with `chatforge kb train`");
+            }
+            Some((r, map, none))
+        } else {
+            None
+        };
+        let settings = match std::fs::read_to_string(dir.join(SEARCH_JSON)) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| Error::Format(format!("{}: {e}", dir.join(SEARCH_JSON).display())))?,
+            Err(_) => SearchSettings::default(),
+        };
+        let terms: Vec<HashSet<String>> = passages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let extra = expansions.as_ref().map_or(&[][..], |e| e[i].as_slice());
+                analyze::terms(&indexed_text(p, extra))
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        let mut df: HashMap<&str, usize> = HashMap::new();
+        for t in &terms {
+            for term in t {
+                *df.entry(term.as_str()).or_insert(0) += 1;
+            }
+        }
+        let n = passages.len() as f32;
+        let idf = df
+            .into_iter()
+            .map(|(t, d)| {
+                (
+                    t.to_string(),
+                    (1.0 + (n - d as f32 + 0.5) / (d as f32 + 0.5)).ln(),
+                )
+            })
+            .collect();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            passages,
+            bm25,
+            expanded,
+            router,
+            settings,
+            idf,
+            terms,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn has_router(&self) -> bool {
+        self.router.is_some()
+    }
+
+    /// The `k` best passages for `q` with the confidence of the first.
+    pub fn search(&self, q: &Query<'_>, k: usize) -> Result<Retrieval> {
+        self.search_with(q, k, &self.settings, true)
+    }
+
+    /// BM25 alone, with the default calibration: the baseline `kb eval`
+    /// reports beside the fused retriever.
+    pub fn search_bm25(&self, q: &Query<'_>, k: usize) -> Result<Retrieval> {
+        self.search_with(q, k, &SearchSettings::default(), false)
+    }
+
+    /// Candidate features for `q` (every candidate either side proposes),
+    /// and the router's probability that none answers.
+    pub(crate) fn candidates(
+        &self,
+        q: &Query<'_>,
+        use_router: bool,
+    ) -> Result<(Vec<(usize, Features)>, f32)> {
+        let with_context = q.previous.map(|p| format!("{p}\n{}", q.text));
+        let ctx_text = with_context.as_deref().unwrap_or(q.text);
+        let index = match (&self.expanded, use_router) {
+            (Some(e), true) => e,
+            _ => &self.bm25,
+        };
+        let b = index.search(q.text, CANDIDATES)?;
+        let bc = if with_context.is_some() {
+            index.search(ctx_text, CANDIDATES)?
+        } else {
+            b.clone()
+        };
+        let mut feats: HashMap<usize, Features> = HashMap::new();
+        let norm = |v: &[super::index::Scored]| v.first().map_or(1.0, |s| s.score.max(1e-6));
+        let (nb, nbc) = (norm(&b), norm(&bc));
+        for s in &b {
+            feats.entry(s.passage).or_default().bm25 = s.score / nb;
+        }
+        for s in &bc {
+            feats.entry(s.passage).or_default().bm25_context = s.score / nbc;
+        }
+        let mut none_p = 0.0;
+        if let (true, Some((router, map, none))) = (use_router, &self.router) {
+            let texts: Vec<&str> = if with_context.is_some() {
+                vec![q.text, ctx_text]
+            } else {
+                vec![q.text]
+            };
+            let scores = router.scores(&texts)?;
+            let p = softmax(&scores[0]);
+            let pc = scores.get(1).map_or_else(|| p.clone(), |s| softmax(s));
+            if let Some(n) = none {
+                // A follow-up may be answerable only with its context.
+                none_p = p[*n].min(pc[*n]);
+            }
+            let mut order: Vec<usize> = (0..p.len()).collect();
+            order.sort_by(|&a, &b| p[b].max(pc[b]).total_cmp(&p[a].max(pc[a])));
+            // Every candidate gets its router features; the router's own
+            // best join the candidates.
+            let top: HashSet<usize> = order.iter().take(CANDIDATES).copied().collect();
+            for (k, passage) in map.iter().enumerate() {
+                let Some(passage) = *passage else { continue };
+                if top.contains(&k) || feats.contains_key(&passage) {
+                    let f = feats.entry(passage).or_default();
+                    f.router = f.router.max(p[k]);
+                    f.router_context = f.router_context.max(pc[k]);
+                }
+            }
+        }
+        let mut out: Vec<(usize, Features)> = feats.into_iter().collect();
+        out.sort_by_key(|(p, _)| *p);
+        Ok((out, none_p))
+    }
+
+    /// The confidence inputs for the winner of `ranked` fused scores.
+    pub(crate) fn signals(
+        &self,
+        q: &Query<'_>,
+        ranked: &[(usize, f32)],
+        w: &Weights,
+        none: f32,
+    ) -> Signals {
+        let total = (w.router + w.router_context + w.bm25 + w.bm25_context).max(1e-6);
+        let top = ranked.first().map_or(0.0, |r| r.1 / total);
+        let second = ranked.get(1).map_or(0.0, |r| r.1 / total);
+        let coverage = ranked
+            .first()
+            .map_or(0.0, |(p, _)| self.coverage(q.text, *p));
+        Signals {
+            top,
+            margin: top - second,
+            coverage,
+            none,
+        }
+    }
+
+    /// Share of the query's distinct terms, weighted by IDF, that
+    /// `passage` contains.
+    fn coverage(&self, query: &str, passage: usize) -> f32 {
+        let mut terms = analyze::terms(query);
+        terms.sort_unstable();
+        terms.dedup();
+        let idf = |t: &str| self.idf.get(t).copied().unwrap_or(3.0);
+        let total: f32 = terms.iter().map(|t| idf(t)).sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let found: f32 = terms
+            .iter()
+            .filter(|t| self.terms[passage].contains(t.as_str()))
+            .map(|t| idf(t))
+            .sum();
+        found / total
+    }
+
+    fn search_with(
+        &self,
+        q: &Query<'_>,
+        k: usize,
+        settings: &SearchSettings,
+        use_router: bool,
+    ) -> Result<Retrieval> {
+        let (cands, none) = self.candidates(q, use_router)?;
+        let w = if use_router && self.router.is_some() {
+            settings.weights
+        } else {
+            Weights::BM25
+        };
+        let mut ranked: Vec<(usize, f32)> = cands.iter().map(|(p, f)| (*p, f.score(&w))).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let signals = self.signals(q, &ranked, &w, none);
+        let calibration = if use_router && self.router.is_some() {
+            settings.calibration
+        } else {
+            Calibration::DEFAULT
+        };
+        let confidence = if ranked.is_empty() {
+            0.0
+        } else {
+            calibration.confidence(&signals)
+        };
+        let feats: HashMap<usize, Features> = cands.into_iter().collect();
+        let hits = ranked
+            .into_iter()
+            .take(k)
+            .map(|(p, score)| Hit {
+                passage: p,
+                score,
+                bm25: feats.get(&p).map_or(0.0, |f| f.bm25),
+                router: feats.get(&p).map_or(0.0, |f| f.router),
+            })
+            .collect();
+        Ok(Retrieval {
+            hits,
+            confidence,
+            answerable: confidence >= calibration.threshold,
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! `kb train`: the router on labelled example questions, then the fusion
+//! weights and the confidence calibration on the questions held aside (and
+//! on questions the knowledge base cannot answer, when given).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_passages};
+use super::fuse::{Calibration, Signals, Weights, fit_calibration, fit_weights};
+use super::index::Bm25;
+use super::questions::{Labelled, read};
+use super::router::{Example, NONE_ENTRY, RouterSettings, train as train_router};
+use super::search::{Kb, Query, SEARCH_JSON, SearchSettings};
+use super::{Error, Result};
+use crate::runtime::RuntimeConfig;
+
+pub struct TrainOptions {
+    pub kb: PathBuf,
+    /// Labelled questions (CSV `text,label`, question JSONL, or dialogs
+    /// with `passages`).
+    pub questions: Vec<PathBuf>,
+    /// Questions the knowledge base cannot answer (text lines, or JSONL
+    /// with `"passages": []`): they teach the confidence to say "I don't
+    /// know".
+    pub negatives: Vec<PathBuf>,
+    pub settings: RouterSettings,
+    /// Share of the labelled questions held aside for fusion and calibration.
+    pub validation_fraction: f32,
+    /// Precision the answered questions must reach at the threshold.
+    pub target_precision: f32,
+    pub runtime: RuntimeConfig,
+    pub progress: bool,
+}
+
+impl TrainOptions {
+    pub fn new(kb: PathBuf, questions: Vec<PathBuf>) -> Self {
+        Self {
+            kb,
+            questions,
+            negatives: Vec::new(),
+            settings: RouterSettings::default(),
+            validation_fraction: 0.15,
+            target_precision: 0.9,
+            runtime: RuntimeConfig::default(),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub entries: usize,
+    pub labelled: usize,
+    pub train_examples: usize,
+    pub validation: usize,
+    pub negatives: usize,
+    /// Router alone, top-1, on the validation questions.
+    pub router_accuracy: f32,
+    /// The fused ranking, top-1, on the validation questions.
+    pub fused_accuracy: f32,
+    pub weights: Weights,
+    pub calibration: Calibration,
+    /// ONNX Runtime vs candle, largest score difference.
+    pub parity: f32,
+    pub seconds: f64,
+}
+
+/// The same question (case and spacing aside) labelled twice keeps one
+/// entry with the union of its passages, so the hold-out cannot see a
+/// training question.
+fn dedupe(labelled: &mut Vec<Labelled>) {
+    let key = |t: &str, p: &Option<String>| {
+        format!(
+            "{}\u{1}{}",
+            p.as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase(),
+            t.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        )
+    };
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<Labelled> = Vec::with_capacity(labelled.len());
+    for q in labelled.drain(..) {
+        match seen.get(&key(&q.text, &q.previous)) {
+            Some(&i) => {
+                for p in q.passages {
+                    if !out[i].passages.contains(&p) {
+                        out[i].passages.push(p);
+                    }
+                }
+            }
+            None => {
+                seen.insert(key(&q.text, &q.previous), out.len());
+                out.push(q);
+            }
+        }
+    }
+    *labelled = out;
+}
+
+/// Deterministic hold-out: by the text's hash, never by file order.
+fn held_out(text: &str, fraction: f32) -> bool {
+    let h = Sha256::digest(text.trim().to_lowercase().as_bytes());
+    let v = u16::from_le_bytes([h[0], h[1]]) as f32 / 65536.0;
+    v < fraction
+}
+
+fn read_negatives(files: &[PathBuf], passages: &[super::Passage]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let is_text = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+        if is_text {
+            let text = std::fs::read_to_string(f).map_err(crate::fsio::io_err(f))?;
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        } else {
+            out.extend(
+                read(f, passages)?
+                    .into_iter()
+                    .filter(|q| q.passages.is_empty())
+                    .map(|q| q.text),
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub fn train(o: &TrainOptions) -> Result<TrainReport> {
+    let started = Instant::now();
+    let mut manifest = Manifest::read(&o.kb)?;
+    let passages = read_passages(&o.kb)?;
+    if !(0.0..0.9).contains(&o.validation_fraction) {
+        return Err(Error::Router(format!(
+            "validation fraction {} must be in [0, 0.9)",
+            o.validation_fraction
+        )));
+    }
+    let mut labelled: Vec<Labelled> = Vec::new();
+    for f in &o.questions {
+        labelled.extend(
+            read(f, &passages)?
+                .into_iter()
+                .filter(|q| !q.passages.is_empty()),
+        );
+    }
+    // Questions written beside passages in the sources (JSONL `questions`,
+    // CSV `text,label`) are labelled questions too.
+    for (i, p) in passages.iter().enumerate() {
+        for q in &p.questions {
+            labelled.push(Labelled {
+                id: format!("{}#{}", p.id, labelled.len()),
+                text: q.clone(),
+                previous: None,
+                passages: vec![i],
+                facts: Vec::new(),
+                kind: String::new(),
+            });
+        }
+    }
+    dedupe(&mut labelled);
+    if labelled.is_empty() {
+        return Err(Error::Router(
+            "no labelled questions: name files with --questions, or write questions beside the passages".into(),
+        ));
+    }
+    let negatives = read_negatives(&o.negatives, &passages)?;
+    let (val, train): (Vec<&Labelled>, Vec<&Labelled>) = labelled
+        .iter()
+        .partition(|q| held_out(&q.text, o.validation_fraction));
+    let (val_negatives, train_negatives): (Vec<&String>, Vec<&String>) = negatives
+        .iter()
+        .partition(|n| held_out(n, o.validation_fraction));
+
+    // Each passage asks for itself by its title and text, so that passages
+    // nobody asked about in the examples still have a chance.
+    let mut examples: Vec<Example> = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Example {
+            text: format!(
+                "{}\n{}",
+                p.title.last().cloned().unwrap_or_default(),
+                p.text
+            ),
+            entries: vec![i],
+        })
+        .collect();
+    for q in &train {
+        examples.push(Example {
+            text: q.text.clone(),
+            entries: q.passages.clone(),
+        });
+        if let Some(prev) = &q.previous {
+            examples.push(Example {
+                text: format!("{prev}\n{}", q.text),
+                entries: q.passages.clone(),
+            });
+        }
+    }
+    // With negatives the router gets one more output, "none of these":
+    // its probability tells questions the knowledge base cannot answer.
+    let mut ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
+    if !train_negatives.is_empty() {
+        let none = ids.len();
+        ids.push(NONE_ENTRY.to_string());
+        examples.extend(train_negatives.iter().map(|n| Example {
+            text: (*n).clone(),
+            entries: vec![none],
+        }));
+    }
+    let val_examples: Vec<Example> = val
+        .iter()
+        .map(|q| Example {
+            text: q.text.clone(),
+            entries: q.passages.clone(),
+        })
+        .collect();
+    // The training questions also expand BM25's documents (customers'
+    // words beside the documents' own).
+    let mut expansions: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for q in &train {
+        for &p in &q.passages {
+            expansions
+                .entry(passages[p].id.clone())
+                .or_default()
+                .push(q.text.clone());
+        }
+    }
+    crate::fsio::write_json_atomic(&o.kb.join(EXPANSIONS), &expansions)?;
+    let extra: Vec<Vec<String>> = passages
+        .iter()
+        .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
+        .collect();
+    Bm25::build(&o.kb.join(EXPANDED_DIR), &passages, &extra)?;
+    let trained = train_router(&ids, &examples, &val_examples, &o.settings, o.progress)?;
+    let sample: Vec<&str> = examples.iter().take(8).map(|e| e.text.as_str()).collect();
+    let parity = trained.write(&o.kb, &sample)?;
+    manifest.router_stale = false;
+    crate::fsio::write_json_atomic(&o.kb.join(MANIFEST), &manifest)?;
+
+    // Fusion and calibration on what the router did not train on.
+    let kb = Kb::open(&o.kb, &o.runtime)?;
+    let mut fit = Vec::new();
+    for q in &val {
+        let query = Query {
+            text: &q.text,
+            previous: q.previous.as_deref(),
+        };
+        let (cands, none) = kb.candidates(&query, true)?;
+        fit.push((cands, q.passages.clone(), none));
+    }
+    let weights = if fit.is_empty() {
+        SearchSettings::default().weights
+    } else {
+        let data: Vec<_> = fit.iter().map(|(c, g, _)| (c.clone(), g.clone())).collect();
+        fit_weights(&data)
+    };
+    let ranked = |cands: &[(usize, super::fuse::Features)]| {
+        let mut r: Vec<(usize, f32)> = cands.iter().map(|(p, f)| (*p, f.score(&weights))).collect();
+        r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        r
+    };
+    let mut cal_data: Vec<(Signals, bool)> = Vec::new();
+    let mut fused_right = 0;
+    for ((cands, gold, none), q) in fit.iter().zip(&val) {
+        let r = ranked(cands);
+        let right = r.first().is_some_and(|(p, _)| gold.contains(p));
+        fused_right += usize::from(right);
+        let query = Query {
+            text: &q.text,
+            previous: q.previous.as_deref(),
+        };
+        cal_data.push((kb.signals(&query, &r, &weights, *none), right));
+    }
+    for n in &val_negatives {
+        let query = Query {
+            text: n,
+            previous: None,
+        };
+        let (cands, none) = kb.candidates(&query, true)?;
+        let r = ranked(&cands);
+        cal_data.push((kb.signals(&query, &r, &weights, none), false));
+    }
+    let calibration = fit_calibration(&cal_data, o.target_precision);
+    let settings = SearchSettings {
+        weights,
+        calibration,
+    };
+    crate::fsio::write_json_atomic(&o.kb.join(SEARCH_JSON), &settings)?;
+    Ok(TrainReport {
+        entries: ids.len(),
+        labelled: labelled.len(),
+        train_examples: examples.len(),
+        validation: val.len(),
+        negatives: negatives.len(),
+        router_accuracy: trained.meta.validation_accuracy,
+        fused_accuracy: if val.is_empty() {
+            0.0
+        } else {
+            fused_right as f32 / val.len() as f32
+        },
+        weights,
+        calibration,
+        parity,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

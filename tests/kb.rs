@@ -1,0 +1,288 @@
+//! The knowledge base through the CLI, as a team uses it: build from the
+//! shop's FAQ (incrementally), train the router on labelled questions,
+//! search (a follow-up, Chinese), evaluate; and every kind of bad input
+//! gets an error or warning that names the file (and line).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+
+fn chatforge(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("CHATFORGE_PROVIDERS", "cpu")
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().unwrap_or("")).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The FAQ built and trained once (3 epochs: enough to route the test's
+/// questions), shared by the tests of this file.
+fn trained_faq_kb() -> PathBuf {
+    common::cached("kb-faq", |dir| {
+        let faq = common::repo("data/support/faq.md");
+        let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&faq), "--out", s(dir)]);
+        assert!(ok, "{err}");
+        let (ok, out, err) = chatforge(&[
+            "kb",
+            "train",
+            "--kb",
+            s(dir),
+            "--questions",
+            s(&common::repo("data/support/kb/train_questions.jsonl")),
+            "--negatives",
+            s(&common::repo("data/support/kb/out_of_scope_train.txt")),
+            "--epochs",
+            "3",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let r = json(&out);
+        assert!(r["parity"].as_f64().unwrap() <= 1e-4, "{r}");
+    })
+}
+
+fn top_title(kb: &Path, question: &str, previous: Option<&str>) -> (String, f64) {
+    let mut args = vec!["kb", "search", "--kb", s(kb), question, "--json"];
+    if let Some(p) = previous {
+        args.extend(["--previous", p]);
+    }
+    let (ok, out, err) = chatforge(&args);
+    assert!(ok, "{err}");
+    let r = json(&out);
+    (
+        r["hits"][0]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        r["confidence"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn test_build_is_incremental_and_structured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::copy(common::repo("data/support/faq.md"), docs.join("faq.md")).unwrap();
+    std::fs::write(
+        docs.join("extra.jsonl"),
+        "{\"question\":\"Do you have a loyalty card?\",\"answer\":\"Yes: Northwind Rewards.\",\"questions\":[\"points card?\"]}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("kb");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "kb",
+            "build",
+            "--docs",
+            s(&docs),
+            "--out",
+            s(&out),
+            "--json",
+        ];
+        args.extend(extra);
+        let (ok, o, err) = chatforge(&args);
+        assert!(ok, "{err}");
+        json(&o)
+    };
+    let r = build(&[]);
+    assert_eq!(
+        (r["sources"].as_u64(), r["read"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(r["passages"].as_u64().unwrap() > 80, "{r}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kb.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["sources"][0]["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        manifest["kinds"]["table_row"].as_u64().unwrap() >= 17,
+        "{manifest}"
+    );
+    assert!(
+        manifest["kinds"]["bullet"].as_u64().unwrap() >= 14,
+        "{manifest}"
+    );
+    let passages = std::fs::read_to_string(out.join("passages.jsonl")).unwrap();
+    let express = passages
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|p| p["title"].as_array().unwrap().last().unwrap() == "Express")
+        .expect("a passage per table row");
+    assert_eq!(
+        express["text"],
+        "Option: Express; Delivery time: 2-3 business days; Price: $14.95"
+    );
+    assert!(express["source"].as_str().unwrap().ends_with("faq.md"));
+    assert!(express["line"].as_u64().unwrap() > 1);
+
+    // Unchanged: nothing read, nothing written.
+    let before = std::fs::metadata(out.join("kb.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(build(&[])["unchanged"], true);
+    assert_eq!(
+        std::fs::metadata(out.join("kb.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    // One changed file is read again; --force reads both.
+    std::fs::write(
+        docs.join("extra.jsonl"),
+        "{\"question\":\"Do you have a loyalty card?\",\"answer\":\"Yes: Northwind Rewards, free.\"}\n",
+    )
+    .unwrap();
+    let r = build(&[]);
+    assert_eq!(
+        (r["read"].as_u64(), r["reused"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(build(&["--force"])["read"], 2);
+}
+
+#[test]
+fn test_trained_router_finds_passages_for_customer_questions() {
+    let kb = trained_faq_kb();
+    let (title, conf) = top_title(&kb, "how much does express cost?", None);
+    // The row, or the entry that holds the whole table: both state it.
+    assert!(
+        title.ends_with("Express") || title.ends_with("in the US?"),
+        "{title}"
+    );
+    assert!(conf > 0.0);
+    // A follow-up leans on the turn before it.
+    let (title, _) = top_title(
+        &kb,
+        "and to canada?",
+        Some("how much is shipping in the us?"),
+    );
+    assert!(title.contains("internationally"), "{title}");
+    // The eval reports the fused retriever and BM25 side by side.
+    let (ok, out, err) = chatforge(&[
+        "kb",
+        "eval",
+        "--kb",
+        s(&kb),
+        "--questions",
+        s(&common::repo("data/support/kb/train_questions.jsonl")),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r = json(&out);
+    assert_eq!(r["router"], true);
+    let fused = r["fused"]["recall_at_3"].as_f64().unwrap();
+    let bm25 = r["bm25"]["recall_at_3"].as_f64().unwrap();
+    assert!(fused > bm25, "fused {fused} vs BM25 {bm25}");
+    assert!(r["fused"]["latency_p99_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn test_chinese_passages_are_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("kb");
+    let faq = common::repo("data/support/faq.zh.md");
+    let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&faq), "--out", s(&out)]);
+    assert!(ok, "{err}");
+    let (title, _) = top_title(&out, "你们的退货政策是怎样的", None);
+    assert!(title.ends_with("你们的退货政策是什么？"), "{title}");
+    let (title, _) = top_title(&out, "忘记密码了怎么办", None);
+    assert!(title.ends_with("我忘记了密码。"), "{title}");
+}
+
+#[test]
+fn test_bad_input_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("kb");
+    let fail = |args: &[&str]| {
+        let (ok, _, err) = chatforge(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    // An empty folder.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = fail(&["kb", "build", "--docs", s(&empty), "--out", s(&out)]);
+    assert!(
+        err.contains("empty") && err.contains("no documents"),
+        "{err}"
+    );
+    // A binary file named as a document.
+    let bin = tmp.path().join("photo.md");
+    std::fs::write(&bin, [0xff, 0xd8, 0xff, 0x00, 0x10]).unwrap();
+    let err = fail(&["kb", "build", "--docs", s(&bin), "--out", s(&out)]);
+    assert!(err.contains("photo.md") && err.contains("binary"), "{err}");
+    // A 50 MB file.
+    let big = tmp.path().join("big.txt");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(50 * 1024 * 1024).unwrap();
+    let err = fail(&["kb", "build", "--docs", s(&big), "--out", s(&out)]);
+    assert!(err.contains("big.txt") && err.contains("MB"), "{err}");
+    // Markdown without headings, and a passage written twice: built, with
+    // a warning naming both places.
+    let plain = tmp.path().join("notes.md");
+    std::fs::write(
+        &plain,
+        "Returns are free within 30 days.\n\nWe ship on weekdays.\n\nReturns are free within 30 days.\n",
+    )
+    .unwrap();
+    let (ok, o, err) = chatforge(&[
+        "kb",
+        "build",
+        "--docs",
+        s(&plain),
+        "--out",
+        s(&out),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&o)["passages"], 2);
+    assert!(
+        err.contains("notes.md:5") && err.contains("duplicate"),
+        "{err}"
+    );
+    // An unknown label in the training questions names the file and line.
+    let q = tmp.path().join("q.csv");
+    std::fs::write(
+        &q,
+        "text,label\nfree returns?,notes\nwhen do you ship,Shipping › Nope\n",
+    )
+    .unwrap();
+    let err = fail(&["kb", "train", "--kb", s(&out), "--questions", s(&q)]);
+    assert!(
+        err.contains("q.csv:3") && err.contains("Shipping › Nope"),
+        "{err}"
+    );
+    // A corrupt index, and a knowledge base of another format version.
+    std::fs::write(out.join("index").join("meta.json"), "{not json").unwrap();
+    let err = fail(&["kb", "search", "--kb", s(&out), "returns"]);
+    assert!(err.contains("kb build") && err.contains("--force"), "{err}");
+    let manifest = out.join("kb.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"format\": 1", "\"format\": 99")).unwrap();
+    let err = fail(&["kb", "search", "--kb", s(&out), "returns"]);
+    assert!(
+        err.contains("format 99") && err.contains("--force"),
+        "{err}"
+    );
+    let err = fail(&["kb", "search", "--kb", s(tmp.path()), "returns"]);
+    assert!(err.contains("not a knowledge base"), "{err}");
+}
