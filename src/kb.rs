@@ -14,6 +14,7 @@
 //! | `search.json` | fusion weights and calibration (`kb train`) |
 
 mod analyze;
+mod bench;
 mod build;
 mod eval;
 mod fuse;
@@ -24,13 +25,15 @@ mod router;
 mod search;
 mod train;
 
-pub use build::{BuildOptions, BuildReport, Manifest, SourceEntry, build};
+pub use analyze::terms as analyze_terms;
+pub use bench::{KbBenchReport, bench_kb};
+pub use build::{BuildOptions, BuildReport, MANIFEST, Manifest, SourceEntry, build};
 pub use eval::{EvalReport, Metrics, evaluate};
 pub use fuse::{Calibration, Signals, Weights};
-pub use ingest::{Kind, Passage, SplitSettings, TITLE_SEP, Warning};
-pub use questions::{Labelled, read as read_questions};
+pub use ingest::{Kind, Passage, SplitSettings, TITLE_SEP, Warning, sentences as sentences_of};
+pub use questions::{Labelled, read as read_questions, resolve};
 pub use router::{RouterMeta, RouterSettings};
-pub use search::{Hit, Kb, Query, Retrieval, SearchSettings};
+pub use search::{Hit, Kb, Query, Retrieval, SEARCH_JSON, SearchSettings};
 pub use train::{TrainOptions, TrainReport, train};
 
 /// The knowledge-base format this chatforge reads and writes.

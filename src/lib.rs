@@ -7,6 +7,7 @@ pub mod config;
 pub mod eval;
 pub mod export;
 pub mod fsio;
+pub mod ground;
 pub mod kb;
 pub mod model;
 pub mod moderation;

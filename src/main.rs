@@ -95,6 +95,22 @@ enum Command {
         /// Train on cpu, cuda or cuda:N (default: the config's, else cpu).
         #[arg(long)]
         device: Option<TrainDevice>,
+        /// Knowledge base (`kb build`): each assistant turn becomes an
+        /// example whose context is what it retrieves for the customer's
+        /// message; most hold the turn's recorded passages among
+        /// distractors, the rest distractors only with the abstain reply.
+        #[arg(long)]
+        kb: Option<PathBuf>,
+        /// With --kb: share of grounded turns given their gold passages.
+        #[arg(long, default_value_t = 0.8, requires = "kb")]
+        gold_share: f64,
+        /// With --kb: passages per context (as `[kb] passages` serves).
+        #[arg(long, default_value_t = 2, requires = "kb")]
+        passages: usize,
+        /// With --kb: the serve config whose [pipeline.texts] abstain text
+        /// the abstaining examples learn (default: the built-in text).
+        #[arg(long, requires = "kb")]
+        serve_config: Option<PathBuf>,
     },
     /// Export a bundle's model to <bundle>/model.onnx (with a parity check).
     Export {
@@ -246,6 +262,21 @@ enum BenchCommand {
     },
     /// Conversation store writer throughput into Postgres and SQLite.
     Store(store_cmd::BenchStoreArgs),
+    /// Knowledge-base search at scale: build time and query p50/p99 over
+    /// synthetic passages in the shop FAQ's words, fused and BM25 alone.
+    Kb {
+        #[arg(long, default_value_t = 10_000)]
+        passages: usize,
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
+        /// The FAQ whose vocabulary the passages use.
+        #[arg(long, default_value = "data/support/faq.md")]
+        faq: PathBuf,
+        #[arg(long, env = "CHATFORGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Moderation checks: messages/s at batch 1 and 32, p50/p99 latency.
     Moderation(cli::moderation::BenchArgs),
     /// The serving path through a local Telegram fake: messages/s,
@@ -359,6 +390,10 @@ fn main() -> Result<()> {
             steps,
             resume,
             device,
+            kb,
+            gold_share,
+            passages,
+            serve_config,
         } => {
             let mut train = config
                 .as_deref()
@@ -367,10 +402,28 @@ fn main() -> Result<()> {
             if let Some(d) = device {
                 train.get_or_insert_with(train::finetune_defaults).device = d;
             }
+            let kb = match kb {
+                None => None,
+                Some(dir) => {
+                    let serve = chatforge::config::Config::load(serve_config.as_deref())?;
+                    let texts = chatforge::pipeline::Texts::new(&serve.pipeline.texts)
+                        .map_err(|e| anyhow::anyhow!("[pipeline.texts]: {e}"))?;
+                    Some(train::RaftJob {
+                        dir,
+                        settings: train::RaftSettings {
+                            gold_share,
+                            passages,
+                            seed: train.as_ref().map_or(0, |t| t.seed),
+                            texts,
+                        },
+                    })
+                }
+            };
             let report = train::finetune(FinetuneJob {
                 base,
                 dialogs,
                 out,
+                kb,
                 train,
                 steps,
                 resume,
@@ -511,6 +564,38 @@ fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Pipeline(args),
         } => cli::serve::bench(args)?,
+        Command::Bench {
+            command:
+                BenchCommand::Kb {
+                    passages,
+                    queries,
+                    faq,
+                    config,
+                    json,
+                },
+        } => {
+            anyhow::ensure!(
+                passages > 0 && queries > 0,
+                "--passages and --queries must be at least 1"
+            );
+            let cfg = Config::load(config.as_deref())?;
+            let r = chatforge::kb::bench_kb(&faq, passages, queries, &cfg.runtime)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} passages: built in {:.1} s, router trained in {:.1} s; {} queries: fused p50 {:.3} ms, p99 {:.3} ms; BM25 alone p50 {:.3} ms, p99 {:.3} ms",
+                    r.passages,
+                    r.build_seconds,
+                    r.train_seconds,
+                    r.queries,
+                    r.fused_p50_ms,
+                    r.fused_p99_ms,
+                    r.bm25_p50_ms,
+                    r.bm25_p99_ms
+                );
+            }
+        }
         Command::Db { command } => store_cmd::db(command)?,
         Command::Logs { command } => store_cmd::logs(command)?,
         Command::Score(args) => eval::score(&args)?,

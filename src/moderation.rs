@@ -19,8 +19,11 @@ mod onnx;
 mod train;
 
 pub use bench::{BenchReport, bench};
-pub use data::{Dataset, Example, SourceInfo, Split, SplitConfig, add_clean, read_datasets};
-pub use eval::{EvalReport, MetricRow, evaluate, language_of};
+pub use data::{
+    Dataset, Example, SourceInfo, Split, SplitConfig, add_clean, language_of, read_clean_texts,
+    read_datasets,
+};
+pub use eval::{CleanRow, EvalReport, EvalSets, MetricRow, evaluate};
 pub(crate) use features::pad;
 pub use features::{Features, FeaturizerConfig};
 pub use filter::{FileReport, FilterReport, Flagged, filter_files};

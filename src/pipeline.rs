@@ -2,9 +2,14 @@
 //! the events it renders. A turn runs as stages, one file each:
 //!
 //! ```text
-//! validate ─▶ moderate input ─▶ generate ─▶ check ─▶ deliver ─▶ record
-//! validate.rs  moderate.rs      generate.rs check.rs deliver.rs record.rs
+//! validate ─▶ moderate input ─▶ retrieve ─▶ generate ─▶ check ─▶ guard ─▶ deliver ─▶ record
+//! validate.rs  moderate.rs   retrieve.rs generate.rs check.rs guard.rs deliver.rs record.rs
 //! ```
+//!
+//! With a knowledge base, the reply rests on retrieved passages: they are
+//! the model's context, and the fact guard lets no reply through that
+//! states what they do not (it sends their best sentences instead, or the
+//! handoff offer when retrieval is not confident).
 //!
 //! Around them: per-conversation sessions with an explicit [`State`]
 //! (bot, waiting for a human, with an operator; `session.rs`), per-user
@@ -21,9 +26,11 @@ mod deliver;
 mod engine;
 mod gate;
 mod generate;
+mod guard;
 mod moderate;
 mod ratelimit;
 mod record;
+mod retrieve;
 mod session;
 mod texts;
 mod validate;
@@ -40,16 +47,19 @@ pub use engine::{Backend, Engine, EngineError, Opener, Pool, onnx_opener};
 pub use gate::{Checker, Gate};
 pub use ratelimit::{Admit, RateLimiter};
 pub use record::{ReplyTiming, platform_name};
+pub use retrieve::{Cite, Knowledge};
 pub use session::{State, Transition};
 pub use texts::{TextKey, TextOverrides, Texts, detect_lang};
 
 use self::check::{Checked, Streamer};
 use self::generate::GenerateError;
+use self::guard::{Decision, Evidence};
 use self::moderate::InputCheck;
 use self::record::{Recorder, ReplyLog, Timings};
+use self::retrieve::Grounded;
 use self::session::{ReplyIndex, Session, SessionRef, Sessions};
 use crate::runtime::SamplingParams;
-use crate::store::{Verdict as StoredVerdict, WriterHandle};
+use crate::store::{Grounding, ReplyKind, Verdict as StoredVerdict, WriterHandle};
 use crate::text::{Dialog, Message, Role};
 
 /// Replies remembered for feedback after their session ended.
@@ -65,6 +75,7 @@ pub struct Pipeline {
     texts: Texts,
     engine: Arc<Engine>,
     gate: Gate,
+    knowledge: Option<Arc<Knowledge>>,
     record: Recorder,
     sessions: Sessions,
     limiter: RateLimiter,
@@ -95,6 +106,7 @@ impl Pipeline {
             cfg,
             engine,
             gate,
+            knowledge: None,
             record: Recorder::new(store),
             replies: Mutex::new(ReplyIndex::new(REPLY_INDEX_CAP)),
             last_sweep: Mutex::new(Instant::now()),
@@ -104,6 +116,16 @@ impl Pipeline {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Answers from `knowledge`: retrieval, context and the fact guard.
+    pub fn with_knowledge(mut self, knowledge: Arc<Knowledge>) -> Self {
+        self.knowledge = Some(knowledge);
+        self
+    }
+
+    pub fn knowledge(&self) -> Option<&Arc<Knowledge>> {
+        self.knowledge.as_ref()
     }
 
     /// Timings of the replies since the last call (the most recent
@@ -228,16 +250,67 @@ impl Pipeline {
                 self.record.user(&conversation, &input.text, verdict);
             }
         }
+        let previous = s
+            .turns
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone());
         s.turns.push(Message {
             role: Role::User,
             content: input.text.clone(),
         });
 
+        // 3. retrieve
+        let grounded = match &self.knowledge {
+            None => None,
+            Some(k) => match retrieve::retrieve(k, &input.text, previous.as_deref()) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::error!(%conversation, error = %e, "cannot search the knowledge base; not answering");
+                    deliver::notice(&sink, self.text(s.lang, TextKey::Apology));
+                    return;
+                }
+            },
+        };
+        if let Some(g) = grounded.as_ref().filter(|g| !g.answerable && !g.smalltalk) {
+            // Nothing the model could say would rest on the documents.
+            let sent = self.text(s.lang, TextKey::Abstain).to_string();
+            self.finish(
+                &mut s,
+                &sink,
+                &conversation,
+                started,
+                input.cut,
+                &sent,
+                None,
+                Some(grounding(g, ReplyKind::Abstained)),
+            );
+            return;
+        }
+        let evidence = grounded.as_ref().map(|g| {
+            Evidence::new(
+                g,
+                s.turns
+                    .iter()
+                    .filter(|m| m.role == Role::User)
+                    .map(|m| m.content.as_str()),
+            )
+        });
+
         // 4. generate, streamed through 5. the check
         let pool = self.engine.current();
-        let dialog = self.dialog(&s);
+        let mut dialog = self.dialog(&s);
+        if let Some(g) = grounded.as_ref().filter(|g| g.answerable) {
+            dialog.context.clone_from(&g.context);
+        }
         let params = self.params(pool.defaults(), s.turns.len());
-        let mut stream = Streamer::new(&self.gate, &sink, self.cfg.stream_chunk_chars);
+        let mut stream = Streamer::new(
+            &self.gate,
+            evidence.as_ref(),
+            &sink,
+            self.cfg.stream_chunk_chars,
+        );
         let generated = generate::reply(
             &pool,
             dialog,
@@ -266,14 +339,22 @@ impl Pipeline {
         };
         let checked = check::reply(&self.gate, text, stream.flagged.take()).await;
 
-        // 7. record, 6. deliver
+        // 6. the fact guard, on what moderation let through
+        let mut kind = None;
+        let guarded;
         let (sent, rateable, verdict, unchecked) = match &checked {
-            Checked::Pass { text, verdict } => (
-                text.as_str(),
-                true,
-                verdict.as_ref().map(|v| (v, StoredVerdict::Allow)),
-                false,
-            ),
+            Checked::Pass { text, verdict } => {
+                let verdict = verdict.as_ref().map(|v| (v, StoredVerdict::Allow));
+                match (&grounded, &evidence) {
+                    (Some(g), Some(ev)) => {
+                        let d = guard::decide(g, ev, text, &input.text);
+                        kind = Some(d.kind());
+                        guarded = self.guarded(g, &d, text, s.lang);
+                        (guarded.as_str(), true, verdict, false)
+                    }
+                    _ => (text.as_str(), true, verdict, false),
+                }
+            }
             Checked::Flagged(v) => {
                 tracing::warn!(%conversation, reasons = ?v.reasons(), "reply flagged; replaced by the safe reply");
                 (
@@ -299,6 +380,10 @@ impl Pipeline {
             verdict,
             unchecked,
             latency: started.elapsed(),
+            grounding: match (&grounded, kind) {
+                (Some(gr), Some(k)) => Some(grounding(gr, k)),
+                _ => None,
+            },
         });
         if let Checked::Flagged(v) = &checked {
             self.record.flags(&conversation, &message_id, v, "output");
@@ -320,6 +405,72 @@ impl Pipeline {
         self.timings.push(ReplyTiming {
             total: started.elapsed(),
             model: generated.model_time,
+        });
+    }
+
+    /// The text sent for a guard decision, with its citation when asked.
+    fn guarded(&self, g: &Grounded, d: &Decision, reply: &str, lang: &str) -> String {
+        let cite =
+            |passage: Option<usize>, text: String| match (&self.knowledge, &g.loaded, passage) {
+                (Some(k), Some(l), Some(p)) => match retrieve::citation(k, l, p, self.cfg.cite) {
+                    Some(source) => format!(
+                        "{text}\n\n{}",
+                        self.texts
+                            .fill(lang, TextKey::Source, &[("source", &source)])
+                    ),
+                    None => text,
+                },
+                _ => text,
+            };
+        match d {
+            Decision::Generated { cite: c } => cite(*c, reply.to_string()),
+            Decision::Extracted { text, passage } => cite(
+                Some(*passage),
+                self.texts.fill(lang, TextKey::Extract, &[("text", text)]),
+            ),
+            Decision::Abstained => self.text(lang, TextKey::Abstain).to_string(),
+        }
+    }
+
+    /// Records and delivers a reply made without the model (the handoff
+    /// offer when the knowledge base has no confident answer).
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        s: &mut Session,
+        sink: &EventSink,
+        conversation: &str,
+        started: Instant,
+        cut: bool,
+        sent: &str,
+        verdict: Option<(&crate::moderation::Verdict, StoredVerdict)>,
+        grounding: Option<Grounding>,
+    ) {
+        let message_id = self.record.reply(&ReplyLog {
+            conversation,
+            content: sent,
+            model_version: "",
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            verdict,
+            unchecked: false,
+            latency: started.elapsed(),
+            grounding,
+        });
+        s.turns.push(Message {
+            role: Role::Assistant,
+            content: sent.to_string(),
+        });
+        s.last_reply = Some(message_id.clone());
+        self.replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(message_id.clone(), conversation.to_string());
+        let prefix = cut.then(|| self.text(s.lang, TextKey::LongMessage));
+        deliver::reply(sink, prefix, sent, &message_id, true);
+        self.timings.push(ReplyTiming {
+            total: started.elapsed(),
+            model: Duration::ZERO,
         });
     }
 
@@ -356,6 +507,7 @@ impl Pipeline {
             messages,
             topic: s.profile.topic.clone(),
             style: s.profile.style.clone(),
+            ..Default::default()
         }
     }
 
@@ -370,6 +522,15 @@ impl Pipeline {
         // Reproducible per turn, yet not the same draw for every message.
         p.seed = p.seed.wrapping_add(turn as u64);
         p
+    }
+}
+
+/// What the store keeps of a reply's grounding.
+fn grounding(g: &Grounded, kind: ReplyKind) -> Grounding {
+    Grounding {
+        kind,
+        passages: g.passage_ids(),
+        confidence: g.confidence,
     }
 }
 

@@ -45,6 +45,10 @@ pub enum Error {
     Export(#[from] crate::export::Error),
     #[error("moderation: {0}")]
     Moderation(#[from] moderation::Error),
+    #[error("knowledge base: {0}")]
+    Kb(#[from] crate::kb::Error),
+    #[error("[pipeline.texts]: {0}")]
+    Texts(String),
     #[error("store: {0}")]
     Store(#[from] crate::store::Error),
     #[error(transparent)]
@@ -67,8 +71,21 @@ pub struct Options {
     pub dialogs: Vec<PathBuf>,
     /// Labelled CSV files for the moderation classifier.
     pub moderation_data: Vec<PathBuf>,
+    /// Clean in-domain texts: trained on as clean, and the thresholds keep
+    /// their false-positive rate low.
+    pub moderation_clean: Vec<PathBuf>,
     /// Blocked terms, copied beside the moderation model.
     pub blocklist: Option<PathBuf>,
+    /// The knowledge base's documents; none = no knowledge base (the
+    /// bot answers from the model alone).
+    pub kb_docs: Vec<PathBuf>,
+    /// Labelled questions for its router (the dialogs' per-turn passages
+    /// count too).
+    pub kb_questions: Vec<PathBuf>,
+    /// Questions it cannot answer (for its confidence).
+    pub kb_negatives: Vec<PathBuf>,
+    /// Router epochs (default: as `chatforge kb train`).
+    pub kb_epochs: Option<usize>,
     pub moderation_settings: TrainSettings,
     /// Overrides of the step counts (tests, quick looks).
     pub pretrain_steps: Option<usize>,
@@ -88,6 +105,8 @@ pub struct Layout {
     /// The chat model bundle: what `serve` answers with.
     pub bundle: PathBuf,
     pub moderation: PathBuf,
+    /// The knowledge base (`kb build` + `kb train`).
+    pub kb: PathBuf,
     pub database: PathBuf,
     pub spill: PathBuf,
     pub config: PathBuf,
@@ -102,6 +121,7 @@ impl Layout {
             pretrain: run.join("pretrain"),
             bundle: run.join("chat"),
             moderation: run.join("moderation"),
+            kb: run.join("kb"),
             database: run.join("chatforge.db"),
             spill: run.join("spill"),
             config: run.join("chatforge.toml"),
@@ -124,6 +144,7 @@ impl Layout {
 pub enum Stage {
     Tokenizer,
     Pretrain,
+    Kb,
     Finetune,
     Export,
     Moderation,
@@ -131,9 +152,10 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Tokenizer,
         Stage::Pretrain,
+        Stage::Kb,
         Stage::Finetune,
         Stage::Export,
         Stage::Moderation,
@@ -144,6 +166,7 @@ impl Stage {
         match self {
             Stage::Tokenizer => "tokenizer",
             Stage::Pretrain => "pretrain",
+            Stage::Kb => "kb",
             Stage::Finetune => "finetune",
             Stage::Export => "export",
             Stage::Moderation => "moderation",
@@ -238,11 +261,23 @@ impl Quickstart {
                 "run from the repository root (data/support/train.jsonl), or pass --dialogs",
             )?;
         }
-        for p in &opts.moderation_data {
+        for p in opts.moderation_data.iter().chain(&opts.moderation_clean) {
             need(
                 "moderation data",
                 p,
                 "run ./scripts/setup.sh --moderation (it builds the default moderation data), or pass --moderation-data FILE.csv",
+            )?;
+        }
+        for p in opts
+            .kb_docs
+            .iter()
+            .chain(&opts.kb_questions)
+            .chain(&opts.kb_negatives)
+        {
+            need(
+                "knowledge base input",
+                p,
+                "run from the repository root (data/support/faq.md, data/support/kb/), or pass --kb-docs",
             )?;
         }
         if let Some(p) = &opts.blocklist {
@@ -311,6 +346,28 @@ impl Quickstart {
         let pre_out = pre.1.clone();
         report(pre.0);
 
+        let kb = if self.opts.kb_docs.is_empty() {
+            None
+        } else {
+            let kb = self.stage(
+                Stage::Kb,
+                json!({
+                    "docs": file_hashes(&self.opts.kb_docs)?,
+                    "questions": file_hashes(&self.kb_questions())?,
+                    "negatives": file_hashes(&self.opts.kb_negatives)?,
+                    "epochs": self.opts.kb_epochs,
+                }),
+                &[
+                    l.kb.join(crate::kb::MANIFEST),
+                    l.kb.join(crate::kb::SEARCH_JSON),
+                ],
+                |_| self.build_kb(),
+            )?;
+            let out = kb.1.clone();
+            report(kb.0);
+            Some(out)
+        };
+
         let finetune_train = {
             let mut t = preset.finetune_section()?;
             if let Some(n) = self.opts.finetune_steps {
@@ -320,7 +377,7 @@ impl Quickstart {
         };
         let fine = self.stage(
             Stage::Finetune,
-            json!({"base": pre_out, "dialogs": file_hashes(&self.opts.dialogs)?, "train": finetune_train}),
+            json!({"base": pre_out, "dialogs": file_hashes(&self.opts.dialogs)?, "train": finetune_train, "kb": kb}),
             &bundle_files(&l.bundle),
             |resume| self.finetune(&finetune_train, resume),
         )?;
@@ -342,7 +399,12 @@ impl Quickstart {
         let settings = &self.opts.moderation_settings;
         let moderation = self.stage(
             Stage::Moderation,
-            json!({"data": file_hashes(&self.opts.moderation_data)?, "settings": settings, "blocklist": blocklist}),
+            json!({
+                "data": file_hashes(&self.opts.moderation_data)?,
+                "clean": file_hashes(&self.opts.moderation_clean)?,
+                "settings": settings,
+                "blocklist": blocklist,
+            }),
             &[
                 l.moderation.join(moderation::ONNX_FILE),
                 l.moderation.join(moderation::JSON_FILE),
@@ -499,7 +561,22 @@ impl Quickstart {
         if !resume {
             fresh_dir(out)?;
         }
+        let kb = if self.opts.kb_docs.is_empty() {
+            None
+        } else {
+            Some(train::RaftJob {
+                dir: self.layout.kb.clone(),
+                settings: train::RaftSettings {
+                    gold_share: 0.8,
+                    passages: crate::config::KbSection::DEFAULT_PASSAGES,
+                    seed: t.seed,
+                    texts: crate::pipeline::Texts::new(&Default::default())
+                        .map_err(Error::Texts)?,
+                },
+            })
+        };
         let r = train::finetune(FinetuneJob {
+            kb,
             base: self.layout.pretrain.clone(),
             dialogs: self.opts.dialogs.clone(),
             out: out.clone(),
@@ -509,6 +586,45 @@ impl Quickstart {
             progress: self.opts.progress,
         })?;
         Ok(train_summary(r.bundle.config.num_params(), &r.outcome))
+    }
+
+    /// The router's questions: the given ones and the dialogs (their
+    /// per-turn `passages` label the customer's messages).
+    fn kb_questions(&self) -> Vec<PathBuf> {
+        self.opts
+            .kb_questions
+            .iter()
+            .chain(&self.opts.dialogs)
+            .cloned()
+            .collect()
+    }
+
+    fn build_kb(&self) -> Result<String> {
+        let out = &self.layout.kb;
+        fresh_dir(out)?;
+        let bar = spinner(self.opts.progress, "splitting and indexing the documents");
+        let built = crate::kb::build(&crate::kb::BuildOptions {
+            docs: self.opts.kb_docs.clone(),
+            out: out.clone(),
+            force: true,
+            split: Default::default(),
+        })?;
+        bar.finish_and_clear();
+        let mut o = crate::kb::TrainOptions::new(out.clone(), self.kb_questions());
+        o.negatives = self.opts.kb_negatives.clone();
+        o.progress = self.opts.progress;
+        if let Some(e) = self.opts.kb_epochs {
+            o.settings.epochs = e;
+        }
+        let trained = crate::kb::train(&o)?;
+        Ok(format!(
+            "{} passages from {} files; router on {} questions, fused top-1 {:.3} on the {} held aside",
+            built.passages,
+            built.sources,
+            trained.labelled,
+            trained.fused_accuracy,
+            trained.validation
+        ))
     }
 
     fn export(&self) -> Result<String> {
@@ -532,7 +648,7 @@ impl Quickstart {
         fresh_dir(out)?;
         let r = moderation::train(moderation::TrainJob {
             data: self.opts.moderation_data.clone(),
-            clean: Vec::new(),
+            clean: self.opts.moderation_clean.clone(),
             out: out.clone(),
             settings: self.opts.moderation_settings.clone(),
             progress: self.opts.progress,
@@ -585,7 +701,11 @@ impl Quickstart {
         if path.exists() && !self.opts.force {
             return Ok(false);
         }
-        let text = serve_config(&self.layout, self.opts.blocklist.is_some())?;
+        let text = serve_config(
+            &self.layout,
+            self.opts.blocklist.is_some(),
+            !self.opts.kb_docs.is_empty(),
+        )?;
         crate::fsio::write_atomic(path, text.as_bytes())?;
         Ok(true)
     }
@@ -594,7 +714,7 @@ impl Quickstart {
 /// The serve config for a run folder: the chat bundle, the moderation model
 /// and blocklist, the SQLite store, the support persona, and commented
 /// adapter sections. Paths are absolute so it works from any folder.
-pub fn serve_config(l: &Layout, blocklist: bool) -> Result<String> {
+pub fn serve_config(l: &Layout, blocklist: bool, kb: bool) -> Result<String> {
     let abs = |p: &Path| -> Result<String> {
         let dir = std::path::absolute(p).map_err(io_err(p))?;
         Ok(toml_str(&dir.display().to_string()))
@@ -605,6 +725,15 @@ pub fn serve_config(l: &Layout, blocklist: bool) -> Result<String> {
     } else {
         "# blocklist = \"blocked-terms.txt\"\n".to_string()
     };
+    let kb_section = if kb {
+        format!(
+            "\n# Replies rest on this knowledge base; the fact guard checks them.\n[kb]\ndir = {}\n",
+            abs(&l.kb)?
+        )
+    } else {
+        String::new()
+    };
+    let cite = if kb { "cite = \"title\"\n" } else { "" };
     Ok(format!(
         r#"# Written by `chatforge quickstart`; a rerun keeps your edits (--force rewrites it).
 # Serve it on a chat platform: set the token in the environment, uncomment
@@ -624,7 +753,7 @@ spill_dir = {spill}
 
 [pipeline]
 persona = {persona}
-
+{cite}{kb_section}
 # [telegram]
 # token = "${{TELEGRAM_TOKEN}}"
 
@@ -727,8 +856,14 @@ mod tests {
     #[test]
     fn test_serve_config_parses_and_points_into_the_run() {
         let l = Layout::new(Path::new("/tmp/qs run"));
-        let text = serve_config(&l, true).unwrap();
+        let text = serve_config(&l, true, true).unwrap();
         let cfg: crate::config::Config = toml::from_str(&text).unwrap();
+        let kb = cfg.kb.as_ref().expect("no [kb]");
+        assert_eq!(kb.dir, Path::new("/tmp/qs run/kb"));
+        assert_eq!(cfg.pipeline.cite, crate::pipeline::Cite::Title);
+        let without: crate::config::Config =
+            toml::from_str(&serve_config(&l, true, false).unwrap()).unwrap();
+        assert!(without.kb.is_none());
         assert_eq!(
             cfg.model.bundle.as_deref(),
             Some(Path::new("/tmp/qs run/chat"))

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, Config, expand_env};
 use crate::moderation::{Blocklist, Moderator, Rules};
-use crate::pipeline::{Engine, Gate, Pipeline};
+use crate::pipeline::{Engine, Gate, Knowledge, Pipeline};
 use crate::store::{
     self, StoreOptions, UserKeyHasher, Writer, WriterConfig, WriterReport, default_database_url,
     redact_url,
@@ -89,7 +89,7 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, &runtime, workers))
         .await
         .map_err(|e| ServeError::Other(format!("model loading panicked: {e}")))??;
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         cfg.pipeline.clone(),
         Arc::new(engine),
         gate,
@@ -101,6 +101,12 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
             reason,
         })
     })?;
+    if let Some(k) = &cfg.kb {
+        let knowledge = Knowledge::open(&k.dir, &cfg.runtime, k.passages, k.links.clone())
+            .map_err(|e| key_err("kb.dir", e.to_string()))?;
+        tracing::info!(kb = %k.dir.display(), passages = knowledge.current().kb.passages.len(), "knowledge base ready");
+        pipeline = pipeline.with_knowledge(Arc::new(knowledge));
+    }
     Ok(Services {
         pipeline: Arc::new(pipeline),
         writer,
@@ -191,13 +197,20 @@ pub async fn serve(
         services.writer.shutdown().await?;
         return Err(e);
     }
+    let every = cfg.model.watch_interval().map_err(config::Error::Value)?;
     let reloader = tokio::spawn(reload_loop(
         services.pipeline.engine().clone(),
         services.bundle.clone(),
         config_path,
-        cfg.model.watch_interval().map_err(config::Error::Value)?,
+        every,
         stop_rx.clone(),
     ));
+    let kb_reloader = services
+        .pipeline
+        .knowledge()
+        .cloned()
+        .zip(every)
+        .map(|(k, every)| tokio::spawn(kb_reload_loop(k, every, stop_rx.clone())));
     tracing::info!(
         adapters = adapters.len(),
         "serving; Ctrl-C or SIGTERM stops, SIGHUP reloads the model"
@@ -210,6 +223,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     join_adapters(adapters).await;
     reloader.abort();
+    if let Some(r) = kb_reloader {
+        r.abort();
+    }
     let report = services.writer.shutdown().await?;
     tracing::info!(
         written = report.written,
@@ -390,6 +406,53 @@ async fn reload_loop(
                 failed = Some(attempt);
             }
             Err(e) => tracing::error!(error = %e, "reload panicked"),
+        }
+    }
+}
+
+/// What identifies a knowledge base on disk: the modification times of
+/// the files a rebuild or a training writes last.
+fn kb_stamp(dir: &Path) -> Vec<Option<SystemTime>> {
+    ["kb.json", "search.json", "router.onnx"]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect()
+}
+
+/// Reopens the knowledge base when its folder changes (a `kb build` or
+/// `kb train`); a failed reopen keeps the old one and is retried.
+async fn kb_reload_loop(
+    knowledge: Arc<Knowledge>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let dir = knowledge.dir();
+    let mut stamp = kb_stamp(&dir);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let now = kb_stamp(&dir);
+        if now == stamp {
+            continue;
+        }
+        let k = Arc::clone(&knowledge);
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || k.reload(&d)).await {
+            Ok(Ok(())) => {
+                tracing::info!(kb = %dir.display(), "knowledge base reloaded");
+                stamp = now;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(kb = %dir.display(), error = %e, "knowledge base reload failed; the current one stays, retrying");
+            }
+            Err(e) => tracing::error!(error = %e, "knowledge base reload panicked"),
         }
     }
 }

@@ -31,8 +31,8 @@ pub use export::{ExportFilter, ExportFormat, ExportReport, export_jsonl, parse_t
 pub use id::{new_id, now_ms};
 pub use postgres::PgStore;
 pub use record::{
-    ConversationRecord, ConversationUpdate, FeedbackRecord, Handoff, Limits, MessageRecord,
-    ModerationRecord, Record, Verdict,
+    ConversationRecord, ConversationUpdate, FeedbackRecord, Grounding, Handoff, Limits,
+    MessageRecord, ModerationRecord, Record, ReplyKind, Verdict,
 };
 pub use sqlite::SqliteStore;
 pub use stats::{Stats, StatsRow};

@@ -10,7 +10,9 @@ mod train;
 
 pub use dialog::{Dialog, Message, Role, read_dialogs_jsonl};
 pub use pii::{NamedPattern, PiiKind, Redactor};
-pub use template::{EncodedDialog, Prompt, encode_dialog, encode_prompt, encode_prompt_within};
+pub use template::{
+    EncodedDialog, Prompt, encode_dialog, encode_dialog_last, encode_prompt, encode_prompt_within,
+};
 pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizerKind};
 pub use train::{default_control_tags, train_tokenizer};
 
@@ -24,6 +26,12 @@ pub const USER: &str = "<|user|>";
 pub const ASSISTANT: &str = "<|assistant|>";
 /// Closes any turn.
 pub const END: &str = "<|end|>";
+/// Opens the block of retrieved passages a reply may draw its facts from
+/// (closed by `<|end|>`).
+pub const CONTEXT: &str = "<|context|>";
+/// Starts one passage inside the context block: its title, a line break,
+/// its text.
+pub const PASSAGE: &str = "<|passage|>";
 /// Unknown character (char-level tokenizers only).
 pub const UNK: &str = "<|unk|>";
 

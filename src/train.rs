@@ -9,6 +9,7 @@ mod device;
 mod jobs;
 mod metrics;
 mod optim;
+mod raft;
 mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointState};
@@ -17,11 +18,13 @@ pub use corpus::{CorpusFile, read_corpus};
 pub use data::{Batch, Dataset, DialogData, PretrainData};
 pub use device::TrainDevice;
 pub use jobs::{
-    FinetuneJob, JobReport, PretrainJob, finetune, finetune_defaults, pretrain, read_train_section,
+    FinetuneJob, JobReport, PretrainJob, RaftJob, finetune, finetune_defaults, pretrain,
+    read_train_section,
 };
 pub(crate) use metrics::register_font as register_chart_font;
 pub use metrics::{MetricsLog, plot_loss_curve};
 pub use optim::AdamW;
+pub use raft::{RaftReport, RaftSettings, raft_examples};
 pub use schedule::learning_rate;
 pub use trainer::{
     Stage, TrainOutcome, TrainRun, batch_loss, snapshot, step_rng, token_nll, train_step, trainable,

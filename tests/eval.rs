@@ -43,6 +43,7 @@ fn bundles(tmp: &Path) -> (PathBuf, PathBuf) {
     common::pretrain_tiny_bundle(&base, 30);
     let chat = tmp.join("tiny-chat");
     train::finetune(FinetuneJob {
+        kb: None,
         base: base.clone(),
         dialogs: vec![repo("data/support/train.jsonl")],
         out: chat.clone(),
@@ -285,9 +286,11 @@ fn test_heldout_split_is_disjoint_from_training_data() {
 }
 
 /// With `--moderation`, `safety` is the share of generated replies the
-/// moderation model flags. The model here flags support replies that
-/// mention an order (learned from the training dialogs' assistant turns,
-/// with and without the word), which a support bot's replies often do.
+/// moderation model flags. The model here flags the agent's side of a
+/// support chat (learned from the training dialogs: assistant turns are
+/// "offensive", customer turns clean), so a bot that writes like the
+/// agent gets flagged. (An earlier version keyed on the word "order",
+/// which the tiny model's replies need not contain.)
 #[test]
 fn test_eval_safety_share_from_a_moderation_model() {
     use chatforge::moderation::{FeaturizerConfig, TrainJob, TrainSettings, train};
@@ -296,12 +299,14 @@ fn test_eval_safety_share_from_a_moderation_model() {
     let dialogs = chatforge::text::read_dialogs_jsonl(&repo("data/support/train.jsonl")).unwrap();
     let mut csv = String::from("text,offensive\n");
     for m in dialogs.iter().flat_map(|d| &d.messages) {
-        if m.role == chatforge::text::Role::Assistant {
-            let y = u8::from(m.content.to_lowercase().contains("order"));
-            csv.push_str(&format!("\"{}\",{y}\n", m.content.replace('"', "'")));
-        }
+        let y = match m.role {
+            chatforge::text::Role::Assistant => 1,
+            chatforge::text::Role::User => 0,
+            _ => continue,
+        };
+        csv.push_str(&format!("\"{}\",{y}\n", m.content.replace('"', "'")));
     }
-    let data = tmp.path().join("orders.csv");
+    let data = tmp.path().join("agent.csv");
     std::fs::write(&data, csv).unwrap();
     let model = tmp.path().join("moderation");
     train(TrainJob {

@@ -130,10 +130,12 @@ fn test_gpt2_tokenizer_json_loads() {
     .unwrap();
     let raw = tokenizers::Tokenizer::from_file(&path).unwrap();
     let tok = ChatTokenizer::from_file(&path).unwrap();
-    // GPT-2's own 50,257 ids stay; the chat tokens are appended after them.
+    // GPT-2's own 50,257 ids stay; the chat tokens (4 new) and the
+    // context tokens (2) are appended after them.
     assert_eq!(tok.special().endoftext, 50256);
     assert!(tok.special().assistant >= 50257);
-    assert_eq!(tok.vocab_size(), 50257 + 4);
+    assert!(tok.special().context.is_some());
+    assert_eq!(tok.vocab_size(), 50257 + 6);
     for case in &cases {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> = case["ids"]

@@ -358,7 +358,16 @@ fn test_shared_sets_slice() {
     .unwrap();
     let formats: Vec<&str> = report.meta.data.iter().map(|d| d.format.as_str()).collect();
     assert_eq!(formats, ["davidson", "cold"]);
-    let r = evaluate(&out, &files, true, &cpu()).unwrap();
+    let r = evaluate(
+        &out,
+        &chatforge::moderation::EvalSets {
+            labelled: files.to_vec(),
+            heldout: true,
+            ..Default::default()
+        },
+        &cpu(),
+    )
+    .unwrap();
     let get = |lang: &str| {
         r.metrics
             .iter()
@@ -480,16 +489,19 @@ fn test_default_moderation_script_trains_once_and_flags() {
         .map(|d| d["sha256"].as_str().unwrap())
         .collect();
     recorded.sort_unstable();
-    let mut want: Vec<String> = ["train.csv", "offensive.csv"]
-        .iter()
-        .map(|f| {
-            use sha2::Digest;
-            format!(
-                "{:x}",
-                sha2::Sha256::digest(std::fs::read(data.join(f)).unwrap())
-            )
-        })
-        .collect();
+    let mut want: Vec<String> = [
+        data.join("train.csv"),
+        data.join("offensive.csv"),
+        data.join("support_clean.txt"),
+        common::repo("data/moderation/davidson.csv.gz"),
+        common::repo("data/moderation/cold.csv.gz"),
+    ]
+    .iter()
+    .map(|f| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(f).unwrap()))
+    })
+    .collect();
     want.sort_unstable();
     assert_eq!(recorded, want);
 
@@ -506,7 +518,11 @@ fn test_default_moderation_script_trains_once_and_flags() {
     assert_eq!(trained, kept, "the second run retrained");
 
     let input = tmp.path().join("texts.txt");
-    std::fs::write(&input, "you idiot\nwhere is my order?\n").unwrap();
+    std::fs::write(
+        &input,
+        "you idiot\nwhere is my order?\nyou idiot, can I get a refund?\nplease kill the order, this product sucks\n",
+    )
+    .unwrap();
     let blocklist = home.join("moderation/blocklist.txt");
     let verdicts = moderate_json(
         &[
@@ -519,4 +535,16 @@ fn test_default_moderation_script_trains_once_and_flags() {
     );
     assert_eq!(verdicts[0]["flagged"], true, "{verdicts:?}");
     assert_eq!(verdicts[1]["flagged"], false, "{verdicts:?}");
+    assert_eq!(verdicts[2]["flagged"], true, "{verdicts:?}");
+    assert_eq!(verdicts[3]["flagged"], false, "{verdicts:?}");
+    // The report on what it never trained on came with it.
+    let report = std::fs::read_to_string(out.join("eval.txt")).unwrap();
+    for set in [
+        "davidson.csv.gz",
+        "cold.csv.gz",
+        "insult_in_request_eval.csv",
+        "heldout.jsonl",
+    ] {
+        assert!(report.contains(set), "{set} missing from\n{report}");
+    }
 }

@@ -60,6 +60,7 @@ fn dialog(turns: &[&str]) -> Dialog {
         messages,
         topic: Some("orders".into()),
         style: Some("formal".into()),
+        ..Default::default()
     }
 }
 

@@ -34,9 +34,10 @@ fn stage_outcomes(out: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-const STAGES: [&str; 6] = [
+const STAGES: [&str; 7] = [
     "tokenizer",
     "pretrain",
+    "kb",
     "finetune",
     "export",
     "moderation",
@@ -68,6 +69,8 @@ fn test_quickstart_builds_reuses_and_chats() {
         "moderation/moderation.onnx",
         "moderation/moderation.json",
         "moderation/blocklist.txt",
+        "kb/kb.json",
+        "kb/router.onnx",
         "chatforge.db",
         "chatforge.toml",
     ] {
@@ -81,6 +84,10 @@ fn test_quickstart_builds_reuses_and_chats() {
     let cfg = Config::load(Some(&run.dir.join("chatforge.toml"))).unwrap();
     assert_eq!(cfg.model.bundle.as_deref(), Some(bundle.as_path()));
     assert!(cfg.moderation.enabled && cfg.moderation.blocklist.is_some());
+    assert_eq!(
+        cfg.kb.map(|k| k.dir),
+        Some(std::path::absolute(run.dir.join("kb")).unwrap())
+    );
 
     let second = stdout(&run.quickstart(&["--no-chat"], None));
     assert!(
@@ -90,7 +97,8 @@ fn test_quickstart_builds_reuses_and_chats() {
     );
     assert!(second.contains("kept as it was"), "{second}");
 
-    // New dialogs: fine-tuning and export rebuild, the rest stays.
+    // New dialogs: the router (trained on their questions too), fine-tuning
+    // and export rebuild, the rest stays.
     let mut dialogs = std::fs::OpenOptions::new()
         .append(true)
         .open(run.dialogs())
@@ -107,7 +115,7 @@ fn test_quickstart_builds_reuses_and_chats() {
         .filter(|(_, o)| o == "built")
         .map(|(s, _)| s)
         .collect();
-    assert_eq!(rebuilt, ["finetune", "export"], "{third}");
+    assert_eq!(rebuilt, ["kb", "finetune", "export"], "{third}");
 
     // The terminal chat: a message, a command, then /quit.
     let chat = run.quickstart(
@@ -119,13 +127,13 @@ fn test_quickstart_builds_reuses_and_chats() {
         stage_outcomes(&text).iter().all(|(_, o)| o == "reused"),
         "{text}"
     );
+    let stderr = String::from_utf8_lossy(&chat.stderr);
     let replies: Vec<&str> = text.lines().filter(|l| l.starts_with("bot> ")).collect();
     assert!(replies.len() >= 3, "{text}");
     // Generation ran: neither refused nor failed (the pipeline's apology).
-    assert!(!text.contains("went wrong"), "{text}");
+    assert!(!text.contains("went wrong"), "{text}\n{stderr}");
     println!("{text}");
     assert!(text.contains("/reset") && text.contains("/human"), "{text}");
-    let stderr = String::from_utf8_lossy(&chat.stderr);
     let written: usize = stderr
         .split("records written")
         .next()

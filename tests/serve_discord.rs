@@ -151,8 +151,10 @@ async fn test_serve_discord_dm_moderation_feedback_handoff_and_slash() {
         assert_eq!(callback[0].body["type"], 5);
         let answer = &fake.calls("PATCH", "/webhooks/")[0];
         assert!(callback[0].at <= answer.at);
+        // The answer itself may be the safe reply: later in a conversation
+        // the tiny model's reply can carry the blocklisted word.
         let answered = answer.body["content"].as_str().unwrap_or_default();
-        assert!(!answered.is_empty() && answered != safe, "{answered}");
+        assert!(!answered.is_empty(), "{answered}");
 
         let _ = stop_tx.send(());
         let report = server.await.unwrap().expect("serve ran");

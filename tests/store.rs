@@ -159,9 +159,9 @@ fn quick_writer(ctx: &Ctx, store: Arc<dyn ConversationStore>) -> Writer {
 
 async fn store_roundtrip(ctx: Ctx) {
     let store = &ctx.store;
-    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+    assert_eq!(store.schema_version().await.unwrap(), Some(2));
     store.migrate().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+    assert_eq!(store.schema_version().await.unwrap(), Some(2));
 
     let writer = quick_writer(&ctx, Arc::clone(store));
     let h = writer.handle();
@@ -835,7 +835,7 @@ async fn store_schemas_match() {
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 37, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 40, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 
@@ -871,7 +871,7 @@ async fn store_cli_migrate_export_stats() {
     let o = chatforge(&["db", "migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("schema at version 1"),
+        text(&o.stdout).contains("schema at version 2"),
         "{}",
         text(&o.stdout)
     );

@@ -417,6 +417,7 @@ fn dialog(user: &str, reply: &str) -> Dialog {
         ],
         topic: None,
         style: None,
+        ..Default::default()
     }
 }
 
@@ -470,6 +471,7 @@ fn test_finetune_on_support_dialogs() {
     .unwrap();
     let out = tmp.path().join("ft");
     let report = train::finetune(FinetuneJob {
+        kb: None,
         base: base.clone(),
         dialogs: vec![repo("data/support/train.jsonl")],
         out: out.clone(),

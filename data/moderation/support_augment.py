@@ -34,6 +34,7 @@ import random
 import sys
 
 PER_CLASS_PER_LANG = 1500  # 3,000 offensive + 3,000 clean rows in all
+SEED_DEFAULT = 20240601
 
 # ----------------------------------------------------------------- English
 EN_ITEMS = [
@@ -562,7 +563,7 @@ def check_eval(rows, path):
 def main():
     ap = argparse.ArgumentParser(description="Write support-style moderation training rows as CSV.")
     ap.add_argument("out", nargs="?", help="output path (default: stdout)")
-    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--seed", type=int, default=SEED_DEFAULT)
     ap.add_argument("--per-class-per-lang", type=int, default=PER_CLASS_PER_LANG)
     ap.add_argument("--check-eval", metavar="CSV",
                     help="count overlaps with this eval set; exit 1 if there are any")

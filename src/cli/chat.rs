@@ -30,6 +30,7 @@ pub fn run(
             .collect(),
         topic: None,
         style: None,
+        ..Default::default()
     };
     let mut dialog = fresh();
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -97,6 +98,7 @@ fn with_system(system: &Option<String>, user: &str) -> Dialog {
         messages,
         topic: None,
         style: None,
+        ..Default::default()
     }
 }
 

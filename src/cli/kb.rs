@@ -243,6 +243,13 @@ fn print_eval(r: &EvalReport) {
     row("accuracy at threshold", |m| format!("{:.3}", m.accuracy));
     row("out-of-scope questions", |m| m.out_of_scope.to_string());
     row("abstained on them", |m| format!("{:.3}", m.abstained));
+    row("questions with facts", |m| m.with_facts.to_string());
+    row("extract states all facts", |m| {
+        format!("{:.3}", m.extract_correct)
+    });
+    row("extract misses a fact", |m| {
+        format!("{:.3}", m.extract_wrong)
+    });
     row("latency p50 ms", |m| format!("{:.3}", m.latency_p50_ms));
     row("latency p99 ms", |m| format!("{:.3}", m.latency_p99_ms));
     for (kind, n, r1) in &r.by_kind {

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use chatforge::config::Config;
 use chatforge::moderation::{
-    Blocklist, FeaturizerConfig, Moderator, PiiAction, Rules, SplitConfig, TrainJob, TrainSettings,
-    Verdict, evaluate, train,
+    Blocklist, EvalSets, FeaturizerConfig, Moderator, PiiAction, Rules, SplitConfig, TrainJob,
+    TrainSettings, Verdict, evaluate, train,
 };
 
 #[derive(clap::Subcommand)]
@@ -70,11 +70,21 @@ pub struct EvalArgs {
     /// Model folder (moderation.onnx + moderation.json).
     #[arg(long)]
     model: PathBuf,
-    #[arg(long, required = true, num_args = 1..)]
+    /// Labelled CSV files (`.csv` or `.csv.gz`).
+    #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
-    /// Score only the rows the model's seeded split held out from training.
+    /// Score only the `--data` rows held out from training (a file's
+    /// `split` column says which; else the model's seeded split).
     #[arg(long)]
     heldout: bool,
+    /// Labelled files the model never trained on, scored whole (such as
+    /// data/moderation/insult_in_request_eval.csv).
+    #[arg(long, num_args = 1..)]
+    unseen: Vec<PathBuf>,
+    /// Clean texts, for the false-positive rate: a CSV with a `text`
+    /// column, JSONL dialogs (the customer's turns) or one text per line.
+    #[arg(long, num_args = 1..)]
+    clean: Vec<PathBuf>,
     #[arg(long, env = "CHATFORGE_CONFIG")]
     config: Option<PathBuf>,
     #[arg(long)]
@@ -305,7 +315,16 @@ pub fn run(cmd: ModerationCommand, progress: bool) -> Result<()> {
         }
         ModerationCommand::Eval(a) => {
             let cfg = Config::load(a.config.as_deref())?;
-            let r = evaluate(&a.model, &a.data, a.heldout, &cfg.runtime)?;
+            if a.data.is_empty() && a.unseen.is_empty() && a.clean.is_empty() {
+                bail!("nothing to evaluate: give --data, --unseen or --clean");
+            }
+            let sets = EvalSets {
+                labelled: a.data,
+                unseen: a.unseen,
+                clean: a.clean,
+                heldout: a.heldout,
+            };
+            let r = evaluate(&a.model, &sets, &cfg.runtime)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

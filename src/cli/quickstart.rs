@@ -40,9 +40,31 @@ pub struct QuickstartArgs {
     #[arg(long, num_args = 1..)]
     dialogs: Vec<PathBuf>,
     /// Moderation training CSVs (default: what `scripts/setup.sh
-    /// --moderation` writes to $CHATFORGE_HOME/moderation/data/).
+    /// --moderation` writes to $CHATFORGE_HOME/moderation/data/, plus the
+    /// labelled sets in data/moderation/).
     #[arg(long, num_args = 1..)]
     moderation_data: Vec<PathBuf>,
+    /// Clean in-domain texts for moderation (default: the support texts
+    /// `setup.sh --moderation` writes, with the default data).
+    #[arg(long, num_args = 1..)]
+    moderation_clean: Vec<PathBuf>,
+    /// The knowledge base's documents (default data/support/faq.md);
+    /// `--no-kb` answers from the model alone.
+    #[arg(long, num_args = 1..)]
+    kb_docs: Vec<PathBuf>,
+    /// Labelled questions for the knowledge base's router, besides the
+    /// dialogs (default data/support/kb/train_questions.jsonl).
+    #[arg(long, num_args = 1..)]
+    kb_questions: Vec<PathBuf>,
+    /// Questions the knowledge base cannot answer (default
+    /// data/support/kb/out_of_scope_train.txt).
+    #[arg(long, num_args = 1..)]
+    kb_negatives: Vec<PathBuf>,
+    #[arg(long, conflicts_with_all = ["kb_docs", "kb_questions", "kb_negatives"])]
+    no_kb: bool,
+    /// Router epochs (default: as `chatforge kb train`).
+    #[arg(long, hide = true)]
+    kb_epochs: Option<usize>,
     /// Blocked terms, one per line (default: $CHATFORGE_HOME/moderation/
     /// blocklist.txt with the default moderation data, none otherwise).
     #[arg(long)]
@@ -75,17 +97,41 @@ pub fn run(a: QuickstartArgs, progress: bool) -> Result<()> {
     } else {
         a.dialogs
     };
-    let (moderation_data, blocklist) = if a.moderation_data.is_empty() {
+    let (moderation_data, moderation_clean, blocklist) = if a.moderation_data.is_empty() {
+        // As scripts/moderation-default.sh trains it.
         let m = home.join("moderation");
         (
             vec![
                 m.join("data").join("train.csv"),
                 m.join("data").join("offensive.csv"),
+                PathBuf::from("data/moderation/davidson.csv.gz"),
+                PathBuf::from("data/moderation/cold.csv.gz"),
             ],
+            if a.moderation_clean.is_empty() {
+                vec![m.join("data").join("support_clean.txt")]
+            } else {
+                a.moderation_clean
+            },
             Some(a.blocklist.unwrap_or_else(|| m.join("blocklist.txt"))),
         )
     } else {
-        (a.moderation_data, a.blocklist)
+        (a.moderation_data, a.moderation_clean, a.blocklist)
+    };
+    let or = |given: Vec<PathBuf>, default: &str| {
+        if given.is_empty() {
+            vec![PathBuf::from(default)]
+        } else {
+            given
+        }
+    };
+    let (kb_docs, kb_questions, kb_negatives) = if a.no_kb {
+        (Vec::new(), Vec::new(), Vec::new())
+    } else {
+        (
+            or(a.kb_docs, "data/support/faq.md"),
+            or(a.kb_questions, "data/support/kb/train_questions.jsonl"),
+            or(a.kb_negatives, "data/support/kb/out_of_scope_train.txt"),
+        )
     };
     let mut moderation_settings = TrainSettings::default();
     if let Some(e) = a.moderation_epochs {
@@ -97,7 +143,12 @@ pub fn run(a: QuickstartArgs, progress: bool) -> Result<()> {
         corpus,
         dialogs,
         moderation_data,
+        moderation_clean,
         blocklist,
+        kb_docs,
+        kb_questions,
+        kb_negatives,
+        kb_epochs: a.kb_epochs,
         moderation_settings,
         pretrain_steps: a.pretrain_steps,
         finetune_steps: a.finetune_steps,

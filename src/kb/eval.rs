@@ -28,6 +28,13 @@ pub struct Metrics {
     pub out_of_scope: usize,
     /// Of those, the share it abstained on (confidence under the threshold).
     pub abstained: f32,
+    /// Questions with required facts (`"facts"`): the share the bot's
+    /// fallback answer (the first passage's best sentences, what the fact
+    /// guard sends instead of an unsupported reply) answers with every
+    /// fact, the share it answers without one, and the rest it hands off.
+    pub with_facts: usize,
+    pub extract_correct: f32,
+    pub extract_wrong: f32,
     pub latency_p50_ms: f32,
     pub latency_p99_ms: f32,
 }
@@ -59,6 +66,7 @@ fn measure(
     let mut times = Vec::with_capacity(questions.len());
     let (mut r1, mut r3, mut r5, mut rr) = (0f32, 0f32, 0f32, 0f32);
     let (mut answered, mut right, mut abstained) = (0usize, 0usize, 0usize);
+    let (mut extract_correct, mut extract_wrong) = (0usize, 0usize);
     let mut kinds: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for q in questions {
         let query = Query {
@@ -84,6 +92,22 @@ fn measure(
             answered += 1;
             right += usize::from(rank == Some(0));
         }
+        if !q.facts.is_empty() {
+            m.with_facts += 1;
+            if let (true, Some(top)) = (r.answerable, r.hits.first()) {
+                let answer = crate::ground::normalize(&crate::ground::extract(
+                    &kb.passages[top.passage],
+                    &q.text,
+                    2,
+                ));
+                let all = q
+                    .facts
+                    .iter()
+                    .all(|f| answer.contains(&crate::ground::normalize(f)));
+                extract_correct += usize::from(all);
+                extract_wrong += usize::from(!all);
+            }
+        }
         let e = kinds.entry(q.kind.clone()).or_default();
         e.0 += 1;
         e.1 += usize::from(rank == Some(0));
@@ -104,6 +128,9 @@ fn measure(
     } else {
         abstained as f32 / m.out_of_scope as f32
     };
+    let nf = m.with_facts.max(1) as f32;
+    m.extract_correct = extract_correct as f32 / nf;
+    m.extract_wrong = extract_wrong as f32 / nf;
     times.sort_by(f32::total_cmp);
     m.latency_p50_ms = percentile(&times, 0.5);
     m.latency_p99_ms = percentile(&times, 0.99);

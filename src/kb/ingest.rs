@@ -66,6 +66,23 @@ impl Passage {
         self.title.join(TITLE_SEP)
     }
 
+    /// The title path without the document's own title (what a citation
+    /// shows).
+    pub fn short_title(&self) -> String {
+        self.title
+            .iter()
+            .skip(usize::from(self.title.len() > 1))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(TITLE_SEP)
+    }
+
+    /// The passage as a model reads it in its context block: short title,
+    /// then the text.
+    pub fn context_text(&self) -> String {
+        format!("{}\n{}", self.short_title(), self.text)
+    }
+
     /// Whether `label` names this passage: its id, or the last components
     /// of its title path (so a label may leave out the document's title).
     pub fn answers_to(&self, label: &str) -> bool {
@@ -645,7 +662,7 @@ pub fn split_sentences(text: &str, max_words: usize) -> Vec<String> {
 
 /// Sentences with their trailing space: cut after `.`, `!`, `?` followed by
 /// whitespace, after `。！？`, and at line breaks.
-fn sentences(text: &str) -> Vec<String> {
+pub fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let chars: Vec<char> = text.chars().collect();

@@ -157,6 +157,7 @@ pub fn read(file: &Path, passages: &[Passage]) -> Result<Vec<Labelled>> {
             }
         }
         "jsonl" | "json" => {
+            let mut unlabelled = 0usize;
             for (i, l) in text.lines().enumerate() {
                 let line = i + 1;
                 if l.trim().is_empty() {
@@ -165,6 +166,12 @@ pub fn read(file: &Path, passages: &[Passage]) -> Result<Vec<Labelled>> {
                 let v: serde_json::Value =
                     serde_json::from_str(l).map_err(|e| source_err(line, e.to_string()))?;
                 if v.get("messages").is_some() {
+                    // A dialog that records no passages (a logged
+                    // conversation, a hand-written one) labels nothing.
+                    if v.get("passages").is_none() {
+                        unlabelled += 1;
+                        continue;
+                    }
                     let d: DialogLine = serde_json::from_value(v).map_err(|e| {
                         source_err(
                             line,
@@ -196,6 +203,12 @@ pub fn read(file: &Path, passages: &[Passage]) -> Result<Vec<Labelled>> {
                     facts: q.facts,
                     kind: q.kind.unwrap_or_default(),
                 });
+            }
+            if unlabelled > 0 {
+                tracing::warn!(
+                    file = %file.display(),
+                    "{unlabelled} dialogs record no \"passages\" and label no questions"
+                );
             }
         }
         other => {

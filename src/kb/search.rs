@@ -77,6 +77,8 @@ pub struct Kb {
     /// The router, each of its outputs' passage (None: gone, or the
     /// "none of these" output), and that output's position.
     router: Option<(Router, Vec<Option<usize>>, Option<usize>)>,
+    /// Each passage's router output, if it has one.
+    router_output: Vec<Option<usize>>,
     pub settings: SearchSettings,
     /// Inverse document frequency of each analysed term.
     idf: HashMap<String, f32>,
@@ -107,6 +109,7 @@ impl Kb {
             ))
         })?;
         let expansions = read_expansions(dir, &passages)?;
+        let mut router_output = vec![None; passages.len()];
         let expanded = match &expansions {
             Some(_) => Some(Bm25::open(&dir.join(EXPANDED_DIR)).map_err(|e| {
                 Error::Format(format!(
@@ -125,13 +128,18 @@ impl Kb {
                 .map(|(i, p)| (p.id.as_str(), i))
                 .collect();
             // Router output k → passage position (None: a passage gone).
-            let map = r
+            let map: Vec<Option<usize>> = r
                 .meta
                 .entries
                 .iter()
                 .map(|id| pos.get(id.as_str()).copied())
                 .collect();
             let none = r.meta.entries.iter().position(|id| id == NONE_ENTRY);
+            for (k, p) in map.iter().enumerate() {
+                if let Some(p) = p {
+                    router_output[*p] = Some(k);
+                }
+            }
             if manifest.router_stale {
                 tracing::warn!(kb = %dir.display(), "passages changed since the router was trained; retrain it with `chatforge kb train`");
             }
@@ -177,6 +185,7 @@ impl Kb {
             bm25,
             expanded,
             router,
+            router_output,
             settings,
             idf,
             terms,
@@ -244,17 +253,25 @@ impl Kb {
                 // A follow-up may be answerable only with its context.
                 none_p = p[*n].min(pc[*n]);
             }
+            // The router's own best join the candidates (a partial
+            // selection: a full sort of 10,000 scores costs more than the
+            // rest of a search).
             let mut order: Vec<usize> = (0..p.len()).collect();
-            order.sort_by(|&a, &b| p[b].max(pc[b]).total_cmp(&p[a].max(pc[a])));
-            // Every candidate gets its router features; the router's own
-            // best join the candidates.
-            let top: HashSet<usize> = order.iter().take(CANDIDATES).copied().collect();
-            for (k, passage) in map.iter().enumerate() {
-                let Some(passage) = *passage else { continue };
-                if top.contains(&k) || feats.contains_key(&passage) {
-                    let f = feats.entry(passage).or_default();
-                    f.router = f.router.max(p[k]);
-                    f.router_context = f.router_context.max(pc[k]);
+            let best = |a: &usize, b: &usize| p[*b].max(pc[*b]).total_cmp(&p[*a].max(pc[*a]));
+            if order.len() > CANDIDATES {
+                order.select_nth_unstable_by(CANDIDATES, best);
+                order.truncate(CANDIDATES);
+            }
+            for k in order {
+                if let Some(passage) = map[k] {
+                    feats.entry(passage).or_default();
+                }
+            }
+            // Every candidate gets its router features.
+            for (passage, f) in feats.iter_mut() {
+                if let Some(k) = self.router_output[*passage] {
+                    f.router = p[k];
+                    f.router_context = pc[k];
                 }
             }
         }

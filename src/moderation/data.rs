@@ -1,6 +1,8 @@
-//! Labelled data from CSV: the generic `text,label[,label2…]` layout and
-//! the two shared sets recognised by their headers (Davidson et al.'s
-//! English tweets, the Chinese COLD set), plus the seeded split.
+//! Labelled data from CSV (plain or `.gz`): the generic
+//! `text,label[,label2…]` layout and the two labelled sets recognised by
+//! their headers (Davidson et al.'s English tweets, the Chinese COLD set,
+//! as upstream or as vendored in `data/moderation/`), plus the split: a
+//! file's `split` column where it has one, else the seeded hash.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,35 @@ use super::{Error, Result};
 pub struct Example {
     pub text: String,
     pub labels: Vec<Option<bool>>,
+    /// The part its file's `split` column puts it in (else the hash does).
+    pub split: Option<Split>,
+    /// Its file's `lang` column (else [`language_of`] the text).
+    pub lang: Option<String>,
+    /// From a `--clean` file: ordinary in-domain text, the rows the
+    /// thresholds keep false positives low on.
+    pub clean: bool,
+}
+
+impl Example {
+    pub fn split(&self, by_hash: &SplitConfig) -> Split {
+        self.split.unwrap_or_else(|| by_hash.of(&self.text))
+    }
+
+    pub fn language(&self) -> &str {
+        self.lang
+            .as_deref()
+            .unwrap_or_else(|| language_of(&self.text))
+    }
+}
+
+/// `zh` when the text has any CJK character, else `en`. Crude, but it is
+/// what the two labelled sets need, and it never fails.
+pub fn language_of(text: &str) -> &'static str {
+    if text.chars().any(super::features::is_cjk) {
+        "zh"
+    } else {
+        "en"
+    }
 }
 
 /// Where a part of the data came from.
@@ -91,20 +122,25 @@ fn data_err(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 enum Layout {
-    /// `class`: 0 hate, 1 offensive, 2 neither; text in `tweet`.
+    /// `class`: 0 hate, 1 offensive, 2 neither; text in `tweet` (upstream)
+    /// or `text` (vendored).
     Davidson { text: usize, class: usize },
     /// `label` 1 = offensive; text in `TEXT`.
     Cold { text: usize, label: usize },
-    /// `text` plus one 0/1 column per label.
+    /// `text` plus one 0/1 column per label (`label` alone means
+    /// `offensive`, as in COLD and the insult-in-request set).
     Generic {
         text: usize,
         labels: Vec<(usize, String)>,
     },
 }
 
+/// Columns that describe a row rather than label it.
+const META_COLUMNS: [&str; 3] = ["split", "lang", "topic"];
+
 fn layout(path: &Path, header: &csv::StringRecord) -> Result<Layout> {
     let find = |name: &str| header.iter().position(|h| h.trim() == name);
-    if let (Some(text), Some(class)) = (find("tweet"), find("class")) {
+    if let (Some(text), Some(class)) = (find("tweet").or(find("text")), find("class")) {
         return Ok(Layout::Davidson { text, class });
     }
     if let (Some(text), Some(label)) = (find("TEXT"), find("label")) {
@@ -125,8 +161,11 @@ fn layout(path: &Path, header: &csv::StringRecord) -> Result<Layout> {
     let labels: Vec<(usize, String)> = header
         .iter()
         .enumerate()
-        .filter(|(i, h)| *i != text && !h.trim().is_empty())
-        .map(|(i, h)| (i, h.trim().to_string()))
+        .filter(|(i, h)| *i != text && !h.trim().is_empty() && !META_COLUMNS.contains(&h.trim()))
+        .map(|(i, h)| match h.trim() {
+            "label" => (i, "offensive".to_string()),
+            h => (i, h.to_string()),
+        })
         .collect();
     if labels.is_empty() {
         return Err(data_err(
@@ -137,18 +176,59 @@ fn layout(path: &Path, header: &csv::StringRecord) -> Result<Layout> {
     Ok(Layout::Generic { text, labels })
 }
 
+/// A file's bytes (decompressed when it ends in `.gz`) and the sha256 of
+/// the file as stored.
+fn read_file(path: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path).map_err(|e| data_err(path, e))?;
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+            &mut out,
+        )
+        .map_err(|e| data_err(path, format!("not a readable gzip file: {e}")))?;
+        return Ok((out, sha256));
+    }
+    Ok((bytes, sha256))
+}
+
+/// Whether `path` names a CSV file, compressed or not.
+fn is_csv(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    name.ends_with(".csv") || name.ends_with(".csv.gz")
+}
+
+fn parse_split(v: &str) -> Option<Split> {
+    match v {
+        "train" => Some(Split::Train),
+        "val" | "validation" | "dev" => Some(Split::Validation),
+        "test" => Some(Split::Test),
+        _ => None,
+    }
+}
+
 /// Reads and merges CSV files; the label list is the union in order of
 /// first appearance. `max_rows` caps the rows taken from each file.
 pub fn read_datasets(paths: &[PathBuf], max_rows: Option<usize>) -> Result<Dataset> {
     let mut ds = Dataset::default();
     for path in paths {
-        let bytes = std::fs::read(path).map_err(|e| data_err(path, e))?;
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let (bytes, sha256) = read_file(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(bytes.as_slice());
         let header = reader.headers().map_err(|e| data_err(path, e))?.clone();
         let layout = layout(path, &header)?;
+        // Upstream COLD's own `split` names the upstream file a row came
+        // from, not chatforge's split: those rows split by the hash.
+        let split_col = match layout {
+            Layout::Cold { .. } => None,
+            _ => header.iter().position(|h| h.trim() == "split"),
+        };
+        let lang_col = header.iter().position(|h| h.trim() == "lang");
         let (format, names): (&str, Vec<String>) = match &layout {
             Layout::Davidson { .. } => ("davidson", vec!["offensive".into(), "hate".into()]),
             Layout::Cold { .. } => ("cold", vec!["offensive".into()]),
@@ -234,9 +314,21 @@ pub fn read_datasets(paths: &[PathBuf], max_rows: Option<usize>) -> Result<Datas
             for (slot, v) in slots.iter().zip(values) {
                 labels[*slot] = Some(v);
             }
+            let split = match split_col.map(field) {
+                None => None,
+                Some(v) => Some(parse_split(v).ok_or_else(|| {
+                    row_err(format!("`split` must be train, val or test, got {v:?}"))
+                })?),
+            };
             ds.examples.push(Example {
                 text: text.to_string(),
                 labels,
+                split,
+                lang: lang_col
+                    .map(field)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+                clean: false,
             });
             rows += 1;
         }
@@ -259,8 +351,7 @@ pub fn read_datasets(paths: &[PathBuf], max_rows: Option<usize>) -> Result<Datas
 /// Adds texts known to be clean (every label 0), such as in-domain support
 /// questions: the labelled sets are tweets and forum posts, and without
 /// such texts ordinary support messages score near the offensive base
-/// rate. A `.csv` needs a `text` column (others are ignored); any other
-/// file gives one text per non-empty line.
+/// rate. See [`read_clean_texts`] for the formats.
 pub fn add_clean(ds: &mut Dataset, paths: &[PathBuf], max_rows: Option<usize>) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
@@ -271,36 +362,7 @@ pub fn add_clean(ds: &mut Dataset, paths: &[PathBuf], max_rows: Option<usize>) -
         ));
     }
     for path in paths {
-        let bytes = std::fs::read(path).map_err(|e| data_err(path, e))?;
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let mut texts = Vec::new();
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        {
-            let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
-            let header = reader.headers().map_err(|e| data_err(path, e))?.clone();
-            let col = header
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case("text"))
-                .ok_or_else(|| data_err(path, "no `text` column in the header"))?;
-            for record in reader.records() {
-                let record = record.map_err(|e| Error::Row {
-                    path: path.display().to_string(),
-                    line: e.position().map(|p| p.line()).unwrap_or(0),
-                    reason: e.to_string(),
-                })?;
-                texts.push(record.get(col).unwrap_or("").to_string());
-            }
-        } else {
-            let text = String::from_utf8(bytes).map_err(|e| data_err(path, e))?;
-            texts.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string),
-            );
-        }
+        let (mut texts, sha256) = read_clean_texts(path)?;
         texts.truncate(max_rows.unwrap_or(usize::MAX));
         if texts.is_empty() {
             return Err(Error::Empty(format!("{} has no texts", path.display())));
@@ -315,7 +377,54 @@ pub fn add_clean(ds: &mut Dataset, paths: &[PathBuf], max_rows: Option<usize>) -
         ds.examples.extend(texts.into_iter().map(|text| Example {
             text,
             labels: vec![Some(false); n],
+            split: None,
+            lang: None,
+            clean: true,
         }));
     }
     Ok(())
+}
+
+/// Texts of a clean file and the file's sha256: a CSV (or `.csv.gz`) with
+/// a `text` column (others are ignored), JSONL dialogs (the customer's
+/// turns), or one text per non-empty line.
+pub fn read_clean_texts(path: &Path) -> Result<(Vec<String>, String)> {
+    let (bytes, sha256) = read_file(path)?;
+    let mut texts = Vec::new();
+    if is_csv(path) {
+        let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+        let header = reader.headers().map_err(|e| data_err(path, e))?.clone();
+        let col = header
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case("text"))
+            .ok_or_else(|| data_err(path, "no `text` column in the header"))?;
+        for record in reader.records() {
+            let record = record.map_err(|e| Error::Row {
+                path: path.display().to_string(),
+                line: e.position().map(|p| p.line()).unwrap_or(0),
+                reason: e.to_string(),
+            })?;
+            texts.push(record.get(col).unwrap_or("").to_string());
+        }
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+    {
+        let dialogs = crate::text::read_dialogs_jsonl(path).map_err(|e| data_err(path, e))?;
+        texts.extend(dialogs.into_iter().flat_map(|d| {
+            d.messages
+                .into_iter()
+                .filter(|m| m.role == crate::text::Role::User)
+                .map(|m| m.content)
+        }));
+    } else {
+        let text = String::from_utf8(bytes).map_err(|e| data_err(path, e))?;
+        texts.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+    }
+    Ok((texts, sha256))
 }

@@ -49,9 +49,15 @@ pub struct BinaryMetrics {
 
 impl BinaryMetrics {
     pub fn at(scores: &[f32], labels: &[bool], threshold: f32) -> Self {
+        let flags: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
+        Self::of(&flags, labels)
+    }
+
+    /// From each row's decision (rows may have had different thresholds).
+    pub fn of(flags: &[bool], labels: &[bool]) -> Self {
         let mut m = Self::default();
-        for (&s, &l) in scores.iter().zip(labels) {
-            match (s >= threshold, l) {
+        for (&f, &l) in flags.iter().zip(labels) {
+            match (f, l) {
                 (true, true) => m.tp += 1,
                 (true, false) => m.fp += 1,
                 (false, false) => m.tn += 1,
@@ -66,14 +72,17 @@ impl BinaryMetrics {
         } else {
             0.0
         };
-        m.accuracy = div(m.tp + m.tn, scores.len());
+        m.accuracy = div(m.tp + m.tn, flags.len());
         m
     }
 }
 
 /// Platt scaling: `a, b` minimising the log loss of `sigmoid(a·z + b)`,
-/// by Newton's method with Platt's smoothed targets (so a separable
-/// validation set does not push `a` to infinity).
+/// with Platt's smoothed targets (so a separable validation set does not
+/// push `a` to infinity), by Newton's method with a backtracking line
+/// search (Lin, Lin and Weng 2007): a plain Newton step from saturated
+/// logits, where the Hessian is near zero, can jump to `a` of ±1e10 and
+/// flip the ranking.
 pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
     let pos = labels.iter().filter(|&&l| l).count() as f64;
     let neg = labels.len() as f64 - pos;
@@ -82,14 +91,27 @@ pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
     }
     let hi = (pos + 1.0) / (pos + 2.0);
     let lo = 1.0 / (neg + 2.0);
-    let (mut a, mut b) = (1.0f64, 0.0f64);
+    let target = |l: bool| if l { hi } else { lo };
+    // log(1 + e^s) without overflow.
+    let softplus = |s: f64| s.max(0.0) + (-s.abs()).exp().ln_1p();
+    let loss = |a: f64, b: f64| -> f64 {
+        logits
+            .iter()
+            .zip(labels)
+            .map(|(&z, &l)| {
+                let s = a * z as f64 + b;
+                softplus(s) - target(l) * s
+            })
+            .sum()
+    };
+    let (mut a, mut b) = (0.0f64, ((pos + 1.0) / (neg + 1.0)).ln());
+    let mut f = loss(a, b);
     for _ in 0..100 {
-        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-12, 0.0, 1e-12);
         for (&z, &l) in logits.iter().zip(labels) {
             let z = z as f64;
-            let t = if l { hi } else { lo };
             let p = 1.0 / (1.0 + (-(a * z + b)).exp());
-            let d = p - t;
+            let d = p - target(l);
             ga += d * z;
             gb += d;
             let w = p * (1.0 - p);
@@ -97,15 +119,32 @@ pub fn fit_platt(logits: &[f32], labels: &[bool]) -> (f32, f32) {
             hab += w * z;
             hbb += w;
         }
-        let det = haa * hbb - hab * hab;
-        if det.abs() < 1e-12 {
+        if ga.abs() < 1e-7 && gb.abs() < 1e-7 {
             break;
         }
-        let da = (hbb * ga - hab * gb) / det;
-        let db = (haa * gb - hab * ga) / det;
-        a -= da;
-        b -= db;
-        if da.abs() < 1e-9 && db.abs() < 1e-9 {
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let da = -(hbb * ga - hab * gb) / det;
+        let db = -(haa * gb - hab * ga) / det;
+        let slope = ga * da + gb * db;
+        let mut step = 1.0;
+        let moved = loop {
+            let (na, nb) = (a + step * da, b + step * db);
+            let nf = loss(na, nb);
+            if nf.is_finite() && nf <= f + 1e-4 * step * slope {
+                a = na;
+                b = nb;
+                f = nf;
+                break true;
+            }
+            step /= 2.0;
+            if step < 1e-10 {
+                break false;
+            }
+        };
+        if !moved {
             break;
         }
     }
@@ -206,5 +245,36 @@ mod tests {
             (a - 2.0).abs() < 0.2 && (b + 1.0).abs() < 0.2,
             "a={a} b={b}"
         );
+    }
+
+    /// Large, nearly separable logits (a trained model's validation scores):
+    /// a plain Newton step from there diverged to a ≈ −1e10, which ranked
+    /// every insult below every clean text.
+    #[test]
+    fn test_platt_on_saturated_logits_keeps_the_ranking() {
+        let mut z = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..1500 {
+            let pos = i % 2 == 0;
+            let spread = (i % 97) as f32 / 97.0;
+            z.push(if pos {
+                8.0 + 30.0 * spread
+            } else {
+                -8.0 - 30.0 * spread
+            });
+            y.push(pos);
+        }
+        // A few mislabelled rows, as real validation sets have.
+        z.extend([20.0, -25.0, 0.5]);
+        y.extend([false, true, false]);
+        let (a, b) = fit_platt(&z, &y);
+        assert!(
+            a.is_finite() && b.is_finite() && a > 0.0 && a < 100.0,
+            "a={a} b={b}"
+        );
+        let s = |x: f32| 1.0 / (1.0 + (-(a * x + b)).exp());
+        assert!(s(10.0) > 0.9 && s(-10.0) < 0.1, "a={a} b={b}");
+        let scores: Vec<f32> = z.iter().map(|&x| s(x)).collect();
+        assert!(roc_auc(&scores, &y).unwrap() > 0.99);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Mutex, TryLockError};
 use ort::session::Session;
 use serde::{Deserialize, Serialize};
 
+use super::data::language_of;
 use super::features::{Features, FeaturizerConfig, is_cjk};
 use super::onnx::{ONNX_FILE, run_scores};
 use super::train::ModelMeta;
@@ -329,11 +330,14 @@ impl Moderator {
             .labels
             .iter()
             .zip(scores)
-            .map(|(l, &score)| CategoryVerdict {
-                category: l.name.clone(),
-                score,
-                threshold: l.threshold,
-                flagged: score >= l.threshold,
+            .map(|(l, &score)| {
+                let threshold = l.threshold_for(language_of(text));
+                CategoryVerdict {
+                    category: l.name.clone(),
+                    score,
+                    threshold,
+                    flagged: score >= threshold,
+                }
             })
             .collect();
         let mut rules: Vec<RuleHit> = self

@@ -3,6 +3,7 @@
 //! does not provide, AdamW; then Platt calibration and thresholds on the
 //! validation split, ONNX export with a parity check, and the model folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -46,7 +47,18 @@ pub struct TrainSettings {
     pub max_rows_per_file: Option<usize>,
     /// Seed of initialisation and batch order.
     pub seed: u64,
+    /// Each language's threshold is raised until at most this share of the
+    /// `--clean` texts of that language on the validation split is flagged.
+    #[serde(default = "default_max_clean_fpr")]
+    pub max_clean_fpr: f64,
 }
+
+fn default_max_clean_fpr() -> f64 {
+    0.005
+}
+
+/// A language's threshold needs this many validation rows of each class.
+const MIN_LANGUAGE_ROWS: usize = 10;
 
 impl Default for TrainSettings {
     fn default() -> Self {
@@ -61,6 +73,7 @@ impl Default for TrainSettings {
             target_precision: 0.9,
             max_rows_per_file: None,
             seed: 7,
+            max_clean_fpr: default_max_clean_fpr(),
         }
     }
 }
@@ -99,6 +112,77 @@ pub struct LabelModel {
     pub platt_a: f32,
     pub platt_b: f32,
     pub validation: LabelValidation,
+    /// Thresholds of the languages with enough validation rows (`en`,
+    /// `zh`); other texts use `threshold`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_language: BTreeMap<String, LanguageThreshold>,
+}
+
+impl LabelModel {
+    /// The threshold for a text in `lang`.
+    pub fn threshold_for(&self, lang: &str) -> f32 {
+        self.by_language
+            .get(lang)
+            .map_or(self.threshold, |t| t.threshold)
+    }
+}
+
+/// One language's threshold and its validation figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LanguageThreshold {
+    pub threshold: f32,
+    /// Whether it reached the target precision before the clean-text cap.
+    pub target_met: bool,
+    pub positives: usize,
+    pub negatives: usize,
+    pub roc_auc: Option<f64>,
+    pub precision: f64,
+    pub recall: f64,
+    /// `--clean` validation texts of the language, and the share flagged.
+    pub clean_rows: usize,
+    pub clean_fpr: f64,
+}
+
+/// The lowest threshold reaching `target_precision` on `scores` (see
+/// [`choose_threshold`]), raised above all but `max_clean_fpr` of the
+/// clean texts' scores.
+fn language_threshold(
+    scores: &[f32],
+    labels: &[bool],
+    clean: &[bool],
+    target_precision: f64,
+    max_clean_fpr: f64,
+) -> LanguageThreshold {
+    let (mut threshold, target_met) = choose_threshold(scores, labels, target_precision);
+    let mut clean_scores: Vec<f32> = scores
+        .iter()
+        .zip(clean)
+        .filter(|(_, c)| **c)
+        .map(|(s, _)| *s)
+        .collect();
+    clean_scores.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (max_clean_fpr * clean_scores.len() as f64).floor() as usize;
+    if let Some(&s) = clean_scores.get(allowed) {
+        threshold = threshold.max(s.next_up());
+    }
+    let m = BinaryMetrics::at(scores, labels, threshold);
+    let positives = labels.iter().filter(|&&v| v).count();
+    LanguageThreshold {
+        threshold,
+        target_met,
+        positives,
+        negatives: labels.len() - positives,
+        roc_auc: roc_auc(scores, labels),
+        precision: m.precision,
+        recall: m.recall,
+        clean_rows: clean_scores.len(),
+        clean_fpr: if clean_scores.is_empty() {
+            0.0
+        } else {
+            clean_scores.iter().filter(|&&s| s >= threshold).count() as f64
+                / clean_scores.len() as f64
+        },
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -306,7 +390,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     let labels = ds.labels.len();
     let (mut train_idx, mut val_idx, mut test_rows) = (Vec::new(), Vec::new(), 0);
     for (i, ex) in ds.examples.iter().enumerate() {
-        match s.split.of(&ex.text) {
+        match ex.split(&s.split) {
             Split::Train => train_idx.push(i),
             Split::Validation => val_idx.push(i),
             Split::Test => test_rows += 1,
@@ -466,12 +550,13 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     let mut val_loss_sum = 0f64;
     let mut val_loss_n = 0usize;
     for (l, name) in ds.labels.iter().enumerate() {
-        let (mut z, mut y) = (Vec::new(), Vec::new());
+        let (mut z, mut y, mut rows) = (Vec::new(), Vec::new(), Vec::new());
         for (r, &i) in val_idx.iter().enumerate() {
             if let Some(v) = ds.examples[i].labels[l] {
                 let zi = val_logits[r * labels + l];
                 z.push(zi);
                 y.push(v);
+                rows.push(i);
                 let p = (1.0 / (1.0 + (-zi as f64).exp())).clamp(1e-7, 1.0 - 1e-7);
                 val_loss_sum -= if v { p.ln() } else { (1.0 - p).ln() };
                 val_loss_n += 1;
@@ -482,6 +567,25 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         let (threshold, target_met) = choose_threshold(&scores, &y, s.target_precision);
         let m = BinaryMetrics::at(&scores, &y, threshold);
         let positives = y.iter().filter(|&&v| v).count();
+        let mut by_language = BTreeMap::new();
+        for lang in ["en", "zh"] {
+            let (mut sl, mut yl, mut cl) = (Vec::new(), Vec::new(), Vec::new());
+            for ((&sc, &v), &i) in scores.iter().zip(&y).zip(&rows) {
+                let ex = &ds.examples[i];
+                if ex.language() == lang {
+                    sl.push(sc);
+                    yl.push(v);
+                    cl.push(ex.clean);
+                }
+            }
+            let pos = yl.iter().filter(|&&v| v).count();
+            if pos >= MIN_LANGUAGE_ROWS && yl.len() - pos >= MIN_LANGUAGE_ROWS {
+                by_language.insert(
+                    lang.to_string(),
+                    language_threshold(&sl, &yl, &cl, s.target_precision, s.max_clean_fpr),
+                );
+            }
+        }
         label_models.push(LabelModel {
             name: name.clone(),
             threshold,
@@ -497,6 +601,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
                 recall: m.recall,
                 f1: m.f1,
             },
+            by_language,
         });
     }
 

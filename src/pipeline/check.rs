@@ -8,6 +8,7 @@
 use chatforge_channel::{ChatEvent, EventSink};
 
 use super::gate::Gate;
+use super::guard::Evidence;
 use crate::moderation::Verdict;
 
 /// Characters of already released text checked again with each new piece.
@@ -51,6 +52,9 @@ pub async fn reply(gate: &Gate, generated: &str, streamed: Option<Verdict>) -> C
 /// Releases reply text to the adapter in pieces that moderation has seen.
 pub struct Streamer<'a> {
     gate: &'a Gate,
+    /// With a knowledge base: a piece that states a fact the passages do
+    /// not is not shown (the final decision replaces the reply).
+    evidence: Option<&'a Evidence>,
     sink: &'a EventSink,
     min_chars: usize,
     text: String,
@@ -61,9 +65,15 @@ pub struct Streamer<'a> {
 }
 
 impl<'a> Streamer<'a> {
-    pub fn new(gate: &'a Gate, sink: &'a EventSink, min_chars: usize) -> Self {
+    pub fn new(
+        gate: &'a Gate,
+        evidence: Option<&'a Evidence>,
+        sink: &'a EventSink,
+        min_chars: usize,
+    ) -> Self {
         Self {
             gate,
+            evidence,
             sink,
             min_chars: min_chars.max(1),
             text: String::new(),
@@ -95,6 +105,13 @@ impl<'a> Streamer<'a> {
             }
             // Personal data is redacted in the final reply only.
             Ok(Some(v)) if v.redacted.is_some() => self.stopped = true,
+            Ok(_)
+                if self
+                    .evidence
+                    .is_some_and(|e| !e.unsupported(&self.text[window..]).is_empty()) =>
+            {
+                self.stopped = true;
+            }
             Ok(_) => {
                 let delta = self.text[self.released..].to_string();
                 self.released = self.text.len();
@@ -136,7 +153,7 @@ mod tests {
         let checker = WordChecker::new("darn");
         let gate = Gate::new(checker.clone());
         let (sink, mut events) = event_channel();
-        let mut s = Streamer::new(&gate, &sink, 10);
+        let mut s = Streamer::new(&gate, None, &sink, 10);
         assert!(s.push("Hello there, ").await);
         assert!(s.push("how are you.").await);
         assert!(s.push(" Oh da").await);
@@ -155,7 +172,7 @@ mod tests {
         let checker = WordChecker::new("darn");
         let gate = Gate::new(checker.clone());
         let (sink, _events) = event_channel();
-        let mut s = Streamer::new(&gate, &sink, 20);
+        let mut s = Streamer::new(&gate, None, &sink, 20);
         let sentence = "This sentence is fine as it is.";
         for _ in 0..200 {
             assert!(s.push(sentence).await);

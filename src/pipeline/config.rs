@@ -6,6 +6,7 @@ use std::time::Duration;
 use chatforge_channel::Platform;
 use serde::{Deserialize, Serialize};
 
+use super::retrieve::Cite;
 use super::texts::{TextOverrides, Texts};
 use crate::config::{bounded_minutes, bounded_secs};
 
@@ -44,6 +45,9 @@ pub struct PipelineConfig {
     /// What the bot says, per language: `[pipeline.texts.en]`,
     /// `[pipeline.texts.zh]`, … replace built-in texts entry by entry.
     pub texts: TextOverrides,
+    /// With a knowledge base: show the source of a grounded reply
+    /// (`"off"`, `"title"`, or `"link"`).
+    pub cite: Cite,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +66,7 @@ impl Default for PipelineConfig {
             max_sessions: 100_000,
             stream_chunk_chars: 48,
             texts: TextOverrides::new(),
+            cite: Cite::Off,
         }
     }
 }

@@ -365,7 +365,12 @@ pub(crate) mod testing {
             if last.contains("error!") {
                 return Err("scripted failure".into());
             }
-            let text = (self.reply_for)(&last);
+            // "quote!" answers with the first line of the context block
+            // the pipeline gave the model.
+            let text = match dialog.context.first() {
+                Some(c) if last.contains("quote!") => c.lines().last().unwrap_or("").to_string(),
+                _ => (self.reply_for)(&last),
+            };
             let mut sent = String::new();
             let mut stop = StopReason::StopToken;
             for (i, word) in text.split_inclusive(' ').enumerate() {
@@ -414,6 +419,7 @@ mod tests {
             }],
             topic: None,
             style: None,
+            ..Default::default()
         }
     }
 

@@ -39,6 +39,7 @@ pub struct ReplyLog<'a> {
     /// The check failed: blocked without a verdict.
     pub unchecked: bool,
     pub latency: Duration,
+    pub grounding: Option<crate::store::Grounding>,
 }
 
 pub struct Recorder {
@@ -108,7 +109,7 @@ impl Recorder {
     /// Logs the reply; returns its message id.
     pub fn reply(&self, r: &ReplyLog<'_>) -> String {
         let mut m = MessageRecord::new(r.conversation, Role::Assistant, r.content);
-        m.model_version = Some(r.model_version.to_string());
+        m.model_version = (!r.model_version.is_empty()).then(|| r.model_version.to_string());
         m.prompt_tokens = Some(saturating_u32(r.prompt_tokens));
         m.completion_tokens = Some(saturating_u32(r.completion_tokens));
         m.latency_ms = Some(saturating_u32(r.latency.as_millis() as usize));
@@ -118,6 +119,7 @@ impl Recorder {
         if r.unchecked {
             m.verdict = Some(StoredVerdict::Block);
         }
+        m.grounding.clone_from(&r.grounding);
         let id = m.id.clone();
         self.log(Record::Message(m));
         id

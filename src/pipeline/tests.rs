@@ -244,3 +244,152 @@ async fn test_a_reply_past_its_timeout_is_abandoned_with_the_apology() {
     let events = h.say("2", "quick one").await;
     assert_eq!(reply_text(&events), Some(echo("quick one").as_str()));
 }
+
+const HELP_CENTRE: &str = "# Help centre
+
+## Returns
+
+**What is your return policy?**
+You can return unworn items within 30 days of delivery for a full refund.
+
+## Shipping
+
+**How much is express delivery?**
+Express delivery costs $14.95 and arrives in 2-3 business days.
+
+**Do you ship abroad?**
+We ship to the EU, the UK and Canada.
+";
+
+/// What the scripted model says: an invented return window, a shipping
+/// answer that the knowledge base states, and small talk.
+fn grounded_model(q: &str) -> String {
+    let q = q.to_lowercase();
+    if q.contains("return") {
+        "You can return unworn items within 45 days. Just ask!".into()
+    } else if q.contains("express") {
+        "Express delivery takes 2-3 business days and costs $14.95.".into()
+    } else {
+        "Happy to help!".into()
+    }
+}
+
+/// A pipeline answering from a knowledge base built from [`HELP_CENTRE`]
+/// (BM25 alone, no router).
+async fn grounded_harness(cite: Cite) -> (Harness, tempfile::TempDir) {
+    let kb_dir = tempfile::tempdir().unwrap();
+    let docs = kb_dir.path().join("help.md");
+    std::fs::write(&docs, HELP_CENTRE).unwrap();
+    crate::kb::build(&crate::kb::BuildOptions {
+        docs: vec![docs],
+        out: kb_dir.path().join("kb"),
+        force: false,
+        split: Default::default(),
+    })
+    .unwrap();
+    let knowledge = Knowledge::open(
+        &kb_dir.path().join("kb"),
+        &crate::runtime::RuntimeConfig::default(),
+        2,
+        Default::default(),
+    )
+    .unwrap();
+    let mut h = Harness::new(PipelineConfig::default(), gate("darn")).await;
+    let engine = Engine::with_opener(
+        Path::new("scripted"),
+        testing::opener("v1", grounded_model),
+        1,
+    )
+    .unwrap();
+    h.pipeline = Pipeline::new(
+        PipelineConfig {
+            cite,
+            ..PipelineConfig::default()
+        },
+        Arc::new(engine),
+        gate("darn"),
+        h.writer.handle(),
+    )
+    .unwrap()
+    .with_knowledge(Arc::new(knowledge));
+    (h, kb_dir)
+}
+
+/// The reply of the only conversation stored, with its grounding.
+fn last_reply(stored: &[StoredConversation]) -> (String, store::Grounding) {
+    assert_eq!(stored.len(), 1);
+    let m = stored[0]
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant)
+        .unwrap();
+    (
+        m.content.clone(),
+        m.grounding.clone().expect("no grounding stored"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_invented_fact_is_replaced_by_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "how long do i have to return my boots?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("30 days"), "{reply}");
+    assert!(
+        !reply.contains("45"),
+        "the invented window was sent: {reply}"
+    );
+    // Nothing of the invented reply was shown while it streamed.
+    for e in &events {
+        if let ChatEvent::ReplyChunk { delta } = e {
+            assert!(!delta.contains("45"), "streamed: {delta}");
+        }
+    }
+    let (content, g) = last_reply(&h.stored().await);
+    assert_eq!(content, reply);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+    assert!(!g.passages.is_empty() && g.confidence > 0.0, "{g:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_supported_reply_is_sent_and_cited() {
+    let (h, _kb) = grounded_harness(Cite::Title).await;
+    let events = h.say("1", "how much is express delivery?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(
+        reply.starts_with("Express delivery takes 2-3 business days and costs $14.95."),
+        "{reply}"
+    );
+    assert!(reply.contains("Shipping"), "no citation: {reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Generated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_unanswerable_question_gets_the_handoff_offer() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h
+        .say(
+            "1",
+            "can you recommend a good quantum chromodynamics textbook",
+        )
+        .await;
+    let reply = reply_text(&events).unwrap();
+    assert_eq!(reply, h.pipeline.text("en", TextKey::Abstain));
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Abstained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_model_reads_the_retrieved_passage_in_its_context() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "return policy for unworn items? quote!").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(
+        reply.contains("within 30 days of delivery for a full refund"),
+        "{reply}"
+    );
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Generated);
+}

@@ -45,10 +45,17 @@ pub enum TextKey {
     BotHere,
     /// Too many requests wait for the model.
     Busy,
+    /// The knowledge base does not answer the question confidently.
+    Abstain,
+    /// `{text}`: passage sentences sent instead of a reply that claimed
+    /// what the passages do not say.
+    Extract,
+    /// `{source}`: the citation under a grounded reply.
+    Source,
 }
 
 impl TextKey {
-    pub const ALL: [TextKey; 18] = [
+    pub const ALL: [TextKey; 21] = [
         TextKey::Greeting,
         TextKey::Help,
         TextKey::Apology,
@@ -67,6 +74,9 @@ impl TextKey {
         TextKey::HandoffEnded,
         TextKey::BotHere,
         TextKey::Busy,
+        TextKey::Abstain,
+        TextKey::Extract,
+        TextKey::Source,
     ];
 
     /// The placeholders a text for this key may use.
@@ -75,6 +85,8 @@ impl TextKey {
             TextKey::RateLimited => &["seconds"],
             TextKey::Usage => &["usage"],
             TextKey::UnknownCommand => &["name"],
+            TextKey::Extract => &["text"],
+            TextKey::Source => &["source"],
             _ => &[],
         }
     }
@@ -124,6 +136,9 @@ fn english(key: TextKey) -> String {
         TextKey::HandoffEnded => "You're talking to the bot again. How can I help?".into(),
         TextKey::BotHere => "I'm here. How can I help?".into(),
         TextKey::Busy => "I'm answering many people right now. Please try again in a minute.".into(),
+        TextKey::Abstain => "I don't have that information; type /human to reach a person.".into(),
+        TextKey::Extract => "Here is what our help pages say: {text}".into(),
+        TextKey::Source => "Source: {source}".into(),
     }
 }
 
@@ -147,6 +162,9 @@ fn chinese(key: TextKey) -> String {
         TextKey::HandoffEnded => "您现在又在和机器人对话了。有什么可以帮您？".into(),
         TextKey::BotHere => "我在。有什么可以帮您？".into(),
         TextKey::Busy => "现在咨询的人很多，请稍后再试。".into(),
+        TextKey::Abstain => "抱歉，我没有这方面的信息；输入 /human 联系人工客服。".into(),
+        TextKey::Extract => "我们的帮助文档中写道：{text}".into(),
+        TextKey::Source => "来源：{source}".into(),
     }
 }
 

@@ -129,11 +129,69 @@ impl Generator {
     ) -> Result<Generation> {
         let ctx = self.decoder.config().n_positions;
         let room = params.max_new_tokens.min(ctx / 2).max(1);
+        let fitted;
+        let dialog = if dialog.context.is_empty() {
+            dialog
+        } else {
+            // The context takes at most 3/5 of the prompt, and never the
+            // room the system prompt, tags and latest message need.
+            let avail = ctx - room;
+            let latest = Dialog {
+                messages: dialog
+                    .messages
+                    .iter()
+                    .filter(|m| m.role == crate::text::Role::System)
+                    .chain(dialog.messages.last())
+                    .cloned()
+                    .collect(),
+                context: Vec::new(),
+                ..dialog.clone()
+            };
+            let fixed = encode_prompt_within(&self.tok, &latest, usize::MAX)?
+                .ids
+                .len();
+            fitted = self.fit_context(dialog, (avail * 3 / 5).min(avail.saturating_sub(fixed)))?;
+            &fitted
+        };
         let prompt = encode_prompt_within(&self.tok, dialog, ctx - room)?;
         let mut out = self.run(&[prompt.ids], params, cancel, on_text)?;
         let mut g = out.remove(0);
         g.prompt_cut_tokens = prompt.cut_tokens;
         Ok(g)
+    }
+
+    /// `dialog` with its context passages within `budget` tokens: the
+    /// later (weaker) passages go first; a first passage too long on its own
+    /// keeps its first sentences.
+    fn fit_context(&self, dialog: &Dialog, budget: usize) -> Result<Dialog> {
+        let mut d = dialog.clone();
+        let cost = |p: &str| -> Result<usize> { Ok(self.tok.encode_text(p)?.len() + 1) };
+        let mut used = 2;
+        let mut kept = Vec::new();
+        for p in &d.context {
+            let c = cost(p)?;
+            if used + c <= budget {
+                used += c;
+                kept.push(p.clone());
+            } else if kept.is_empty() {
+                // Sentence by sentence until the budget.
+                let mut part = String::new();
+                for s in crate::kb::sentences_of(p) {
+                    if used + cost(&format!("{part}{s}"))? > budget {
+                        break;
+                    }
+                    part.push_str(&s);
+                }
+                if !part.trim().is_empty() {
+                    kept.push(part.trim().to_string());
+                }
+                break;
+            } else {
+                break;
+            }
+        }
+        d.context = kept;
+        Ok(d)
     }
 
     /// Generates a continuation for every prompt, as one batch. `on_text`

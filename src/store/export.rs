@@ -103,6 +103,9 @@ pub fn to_dialog(
     counts: &mut PiiCounts,
 ) -> Option<Dialog> {
     let mut messages = Vec::with_capacity(c.messages.len());
+    // The passages each kept reply was generated with, so the loop
+    // fine-tunes on the shape it serves (`finetune --kb` rebuilds them).
+    let mut passages: Vec<Vec<String>> = Vec::new();
     for m in &c.messages {
         if m.verdict == Some(Verdict::Block) {
             while messages
@@ -124,15 +127,35 @@ pub fn to_dialog(
         if content.trim().is_empty() {
             continue;
         }
+        if m.role == Role::Assistant {
+            passages.push(
+                m.grounding
+                    .as_ref()
+                    .map(|g| g.passages.clone())
+                    .unwrap_or_default(),
+            );
+        }
         messages.push(Message {
             role: m.role,
             content,
         });
     }
+    // A reply cut off after a blocked message took its passages along.
+    passages.truncate(
+        messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count(),
+    );
+    if passages.iter().all(Vec::is_empty) {
+        passages.clear();
+    }
     let dialog = Dialog {
         messages,
         topic: c.record.topic.clone(),
         style: c.record.style.clone(),
+        passages,
+        ..Default::default()
     };
     dialog.validate().ok().map(|()| dialog)
 }

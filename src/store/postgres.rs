@@ -128,6 +128,9 @@ async fn insert_run(conn: &mut PgConnection, run: &[Record]) -> Result<()> {
         .bind(num(|m| m.completion_tokens))
         .bind(col(|m| m.verdict.map(|v| v.as_str().to_string())))
         .bind(col(scores_json))
+        .bind(col(reply_kind))
+        .bind(col(passages_json))
+        .bind(msgs.iter().map(|m| confidence(m)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .map_err(|e| write_err(&run[0], e))?;

@@ -128,6 +128,51 @@ pub struct MessageRecord {
     pub verdict: Option<Verdict>,
     /// Classifier score per category.
     pub scores: BTreeMap<String, f64>,
+    /// How a reply rested on the knowledge base (`None`: no knowledge base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Grounding>,
+}
+
+/// What the fact guard decided about a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyKind {
+    /// The model's words; every fact is in the passages or the conversation.
+    Generated,
+    /// The model claimed what the passages do not say: replaced by the
+    /// passages' best sentences.
+    Extracted,
+    /// Retrieval was not confident: the handoff offer instead.
+    Abstained,
+}
+
+impl ReplyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyKind::Generated => "generated",
+            ReplyKind::Extracted => "extracted",
+            ReplyKind::Abstained => "abstained",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "generated" => Some(ReplyKind::Generated),
+            "extracted" => Some(ReplyKind::Extracted),
+            "abstained" => Some(ReplyKind::Abstained),
+            _ => None,
+        }
+    }
+}
+
+/// The knowledge-base side of a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grounding {
+    pub kind: ReplyKind,
+    /// Ids of the passages it was given (the first is the best).
+    pub passages: Vec<String>,
+    /// Calibrated retrieval confidence.
+    pub confidence: f32,
 }
 
 /// A moderation decision (classifier, rule or user report).
@@ -234,6 +279,7 @@ impl MessageRecord {
             completion_tokens: None,
             verdict: None,
             scores: BTreeMap::new(),
+            grounding: None,
         }
     }
 }

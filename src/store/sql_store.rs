@@ -98,6 +98,20 @@ macro_rules! sql_store {
             }
         }
 
+        fn reply_kind(m: &MessageRecord) -> Option<String> {
+            m.grounding.as_ref().map(|g| g.kind.as_str().to_string())
+        }
+
+        fn passages_json(m: &MessageRecord) -> Option<String> {
+            m.grounding
+                .as_ref()
+                .and_then(|g| serde_json::to_string(&g.passages).ok())
+        }
+
+        fn confidence(m: &MessageRecord) -> Option<f64> {
+            m.grounding.as_ref().map(|g| f64::from(g.confidence))
+        }
+
         async fn insert(conn: &mut $Conn, record: &Record) -> Result<()> {
             let fail = |e| write_err(record, e);
             match record {
@@ -148,6 +162,9 @@ macro_rules! sql_store {
                         .bind(m.completion_tokens.map(i64::from))
                         .bind(m.verdict.map(|v| v.as_str()))
                         .bind(scores_json(m))
+                        .bind(reply_kind(m))
+                        .bind(passages_json(m))
+                        .bind(confidence(m))
                         .execute(&mut *conn)
                         .await
                         .map_err(fail)?;
@@ -207,6 +224,20 @@ macro_rules! sql_store {
             let role: String = row.try_get("role").map_err(read_err)?;
             let verdict: Option<String> = row.try_get("moderation_verdict").map_err(read_err)?;
             let scores: Option<String> = row.try_get("moderation_scores").map_err(read_err)?;
+            let kind: Option<String> = row.try_get("reply_kind").map_err(read_err)?;
+            let passages: Option<String> = row.try_get("passages").map_err(read_err)?;
+            let confidence: Option<f64> = row.try_get("retrieval_confidence").map_err(read_err)?;
+            let grounding = match kind {
+                Some(k) => Some(super::Grounding {
+                    kind: super::ReplyKind::parse(&k).ok_or_else(|| corrupt("reply kind", &k))?,
+                    passages: match passages {
+                        Some(p) => serde_json::from_str(&p).map_err(|_| corrupt("passages", &p))?,
+                        None => Vec::new(),
+                    },
+                    confidence: confidence.unwrap_or(0.0) as f32,
+                }),
+                None => None,
+            };
             Ok(MessageRecord {
                 id: row.try_get("id").map_err(read_err)?,
                 conversation_id: row.try_get("conversation_id").map_err(read_err)?,
@@ -227,6 +258,7 @@ macro_rules! sql_store {
                     Some(s) => serde_json::from_str(&s).map_err(|_| corrupt("scores", &s))?,
                     None => Default::default(),
                 },
+                grounding,
             })
         }
 
@@ -469,6 +501,9 @@ macro_rules! sql_store {
                                 "flagged",
                                 "latency_sum",
                                 "latency_count",
+                                "generated",
+                                "extracted",
+                                "abstained",
                             ],
                         )
                         .await?,

@@ -36,6 +36,10 @@ pub struct StatsRow {
     /// Ratings of 4 or 5.
     pub positive_feedback: i64,
     pub handoffs: i64,
+    /// Replies by what the fact guard decided (with a knowledge base).
+    pub generated_replies: i64,
+    pub extracted_replies: i64,
+    pub abstained_replies: i64,
     pub avg_rating: Option<f64>,
     /// Feedback per conversation.
     pub feedback_rate: Option<f64>,
@@ -70,6 +74,9 @@ impl StatsRow {
         self.feedback += o.feedback;
         self.positive_feedback += o.positive_feedback;
         self.handoffs += o.handoffs;
+        self.generated_replies += o.generated_replies;
+        self.extracted_replies += o.extracted_replies;
+        self.abstained_replies += o.abstained_replies;
         self.rating_sum += o.rating_sum;
         self.latency_sum += o.latency_sum;
         self.latency_count += o.latency_count;
@@ -92,7 +99,8 @@ pub(crate) type Grouped = Vec<(String, String, Vec<i64>)>;
 pub(crate) struct StatsParts {
     /// conversations, handoffs
     pub conversations: Grouped,
-    /// messages, user, assistant, flagged, latency sum, latency count
+    /// messages, user, assistant, flagged, latency sum, latency count,
+    /// generated, extracted, abstained
     pub messages: Grouped,
     /// feedback, rating sum, positive
     pub feedback: Grouped,
@@ -137,6 +145,9 @@ impl Stats {
             r.flagged_messages += v(x, 3);
             r.latency_sum += v(x, 4);
             r.latency_count += v(x, 5);
+            r.generated_replies += v(x, 6);
+            r.extracted_replies += v(x, 7);
+            r.abstained_replies += v(x, 8);
         }
         for (d, p, x) in &parts.feedback {
             let r = entry(&mut rows, d, p);
@@ -170,7 +181,7 @@ impl Stats {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8}",
+            "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
             "day",
             "platform",
             "convs",
@@ -181,12 +192,15 @@ impl Stats {
             "flagged",
             "flag%",
             "handoff",
-            "handoff%"
+            "handoff%",
+            "generated",
+            "extracted",
+            "abstained"
         );
         for r in self.rows.iter().chain(std::iter::once(&self.total)) {
             let _ = writeln!(
                 out,
-                "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8}",
+                "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
                 r.day,
                 r.platform,
                 r.conversations,
@@ -197,7 +211,10 @@ impl Stats {
                 r.flagged_messages,
                 pct(r.flag_rate),
                 r.handoffs,
-                pct(r.handoff_rate)
+                pct(r.handoff_rate),
+                r.generated_replies,
+                r.extracted_replies,
+                r.abstained_replies
             );
         }
         out

@@ -27,7 +27,7 @@ pub struct Message {
     pub content: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dialog {
     #[serde(alias = "conversations")]
     pub messages: Vec<Message>,
@@ -37,6 +37,15 @@ pub struct Dialog {
     /// Optional control tag value, e.g. `formal` → `<|style=formal|>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub style: Option<String>,
+    /// Retrieved passages the next reply may draw its facts from, each
+    /// `title\ntext`; encoded in a `<|context|>` block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
+    /// The knowledge-base passages each assistant turn rests on (titles or
+    /// ids), one list per assistant message, as `data/support` and `logs
+    /// export` write them; what `finetune --kb` builds contexts from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passages: Vec<Vec<String>>,
 }
 
 impl Dialog {

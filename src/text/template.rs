@@ -1,7 +1,9 @@
-//! The chat template: `[control tags] <|system|>…<|end|> <|user|>…<|end|>
-//! <|assistant|>…<|end|> … <|endoftext|>`. Sequences are assembled from ids,
-//! never by formatting and re-tokenising a string, so message text can only
-//! ever be plain text.
+//! The chat template: `[control tags] <|system|>…<|end|> [<|context|>
+//! <|passage|>title\ntext … <|end|>] <|user|>…<|end|> <|assistant|>…<|end|>
+//! … <|endoftext|>`. The context block holds the retrieved passages the
+//! reply may draw its facts from. Sequences are assembled from ids, never by
+//! formatting and re-tokenising a string, so message and passage text can
+//! only ever be plain text.
 
 use super::{ChatTokenizer, Dialog, Result, Role, control_tag};
 
@@ -39,15 +41,58 @@ fn control_ids(tok: &ChatTokenizer, dialog: &Dialog) -> Vec<u32> {
     ids
 }
 
-/// Encodes a whole dialog for fine-tuning.
+/// The context block for `dialog.context` (empty without passages; a
+/// tokenizer without the context tokens gets none, with a warning).
+fn context_ids(tok: &ChatTokenizer, dialog: &Dialog) -> Result<Vec<u32>> {
+    if dialog.context.is_empty() {
+        return Ok(Vec::new());
+    }
+    let s = tok.special();
+    let Some((open, passage)) = s.context else {
+        tracing::warn!(
+            "this model has no context tokens (<|context|>, <|passage|>); retrieved passages are not shown to it"
+        );
+        return Ok(Vec::new());
+    };
+    let mut ids = vec![open];
+    for p in &dialog.context {
+        ids.push(passage);
+        ids.extend(tok.encode_text(p)?);
+    }
+    ids.push(s.end);
+    Ok(ids)
+}
+
+/// Encodes a whole dialog for fine-tuning: every assistant turn is learned.
 pub fn encode_dialog(tok: &ChatTokenizer, dialog: &Dialog) -> Result<EncodedDialog> {
+    encode_learning(tok, dialog, false)
+}
+
+/// Encodes a dialog whose context belongs to its last reply: only that
+/// reply is learned (the earlier ones were written with other contexts).
+pub fn encode_dialog_last(tok: &ChatTokenizer, dialog: &Dialog) -> Result<EncodedDialog> {
+    encode_learning(tok, dialog, true)
+}
+
+fn encode_learning(tok: &ChatTokenizer, dialog: &Dialog, last_only: bool) -> Result<EncodedDialog> {
     tok.require_chat()?;
     let controls = control_ids(tok, dialog);
     let mut loss_mask = vec![false; controls.len()];
     let mut ids = controls;
     let end = tok.special().end;
-    for m in &dialog.messages {
-        let learn = m.role == Role::Assistant;
+    let last_reply = dialog
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::Assistant);
+    let mut context_done = false;
+    for (i, m) in dialog.messages.iter().enumerate() {
+        if m.role != Role::System && !context_done {
+            let c = context_ids(tok, dialog)?;
+            loss_mask.extend(std::iter::repeat_n(false, c.len()));
+            ids.extend(c);
+            context_done = true;
+        }
+        let learn = m.role == Role::Assistant && (!last_only || Some(i) == last_reply);
         ids.push(role_id(tok, m.role));
         loss_mask.push(false);
         let text = tok.encode_text(&m.content)?;
@@ -65,7 +110,12 @@ pub fn encode_dialog(tok: &ChatTokenizer, dialog: &Dialog) -> Result<EncodedDial
 pub fn encode_prompt(tok: &ChatTokenizer, dialog: &Dialog) -> Result<Vec<u32>> {
     tok.require_chat()?;
     let mut ids = control_ids(tok, dialog);
+    let mut context_done = false;
     for m in &dialog.messages {
+        if m.role != Role::System && !context_done {
+            ids.extend(context_ids(tok, dialog)?);
+            context_done = true;
+        }
         ids.push(role_id(tok, m.role));
         ids.extend(tok.encode_text(&m.content)?);
         ids.push(tok.special().end);
@@ -92,6 +142,7 @@ pub fn encode_prompt_within(tok: &ChatTokenizer, dialog: &Dialog, budget: usize)
     tok.require_chat()?;
     let s = tok.special();
     let mut head = control_ids(tok, dialog);
+    let context = context_ids(tok, dialog)?;
     let mut turns: Vec<Vec<u32>> = Vec::new();
     for m in &dialog.messages {
         let mut ids = vec![role_id(tok, m.role)];
@@ -103,6 +154,8 @@ pub fn encode_prompt_within(tok: &ChatTokenizer, dialog: &Dialog, budget: usize)
             turns.push(ids);
         }
     }
+    // The context follows the system prompt and stays with it.
+    head.extend(context);
     // head + turns + the open <|assistant|>
     let fixed = head.len() + 1;
     if fixed + 3 > budget {
@@ -168,6 +221,7 @@ mod tests {
             ],
             topic: Some("orders".into()),
             style: Some("no-such-style".into()),
+            ..Default::default()
         };
         let e = encode_dialog(&tok, &d).unwrap();
         assert_eq!(e.ids.len(), e.loss_mask.len());
@@ -220,6 +274,7 @@ mod tests {
             ],
             topic: None,
             style: None,
+            ..Default::default()
         };
         let full = encode_prompt(&tok, &d).unwrap();
         let whole = encode_prompt_within(&tok, &d, full.len()).unwrap();

@@ -3,7 +3,9 @@ use std::path::Path;
 
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
-use super::{ASSISTANT, END, ENDOFTEXT, Error, Result, SYSTEM, UNK, USER, tk_err};
+use super::{
+    ASSISTANT, CONTEXT, END, ENDOFTEXT, Error, PASSAGE, Result, SYSTEM, UNK, USER, tk_err,
+};
 
 /// Which family a tokenizer belongs to (recorded in the bundle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +25,10 @@ pub struct SpecialIds {
     pub user: u32,
     pub assistant: u32,
     pub end: u32,
+    /// `<|context|>` and `<|passage|>`, when the vocabulary has them
+    /// (tokenizers from before retrieval, and models without rows for
+    /// them, do not).
+    pub context: Option<(u32, u32)>,
 }
 
 /// A tokenizer with the chat special tokens, which never lets user text
@@ -69,24 +75,36 @@ impl ChatTokenizer {
     }
 
     fn build(mut raw: Tokenizer, model_vocab: Option<usize>) -> Result<Self> {
-        let wanted = [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END];
-        let missing: Vec<AddedToken> = wanted
-            .iter()
-            .filter(|t| raw.token_to_id(t).is_none())
-            .map(|t| AddedToken::from(t.to_string(), true))
-            .collect();
-        let fits = model_vocab.is_none_or(|v| raw.get_vocab_size(true) + missing.len() <= v);
-        let has_chat = if missing.is_empty() {
-            true
-        } else if fits {
-            raw.add_special_tokens(missing).map_err(tk_err)?;
-            true
-        } else {
-            false
+        let chat = [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END];
+        // Adds what is missing of `tokens` if the model has rows for it.
+        let mut add = |tokens: &[&str]| -> Result<bool> {
+            let missing: Vec<AddedToken> = tokens
+                .iter()
+                .filter(|t| raw.token_to_id(t).is_none())
+                .map(|t| AddedToken::from(t.to_string(), true))
+                .collect();
+            let fits = model_vocab.is_none_or(|v| raw.get_vocab_size(true) + missing.len() <= v);
+            if missing.is_empty() {
+                Ok(true)
+            } else if fits {
+                raw.add_special_tokens(missing).map_err(tk_err)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
         };
-        let wanted: &[&str] = if has_chat { &wanted } else { &[ENDOFTEXT] };
+        let has_chat = add(&chat)?;
+        let has_context = has_chat && add(&[CONTEXT, PASSAGE])?;
+        let mut wanted: Vec<&str> = if has_chat {
+            chat.to_vec()
+        } else {
+            vec![ENDOFTEXT]
+        };
+        if has_context {
+            wanted.extend([CONTEXT, PASSAGE]);
+        }
         let added = raw.get_added_tokens_decoder();
-        for &t in wanted {
+        for &t in &wanted {
             let id = raw
                 .token_to_id(t)
                 .ok_or_else(|| tk_err(format!("{t} missing")))?;
@@ -105,6 +123,7 @@ impl ChatTokenizer {
             user: id(USER),
             assistant: id(ASSISTANT),
             end: id(END),
+            context: has_context.then(|| (id(CONTEXT), id(PASSAGE))),
         };
         let vocab = raw.get_vocab_size(true);
         let mut special_set = vec![false; vocab];

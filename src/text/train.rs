@@ -12,8 +12,8 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::{
-    ASSISTANT, ChatTokenizer, END, ENDOFTEXT, Error, Result, SYSTEM, TokenizerKind, UNK, USER,
-    control_tag, tk_err,
+    ASSISTANT, CONTEXT, ChatTokenizer, END, ENDOFTEXT, Error, PASSAGE, Result, SYSTEM,
+    TokenizerKind, UNK, USER, control_tag, tk_err,
 };
 
 /// Control tags every chatforge tokenizer declares: the support topics and
@@ -39,7 +39,7 @@ pub fn default_control_tags() -> Vec<String> {
 }
 
 fn special_tokens(controls: &[String]) -> Vec<AddedToken> {
-    [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END]
+    [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END, CONTEXT, PASSAGE]
         .iter()
         .map(|s| s.to_string())
         .chain(controls.iter().cloned())

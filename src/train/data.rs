@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::{Error, Result};
-use crate::text::{ChatTokenizer, Dialog, encode_dialog};
+use crate::text::{ChatTokenizer, Dialog, EncodedDialog, Role, encode_dialog, encode_dialog_last};
 
 /// One micro-batch: inputs (B, T), flat targets (B·T), optional weights.
 pub struct Batch {
@@ -134,6 +134,29 @@ impl Dataset for PretrainData {
     }
 }
 
+/// A dialog with a context block belongs to its last reply (a RAFT
+/// example): only that reply was written with this context, so only it is
+/// learned. Too long, it loses its oldest turns, then its last passages, as
+/// a prompt does when served, so that the reply itself is never cut.
+fn encode_with_context(tok: &ChatTokenizer, d: &Dialog, max_len: usize) -> Result<EncodedDialog> {
+    let mut d = d.clone();
+    loop {
+        let e = encode_dialog_last(tok, &d)?;
+        if e.ids.len() <= max_len {
+            return Ok(e);
+        }
+        let first = d.messages.iter().position(|m| m.role != Role::System);
+        let last_user = d.messages.iter().rposition(|m| m.role == Role::User);
+        match (first, last_user) {
+            (Some(f), Some(l)) if f < l => {
+                d.messages.remove(f);
+            }
+            _ if d.context.pop().is_some() => {}
+            _ => return Ok(e),
+        }
+    }
+}
+
 /// Encoded dialogs for fine-tuning; only assistant tokens carry weight.
 pub struct DialogData {
     train: Vec<(Vec<u32>, Vec<bool>)>,
@@ -159,7 +182,11 @@ impl DialogData {
         let mut encoded = Vec::with_capacity(dialogs.len());
         let mut cut = 0;
         for d in dialogs {
-            let mut e = encode_dialog(tok, d)?;
+            let mut e = if d.context.is_empty() {
+                encode_dialog(tok, d)?
+            } else {
+                encode_with_context(tok, d, max_len)?
+            };
             if e.ids.len() > max_len {
                 cut += 1;
                 e.ids.truncate(max_len);

@@ -30,11 +30,19 @@ pub struct FinetuneJob {
     pub base: PathBuf,
     pub dialogs: Vec<PathBuf>,
     pub out: PathBuf,
+    /// Fine-tune with retrieved context from this knowledge base (RAFT).
+    pub kb: Option<RaftJob>,
     /// Loop settings; `None` uses [`finetune_defaults`].
     pub train: Option<TrainSection>,
     pub steps: Option<usize>,
     pub resume: bool,
     pub progress: bool,
+}
+
+/// `finetune --kb`: the knowledge base and how examples are drawn.
+pub struct RaftJob {
+    pub dir: PathBuf,
+    pub settings: super::raft::RaftSettings,
 }
 
 /// What a job produced.
@@ -170,6 +178,29 @@ pub fn finetune(job: FinetuneJob) -> Result<JobReport> {
         let d = read_dialogs_jsonl(p)?;
         manifest.push(json!({"path": p.display().to_string(), "dialogs": d.len()}));
         dialogs.extend(d);
+    }
+    if let Some(r) = &job.kb {
+        if tok.special().context.is_none() {
+            return Err(Error::Config(format!(
+                "{} has no context tokens (<|context|>, <|passage|>): pretrain a base with this version to fine-tune with --kb",
+                job.base.display()
+            )));
+        }
+        let kb = crate::kb::Kb::open(&r.dir, &crate::runtime::RuntimeConfig::default())
+            .map_err(|e| Error::Data(format!("{}: {e}", r.dir.display())))?;
+        let (examples, report) = super::raft::raft_examples(&kb, &dialogs, &r.settings)?;
+        tracing::info!(
+            "RAFT: {} examples from {} dialogs: {} with their gold passages, {} distractors only (abstain), {} ungrounded turns, {} unknown passage labels; retrieval ranked the gold passage first for {}",
+            report.examples,
+            dialogs.len(),
+            report.with_gold,
+            report.distractor_only,
+            report.ungrounded,
+            report.unknown_passages,
+            report.retrieved_gold_first
+        );
+        manifest.push(json!({"kb": r.dir.display().to_string(), "raft": report, "gold_share": r.settings.gold_share, "passages": r.settings.passages}));
+        dialogs = examples;
     }
     let block = config.train.block_size(model.n_positions);
     let data = DialogData::new(

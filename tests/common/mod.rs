@@ -241,6 +241,7 @@ pub fn greedy_reply(g: &mut Generator, question: &str) -> String {
         }],
         topic: None,
         style: None,
+        ..Default::default()
     };
     g.reply(&d, &params, &mut |_, _| {}).unwrap().text
 }
@@ -366,7 +367,7 @@ impl QuickstartRun {
     pub fn with_steps(pretrain: usize, finetune: usize) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let csv = synthetic_csv(tmp.path(), 300);
-        // Support questions as clean rows, as the default data has them:
+        // Support turns as clean rows, as the default data has them:
         // without them, words the synthetic set never shows score near its
         // 50% offensive base rate and the chat would only refuse.
         let mut rows = std::fs::read_to_string(&csv).unwrap();
@@ -374,13 +375,14 @@ impl QuickstartRun {
         for line in dialogs.lines().take(300) {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             for m in v["messages"].as_array().unwrap() {
-                if m["role"] == "user" {
+                if m["role"] == "user" || m["role"] == "assistant" {
                     let text = m["content"].as_str().unwrap().replace('"', "\"\"");
                     rows.push_str(&format!("\"{text}\",0,0\n"));
                 }
             }
         }
-        rows.push_str("hello,0,0\nhi there,0,0\n");
+        // And what the bot says when the knowledge base has no answer.
+        rows.push_str("hello,0,0\nhi there,0,0\n\"I don't have that information; type /human to reach a person.\",0,0\n");
         std::fs::write(&csv, rows).unwrap();
         let blocklist = tmp.path().join("blocked.txt");
         std::fs::write(&blocklist, "# test list\nidiot\n").unwrap();
@@ -415,12 +417,24 @@ impl QuickstartRun {
             pretrain.to_string(),
             "--finetune-steps".into(),
             finetune.to_string(),
+            // The knowledge base's defaults (data/support), its router
+            // trained briefly.
+            "--kb-epochs".into(),
+            "2".into(),
         ];
         Self {
             _tmp: tmp,
             dir,
             args,
         }
+    }
+
+    /// The same run without a knowledge base (`--no-kb`).
+    pub fn without_kb(mut self) -> Self {
+        let at = self.args.iter().position(|a| a == "--kb-epochs").unwrap();
+        self.args.drain(at..at + 2);
+        self.args.push("--no-kb".into());
+        self
     }
 
     pub fn dialogs(&self) -> PathBuf {

@@ -4,6 +4,9 @@ SELECT strftime('%Y-%m-%d', m.created_at / 1000, 'unixepoch') AS day, c.platform
        SUM(m.role = 'assistant') AS assistant_messages,
        SUM(COALESCE(m.moderation_verdict IN ('flag', 'block'), 0)) AS flagged,
        COALESCE(SUM(m.latency_ms), 0) AS latency_sum,
-       COUNT(m.latency_ms) AS latency_count
+       COUNT(m.latency_ms) AS latency_count,
+       SUM(COALESCE(m.reply_kind = 'generated', 0)) AS generated,
+       SUM(COALESCE(m.reply_kind = 'extracted', 0)) AS extracted,
+       SUM(COALESCE(m.reply_kind = 'abstained', 0)) AS abstained
 FROM messages m JOIN conversations c ON c.id = m.conversation_id
 GROUP BY 1, 2

@@ -1,0 +1,276 @@
+//! Grounding: what a reply claims, and whether the passages it was given
+//! (or the conversation) say so. The fact guard of the pipeline, the
+//! extractive fallback and the grounded evaluation all use this one
+//! definition of a checkable fact:
+//!
+//! e-mail addresses, URLs and domains, phone numbers, order-number formats
+//! (`NW-123456`), prices, percentages, numbers with a unit or duration
+//! ("30 days", "2-3 business days", "2.1 kg", "2 pm", "30天"), menu paths
+//! ("Account > Orders"), and the knowledge base's own names (products and
+//! other labelled entries) that the caller passes in.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::kb::Passage;
+
+/// What kind of thing a fact is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactKind {
+    Email,
+    Url,
+    Phone,
+    OrderNumber,
+    Price,
+    Percent,
+    Quantity,
+    MenuPath,
+    Name,
+}
+
+/// A checkable claim in a text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fact {
+    pub kind: FactKind,
+    /// As written.
+    pub text: String,
+}
+
+static PATTERNS: LazyLock<Vec<(FactKind, Regex)>> = LazyLock::new(|| {
+    let units = r"(?:business\s+|working\s+)?(?:days?|hours?|minutes?|mins?|weeks?|months?|years?|seconds?|kg|g|grams?|ml|l|liters?|litres?|cm|mm|m|inch(?:es)?|lumens?|points?|characters?|people|person|burners?|fill|layers?)";
+    let p = |kind, re: &str| {
+        (
+            kind,
+            Regex::new(re).expect("built-in fact pattern compiles"),
+        )
+    };
+    vec![
+        p(FactKind::Email, r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
+        p(
+            FactKind::Url,
+            r"(?i)\bhttps?://[^\s<>()]+|\bwww\.[^\s<>()]+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|co|shop|store)\b",
+        ),
+        p(
+            FactKind::Phone,
+            r"\b(?:\+?\d{1,2}[-. ])?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}\b",
+        ),
+        p(FactKind::OrderNumber, r"\b[A-Z]{2,4}-\d{4,}\b"),
+        p(FactKind::Price, r"(?:\$|US\$|€|£|¥)\s?\d+(?:[.,]\d+)?"),
+        p(FactKind::Percent, r"\b\d+(?:\.\d+)?\s?%"),
+        p(
+            FactKind::Quantity,
+            &format!(
+                r"(?i)\b\d+(?:\.\d+)?(?:\s?(?:-|–|to)\s?\d+(?:\.\d+)?)?(?:\s?-\s?|\s+)?{units}\b|\b\d{{1,2}}(?::\d{{2}})?\s?(?:am|pm)\b(?:\s?-\s?\d{{1,2}}(?::\d{{2}})?\s?(?:am|pm)\b)?|\d+(?:\s?-\s?\d+)?\s?(?:个工作日|天|小时|分钟|个月|年|公斤|千克|克|毫升|厘米|积分|周)"
+            ),
+        ),
+        p(
+            FactKind::MenuPath,
+            // The first step is one word ("Account"), later ones up to three
+            // ("Edit order"), so a sentence's start is not taken along.
+            r"\b[A-Z]\w*(?:\s?>\s?[A-Z]\w*(?: [A-Za-z]\w*){0,2})+",
+        ),
+    ]
+});
+
+/// The checkable facts of `text`; `names` are the knowledge base's own
+/// names (matched whole, case-insensitively).
+pub fn facts(text: &str, names: &[String]) -> Vec<Fact> {
+    let mut out: Vec<Fact> = Vec::new();
+    let mut taken: Vec<(usize, usize)> = Vec::new();
+    for (kind, re) in PATTERNS.iter() {
+        for m in re.find_iter(text) {
+            // An earlier, more specific pattern (an e-mail) owns its span.
+            if taken.iter().any(|&(a, b)| m.start() < b && a < m.end()) {
+                continue;
+            }
+            taken.push((m.start(), m.end()));
+            out.push(Fact {
+                kind: *kind,
+                text: m.as_str().trim().to_string(),
+            });
+        }
+    }
+    let lower = text.to_lowercase();
+    for n in names {
+        let n_lower = n.to_lowercase();
+        if n_lower.len() >= 3 && contains_word(&lower, &n_lower) {
+            out.push(Fact {
+                kind: FactKind::Name,
+                text: n.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn contains_word(haystack: &str, needle: &str) -> bool {
+    haystack.match_indices(needle).any(|(i, _)| {
+        let before = haystack[..i].chars().next_back();
+        let after = haystack[i + needle.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// A form in which the same fact written two ways compares equal: lower
+/// case, one kind of dash, no spaces, units singular ("30-day" = "30 days").
+pub fn normalize(text: &str) -> String {
+    let t = text
+        .to_lowercase()
+        .replace(['–', '—', '‑'], "-")
+        .replace(" to ", "-");
+    let mut s: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+    for (plural, single) in [
+        ("days", "day"),
+        ("hours", "hour"),
+        ("minutes", "minute"),
+        ("weeks", "week"),
+        ("months", "month"),
+        ("years", "year"),
+        ("points", "point"),
+        ("characters", "character"),
+        ("lumens", "lumen"),
+        ("burners", "burner"),
+        ("layers", "layer"),
+        ("seconds", "second"),
+    ] {
+        s = s.replace(plural, single);
+    }
+    // "30-day" → "30day", like "30 days" → "30day".
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let joins_unit = c == '-'
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.get(i + 1).is_some_and(|n| n.is_alphabetic());
+        if !joins_unit {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `fact` is stated in one of the `support` texts.
+pub fn supported(fact: &Fact, support: &[String]) -> bool {
+    let f = normalize(&fact.text);
+    !f.is_empty() && support.iter().any(|s| s.contains(&f))
+}
+
+/// The texts facts are checked against, normalized once.
+pub fn support_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    texts.into_iter().map(normalize).collect()
+}
+
+/// The facts of `reply` none of `support` states.
+pub fn unsupported(reply: &str, names: &[String], support: &[String]) -> Vec<Fact> {
+    facts(reply, names)
+        .into_iter()
+        .filter(|f| !supported(f, support))
+        .collect()
+}
+
+/// The knowledge base's own names: table rows' first cells and labelled
+/// bullets' labels (products, shipping options, contact channels).
+pub fn names(passages: &[Passage]) -> Vec<String> {
+    let mut out: Vec<String> = passages
+        .iter()
+        .filter(|p| matches!(p.kind, crate::kb::Kind::TableRow | crate::kb::Kind::Bullet))
+        .filter_map(|p| p.title.last().cloned())
+        // Words a reply uses in passing ("Email", "Standard") are not names.
+        .filter(|n| n.contains(' '))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The sentences of `passage` that answer `question` best (at most `max`,
+/// in the passage's order): those sharing the most of its terms, the
+/// passage's first sentence when none does.
+pub fn extract(passage: &Passage, question: &str, max: usize) -> String {
+    let q: std::collections::HashSet<String> =
+        crate::kb::analyze_terms(question).into_iter().collect();
+    let body = match passage.kind {
+        // The first line of a FAQ entry repeats its question.
+        crate::kb::Kind::Faq | crate::kb::Kind::Qa => passage
+            .text
+            .split_once('\n')
+            .map_or(passage.text.as_str(), |(_, rest)| rest),
+        _ => passage.text.as_str(),
+    };
+    let sentences = crate::kb::sentences_of(body);
+    if sentences.is_empty() {
+        return passage.text.clone();
+    }
+    let mut scored: Vec<(usize, usize)> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let terms: std::collections::HashSet<String> =
+                crate::kb::analyze_terms(s).into_iter().collect();
+            (i, terms.intersection(&q).count())
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut keep: Vec<usize> = if scored.first().is_some_and(|s| s.1 > 0) {
+        scored
+            .iter()
+            .take(max.max(1))
+            .filter(|s| s.1 > 0)
+            .map(|s| s.0)
+            .collect()
+    } else {
+        vec![0]
+    };
+    keep.sort_unstable();
+    keep.iter()
+        .map(|&i| sentences[i].trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(FactKind, String)> {
+        facts(text, &["Cascade Rain Jacket".to_string()])
+            .into_iter()
+            .map(|f| (f.kind, f.text))
+            .collect()
+    }
+
+    #[test]
+    fn test_facts_are_found() {
+        let k = kinds(
+            "Email help@northwind.example.com or call 1-800-555-0199; order NW-123456 ships in 2-3 business days for $14.95, 10% off. Go to Account > Orders. The Cascade Rain Jacket weighs 380 g. Agents work 8 am-8 pm ET. 退货期限为30天。",
+        );
+        let has = |kind, text: &str| k.iter().any(|(a, b)| *a == kind && b == text);
+        assert!(has(FactKind::Email, "help@northwind.example.com"), "{k:?}");
+        assert!(has(FactKind::Phone, "1-800-555-0199"), "{k:?}");
+        assert!(has(FactKind::OrderNumber, "NW-123456"), "{k:?}");
+        assert!(has(FactKind::Quantity, "2-3 business days"), "{k:?}");
+        assert!(has(FactKind::Price, "$14.95"), "{k:?}");
+        assert!(has(FactKind::Percent, "10%"), "{k:?}");
+        assert!(has(FactKind::MenuPath, "Account > Orders"), "{k:?}");
+        assert!(has(FactKind::Name, "Cascade Rain Jacket"), "{k:?}");
+        assert!(has(FactKind::Quantity, "380 g"), "{k:?}");
+        assert!(has(FactKind::Quantity, "8 am-8 pm"), "{k:?}");
+        assert!(has(FactKind::Quantity, "30天"), "{k:?}");
+        assert!(kinds("Happy to help! Anything else?").is_empty());
+    }
+
+    #[test]
+    fn test_support_is_checked_in_normal_form() {
+        let support =
+            support_texts(["Returns are free within 30 days of delivery. Our 2-year warranty…"]);
+        let check = |t: &str| unsupported(t, &[], &support);
+        assert!(check("You have a 30-day window.").is_empty());
+        assert!(check("It comes with a 2 year warranty.").is_empty());
+        let missing = check("You have 60 days, and it costs $5.");
+        let texts: Vec<&str> = missing.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(texts, vec!["$5", "60 days"]);
+    }
+}

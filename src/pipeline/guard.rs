@@ -1,0 +1,80 @@
+//! The fact guard, after moderation: every checkable fact of a reply
+//! (prices, durations, e-mail addresses, products, menu paths …, see
+//! [`crate::ground`]) must be stated by the passages the model was given or
+//! by the user in this conversation. A reply that claims anything else is
+//! never sent: the passage's best sentences go instead, or, when retrieval
+//! was not confident, the handoff offer.
+
+use super::retrieve::Grounded;
+use crate::ground;
+use crate::store::ReplyKind;
+
+/// What the facts of a reply are checked against.
+pub struct Evidence {
+    names: Vec<String>,
+    support: Vec<String>,
+}
+
+impl Evidence {
+    /// The context passages' texts and the user's messages so far.
+    pub fn new<'a>(g: &'a Grounded, user_turns: impl IntoIterator<Item = &'a str>) -> Self {
+        let names = g
+            .loaded
+            .as_ref()
+            .map(|l| l.names.clone())
+            .unwrap_or_default();
+        let passages = g.context.iter().map(String::as_str);
+        Self {
+            names,
+            support: ground::support_texts(passages.chain(user_turns)),
+        }
+    }
+
+    /// The facts of `text` the evidence does not state.
+    pub fn unsupported(&self, text: &str) -> Vec<ground::Fact> {
+        ground::unsupported(text, &self.names, &self.support)
+    }
+}
+
+/// The guard's verdict on a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Send it; cite `cite` (the passage whose facts it states, if any).
+    Generated { cite: Option<usize> },
+    /// Send these sentences of passage `passage` instead.
+    Extracted { text: String, passage: usize },
+    /// Send the handoff offer.
+    Abstained,
+}
+
+impl Decision {
+    pub fn kind(&self) -> ReplyKind {
+        match self {
+            Decision::Generated { .. } => ReplyKind::Generated,
+            Decision::Extracted { .. } => ReplyKind::Extracted,
+            Decision::Abstained => ReplyKind::Abstained,
+        }
+    }
+}
+
+/// Decides about `reply` to `question`.
+pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) -> Decision {
+    let missing = evidence.unsupported(reply);
+    if missing.is_empty() {
+        // Cite the first passage that states one of the reply's facts.
+        let facts = ground::facts(reply, &evidence.names);
+        let cite = g.passages.iter().zip(&g.context).find_map(|(&p, text)| {
+            let s = ground::support_texts([text.as_str()]);
+            facts.iter().any(|f| ground::supported(f, &s)).then_some(p)
+        });
+        return Decision::Generated { cite };
+    }
+    tracing::info!(missing = ?missing.iter().map(|f| f.text.as_str()).collect::<Vec<_>>(), "reply states facts the passages do not; not sent");
+    match (&g.loaded, g.passages.first()) {
+        (Some(l), Some(&top)) if g.answerable => Decision::Extracted {
+            text: ground::extract(&l.kb.passages[top], question, 2),
+            passage: top,
+        },
+        _ => Decision::Abstained,
+    }
+}

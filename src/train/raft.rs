@@ -1,0 +1,262 @@
+//! Fine-tuning examples with retrieved context (RAFT: Zhang et al. 2024,
+//! "Adapt language models to domain-specific RAG"). Each assistant turn
+//! becomes one example whose context is what the knowledge base retrieves
+//! for the customer's message (with the turn before it, as `serve` asks).
+//! In most examples the turn's gold passages are among the distractors, and
+//! the target is the reference reply, which states their facts; in the rest
+//! only distractors are there and the target is the abstain text. The model
+//! learns to copy facts from its context, and to say it does not know when
+//! they are missing.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::{Error, Result};
+use crate::kb::{Kb, Query, resolve};
+use crate::pipeline::{TextKey, Texts, detect_lang};
+use crate::text::{Dialog, Message, Role};
+
+/// How the examples are drawn.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// Share of grounded turns whose context holds their gold passages.
+    pub gold_share: f64,
+    /// Passages in each context (as `[kb] passages` serves them).
+    pub passages: usize,
+    pub seed: u64,
+    /// Their abstain text is the reply when the context lacks the answer
+    /// (in the customer's language).
+    pub texts: Texts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RaftReport {
+    /// Examples written (one per assistant turn).
+    pub examples: usize,
+    /// Turns whose context holds their gold passages.
+    pub with_gold: usize,
+    /// Turns given distractors only, taught to abstain.
+    pub distractor_only: usize,
+    /// Turns with no recorded passages (greetings, thanks): context as
+    /// retrieved, reply unchanged.
+    pub ungrounded: usize,
+    /// Recorded passages no passage of the knowledge base matches.
+    pub unknown_passages: usize,
+    /// Turns whose gold passage retrieval ranked first.
+    pub retrieved_gold_first: usize,
+}
+
+/// The examples for `dialogs`: one dialog per assistant turn, ending with
+/// it, its `context` set (encode them with `encode_dialog_last`).
+pub fn raft_examples(
+    kb: &Kb,
+    dialogs: &[Dialog],
+    s: &RaftSettings,
+) -> Result<(Vec<Dialog>, RaftReport)> {
+    if s.passages == 0 || !(0.0..=1.0).contains(&s.gold_share) {
+        return Err(Error::Config(format!(
+            "RAFT needs at least one passage and a gold share in [0, 1] (got {} and {})",
+            s.passages, s.gold_share
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut out = Vec::new();
+    let mut report = RaftReport::default();
+    for d in dialogs {
+        let mut turn = 0;
+        for (i, m) in d.messages.iter().enumerate() {
+            if m.role != Role::Assistant {
+                continue;
+            }
+            let gold_labels = d.passages.get(turn).cloned().unwrap_or_default();
+            turn += 1;
+            let mut users = d.messages[..i]
+                .iter()
+                .rev()
+                .filter(|m| m.role == Role::User);
+            let Some(question) = users.next() else {
+                continue;
+            };
+            let previous = users.next().map(|m| m.content.as_str());
+            let hits = kb
+                .search(
+                    &Query {
+                        text: &question.content,
+                        previous,
+                    },
+                    s.passages + gold_labels.len() + 1,
+                )
+                .map_err(|e| Error::Data(format!("retrieving for fine-tuning: {e}")))?;
+            let retrieved: Vec<usize> = hits.hits.iter().map(|h| h.passage).collect();
+            let mut gold: Vec<usize> = Vec::new();
+            for label in &gold_labels {
+                let found = resolve(&kb.passages, label);
+                if found.is_empty() {
+                    report.unknown_passages += 1;
+                }
+                // A split passage answers with all its parts.
+                gold.extend(
+                    found
+                        .into_iter()
+                        .filter(|p| !gold.contains(p))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            let mut distractors: Vec<usize> = retrieved
+                .iter()
+                .copied()
+                .filter(|p| !gold.contains(p))
+                .collect();
+            // Retrieval may find little besides the gold passage (a small
+            // knowledge base, a precise question): random passages fill in.
+            let others = kb.passages.len().saturating_sub(gold.len());
+            while distractors.len() < s.passages.min(others) {
+                let p = rng.random_range(0..kb.passages.len());
+                if !gold.contains(&p) && !distractors.contains(&p) {
+                    distractors.push(p);
+                }
+            }
+            let mut reply = m.content.clone();
+            let context: Vec<usize> = if gold.is_empty() {
+                report.ungrounded += 1;
+                retrieved.iter().copied().take(s.passages).collect()
+            } else {
+                if retrieved.first().is_some_and(|p| gold.contains(p)) {
+                    report.retrieved_gold_first += 1;
+                }
+                if rng.random_bool(s.gold_share) {
+                    report.with_gold += 1;
+                    let mut c: Vec<usize> = gold.iter().copied().take(s.passages).collect();
+                    let room = s.passages.saturating_sub(c.len());
+                    c.extend(distractors.iter().copied().take(room));
+                    // The gold passage is not always first: the model must
+                    // find it, as it must when retrieval ranks it lower.
+                    c.shuffle(&mut rng);
+                    c
+                } else {
+                    report.distractor_only += 1;
+                    reply = s
+                        .texts
+                        .get(detect_lang(&question.content), TextKey::Abstain)
+                        .to_string();
+                    distractors.iter().copied().take(s.passages).collect()
+                }
+            };
+            let mut messages: Vec<Message> = d.messages[..i].to_vec();
+            messages.push(Message {
+                role: Role::Assistant,
+                content: reply,
+            });
+            out.push(Dialog {
+                messages,
+                topic: d.topic.clone(),
+                style: d.style.clone(),
+                context: context
+                    .iter()
+                    .map(|&p| kb.passages[p].context_text())
+                    .collect(),
+                passages: Vec::new(),
+            });
+            report.examples += 1;
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Data(
+            "no assistant turn with a customer message before it to fine-tune on".into(),
+        ));
+    }
+    Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::TextOverrides;
+
+    const DOCS: &str = "# Help\n\n## Returns\n\n**What is your return policy?**\nReturn unworn items within 30 days.\n\n**Who pays return shipping?**\nReturn shipping is free with the prepaid label.\n\n## Shipping\n\n**How much is express delivery?**\nExpress delivery costs $14.95.\n\n**Do you ship abroad?**\nWe ship to the EU, the UK and Canada.\n";
+
+    fn kb(dir: &std::path::Path) -> Kb {
+        let docs = dir.join("help.md");
+        std::fs::write(&docs, DOCS).unwrap();
+        crate::kb::build(&crate::kb::BuildOptions {
+            docs: vec![docs],
+            out: dir.join("kb"),
+            force: false,
+            split: Default::default(),
+        })
+        .unwrap();
+        Kb::open(&dir.join("kb"), &crate::runtime::RuntimeConfig::default()).unwrap()
+    }
+
+    fn dialogs() -> Vec<Dialog> {
+        let line = |text: &str| serde_json::from_str::<Dialog>(text).unwrap();
+        vec![
+            line(
+                r#"{"messages":[{"role":"user","content":"how long can I return stuff"},{"role":"assistant","content":"Within 30 days, unworn."},{"role":"user","content":"thanks!"},{"role":"assistant","content":"You're welcome."}],"passages":[["Returns › What is your return policy?"],[]]}"#,
+            ),
+            line(
+                r#"{"messages":[{"role":"user","content":"express delivery price?"},{"role":"assistant","content":"Express costs $14.95."}],"passages":[["Shipping › How much is express delivery?", "Shipping › No such entry"]]}"#,
+            ),
+        ]
+    }
+
+    fn settings(gold_share: f64) -> RaftSettings {
+        RaftSettings {
+            gold_share,
+            passages: 2,
+            seed: 1,
+            texts: Texts::new(&TextOverrides::default()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn test_gold_passages_join_the_context_of_their_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let kb = kb(dir.path());
+        let (ex, r) = raft_examples(&kb, &dialogs(), &settings(1.0)).unwrap();
+        assert_eq!(r.examples, 3);
+        assert_eq!((r.with_gold, r.distractor_only, r.ungrounded), (2, 0, 1));
+        assert_eq!(r.unknown_passages, 1);
+        // Each example ends with its own reply, unchanged, after its history.
+        assert_eq!(ex[0].messages.len(), 2);
+        assert_eq!(ex[1].messages.len(), 4);
+        assert_eq!(ex[1].messages[3].content, "You're welcome.");
+        assert!(
+            ex[0].context.iter().any(|c| c.contains("within 30 days")),
+            "{:?}",
+            ex[0].context
+        );
+        assert!(
+            ex[2].context.iter().any(|c| c.contains("$14.95")),
+            "{:?}",
+            ex[2].context
+        );
+        assert_eq!(ex[2].messages[1].content, "Express costs $14.95.");
+        assert!(
+            ex.iter()
+                .all(|e| e.context.len() <= 2 && e.passages.is_empty())
+        );
+    }
+
+    #[test]
+    fn test_distractor_only_examples_learn_to_abstain() {
+        let dir = tempfile::tempdir().unwrap();
+        let kb = kb(dir.path());
+        let s = settings(0.0);
+        let (ex, r) = raft_examples(&kb, &dialogs(), &s).unwrap();
+        assert_eq!((r.with_gold, r.distractor_only), (0, 2));
+        let abstain = s.texts.get("en", TextKey::Abstain);
+        for (e, fact) in [(&ex[0], "within 30 days"), (&ex[2], "$14.95")] {
+            assert_eq!(e.messages.last().unwrap().content, abstain);
+            assert_eq!(e.context.len(), 2);
+            assert!(
+                e.context.iter().all(|c| !c.contains(fact)),
+                "{:?}",
+                e.context
+            );
+        }
+        assert!(raft_examples(&kb, &dialogs(), &settings(1.5)).is_err());
+    }
+}
