@@ -152,10 +152,28 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
-/// Whether `fact` is stated in one of the `support` texts.
+/// Whether `fact` is stated in one of the `support` texts, as a whole
+/// token: "$14" is not stated by "$14.95", nor "30 days" by "130 days".
 pub fn supported(fact: &Fact, support: &[String]) -> bool {
     let f = normalize(&fact.text);
-    !f.is_empty() && support.iter().any(|s| s.contains(&f))
+    !f.is_empty() && support.iter().any(|s| states(s, &f))
+}
+
+/// `needle` occurs in `hay` with no digit glued to a number at either
+/// edge ("30" in "130", "14" in "14.95"); letters may follow ("30 day" is
+/// stated by "30 days").
+fn states(hay: &str, needle: &str) -> bool {
+    let digit = |c: char| c.is_ascii_digit();
+    hay.match_indices(needle).any(|(i, _)| {
+        let before = hay[..i].chars().next_back();
+        let mut after = hay[i + needle.len()..].chars();
+        let next = after.next();
+        let glued_before = needle.starts_with(digit) && before.is_some_and(digit);
+        let glued_after = needle.ends_with(digit)
+            && (next.is_some_and(digit)
+                || (matches!(next, Some('.' | ',')) && after.next().is_some_and(digit)));
+        !glued_before && !glued_after
+    })
 }
 
 /// The texts facts are checked against, normalized once.
@@ -284,5 +302,20 @@ mod tests {
         let missing = check("You have 60 days, and it costs $5.");
         let texts: Vec<&str> = missing.iter().map(|f| f.text.as_str()).collect();
         assert_eq!(texts, vec!["$5", "60 days"]);
+    }
+
+    /// Seen in the quickstart's chat: "US $14 business days" passed
+    /// against "$14.95" when support was a plain substring test.
+    #[test]
+    fn test_a_fact_must_be_stated_whole() {
+        let support =
+            support_texts(["Express: 2-3 business days, $14.95. Returns within 130 days."]);
+        let check = |t: &str| unsupported(t, &[], &support);
+        assert!(check("Express costs $14.95 and takes 2-3 business days.").is_empty());
+        let texts: Vec<String> = check("It is $14, or 30 days.")
+            .into_iter()
+            .map(|f| f.text)
+            .collect();
+        assert_eq!(texts, vec!["$14", "30 days"]);
     }
 }
