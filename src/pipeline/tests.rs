@@ -258,14 +258,17 @@ You can return unworn items within 30 days of delivery for a full refund.
 Express delivery costs $14.95 and arrives in 2-3 business days.
 
 **Do you ship abroad?**
-We ship to the EU, the UK and Canada.
+We ship to the EU, the UK and Canada; delivery takes 7-14 business days.
 ";
 
 /// What the scripted model says: an invented return window, a shipping
-/// answer that the knowledge base states, and small talk.
+/// answer that the knowledge base states, an answer with no fact, and
+/// small talk.
 fn grounded_model(q: &str) -> String {
     let q = q.to_lowercase();
-    if q.contains("return") {
+    if q.contains("abroad") {
+        "Great question, we love travelling too!".into()
+    } else if q.contains("return") {
         "You can return unworn items within 45 days. Just ask!".into()
     } else if q.contains("express") {
         "Express delivery takes 2-3 business days and costs $14.95.".into()
@@ -392,4 +395,15 @@ async fn test_the_model_reads_the_retrieved_passage_in_its_context() {
     );
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Generated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_reply_without_the_passages_facts_gets_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "do you ship abroad to canada?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("7-14 business days"), "{reply}");
+    assert!(!reply.contains("travelling"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
