@@ -31,7 +31,7 @@ pub use metrics::{BinaryMetrics, roc_auc};
 pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, Rules, Verdict};
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};
 pub(crate) use onnx::{classifier_graph, run_scores};
-pub(crate) use train::{Classifier, SparseAdam, batch_tensors};
+pub(crate) use train::{Classifier, SparseAdam, SparseBatch, batch_tensors};
 pub use train::{JSON_FILE, LabelModel, ModelMeta, TrainJob, TrainReport, TrainSettings, train};
 
 /// Errors of the moderation stage.

@@ -10,6 +10,8 @@ use candle_nn::VarBuilder;
 use chatforge::model::{Gpt, GptConfig, load_safetensors, save_safetensors};
 use chatforge::text::ChatTokenizer;
 
+mod common;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -179,19 +181,7 @@ fn test_stock_gpt2_checkpoint_exports_generates_raw_and_benches() {
     )
     .unwrap();
     let d = dir.to_str().unwrap();
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .env("CHATFORGE_PROVIDERS", "cpu")
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let run = common::cli;
     let (ok, _, err) = run(&["export", "--bundle", d, "--json"]);
     assert!(ok, "export: {err}");
     let (ok, out, err) = run(&[

@@ -4,23 +4,10 @@
 //! gets an error or warning that names the file (and line).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
 
-fn chatforge(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_chatforge"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("CHATFORGE_PROVIDERS", "cpu")
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::cli as chatforge;
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.lines().last().unwrap_or("")).unwrap()

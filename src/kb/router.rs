@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Error, Result};
 use crate::moderation::{
-    Classifier, Features, FeaturizerConfig, SparseAdam, classifier_graph, pad,
+    Classifier, Features, FeaturizerConfig, SparseAdam, SparseBatch, classifier_graph, pad,
 };
 use crate::runtime::{self, RuntimeConfig};
 
@@ -193,8 +193,8 @@ pub fn train(
         order.shuffle(&mut rng);
         for batch in order.chunks(s.batch_size) {
             let rows: Vec<&Features> = batch.iter().map(|&i| &feats[i]).collect();
-            // Only the table rows the batch touches take part (see
-            // moderation's trainer: a dense step costs ~100×).
+            // Only the table rows the batch touches take part
+            // (`SparseAdam::batch`).
             let (n, ids, mut w) = pad(&rows);
             if s.feature_dropout > 0.0 {
                 for row in w.chunks_mut(n) {
@@ -208,25 +208,19 @@ pub fn train(
                     }
                 }
             }
-            let mut touched = ids.clone();
-            touched.sort_unstable();
-            touched.dedup();
-            let local: Vec<u32> = ids
-                .iter()
-                .map(|id| touched.binary_search(id).unwrap_or(0) as u32)
-                .collect();
-            let embedding = Var::from_tensor(
-                &Tensor::from_vec(table.gather(&touched), (touched.len(), s.dim), &dev)
-                    .map_err(candle_err)?,
-            )
-            .map_err(candle_err)?;
+            let SparseBatch {
+                touched,
+                embedding,
+                ids,
+                w,
+            } = table
+                .batch(rows.len(), n, &ids, w, &dev)
+                .map_err(candle_err)?;
             let model = Classifier {
                 embedding: embedding.clone(),
                 weight: weight.clone(),
                 bias: bias.clone(),
             };
-            let ids = Tensor::from_vec(local, (rows.len(), n), &dev).map_err(candle_err)?;
-            let w = Tensor::from_vec(w, (rows.len(), n), &dev).map_err(candle_err)?;
             let mut onehot = vec![0f32; rows.len() * n_entries];
             for (r, &i) in batch.iter().enumerate() {
                 let gold = &train[i].entries;

@@ -465,29 +465,20 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         train_idx.shuffle(&mut rng);
         for batch in train_idx.chunks(s.batch_size) {
             let rows = batch.iter().map(|&i| feat(i)).collect::<Result<Vec<_>>>()?;
-            // Only the table rows this batch touches take part: they are
-            // copied into a small Var, and candle's gradient for it updates
-            // those rows alone (a dense step over 2^18 rows costs ~100×).
             let (n, ids, w) = pad(&rows);
-            let mut touched = ids.clone();
-            touched.sort_unstable();
-            touched.dedup();
-            let local: Vec<u32> = ids
-                .iter()
-                .map(|id| touched.binary_search(id).unwrap_or(0) as u32)
-                .collect();
-            let embedding = Var::from_tensor(
-                &Tensor::from_vec(table.gather(&touched), (touched.len(), s.dim), &dev)
-                    .map_err(candle_err)?,
-            )
-            .map_err(candle_err)?;
+            let SparseBatch {
+                touched,
+                embedding,
+                ids,
+                w,
+            } = table
+                .batch(rows.len(), n, &ids, w, &dev)
+                .map_err(candle_err)?;
             let step_model = Classifier {
                 embedding: embedding.clone(),
                 weight: weight.clone(),
                 bias: bias.clone(),
             };
-            let ids = Tensor::from_vec(local, (rows.len(), n), &dev).map_err(candle_err)?;
-            let w = Tensor::from_vec(w, (rows.len(), n), &dev).map_err(candle_err)?;
             let (y, mask) = targets(&ds, batch, &dev)?;
             let loss = step_model
                 .logits(&ids, &w)
@@ -648,6 +639,16 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     Ok(TrainReport { dir: job.out, meta })
 }
 
+/// One batch's slice of the embedding table (see [`SparseAdam::batch`]).
+pub(crate) struct SparseBatch {
+    /// Table rows, sorted: `embedding`'s row `i` is table row `touched[i]`.
+    pub touched: Vec<u32>,
+    pub embedding: Var,
+    /// Ids into `embedding`, and their weights.
+    pub ids: Tensor,
+    pub w: Tensor,
+}
+
 /// Adam for the embedding table, updating only the rows a batch touched
 /// (PyTorch's `SparseAdam`, TensorFlow's `LazyAdam`): an untouched row keeps
 /// its moments, so rare n-grams are not dragged by stale momentum.
@@ -673,6 +674,38 @@ impl SparseAdam {
             dim,
             t: 0,
         }
+    }
+
+    /// A padded batch (`pad`'s `n`, ids and weights, `rows` rows) over
+    /// only the table rows it touches: those are copied into a small
+    /// `Var`, whose gradient [`Self::step`] applies to them alone (a dense
+    /// step over 2^18 rows costs ~100×). Ids are renumbered into it.
+    pub(crate) fn batch(
+        &self,
+        rows: usize,
+        n: usize,
+        ids: &[u32],
+        w: Vec<f32>,
+        dev: &Device,
+    ) -> candle_core::Result<SparseBatch> {
+        let mut touched = ids.to_vec();
+        touched.sort_unstable();
+        touched.dedup();
+        let local: Vec<u32> = ids
+            .iter()
+            .map(|id| touched.binary_search(id).unwrap_or(0) as u32)
+            .collect();
+        let embedding = Var::from_tensor(&Tensor::from_vec(
+            self.gather(&touched),
+            (touched.len(), self.dim),
+            dev,
+        )?)?;
+        Ok(SparseBatch {
+            ids: Tensor::from_vec(local, (rows, n), dev)?,
+            w: Tensor::from_vec(w, (rows, n), dev)?,
+            touched,
+            embedding,
+        })
     }
 
     pub(crate) fn gather(&self, rows: &[u32]) -> Vec<f32> {

@@ -59,8 +59,11 @@ impl Decision {
 
 /// Decides about `reply` to `question`.
 pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) -> Decision {
-    let missing = evidence.unsupported(reply);
     let facts = ground::facts(reply, &evidence.names);
+    let missing: Vec<&ground::Fact> = facts
+        .iter()
+        .filter(|f| !ground::supported(f, &evidence.support))
+        .collect();
     // A confident answer whose passage states facts (a price, a window, a
     // menu path) must state some: a reply with none did not answer (the
     // quickstart's model wrote fact-free sentences for 19% of customer

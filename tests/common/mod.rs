@@ -13,6 +13,21 @@ use chatforge::runtime::{Generator, Provider, RuntimeConfig};
 use chatforge::text::{Dialog, Message, Role};
 use chatforge::train::{self, PretrainJob, TrainConfig, TrainSection};
 
+/// Runs the chatforge binary on the CPU provider: success, stdout, stderr.
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("CHATFORGE_PROVIDERS", "cpu")
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
