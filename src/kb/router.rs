@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use candle_nn::Optimizer as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
@@ -257,19 +257,9 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    let model = Classifier {
-        embedding: Var::from_tensor(
-            &Tensor::from_vec(
-                table.into_data(),
-                (s.featurizer.buckets as usize, s.dim),
-                &dev,
-            )
-            .map_err(candle_err)?,
-        )
-        .map_err(candle_err)?,
-        weight,
-        bias,
-    };
+    let model = table
+        .into_classifier(weight, bias, &dev)
+        .map_err(candle_err)?;
     let correct = if val.is_empty() {
         0
     } else {

@@ -516,19 +516,9 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         }
     }
     bar.finish_and_clear();
-    let model = Classifier {
-        embedding: Var::from_tensor(
-            &Tensor::from_vec(
-                table.into_data(),
-                (s.featurizer.buckets as usize, s.dim),
-                &dev,
-            )
-            .map_err(candle_err)?,
-        )
-        .map_err(candle_err)?,
-        weight,
-        bias,
-    };
+    let model = table
+        .into_classifier(weight, bias, &dev)
+        .map_err(candle_err)?;
 
     // Calibration and thresholds on the validation split.
     val_idx.sort_unstable();
@@ -736,8 +726,20 @@ impl SparseAdam {
 }
 
 impl SparseAdam {
-    pub(crate) fn into_data(self) -> Vec<f32> {
-        self.data
+    /// The trained classifier: the whole table as its embedding.
+    pub(crate) fn into_classifier(
+        self,
+        weight: Var,
+        bias: Var,
+        dev: &Device,
+    ) -> candle_core::Result<Classifier> {
+        let rows = self.data.len() / self.dim;
+        let dim = self.dim;
+        Ok(Classifier {
+            embedding: Var::from_tensor(&Tensor::from_vec(self.data, (rows, dim), dev)?)?,
+            weight,
+            bias,
+        })
     }
 }
 
