@@ -40,6 +40,7 @@ pub struct Config {
     pub kb: Option<KbSection>,
     pub telegram: Option<TelegramSection>,
     pub discord: Option<DiscordSection>,
+    pub http: Option<HttpSection>,
 }
 
 /// `[model]`: the bundle `serve` answers with.
@@ -203,6 +204,62 @@ pub struct DiscordSection {
 
 fn default_edit_secs() -> f64 {
     1.0
+}
+
+/// `[http]`: present = `serve` runs the HTTP server (the OpenAI-compatible
+/// chat API, health checks and Prometheus metrics).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address and port to listen on.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Bearer keys of `/v1/*`, usually `"${CHATFORGE_API_KEY}"`; required
+    /// when `listen` is beyond loopback.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Largest request body in bytes (larger: 413).
+    #[serde(default = "default_http_max_body")]
+    pub max_body_bytes: usize,
+    /// Requests per API key (per client address without keys): a burst,
+    /// refilled over `per_seconds` (over it: 429).
+    #[serde(default = "default_http_rate_limit")]
+    pub rate_limit: crate::pipeline::RateLimitConfig,
+    /// Origins allowed to call `/v1/*` from a browser; empty = CORS off.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+impl HttpSection {
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+}
+
+fn default_http_listen() -> String {
+    HttpSection::DEFAULT_LISTEN.into()
+}
+
+fn default_http_max_body() -> usize {
+    256 * 1024
+}
+
+fn default_http_rate_limit() -> crate::pipeline::RateLimitConfig {
+    crate::pipeline::RateLimitConfig {
+        burst: 120,
+        per_seconds: 60.0,
+        ..Default::default()
+    }
+}
+
+impl fmt::Debug for HttpSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSection")
+            .field("listen", &self.listen)
+            .field("api_keys", &format!("<{} redacted>", self.api_keys.len()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("rate_limit", &self.rate_limit)
+            .field("cors_origins", &self.cors_origins)
+            .finish()
+    }
 }
 
 fn edit_interval(key: &str, secs: f64) -> Result<Duration, String> {
@@ -486,6 +543,7 @@ mod tests {
             .join("\n");
         let all: Config = toml::from_str(&uncommented).unwrap();
         assert!(all.discord.is_some() && all.pipeline.channels.len() == 2);
+        assert!(all.http.as_ref().is_some_and(|h| h.api_keys.len() == 1));
         assert!(all.pipeline.texts.contains_key("zh"));
         all.validate().unwrap();
         assert!(all.pipeline.persona.is_some() && all.store.url.is_some());

@@ -5,6 +5,7 @@
 
 pub mod bleu;
 pub mod diversity;
+pub mod grounded;
 pub mod perplexity;
 pub mod porter;
 mod pytext;
@@ -14,6 +15,7 @@ mod run;
 
 pub use bleu::{Bleu, BleuStats, Tokenize, corpus_bleu};
 pub use diversity::{Diversity, diversity};
+pub use grounded::{Answer, GroundedScores, evaluate_grounded};
 pub use perplexity::{Perplexity, perplexity};
 pub use report::{MetricRow, Report, write_report};
 pub use rouge::{Prf, Rouge, RougeF};

@@ -209,6 +209,33 @@ pub fn names(passages: &[Passage]) -> Vec<String> {
 /// dropped a required fact in a quarter of the customer-words questions.
 const WHOLE_UP_TO: usize = 4;
 
+/// Markdown prose is hard-wrapped: a line break inside a paragraph is not
+/// a sentence end ("within 30 days of" / "delivery."). Blank lines, list
+/// items and table rows keep theirs.
+fn unwrap_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous_blank = true;
+    for (i, line) in text.split('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 {
+            let item = t.starts_with(['-', '*', '+', '|', '#', '>'])
+                || t.split_once(". ")
+                    .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            // Chinese is written without spaces between words.
+            let cjk = out.chars().last().is_some_and(|c| c > '\u{2e80}')
+                || t.chars().next().is_some_and(|c| c > '\u{2e80}');
+            if t.is_empty() || previous_blank || item {
+                out.push('\n');
+            } else if !cjk {
+                out.push(' ');
+            }
+        }
+        out.push_str(line.trim_end());
+        previous_blank = t.is_empty();
+    }
+    out
+}
+
 /// The sentences of `passage` that answer `question` best (at most `max`,
 /// in the passage's order): those sharing the most of its terms, the
 /// passage's first sentence when none does; a short answer whole.
@@ -223,7 +250,8 @@ pub fn extract(passage: &Passage, question: &str, max: usize) -> String {
             .map_or(passage.text.as_str(), |(_, rest)| rest),
         _ => passage.text.as_str(),
     };
-    let sentences = crate::kb::sentences_of(body);
+    let body = unwrap_lines(body);
+    let sentences = crate::kb::sentences_of(&body);
     if sentences.is_empty() {
         return passage.text.clone();
     }
@@ -270,6 +298,17 @@ mod tests {
             .into_iter()
             .map(|f| (f.kind, f.text))
             .collect()
+    }
+
+    #[test]
+    fn test_hard_wrapped_lines_are_one_sentence() {
+        let t = unwrap_lines(
+            "You can return items within 30 days of\ndelivery. Returns are free.\n\n- Express: $14.95\n- Standard: $5.95\n退货期限为\n30天。",
+        );
+        assert_eq!(
+            t,
+            "You can return items within 30 days of delivery. Returns are free.\n\n- Express: $14.95\n- Standard: $5.95退货期限为30天。"
+        );
     }
 
     #[test]

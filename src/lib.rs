@@ -8,6 +8,7 @@ pub mod eval;
 pub mod export;
 pub mod fsio;
 pub mod ground;
+pub mod http;
 pub mod kb;
 pub mod model;
 pub mod moderation;

@@ -154,13 +154,21 @@ enum Command {
         #[command(flatten)]
         sampling: SamplingOverrides,
     },
-    /// Chat with a bundle in the terminal (one message per line; /reset, /quit).
+    /// Chat in the terminal (one message per line; /help, /quit): with
+    /// --config, through the serving pipeline (moderation, knowledge base,
+    /// fact guard, store) as platform users get it; with --bundle alone,
+    /// the bare model (/reset starts over).
     Chat {
-        #[arg(long)]
-        bundle: PathBuf,
+        /// The bundle (with --config: replaces its `model.bundle`).
+        #[arg(long, required_unless_present = "config")]
+        bundle: Option<PathBuf>,
         #[arg(long, env = "CHATFORGE_CONFIG")]
         config: Option<PathBuf>,
-        /// System prompt (persona).
+        /// The bare model: no pipeline even with --config (which then only
+        /// gives the [runtime] settings).
+        #[arg(long)]
+        raw: bool,
+        /// System prompt (persona) of the bare model.
         #[arg(long)]
         system: Option<String>,
         #[command(flatten)]
@@ -477,12 +485,19 @@ fn main() -> Result<()> {
         Command::Chat {
             bundle,
             config,
+            raw,
             system,
             sampling,
-        } => {
-            let cfg = Config::load(config.as_deref())?;
-            chat::run(&bundle, &cfg, system, &sampling)?;
-        }
+        } => match (config, bundle) {
+            (Some(config), bundle) if !raw => {
+                chat::through_pipeline(&config, bundle.as_deref())?;
+            }
+            (config, Some(bundle)) => {
+                let cfg = Config::load(config.as_deref())?;
+                chat::run(&bundle, &cfg, system, &sampling)?;
+            }
+            (_, None) => anyhow::bail!("chat --raw needs --bundle"),
+        },
         Command::Bench {
             command:
                 BenchCommand::Generate {

@@ -46,7 +46,7 @@ pub use config::{ChannelProfile, Durations, PipelineConfig, Profile, RateLimitCo
 pub use engine::{Backend, Engine, EngineError, Opener, Pool, onnx_opener};
 pub use gate::{Checker, Gate};
 pub use ratelimit::{Admit, RateLimiter};
-pub use record::{ReplyTiming, platform_name};
+pub use record::{ReplyTrace, platform_name};
 pub use retrieve::{Cite, Knowledge};
 pub use session::{State, Transition};
 pub use texts::{TextKey, TextOverrides, Texts, detect_lang};
@@ -55,17 +55,67 @@ use self::check::{Checked, Streamer};
 use self::generate::GenerateError;
 use self::guard::{Decision, Evidence};
 use self::moderate::InputCheck;
-use self::record::{Recorder, ReplyLog, Timings};
+use self::record::{Recorder, ReplyLog, Traces};
 use self::retrieve::Grounded;
 use self::session::{ReplyIndex, Session, SessionRef, Sessions};
-use crate::runtime::SamplingParams;
+use crate::runtime::{SamplingParams, StopReason};
 use crate::store::{Grounding, ReplyKind, Verdict as StoredVerdict, WriterHandle};
 use crate::text::{Dialog, Message, Role};
 
+/// A turn from the HTTP API: OpenAI's chat API sends the conversation
+/// whole, and may set the sampling.
+#[derive(Debug, Clone, Default)]
+pub struct TurnOptions {
+    /// The turns before this message; they replace what the session held.
+    pub history: Option<Vec<Message>>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+}
+
+impl TurnOptions {
+    fn apply(&self, p: &mut SamplingParams) {
+        if let Some(t) = self.temperature {
+            p.temperature = t;
+        }
+        if let Some(t) = self.top_p {
+            p.top_p = t;
+        }
+        if let Some(n) = self.max_tokens {
+            p.max_new_tokens = n;
+        }
+        if let Some(s) = self.seed {
+            p.seed = s;
+        }
+        p.stop_strings.extend(self.stop.iter().cloned());
+    }
+}
+
+/// Why a turn's reply ended (OpenAI's `finish_reason`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Finish {
+    #[default]
+    Stop,
+    /// The token limit (or the model's context) cut it.
+    Length,
+    /// Moderation refused the message or replaced the reply.
+    ContentFilter,
+}
+
+/// How a turn went, for the HTTP API's `finish_reason` and `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnOutcome {
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
 /// Replies remembered for feedback after their session ended.
 const REPLY_INDEX_CAP: usize = 100_000;
-/// Reply timings kept for `bench pipeline`.
-const TIMINGS_CAP: usize = 65_536;
+/// Reply traces kept for `bench pipeline` and `eval --questions`.
+const TRACES_CAP: usize = 65_536;
 /// How often idle sessions and rate-limit buckets are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -81,7 +131,7 @@ pub struct Pipeline {
     limiter: RateLimiter,
     replies: Mutex<ReplyIndex>,
     last_sweep: Mutex<Instant>,
-    timings: Timings,
+    traces: Traces,
 }
 
 impl Pipeline {
@@ -110,7 +160,7 @@ impl Pipeline {
             record: Recorder::new(store),
             replies: Mutex::new(ReplyIndex::new(REPLY_INDEX_CAP)),
             last_sweep: Mutex::new(Instant::now()),
-            timings: Timings::new(TIMINGS_CAP),
+            traces: Traces::new(TRACES_CAP),
         })
     }
 
@@ -128,10 +178,27 @@ impl Pipeline {
         self.knowledge.as_ref()
     }
 
-    /// Timings of the replies since the last call (the most recent
-    /// [`TIMINGS_CAP`]).
-    pub fn take_timings(&self) -> Vec<ReplyTiming> {
-        self.timings.take()
+    /// Traces of the replies since the last call (the most recent
+    /// [`TRACES_CAP`]).
+    pub fn take_traces(&self) -> Vec<ReplyTrace> {
+        self.traces.take()
+    }
+
+    /// The turns a conversation holds now (for the web chat after a page
+    /// reload), and the id of the bot's last rateable reply; empty when the
+    /// conversation is not held.
+    pub async fn transcript(
+        &self,
+        platform: chatforge_channel::Platform,
+        conversation_key: &str,
+    ) -> (Vec<Message>, Option<String>) {
+        match self.sessions.peek(platform, conversation_key) {
+            Some(s) => {
+                let s = s.lock().await;
+                (s.turns.clone(), s.last_reply.clone())
+            }
+            None => (Vec::new(), None),
+        }
     }
 
     /// Conversations held in memory.
@@ -200,15 +267,42 @@ impl Pipeline {
         id
     }
 
-    async fn on_message(&self, m: IncomingMessage, sink: EventSink) {
+    /// A turn of the HTTP API: `opts` carries the client's conversation
+    /// and sampling; the outcome gives its `finish_reason` and `usage`.
+    pub async fn complete(
+        &self,
+        m: IncomingMessage,
+        opts: TurnOptions,
+        sink: EventSink,
+    ) -> TurnOutcome {
+        self.on_message(m, sink, Some(&opts)).await
+    }
+
+    async fn on_message(
+        &self,
+        m: IncomingMessage,
+        sink: EventSink,
+        opts: Option<&TurnOptions>,
+    ) -> TurnOutcome {
+        let mut out = TurnOutcome::default();
         let started = Instant::now();
         self.sweep_if_due();
-        if !self.admit(&m, &sink) {
-            return;
+        // The HTTP server limits API turns per key before they get here.
+        if opts.is_none() && !self.admit(&m, &sink) {
+            return out;
         }
         let session = self.session_of(&m);
         let mut s = session.lock().await;
         let conversation = self.open_conversation(&mut s, &m);
+        if let Some(history) = opts.and_then(|o| o.history.as_ref()) {
+            // The API's client holds the conversation; the bot's persona
+            // stays the operator's.
+            s.turns = history
+                .iter()
+                .filter(|m| m.role != Role::System)
+                .cloned()
+                .collect();
+        }
 
         // 1. validate
         let input = match validate::input(&m.text, self.cfg.max_input_chars) {
@@ -217,14 +311,14 @@ impl Pipeline {
                 if s.state.bot_answers() {
                     deliver::notice(&sink, self.text(s.lang, key));
                 }
-                return;
+                return out;
             }
         };
         s.lang = input.lang;
         if !s.state.bot_answers() {
             // The operator reads it from the store; the bot stays quiet.
             self.record.user(&conversation, &input.text, None);
-            return;
+            return out;
         }
         let _ = sink.send(ChatEvent::Typing);
 
@@ -234,7 +328,7 @@ impl Pipeline {
                 tracing::error!(%conversation, %reason, "cannot moderate a message; not answering it");
                 self.record.user(&conversation, &input.text, None);
                 deliver::notice(&sink, self.text(s.lang, TextKey::Apology));
-                return;
+                return out;
             }
             InputCheck::Blocked(v) => {
                 let id =
@@ -243,7 +337,8 @@ impl Pipeline {
                 self.record.flags(&conversation, &id, &v, "input");
                 tracing::info!(%conversation, reasons = ?v.reasons(), "message flagged; refused");
                 deliver::plain(&sink, self.text(s.lang, TextKey::InputRefusal));
-                return;
+                out.finish = Finish::ContentFilter;
+                return out;
             }
             InputCheck::Allowed(v) => {
                 let verdict = v.as_ref().map(|v| (v, StoredVerdict::Allow));
@@ -262,6 +357,7 @@ impl Pipeline {
         });
 
         // 3. retrieve
+        let grounding_started = Instant::now();
         let grounded = match &self.knowledge {
             None => None,
             Some(k) => match retrieve::retrieve(k, &input.text, previous.as_deref()) {
@@ -269,7 +365,7 @@ impl Pipeline {
                 Err(e) => {
                     tracing::error!(%conversation, error = %e, "cannot search the knowledge base; not answering");
                     deliver::notice(&sink, self.text(s.lang, TextKey::Apology));
-                    return;
+                    return out;
                 }
             },
         };
@@ -285,8 +381,11 @@ impl Pipeline {
                 &sent,
                 None,
                 Some(grounding(g, ReplyKind::Abstained)),
+                grounding_started.elapsed(),
             );
-            return;
+            let version = self.engine.current().model_version().to_string();
+            crate::http::metrics::reply(platform_name(m.platform), "abstained", &version);
+            return out;
         }
         let evidence = grounded.as_ref().map(|g| {
             Evidence::new(
@@ -297,6 +396,7 @@ impl Pipeline {
                     .map(|m| m.content.as_str()),
             )
         });
+        let mut grounding_time = grounding_started.elapsed();
 
         // 4. generate, streamed through 5. the check
         let pool = self.engine.current();
@@ -304,7 +404,10 @@ impl Pipeline {
         if let Some(g) = grounded.as_ref().filter(|g| g.answerable) {
             dialog.context.clone_from(&g.context);
         }
-        let params = self.params(pool.defaults(), s.turns.len());
+        let mut params = self.params(pool.defaults(), s.turns.len());
+        if let Some(o) = opts {
+            o.apply(&mut params);
+        }
         let mut stream = Streamer::new(
             &self.gate,
             evidence.as_ref(),
@@ -324,15 +427,29 @@ impl Pipeline {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!(%conversation, error = %e, "reply failed");
+                let outcome = match e {
+                    GenerateError::Timeout(_) => "timed_out",
+                    _ => "failed",
+                };
+                crate::http::metrics::reply(
+                    platform_name(m.platform),
+                    outcome,
+                    pool.model_version(),
+                );
                 let key = match e {
                     GenerateError::Engine(EngineError::Busy(_)) => TextKey::Busy,
                     _ => TextKey::Apology,
                 };
                 deliver::notice(&sink, self.text(s.lang, key));
-                return;
+                return out;
             }
         };
         let g = &generated.generation;
+        out.prompt_tokens = g.prompt_tokens;
+        out.completion_tokens = g.tokens.len();
+        if matches!(g.stop, StopReason::MaxTokens | StopReason::Context) {
+            out.finish = Finish::Length;
+        }
         let text = match g.text.trim() {
             "" => self.text(s.lang, TextKey::EmptyReply),
             t => t,
@@ -347,15 +464,18 @@ impl Pipeline {
                 let verdict = verdict.as_ref().map(|v| (v, StoredVerdict::Allow));
                 match (&grounded, &evidence) {
                     (Some(g), Some(ev)) => {
+                        let at = Instant::now();
                         let d = guard::decide(g, ev, text, &input.text);
                         kind = Some(d.kind());
                         guarded = self.guarded(g, &d, text, s.lang);
+                        grounding_time += at.elapsed();
                         (guarded.as_str(), true, verdict, false)
                     }
                     _ => (text.as_str(), true, verdict, false),
                 }
             }
             Checked::Flagged(v) => {
+                out.finish = Finish::ContentFilter;
                 tracing::warn!(%conversation, reasons = ?v.reasons(), "reply flagged; replaced by the safe reply");
                 (
                     self.text(s.lang, TextKey::SafeReply),
@@ -369,6 +489,10 @@ impl Pipeline {
                 (self.text(s.lang, TextKey::Apology), false, None, true)
             }
         };
+        let grounding = match (&grounded, kind) {
+            (Some(gr), Some(k)) => Some(grounding(gr, k)),
+            _ => None,
+        };
         let message_id = self.record.reply(&ReplyLog {
             conversation: &conversation,
             // What the user saw is what later fine-tuning learns from; a
@@ -380,10 +504,7 @@ impl Pipeline {
             verdict,
             unchecked,
             latency: started.elapsed(),
-            grounding: match (&grounded, kind) {
-                (Some(gr), Some(k)) => Some(grounding(gr, k)),
-                _ => None,
-            },
+            grounding: grounding.clone(),
         });
         if let Checked::Flagged(v) = &checked {
             self.record.flags(&conversation, &message_id, v, "output");
@@ -399,13 +520,24 @@ impl Pipeline {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(message_id.clone(), conversation.clone());
         }
+        let outcome = match (&checked, kind) {
+            (Checked::Flagged(_), _) => "moderated",
+            (Checked::Unchecked(_), _) => "failed",
+            (_, Some(ReplyKind::Extracted)) => "guard_replaced",
+            (_, Some(ReplyKind::Abstained)) => "abstained",
+            _ => "sent",
+        };
+        crate::http::metrics::reply(platform_name(m.platform), outcome, pool.model_version());
         let cut = input.cut || g.prompt_cut_tokens > 0;
         let prefix = cut.then(|| self.text(s.lang, TextKey::LongMessage));
         deliver::reply(&sink, prefix, sent, &message_id, rateable);
-        self.timings.push(ReplyTiming {
+        self.traces.push(ReplyTrace {
             total: started.elapsed(),
             model: generated.model_time,
+            grounding_time,
+            grounding,
         });
+        out
     }
 
     /// The text sent for a guard decision, with its citation when asked.
@@ -445,6 +577,7 @@ impl Pipeline {
         sent: &str,
         verdict: Option<(&crate::moderation::Verdict, StoredVerdict)>,
         grounding: Option<Grounding>,
+        grounding_time: Duration,
     ) {
         let message_id = self.record.reply(&ReplyLog {
             conversation,
@@ -455,7 +588,7 @@ impl Pipeline {
             verdict,
             unchecked: false,
             latency: started.elapsed(),
-            grounding,
+            grounding: grounding.clone(),
         });
         s.turns.push(Message {
             role: Role::Assistant,
@@ -468,9 +601,11 @@ impl Pipeline {
             .insert(message_id.clone(), conversation.to_string());
         let prefix = cut.then(|| self.text(s.lang, TextKey::LongMessage));
         deliver::reply(sink, prefix, sent, &message_id, true);
-        self.timings.push(ReplyTiming {
+        self.traces.push(ReplyTrace {
             total: started.elapsed(),
             model: Duration::ZERO,
+            grounding_time,
+            grounding,
         });
     }
 
@@ -538,7 +673,9 @@ impl ChatHandler for Pipeline {
     fn handle(&self, request: ChatRequest, events: EventSink) -> HandlerFuture<'_> {
         Box::pin(async move {
             match request {
-                ChatRequest::Message(m) => self.on_message(m, events).await,
+                ChatRequest::Message(m) => {
+                    self.on_message(m, events, None).await;
+                }
                 ChatRequest::Command { message, command } => {
                     self.on_command(message, command, events).await;
                 }

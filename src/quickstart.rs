@@ -736,9 +736,9 @@ pub fn serve_config(l: &Layout, blocklist: bool, kb: bool) -> Result<String> {
     let cite = if kb { "cite = \"title\"\n" } else { "" };
     Ok(format!(
         r#"# Written by `chatforge quickstart`; a rerun keeps your edits (--force rewrites it).
-# Serve it on a chat platform: set the token in the environment, uncomment
-# the [telegram] (or [discord]) section below, then
-#   chatforge serve --config {config}
+# Serve it: `chatforge serve --config {config}` runs the HTTP API below;
+# for a chat platform, set the token in the environment and uncomment the
+# [telegram] (or [discord]) section.
 # Every key is documented in chatforge.example.toml.
 
 [model]
@@ -754,12 +754,18 @@ spill_dir = {spill}
 [pipeline]
 persona = {persona}
 {cite}{kb_section}
+# The OpenAI-compatible API (/v1/chat/completions), /healthz, /readyz and
+# /metrics, on this machine only; beyond it, set api_keys first.
+[http]
+listen = "{listen}"
+
 # [telegram]
 # token = "${{TELEGRAM_TOKEN}}"
 
 # [discord]
 # token = "${{DISCORD_TOKEN}}"
 "#,
+        listen = crate::config::HttpSection::DEFAULT_LISTEN,
         config = l.config.display(),
         bundle = abs(&l.bundle)?,
         moderation = abs(&l.moderation)?,

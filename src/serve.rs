@@ -190,7 +190,7 @@ pub async fn serve(
     let handler: Arc<dyn ChatHandler> = services.pipeline.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut adapters: Vec<(&'static str, JoinHandle<Result<(), String>>)> = Vec::new();
-    let started = start_adapters(settings, &handler, &stop_rx, &mut adapters).await;
+    let started = start_adapters(settings, &handler, &services, &stop_rx, &mut adapters).await;
     if let Err(e) = started {
         let _ = stop_tx.send(true);
         join_adapters(adapters).await;
@@ -241,12 +241,14 @@ pub async fn serve(
 struct Adapters {
     telegram: Option<chatforge_telegram::TelegramConfig>,
     discord: Option<chatforge_discord::DiscordConfig>,
+    http: Option<crate::http::HttpSettings>,
 }
 
 fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
-    if cfg.telegram.is_none() && cfg.discord.is_none() {
+    if cfg.telegram.is_none() && cfg.discord.is_none() && cfg.http.is_none() {
         return Err(ServeError::Other(
-            "no adapter configured: add a [telegram] or [discord] section to the config".into(),
+            "no adapter configured: add a [telegram], [discord] or [http] section to the config"
+                .into(),
         ));
     }
     let telegram = match &cfg.telegram {
@@ -278,15 +280,42 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
         }
         None => None,
     };
-    Ok(Adapters { telegram, discord })
+    let http = cfg
+        .http
+        .as_ref()
+        .map(crate::http::HttpSettings::resolve)
+        .transpose()?;
+    Ok(Adapters {
+        telegram,
+        discord,
+        http,
+    })
 }
 
 async fn start_adapters(
     settings: Adapters,
     handler: &Arc<dyn ChatHandler>,
+    services: &Services,
     stop: &watch::Receiver<bool>,
     adapters: &mut Vec<(&'static str, JoinHandle<Result<(), String>>)>,
 ) -> Result<(), ServeError> {
+    if let Some(hs) = settings.http {
+        let server = crate::http::HttpServer::bind(
+            &hs,
+            Arc::clone(&services.pipeline),
+            services.writer.handle(),
+        )
+        .await?;
+        let addr = server
+            .local_addr()
+            .map_err(|e| ServeError::Other(format!("http: {e}")))?;
+        tracing::info!(%addr, "HTTP server started: /v1/chat/completions, /metrics, /healthz");
+        let stop = stopped(stop.clone());
+        adapters.push((
+            "http",
+            tokio::spawn(async move { server.run_until(stop).await.map_err(|e| e.to_string()) }),
+        ));
+    }
     if let Some(tc) = settings.telegram {
         let adapter = chatforge_telegram::TelegramAdapter::connect(tc, Arc::clone(handler))
             .await

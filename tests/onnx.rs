@@ -245,26 +245,7 @@ fn test_providers_fall_back_or_fail_when_strict() {
     }
 }
 
-fn chatforge(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
-        .args(args)
-        .envs(envs.iter().copied())
-        .env("RUST_LOG", "warn")
-        .env("CHATFORGE_PROVIDERS", "cpu")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+use common::cli_with as chatforge;
 
 #[test]
 fn test_cli_export_chat_and_doctor() {

@@ -244,7 +244,7 @@ async fn test_reply_streams_is_moderated_and_logged() {
     assert_eq!(feedback.len(), 1);
     assert_eq!(feedback[0].rating, 5);
     assert_eq!(feedback[0].message_id.as_deref(), Some(id));
-    let timings = h.pipeline.take_timings();
+    let timings = h.pipeline.take_traces();
     assert_eq!(timings.len(), 1);
     assert!(timings[0].model <= timings[0].total);
     h.shutdown().await;
@@ -308,7 +308,7 @@ async fn test_flagged_message_is_refused_without_generating() {
         events.iter().any(|e| e.category == "offensive"),
         "{events:?}"
     );
-    assert!(h.pipeline.take_timings().is_empty());
+    assert!(h.pipeline.take_traces().is_empty());
     h.shutdown().await;
 }
 

@@ -26,6 +26,9 @@ pub struct PipelineBench {
     pub bundle: PathBuf,
     /// A moderation model folder; `None` runs with moderation off.
     pub moderation: Option<PathBuf>,
+    /// A knowledge base (`kb build`): retrieval and the fact guard on.
+    /// `None` keeps the config's `[kb]`, if any.
+    pub kb: Option<PathBuf>,
     pub conversations: usize,
     pub messages_per_conversation: usize,
     pub new_tokens: usize,
@@ -51,6 +54,8 @@ pub struct PipelineFigures {
     pub via: Via,
     pub model_version: String,
     pub moderation: bool,
+    /// Retrieval and the fact guard were on.
+    pub kb: bool,
     pub conversations: usize,
     pub messages: usize,
     pub seconds: f64,
@@ -65,6 +70,10 @@ pub struct PipelineFigures {
     pub overhead_p99_ms: f64,
     pub model_p50_ms: f64,
     pub model_p99_ms: f64,
+    /// What retrieval plus the fact guard add to a reply (part of the
+    /// overhead).
+    pub grounding_p50_ms: f64,
+    pub grounding_p99_ms: f64,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -86,6 +95,13 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
     cfg.model.watch_secs = 0.0;
     cfg.moderation.enabled = b.moderation.is_some();
     cfg.moderation.model.clone_from(&b.moderation);
+    if let Some(dir) = &b.kb {
+        cfg.kb = Some(crate::config::KbSection {
+            dir: dir.clone(),
+            passages: crate::config::KbSection::DEFAULT_PASSAGES,
+            links: Default::default(),
+        });
+    }
     cfg.store.url = Some(format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("bench.db").display()
@@ -101,6 +117,20 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
         .current()
         .model_version()
         .to_string();
+    // The first turn pays one-time costs (ONNX Runtime's first runs of
+    // the model, moderation and router sessions): warm up, then measure.
+    let (sink, mut events) = event_channel();
+    let warm = ChatRequest::Message(IncomingMessage {
+        platform: Platform::Telegram,
+        conversation_key: "warm-up".into(),
+        user_key: "warm-up".into(),
+        text: QUESTIONS[0].to_string(),
+        reply_to: None,
+        is_direct: true,
+    });
+    services.pipeline.handle(warm, sink).await;
+    while events.next().await.is_some() {}
+    services.pipeline.take_traces();
     let start = Instant::now();
     let mut e2e = match b.via {
         Via::Direct => direct(&services.pipeline, &b).await?,
@@ -108,18 +138,24 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
     };
     let seconds = start.elapsed().as_secs_f64();
     let total = e2e.len();
-    let timings = services.pipeline.take_timings();
+    let kb = services.pipeline.knowledge().is_some();
+    let traces = services.pipeline.take_traces();
     services.writer.shutdown().await?;
-    let mut overhead: Vec<f64> = timings.iter().map(|t| ms(t.overhead())).collect();
-    let mut model: Vec<f64> = timings.iter().map(|t| ms(t.model)).collect();
+    let sorted = |f: &dyn Fn(&crate::pipeline::ReplyTrace) -> Duration| {
+        let mut v: Vec<f64> = traces.iter().map(|t| ms(f(t))).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let overhead = sorted(&|t| t.overhead());
+    let model = sorted(&|t| t.model);
+    let grounding = sorted(&|t| t.grounding_time);
     e2e.sort_by(f64::total_cmp);
-    overhead.sort_by(f64::total_cmp);
-    model.sort_by(f64::total_cmp);
     Ok(PipelineFigures {
         bench: "pipeline",
         via: b.via,
         model_version,
         moderation: b.moderation.is_some(),
+        kb,
         conversations: b.conversations,
         messages: total,
         seconds,
@@ -130,6 +166,8 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
         overhead_p99_ms: percentile(&overhead, 0.99),
         model_p50_ms: percentile(&model, 0.5),
         model_p99_ms: percentile(&model, 0.99),
+        grounding_p50_ms: percentile(&grounding, 0.5),
+        grounding_p99_ms: percentile(&grounding, 0.99),
     })
 }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use chatforge::config::Config;
-use chatforge::eval::{self, EvalOptions, Report, Scores, Tokenize};
+use chatforge::eval::{self, EvalOptions, GroundedScores, Report, Scores, Tokenize};
+use chatforge::kb::Kb;
 use chatforge::runtime::SamplingOverrides;
 use chatforge::text::read_dialogs_jsonl;
 
@@ -82,14 +83,25 @@ fn print_scores(s: &Scores) {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("set").required(true).args(["dialogs", "questions"])))]
 pub struct EvalArgs {
-    /// Bundle to evaluate (needs model.onnx: `chatforge export`).
+    /// Bundle to evaluate (needs model.onnx: `chatforge export`); with
+    /// --questions, the config's `model.bundle` unless given.
+    #[arg(long, required_unless_present = "questions")]
+    bundle: Option<PathBuf>,
+    /// Held-out dialogs (OpenAI chat JSONL), e.g. data/support/heldout.jsonl:
+    /// reference-matching metrics of the bare model.
     #[arg(long)]
-    bundle: PathBuf,
-    /// Held-out dialogs (OpenAI chat JSONL), e.g. data/support/heldout.jsonl.
-    #[arg(long)]
-    dialogs: PathBuf,
-    /// A second bundle to compare against.
+    dialogs: Option<PathBuf>,
+    /// Labelled questions (`kb eval`'s format, e.g.
+    /// data/support/questions/customer_heldout.jsonl and out_of_scope.jsonl)
+    /// asked through the serving pipeline of --config (moderation, the
+    /// `[kb]` knowledge base, the fact guard): fact accuracy,
+    /// groundedness, the split of reply kinds, out-of-scope declines.
+    #[arg(long, num_args = 1.., requires = "config")]
+    questions: Vec<PathBuf>,
+    /// A second bundle to compare against (with --questions: run through
+    /// the same pipeline without retrieval).
     #[arg(long)]
     baseline: Option<PathBuf>,
     /// Report folder (report.json, report.md, metrics.png).
@@ -115,17 +127,24 @@ pub struct EvalArgs {
     /// Example replies shown in the report.
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// With --questions: print the scores as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
-    let mut dialogs = read_dialogs_jsonl(&a.dialogs)?;
+    let (Some(bundle), Some(dialogs)) = (&a.bundle, &a.dialogs) else {
+        return grounded(a, cfg);
+    };
+    let mut dialogs_read = read_dialogs_jsonl(dialogs)?;
     if let Some(n) = a.limit {
-        dialogs.truncate(n);
+        dialogs_read.truncate(n);
     }
-    if dialogs.is_empty() {
-        bail!("{} has no dialogs to evaluate", a.dialogs.display());
+    if dialogs_read.is_empty() {
+        bail!("{} has no dialogs to evaluate", dialogs.display());
     }
+    let (path, dialogs) = (dialogs, dialogs_read);
     let opts = EvalOptions {
         runtime: cfg.runtime.clone(),
         tokenize: a.tokenize,
@@ -139,9 +158,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         eval::evaluate_bundle(dir, &dialogs, &opts)
             .with_context(|| format!("evaluating {}", dir.display()))
     };
-    let bundle = one(&a.bundle)?;
+    let bundle = one(bundle)?;
     let baseline = a.baseline.as_deref().map(one).transpose()?;
-    let report = eval::write_report(Report::new(&a.dialogs, bundle, baseline), &a.out)?;
+    let report = eval::write_report(Report::new(path, bundle, baseline), &a.out)?;
     if report.baseline.is_some() {
         println!("{:<24} {:>12} {:>12}", "", "bundle", "baseline");
     }
@@ -160,4 +179,126 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     println!("safety: {}", report.bundle.safety_note);
     println!("wrote {}", a.out.join("report.md").display());
     Ok(())
+}
+
+/// `eval --questions`: the questions through the serving pipeline, with
+/// retrieval and (for --baseline) without.
+fn grounded(a: &EvalArgs, mut cfg: Config) -> Result<()> {
+    if a.dialogs.is_some() {
+        bail!("give --dialogs or --questions, not both");
+    }
+    if let Some(b) = &a.bundle {
+        cfg.model.bundle = Some(b.clone());
+    }
+    let Some(kb_section) = cfg.kb.clone() else {
+        bail!(
+            "eval --questions answers from the knowledge base: the config needs a [kb] section (see chatforge.example.toml)"
+        );
+    };
+    let kb = Kb::open(&kb_section.dir, &cfg.runtime)
+        .with_context(|| format!("opening the knowledge base {}", kb_section.dir.display()))?;
+    let mut questions = Vec::new();
+    for file in &a.questions {
+        let mut read = chatforge::kb::read_questions(file, &kb.passages)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if let Some(n) = a.limit {
+            read.truncate(n);
+        }
+        questions.extend(read);
+    }
+    if questions.is_empty() {
+        bail!("the --questions files hold no questions");
+    }
+    let rt = crate::store_cmd::runtime()?;
+    eprintln!("asking {} questions through the pipeline", questions.len());
+    let bundle = rt.block_on(eval::evaluate_grounded(&cfg, &kb, &questions, true))?;
+    let baseline = match &a.baseline {
+        Some(b) => {
+            let mut bcfg = cfg.clone();
+            bcfg.model.bundle = Some(b.clone());
+            eprintln!("and again with {} without retrieval", b.display());
+            Some(rt.block_on(eval::evaluate_grounded(&bcfg, &kb, &questions, false))?)
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let report = serde_json::json!({ "bundle": bundle, "baseline": baseline });
+    let path = a.out.join("grounded.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    if a.json {
+        let summary = |s: &GroundedScores| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("answers");
+            }
+            v
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "bundle": summary(&bundle),
+                "baseline": baseline.as_ref().map(summary),
+            })
+        );
+    } else {
+        print_grounded(&bundle, baseline.as_ref());
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_grounded(bundle: &GroundedScores, baseline: Option<&GroundedScores>) {
+    let runs: Vec<&GroundedScores> = std::iter::once(bundle).chain(baseline).collect();
+    let head: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            if r.retrieval {
+                "with retrieval".to_string()
+            } else {
+                "without".to_string()
+            }
+        })
+        .collect();
+    println!(
+        "{:<34}{}",
+        "",
+        head.iter().map(|h| format!("{h:>16}")).collect::<String>()
+    );
+    let row = |name: &str, f: &dyn Fn(&GroundedScores) -> String| {
+        println!(
+            "{name:<34}{}",
+            runs.iter()
+                .map(|r| format!("{:>16}", f(r)))
+                .collect::<String>()
+        );
+    };
+    row("model", &|r| r.model_version.chars().take(15).collect());
+    row("questions with facts", &|r| r.with_facts.to_string());
+    row("fact accuracy", &|r| format!("{:.3}", r.fact_accuracy));
+    row("  handed off", &|r| r.handed_off.to_string());
+    row("  wrong", &|r| r.wrong.to_string());
+    row("facts stated in replies", &|r| r.reply_facts.to_string());
+    row("unsupported facts sent", &|r| {
+        r.unsupported_facts.to_string()
+    });
+    row("groundedness", &|r| format!("{:.3}", r.groundedness));
+    for kind in ["generated", "extracted", "abstained", "ungrounded"] {
+        row(&format!("replies {kind}"), &|r| {
+            r.kinds.get(kind).copied().unwrap_or(0).to_string()
+        });
+    }
+    row("own words (generated share)", &|r| {
+        format!("{:.3}", r.own_words)
+    });
+    row("out-of-scope questions", &|r| r.out_of_scope.to_string());
+    row("out-of-scope declined", &|r| {
+        format!("{:.3}", r.out_of_scope_declined)
+    });
+    row("latency p50 / p99 ms", &|r| {
+        format!("{:.0} / {:.0}", r.latency_p50_ms, r.latency_p99_ms)
+    });
+    row("retrieval + guard p50 / p99 ms", &|r| {
+        format!("{:.2} / {:.2}", r.grounding_p50_ms, r.grounding_p99_ms)
+    });
 }

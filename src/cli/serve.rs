@@ -63,6 +63,10 @@ pub struct BenchPipelineArgs {
     /// Moderation model folder; without it moderation is off.
     #[arg(long)]
     moderation: Option<PathBuf>,
+    /// Knowledge base (`kb build`): retrieval and the fact guard on, their
+    /// share of the overhead reported (default: the config's `[kb]`).
+    #[arg(long)]
+    kb: Option<PathBuf>,
     /// Concurrent conversations.
     #[arg(long, default_value_t = 64)]
     conversations: usize,
@@ -94,6 +98,7 @@ pub fn bench(a: BenchPipelineArgs) -> Result<()> {
     let r = rt.block_on(bench_pipeline(PipelineBench {
         bundle: a.bundle,
         moderation: a.moderation,
+        kb: a.kb,
         conversations: a.conversations,
         messages_per_conversation: a.messages,
         new_tokens: a.new_tokens,
@@ -104,7 +109,7 @@ pub fn bench(a: BenchPipelineArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} messages from {} conversations in {:.1} s: {:.1} messages/s; end to end p50 {:.0} ms, p99 {:.0} ms; pipeline overhead p50 {:.2} ms, p99 {:.2} ms; model p50 {:.0} ms (moderation {})",
+            "{} messages from {} conversations in {:.1} s: {:.1} messages/s; end to end p50 {:.0} ms, p99 {:.0} ms; pipeline overhead p50 {:.2} ms, p99 {:.2} ms (retrieval + fact guard p50 {:.2} ms, p99 {:.2} ms); model p50 {:.0} ms (moderation {}, knowledge base {})",
             r.messages,
             r.conversations,
             r.seconds,
@@ -113,8 +118,11 @@ pub fn bench(a: BenchPipelineArgs) -> Result<()> {
             r.e2e_p99_ms,
             r.overhead_p50_ms,
             r.overhead_p99_ms,
+            r.grounding_p50_ms,
+            r.grounding_p99_ms,
             r.model_p50_ms,
-            if r.moderation { "on" } else { "off" }
+            if r.moderation { "on" } else { "off" },
+            if r.kb { "on" } else { "off" }
         );
     }
     Ok(())

@@ -53,7 +53,8 @@ pub async fn reply(gate: &Gate, generated: &str, streamed: Option<Verdict>) -> C
 pub struct Streamer<'a> {
     gate: &'a Gate,
     /// With a knowledge base: a piece that states a fact the passages do
-    /// not is not shown (the final decision replaces the reply).
+    /// not is not shown (the final decision replaces the reply), nor is an
+    /// answer before it states one of the facts it needs.
     evidence: Option<&'a Evidence>,
     sink: &'a EventSink,
     min_chars: usize,
@@ -112,6 +113,8 @@ impl<'a> Streamer<'a> {
             {
                 self.stopped = true;
             }
+            // Held, not stopped: the next pieces may state the fact.
+            Ok(_) if self.evidence.is_some_and(|e| e.awaits_fact(&self.text)) => {}
             Ok(_) => {
                 let delta = self.text[self.released..].to_string();
                 self.released = self.text.len();
@@ -165,6 +168,39 @@ mod tests {
             shown.push_str(&delta);
         }
         assert_eq!(shown, "Hello there, how are you.");
+    }
+
+    /// An answer whose passage states facts is held back until it states
+    /// one: a fact-free opening is never shown, even if the reply then
+    /// goes on to the fact.
+    #[tokio::test]
+    async fn test_stream_holds_an_answer_until_it_states_a_fact() {
+        let gate = Gate::new(WordChecker::new("darn"));
+        let grounded = super::super::retrieve::Grounded {
+            loaded: None,
+            passages: vec![0],
+            context: vec!["Shipping abroad\nDelivery takes 7-14 business days.".into()],
+            confidence: 0.9,
+            answerable: true,
+            smalltalk: false,
+        };
+        let evidence = Evidence::new(&grounded, ["do you ship abroad?"]);
+        let (sink, mut events) = event_channel();
+        let mut s = Streamer::new(&gate, Some(&evidence), &sink, 10);
+        assert!(s.push("Great question, we love travelling too! ").await);
+        assert!(s.push("We are always happy to help you out. ").await);
+        assert!(events.try_next().is_none(), "a fact-free answer was shown");
+        assert!(s.push("Delivery takes 7-14 business days.").await);
+        let mut shown = String::new();
+        while let Some(ChatEvent::ReplyChunk { delta }) = events.try_next() {
+            shown.push_str(&delta);
+        }
+        assert!(shown.ends_with("7-14 business days."), "{shown}");
+        // Without a knowledge base nothing is held.
+        let (sink, mut events) = event_channel();
+        let mut s = Streamer::new(&gate, None, &sink, 10);
+        assert!(s.push("Great question, we love travelling too! ").await);
+        assert!(events.try_next().is_some());
     }
 
     #[tokio::test]

@@ -56,6 +56,7 @@ impl Pipeline {
                 if let Some(next) = s.state.after(Transition::AskHuman, None) {
                     s.state = next;
                     self.record.handoff(&conversation, s.state.stored());
+                    metrics::counter!(crate::http::metrics::HANDOFFS, "platform" => super::platform_name(m.platform)).increment(1);
                     tracing::info!(%conversation, "conversation handed to a human operator");
                 }
                 deliver::handoff(&sink, text(TextKey::HandoffRequested));
@@ -86,6 +87,11 @@ impl Pipeline {
             return false;
         };
         self.record.feedback(&conversation, f);
+        let rating = match f.rating {
+            chatforge_channel::Rating::Good => "good",
+            chatforge_channel::Rating::Bad => "bad",
+        };
+        metrics::counter!(crate::http::metrics::FEEDBACK, "platform" => super::platform_name(f.platform), "rating" => rating).increment(1);
         true
     }
 }

@@ -23,6 +23,7 @@ pub fn platform_name(p: Platform) -> &'static str {
         Platform::Telegram => "telegram",
         Platform::Web => "web",
         Platform::Terminal => "terminal",
+        Platform::Api => "api",
     }
 }
 
@@ -175,29 +176,34 @@ fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Time spent per answered message, for `bench pipeline`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTiming {
+/// What happened to an answered message: its times, for `bench pipeline`,
+/// and its grounding, for `eval --questions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyTrace {
     /// From the request to the final reply event.
     pub total: Duration,
     /// Waiting for the model (queue + generation).
     pub model: Duration,
+    /// Retrieval plus the fact guard (zero without a knowledge base).
+    pub grounding_time: Duration,
+    /// The knowledge-base side of the reply, as stored.
+    pub grounding: Option<crate::store::Grounding>,
 }
 
-impl ReplyTiming {
+impl ReplyTrace {
     /// Everything but the model: the pipeline's own overhead.
     pub fn overhead(&self) -> Duration {
         self.total.saturating_sub(self.model)
     }
 }
 
-/// The most recent reply timings, at most `cap` (older ones are dropped).
-pub struct Timings {
+/// The most recent reply traces, at most `cap` (older ones are dropped).
+pub struct Traces {
     cap: usize,
-    recent: Mutex<VecDeque<ReplyTiming>>,
+    recent: Mutex<VecDeque<ReplyTrace>>,
 }
 
-impl Timings {
+impl Traces {
     pub fn new(cap: usize) -> Self {
         Self {
             cap: cap.max(1),
@@ -205,7 +211,7 @@ impl Timings {
         }
     }
 
-    pub fn push(&self, t: ReplyTiming) {
+    pub fn push(&self, t: ReplyTrace) {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() == self.cap {
             r.pop_front();
@@ -213,8 +219,8 @@ impl Timings {
         r.push_back(t);
     }
 
-    /// The timings since the last call.
-    pub fn take(&self) -> Vec<ReplyTiming> {
+    /// The traces since the last call.
+    pub fn take(&self) -> Vec<ReplyTrace> {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         r.drain(..).collect()
     }
@@ -225,12 +231,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_timings_are_capped() {
-        let t = Timings::new(3);
+    fn test_traces_are_capped() {
+        let t = Traces::new(3);
         for ms in 0..10 {
-            t.push(ReplyTiming {
+            t.push(ReplyTrace {
                 total: Duration::from_millis(ms),
                 model: Duration::ZERO,
+                grounding_time: Duration::ZERO,
+                grounding: None,
             });
         }
         let kept: Vec<u128> = t.take().iter().map(|t| t.total.as_millis()).collect();

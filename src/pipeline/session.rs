@@ -149,6 +149,12 @@ impl Sessions {
         (s, ended)
     }
 
+    /// The session of a conversation, if one is held (none is created).
+    pub fn peek(&self, platform: Platform, conversation: &str) -> Option<SessionRef> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(platform, conversation.to_string())).cloned()
+    }
+
     /// Drops sessions idle for `idle` that nobody is using and that do not
     /// wait for a human; returns the conversation ids that ended.
     pub fn sweep(&self, idle: Duration) -> Vec<String> {

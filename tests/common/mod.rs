@@ -28,6 +28,29 @@ pub fn cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs the chatforge binary on the CPU provider with `stdin` as its input
+/// and `envs` set.
+pub fn cli_with(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("RUST_LOG", "warn")
+        .env("CHATFORGE_PROVIDERS", "cpu")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }

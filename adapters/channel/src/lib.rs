@@ -39,6 +39,8 @@ pub enum Platform {
     Telegram,
     Web,
     Terminal,
+    /// The OpenAI-compatible HTTP API.
+    Api,
 }
 
 impl Platform {
@@ -48,7 +50,7 @@ impl Platform {
         match self {
             Platform::Discord => 2000,
             Platform::Telegram => 4096,
-            Platform::Web | Platform::Terminal => usize::MAX,
+            Platform::Web | Platform::Terminal | Platform::Api => usize::MAX,
         }
     }
 }

@@ -1,0 +1,240 @@
+//! The web chat at `/`: a small page (no CDN: its HTML, CSS and script are
+//! in the binary) that talks to same-origin endpoints under `/web/`. A
+//! browser is known by an HttpOnly, SameSite=Strict session cookie set
+//! with the page, never by an API key in the page; its conversation id
+//! (kept in localStorage, so a reload continues) is scoped by that cookie.
+//! Messages and commands (`/reset`, `/human`) go through the pipeline as
+//! platform `web`; replies stream back as server-sent events of
+//! [`ChatEvent`]s.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use chatforge_channel::{
+    ChatHandler, ChatRequest, Feedback, IncomingMessage, Platform, Rating, event_channel,
+    parse_command,
+};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::text::Role;
+
+const INDEX: &str = include_str!("web/index.html");
+const SCRIPT: &str = include_str!("web/chat.js");
+const STYLE: &str = include_str!("web/chat.css");
+const COOKIE: &str = "chatforge_session";
+/// Only the page's own files: no inline script, nothing from elsewhere.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The page; sets the session cookie when the browser has none.
+pub async fn index(headers: HeaderMap) -> Response {
+    let mut r = (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        INDEX,
+    )
+        .into_response();
+    if session_of(&headers).is_none() {
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000");
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+pub async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// A conversation id from the page: a UUID-like token.
+fn valid_conversation(c: &str) -> bool {
+    (8..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The pipeline's key of a browser's conversation: another browser cannot
+/// name it without the cookie.
+fn conversation_key(session: &str, conversation: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(session.as_bytes());
+    h.update([0]);
+    h.update(conversation.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The cookie's session and the conversation, checked.
+fn caller(
+    headers: &HeaderMap,
+    conversation: &str,
+) -> Result<(String, String), (StatusCode, &'static str)> {
+    let Some(session) = session_of(headers) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "no session: load the chat page first",
+        ));
+    };
+    if !valid_conversation(conversation) {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "conversation must be 8-64 letters, digits or dashes",
+        ));
+    }
+    let key = conversation_key(&session, conversation);
+    Ok((session, key))
+}
+
+#[derive(Deserialize)]
+pub struct Say {
+    conversation: String,
+    text: String,
+}
+
+/// A message or command; the events stream back as they happen.
+pub async fn chat(State(s): State<AppState>, headers: HeaderMap, Json(say): Json<Say>) -> Response {
+    let (session, key) = match caller(&headers, &say.conversation) {
+        Ok(c) => c,
+        Err((status, message)) => return refuse(status, message),
+    };
+    let message = IncomingMessage {
+        platform: Platform::Web,
+        conversation_key: key,
+        user_key: session,
+        text: say.text.clone(),
+        reply_to: None,
+        is_direct: true,
+    };
+    let request = match parse_command(&say.text) {
+        Some(c) => ChatRequest::Command {
+            message,
+            command: c.command,
+        },
+        None => ChatRequest::Message(message),
+    };
+    let (sink, mut events) = event_channel();
+    let pipeline = s.pipeline.clone();
+    tokio::spawn(async move { pipeline.handle(request, sink).await });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            let Ok(data) = serde_json::to_string(&e) else {
+                continue;
+            };
+            if tx.send(Event::default().data(data)).await.is_err() {
+                // The page went away; the turn still finishes and is stored.
+                break;
+            }
+        }
+    });
+    super::sse(rx)
+}
+
+#[derive(Deserialize)]
+pub struct Rate {
+    conversation: String,
+    message_id: String,
+    rating: Rating,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// 👍/👎 on a reply, stored as feedback.
+pub async fn feedback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(rate): Json<Rate>,
+) -> Response {
+    let (session, key) = match caller(&headers, &rate.conversation) {
+        Ok(c) => c,
+        Err((status, message)) => return refuse(status, message),
+    };
+    let request = ChatRequest::Feedback(Feedback {
+        platform: Platform::Web,
+        conversation_key: key,
+        user_key: session,
+        message_id: rate.message_id,
+        rating: rate.rating,
+        comment: rate.comment,
+    });
+    let (sink, _events) = event_channel();
+    s.pipeline.handle(request, sink).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Which {
+    conversation: String,
+}
+
+/// What the conversation holds, for a reloaded page.
+pub async fn history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(which): Query<Which>,
+) -> Response {
+    let (_, key) = match caller(&headers, &which.conversation) {
+        Ok(c) => c,
+        Err((status, message)) => return refuse(status, message),
+    };
+    let (turns, last_reply) = s.pipeline.transcript(Platform::Web, &key).await;
+    let n = turns.len();
+    let messages: Vec<_> = turns
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = if m.role == Role::User {
+                "user"
+            } else {
+                "assistant"
+            };
+            // Only the last reply can still be rated from its id here.
+            let id = (i + 1 == n && m.role == Role::Assistant)
+                .then(|| last_reply.clone())
+                .flatten();
+            json!({"role": role, "content": m.content, "message_id": id})
+        })
+        .collect();
+    Json(json!({ "messages": messages })).into_response()
+}
