@@ -29,8 +29,9 @@ pub struct TrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// Texts known to be clean (every label 0): a CSV with a `text` column,
-    /// or one text per line. In-domain messages (e.g. support questions)
-    /// keep ordinary chat from scoring like the tweets' offensive base rate.
+    /// JSONL dialogs or questions, or one text per line. In-domain messages
+    /// (e.g. support questions) keep ordinary chat from scoring like the
+    /// tweets' offensive base rate.
     #[arg(long, num_args = 1..)]
     clean: Vec<PathBuf>,
     /// Precision each category's threshold must reach on the validation split.
@@ -82,7 +83,8 @@ pub struct EvalArgs {
     #[arg(long, num_args = 1..)]
     unseen: Vec<PathBuf>,
     /// Clean texts, for the false-positive rate: a CSV with a `text`
-    /// column, JSONL dialogs (the customer's turns) or one text per line.
+    /// column, JSONL dialogs (the customer's turns) or questions
+    /// (`question`), or one text per line.
     #[arg(long, num_args = 1..)]
     clean: Vec<PathBuf>,
     #[arg(long, env = "CHATFORGE_CONFIG")]

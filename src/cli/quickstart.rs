@@ -75,6 +75,17 @@ pub struct QuickstartArgs {
     moderation_epochs: Option<usize>,
 }
 
+/// The repository's customer-worded questions (the knowledge base's
+/// training questions and its out-of-scope negatives), clean beside the
+/// support turns: the default moderation model refused ordinary questions
+/// such as "tell me a joke" without them. The same list as
+/// scripts/moderation-default.sh.
+const DEFAULT_CLEAN: [&str; 3] = [
+    "data/support/kb/train_questions.jsonl",
+    "data/support/kb/train_questions_zh.jsonl",
+    "data/support/kb/out_of_scope_train.txt",
+];
+
 pub fn run(a: QuickstartArgs, progress: bool) -> Result<()> {
     let preset_path = preset_path(&a.preset)?;
     let preset = TrainConfig::from_file(&preset_path)?;
@@ -103,7 +114,9 @@ pub fn run(a: QuickstartArgs, progress: bool) -> Result<()> {
                 PathBuf::from("data/moderation/cold.csv.gz"),
             ],
             if a.moderation_clean.is_empty() {
-                vec![m.join("data").join("support_clean.txt")]
+                let mut clean = vec![m.join("data").join("support_clean.txt")];
+                clean.extend(DEFAULT_CLEAN.iter().map(PathBuf::from));
+                clean
             } else {
                 a.moderation_clean
             },

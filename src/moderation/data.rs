@@ -386,8 +386,9 @@ pub fn add_clean(ds: &mut Dataset, paths: &[PathBuf], max_rows: Option<usize>) -
 }
 
 /// Texts of a clean file and the file's sha256: a CSV (or `.csv.gz`) with
-/// a `text` column (others are ignored), JSONL dialogs (the customer's
-/// turns), or one text per non-empty line.
+/// a `text` column (others are ignored), JSONL of dialogs (the customer's
+/// turns) or of labelled questions (`question` or `text`), or one text per
+/// non-empty line.
 pub fn read_clean_texts(path: &Path) -> Result<(Vec<String>, String)> {
     let (bytes, sha256) = read_file(path)?;
     let mut texts = Vec::new();
@@ -410,13 +411,37 @@ pub fn read_clean_texts(path: &Path) -> Result<(Vec<String>, String)> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
     {
-        let dialogs = crate::text::read_dialogs_jsonl(path).map_err(|e| data_err(path, e))?;
-        texts.extend(dialogs.into_iter().flat_map(|d| {
-            d.messages
-                .into_iter()
-                .filter(|m| m.role == crate::text::Role::User)
-                .map(|m| m.content)
-        }));
+        let text = String::from_utf8(bytes).map_err(|e| data_err(path, e))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row = |reason: String| Error::Row {
+                path: path.display().to_string(),
+                line: i as u64 + 1,
+                reason,
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| row(e.to_string()))?;
+            if let Some(messages) = v.get("messages").and_then(|m| m.as_array()) {
+                texts.extend(
+                    messages
+                        .iter()
+                        .filter(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+                        .filter_map(|m| m.get("content").and_then(|c| c.as_str()))
+                        .map(str::to_string),
+                );
+            } else if let Some(t) = ["question", "text"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|t| t.as_str()))
+            {
+                texts.push(t.to_string());
+            } else {
+                return Err(row(
+                    "expected {\"messages\": [...]}, {\"question\": ...} or {\"text\": ...}".into(),
+                ));
+            }
+        }
     } else {
         let text = String::from_utf8(bytes).map_err(|e| data_err(path, e))?;
         texts.extend(
@@ -427,4 +452,38 @@ pub fn read_clean_texts(path: &Path) -> Result<(Vec<String>, String)> {
         );
     }
     Ok((texts, sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_clean_texts_from_dialogs_questions_and_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("clean.jsonl");
+        std::fs::write(
+            &jsonl,
+            concat!(
+                r#"{"messages":[{"role":"user","content":"where is my order"},{"role":"assistant","content":"Let me check."}]}"#,
+                "\n\n",
+                r#"{"id":"q1","question":"can i swap boots","passages":["Returns"]}"#,
+                "\n",
+                r#"{"text":"tell me a joke"}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let (texts, _) = read_clean_texts(&jsonl).unwrap();
+        assert_eq!(
+            texts,
+            ["where is my order", "can i swap boots", "tell me a joke"]
+        );
+        std::fs::write(&jsonl, "{\"answer\":\"no text\"}\n").unwrap();
+        let err = read_clean_texts(&jsonl).unwrap_err().to_string();
+        assert!(err.contains("clean.jsonl") && err.contains('1'), "{err}");
+        let txt = dir.path().join("clean.txt");
+        std::fs::write(&txt, "  hello  \n\nthanks\n").unwrap();
+        assert_eq!(read_clean_texts(&txt).unwrap().0, ["hello", "thanks"]);
+    }
 }
