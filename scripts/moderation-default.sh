@@ -71,14 +71,15 @@ for f in "${LABELLED[@]}"; do
   [ -s "$f" ] || die "missing $f (part of the repository)"
 done
 TRAIN_FILES=("$DATA/train.csv" "$DATA/offensive.csv" "${LABELLED[@]}")
-# Clean beside the support turns: the repository's customer-worded questions
+# Trained on as clean beside the support turns, never validation rows (they
+# do not move the thresholds): the repository's customer-worded questions
 # (the knowledge base's training questions and out-of-scope negatives; the
 # same list as the quickstart's moderation stage).
-CLEAN=("$DATA/support_clean.txt" "$REPO/data/support/kb/train_questions.jsonl"
+CLEAN_TRAIN=("$REPO/data/support/kb/train_questions.jsonl"
   "$REPO/data/support/kb/train_questions_zh.jsonl" "$REPO/data/support/kb/out_of_scope_train.txt")
 
 # 3. Up to date? (moderation.json records the sha256 of every training file)
-if [ "$FORCE" -eq 0 ] && [ -f "$OUT/moderation.json" ] && "$PY" - "$OUT/moderation.json" "${TRAIN_FILES[@]}" "${CLEAN[@]}" <<'EOF'
+if [ "$FORCE" -eq 0 ] && [ -f "$OUT/moderation.json" ] && "$PY" - "$OUT/moderation.json" "${TRAIN_FILES[@]}" "$DATA/support_clean.txt" "${CLEAN_TRAIN[@]}" <<'EOF'
 import hashlib, json, sys
 meta = json.load(open(sys.argv[1], encoding="utf-8"))
 have = sorted(d["sha256"] for d in meta.get("data", []))
@@ -95,7 +96,8 @@ mkdir -p "$(dirname "$OUT")"
 TMP="$OUT.new"
 rm -rf "$TMP"
 echo "moderation-default.sh: training with $BIN ..."
-"$BIN" moderation train --data "${TRAIN_FILES[@]}" --clean "${CLEAN[@]}" --out "$TMP" \
+"$BIN" moderation train --data "${TRAIN_FILES[@]}" --clean "$DATA/support_clean.txt" \
+  --clean-train "${CLEAN_TRAIN[@]}" --out "$TMP" \
   || { rm -rf "$TMP"; die "chatforge moderation train failed"; }
 # 5. Report on what it never trained on: the labelled sets' test rows, the
 # insult-in-request set, the held-out support dialogs' customer turns and

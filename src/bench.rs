@@ -8,9 +8,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 mod generate;
+mod http;
 mod pipeline;
 
 pub use generate::{DecodeFigures, GenerateBench, GeneratePreset, bench_generate};
+pub use http::{HttpBench, HttpFigures, bench_http};
 pub use pipeline::{PipelineBench, PipelineFigures, Via, bench_pipeline};
 
 /// The value at fraction `p` of `sorted` (nearest rank); 0 when empty.

@@ -115,6 +115,9 @@ impl HttpSettings {
 
 /// What every handler shares.
 struct Shared {
+    /// Per completion: the handler's whole time and the model's part, for
+    /// `bench http` (the most recent [`TIMINGS_CAP`]).
+    timings: std::sync::Mutex<std::collections::VecDeque<(Duration, Duration)>>,
     pipeline: Arc<Pipeline>,
     store: WriterHandle,
     keys: Vec<[u8; 32]>,
@@ -124,6 +127,31 @@ struct Shared {
 }
 
 type AppState = Arc<Shared>;
+
+const TIMINGS_CAP: usize = 65_536;
+
+impl Shared {
+    fn record_timing(&self, total: Duration, model: Duration) {
+        let mut t = self.timings.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() == TIMINGS_CAP {
+            t.pop_front();
+        }
+        t.push_back((total, model));
+    }
+}
+
+/// A running server's completion timings, for `bench http`.
+#[derive(Clone)]
+pub struct HttpProbe(AppState);
+
+impl HttpProbe {
+    /// Each completion since the last call: (the handler's whole time, the
+    /// model's part of it).
+    pub fn take_timings(&self) -> Vec<(Duration, Duration)> {
+        let mut t = self.0.timings.lock().unwrap_or_else(|p| p.into_inner());
+        t.drain(..).collect()
+    }
+}
 
 /// A bound HTTP server; [`HttpServer::run_until`] serves until `stop`.
 pub struct HttpServer {
@@ -140,6 +168,7 @@ impl HttpServer {
     ) -> Result<Self, ServeError> {
         metrics::handle();
         let shared = Arc::new(Shared {
+            timings: Default::default(),
             pipeline,
             store,
             keys: settings.keys.clone(),
@@ -159,6 +188,10 @@ impl HttpServer {
             router,
             shared,
         })
+    }
+
+    pub fn probe(&self) -> HttpProbe {
+        HttpProbe(Arc::clone(&self.shared))
     }
 
     /// The address it listens on (the port when `listen` gave port 0).

@@ -290,6 +290,10 @@ enum BenchCommand {
     /// The serving path through a local Telegram fake: messages/s,
     /// end-to-end and pipeline-overhead latency.
     Pipeline(cli::serve::BenchPipelineArgs),
+    /// The HTTP server under load: streamed completions at once (server
+    /// overhead beside the model), streams held open, memory after many
+    /// requests.
+    Http(cli::serve::BenchHttpArgs),
     /// Generation: prefill latency, decode tokens/s with and without the KV
     /// cache at batch 1 and 8, and candle's forward for comparison.
     Generate {
@@ -579,6 +583,9 @@ fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Pipeline(args),
         } => cli::serve::bench(args)?,
+        Command::Bench {
+            command: BenchCommand::Http(args),
+        } => cli::serve::bench_http_cmd(args)?,
         Command::Bench {
             command:
                 BenchCommand::Kb {

@@ -110,6 +110,8 @@ pub struct TurnOutcome {
     pub finish: Finish,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Waiting for the model (queue and generation).
+    pub model_time: Duration,
 }
 
 /// Replies remembered for feedback after their session ended.
@@ -446,6 +448,7 @@ impl Pipeline {
         };
         let g = &generated.generation;
         out.prompt_tokens = g.prompt_tokens;
+        out.model_time = generated.model_time;
         out.completion_tokens = g.tokens.len();
         if matches!(g.stop, StopReason::MaxTokens | StopReason::Context) {
             out.finish = Finish::Length;

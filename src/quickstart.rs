@@ -74,6 +74,9 @@ pub struct Options {
     /// Clean in-domain texts: trained on as clean, and the thresholds keep
     /// their false-positive rate low.
     pub moderation_clean: Vec<PathBuf>,
+    /// Clean texts trained on only (never validation rows, so they do not
+    /// move the thresholds).
+    pub moderation_clean_train: Vec<PathBuf>,
     /// Blocked terms, copied beside the moderation model.
     pub blocklist: Option<PathBuf>,
     /// The knowledge base's documents; none = no knowledge base (the
@@ -261,7 +264,12 @@ impl Quickstart {
                 "run from the repository root (data/support/train.jsonl), or pass --dialogs",
             )?;
         }
-        for p in opts.moderation_data.iter().chain(&opts.moderation_clean) {
+        for p in opts
+            .moderation_data
+            .iter()
+            .chain(&opts.moderation_clean)
+            .chain(&opts.moderation_clean_train)
+        {
             need(
                 "moderation data",
                 p,
@@ -402,6 +410,7 @@ impl Quickstart {
             json!({
                 "data": file_hashes(&self.opts.moderation_data)?,
                 "clean": file_hashes(&self.opts.moderation_clean)?,
+                "clean_train": file_hashes(&self.opts.moderation_clean_train)?,
                 "settings": settings,
                 "blocklist": blocklist,
             }),
@@ -649,6 +658,7 @@ impl Quickstart {
         let r = moderation::train(moderation::TrainJob {
             data: self.opts.moderation_data.clone(),
             clean: self.opts.moderation_clean.clone(),
+            clean_train: self.opts.moderation_clean_train.clone(),
             out: out.clone(),
             settings: self.opts.moderation_settings.clone(),
             progress: self.opts.progress,

@@ -422,6 +422,7 @@ async fn reload_loop(
         match tokio::task::spawn_blocking(move || engine.reload(&dir)).await {
             Ok(Ok(version)) => {
                 tracing::info!(bundle = %wanted.display(), %version, "serving the new model");
+                metrics::counter!(crate::http::metrics::RELOADS, "what" => "model").increment(1);
                 bundle = wanted;
                 stamp = now;
                 failed = None;
@@ -476,6 +477,8 @@ async fn kb_reload_loop(
         match tokio::task::spawn_blocking(move || k.reload(&d)).await {
             Ok(Ok(())) => {
                 tracing::info!(kb = %dir.display(), "knowledge base reloaded");
+                metrics::counter!(crate::http::metrics::RELOADS, "what" => "knowledge_base")
+                    .increment(1);
                 stamp = now;
             }
             Ok(Err(e)) => {

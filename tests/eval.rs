@@ -324,6 +324,7 @@ fn test_eval_safety_share_from_a_moderation_model() {
             ..TrainSettings::default()
         },
         clean: vec![],
+        clean_train: vec![],
         progress: false,
     })
     .unwrap();

@@ -355,6 +355,7 @@ async fn test_sse_order_errors_metrics_and_health() {
         "chatforge_prompt_tokens_total",
         "chatforge_generation_tokens_total",
         "chatforge_num_requests_running",
+        "chatforge_num_requests_waiting",
         "chatforge_store_queue_depth",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
@@ -579,4 +580,42 @@ async fn test_web_chat_in_chromium_streams_rates_escapes_and_survives_reload() {
         .unwrap();
     let rated = db.feedback(&stored[0].record.id).await.unwrap();
     assert_eq!(rated.len(), 1, "the 👍 is stored");
+}
+
+#[test]
+fn test_bench_http_runs_the_serving_path_without_errors() {
+    let f = common::chat_fixture();
+    let (ok, out, err) = common::cli(&[
+        "bench",
+        "http",
+        "--bundle",
+        f.bundle.to_str().unwrap(),
+        "--concurrency",
+        "8",
+        "--requests",
+        "24",
+        "--idle",
+        "50",
+        "--sequential",
+        "30",
+        "--new-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["idle_errors"], 0, "{r}");
+    assert_eq!(r["sequential_errors"], 0, "{r}");
+    let (e2e, overhead) = (
+        r["e2e_p50_ms"].as_f64().unwrap(),
+        r["overhead_p50_ms"].as_f64().unwrap(),
+    );
+    assert!(overhead > 0.0 && overhead < e2e, "{r}");
+    // Fifty open streams do not take fifty threads.
+    let (before, open) = (
+        r["threads_before"].as_u64().unwrap(),
+        r["threads_with_idle"].as_u64().unwrap(),
+    );
+    assert!(before > 0 && open < before + 50, "{r}");
 }

@@ -41,6 +41,7 @@ fn model() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
             out: out.clone(),
             settings: quick_settings(),
             clean: vec![],
+            clean_train: vec![],
             progress: false,
         })
         .expect("training on the synthetic CSV");
@@ -282,6 +283,7 @@ fn test_empty_data_is_an_error() {
         out: tmp.path().join("m"),
         settings: quick_settings(),
         clean: vec![],
+        clean_train: vec![],
         progress: false,
     })
     .unwrap_err();
@@ -353,6 +355,7 @@ fn test_shared_sets_slice() {
             ..TrainSettings::default()
         },
         clean: vec![],
+        clean_train: vec![],
         progress: false,
     })
     .unwrap();
@@ -495,6 +498,9 @@ fn test_default_moderation_script_trains_once_and_flags() {
         data.join("support_clean.txt"),
         common::repo("data/moderation/davidson.csv.gz"),
         common::repo("data/moderation/cold.csv.gz"),
+        common::repo("data/support/kb/train_questions.jsonl"),
+        common::repo("data/support/kb/train_questions_zh.jsonl"),
+        common::repo("data/support/kb/out_of_scope_train.txt"),
     ]
     .iter()
     .map(|f| {
@@ -544,6 +550,7 @@ fn test_default_moderation_script_trains_once_and_flags() {
         "cold.csv.gz",
         "insult_in_request_eval.csv",
         "heldout.jsonl",
+        "customer_heldout.jsonl",
     ] {
         assert!(report.contains(set), "{set} missing from\n{report}");
     }

@@ -76,11 +76,12 @@ pub struct QuickstartArgs {
 }
 
 /// The repository's customer-worded questions (the knowledge base's
-/// training questions and its out-of-scope negatives), clean beside the
-/// support turns: the default moderation model refused ordinary questions
-/// such as "tell me a joke" without them. The same list as
-/// scripts/moderation-default.sh.
-const DEFAULT_CLEAN: [&str; 3] = [
+/// training questions and its out-of-scope negatives), trained on as clean
+/// beside the support turns: the default moderation model refused ordinary
+/// questions such as "tell me a joke" without them. Trained on only, so
+/// that they do not raise the thresholds past insults inside requests. The
+/// same list as scripts/moderation-default.sh.
+const DEFAULT_CLEAN_TRAIN: [&str; 3] = [
     "data/support/kb/train_questions.jsonl",
     "data/support/kb/train_questions_zh.jsonl",
     "data/support/kb/out_of_scope_train.txt",
@@ -103,28 +104,33 @@ pub fn run(a: QuickstartArgs, progress: bool) -> Result<()> {
     } else {
         a.dialogs
     };
-    let (moderation_data, moderation_clean, blocklist) = if a.moderation_data.is_empty() {
-        // As scripts/moderation-default.sh trains it.
-        let m = home.join("moderation");
-        (
-            vec![
-                m.join("data").join("train.csv"),
-                m.join("data").join("offensive.csv"),
-                PathBuf::from("data/moderation/davidson.csv.gz"),
-                PathBuf::from("data/moderation/cold.csv.gz"),
-            ],
-            if a.moderation_clean.is_empty() {
-                let mut clean = vec![m.join("data").join("support_clean.txt")];
-                clean.extend(DEFAULT_CLEAN.iter().map(PathBuf::from));
-                clean
-            } else {
-                a.moderation_clean
-            },
-            Some(a.blocklist.unwrap_or_else(|| m.join("blocklist.txt"))),
-        )
-    } else {
-        (a.moderation_data, a.moderation_clean, a.blocklist)
-    };
+    let (moderation_data, moderation_clean, moderation_clean_train, blocklist) =
+        if a.moderation_data.is_empty() {
+            // As scripts/moderation-default.sh trains it.
+            let m = home.join("moderation");
+            (
+                vec![
+                    m.join("data").join("train.csv"),
+                    m.join("data").join("offensive.csv"),
+                    PathBuf::from("data/moderation/davidson.csv.gz"),
+                    PathBuf::from("data/moderation/cold.csv.gz"),
+                ],
+                if a.moderation_clean.is_empty() {
+                    vec![m.join("data").join("support_clean.txt")]
+                } else {
+                    a.moderation_clean
+                },
+                DEFAULT_CLEAN_TRAIN.iter().map(PathBuf::from).collect(),
+                Some(a.blocklist.unwrap_or_else(|| m.join("blocklist.txt"))),
+            )
+        } else {
+            (
+                a.moderation_data,
+                a.moderation_clean,
+                Vec::new(),
+                a.blocklist,
+            )
+        };
     let or = |given: Vec<PathBuf>, default: &str| {
         if given.is_empty() {
             vec![PathBuf::from(default)]
@@ -152,6 +158,7 @@ pub fn run(a: QuickstartArgs, progress: bool) -> Result<()> {
         dialogs,
         moderation_data,
         moderation_clean,
+        moderation_clean_train,
         blocklist,
         kb_docs,
         kb_questions,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use chatforge::bench::{PipelineBench, Via, bench_pipeline};
+use chatforge::bench::{HttpBench, PipelineBench, Via, bench_http, bench_pipeline};
 use chatforge::config::Config;
 
 #[derive(clap::Args)]
@@ -123,6 +123,86 @@ pub fn bench(a: BenchPipelineArgs) -> Result<()> {
             r.model_p50_ms,
             if r.moderation { "on" } else { "off" },
             if r.kb { "on" } else { "off" }
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct BenchHttpArgs {
+    /// Bundle with model.onnx.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Moderation model folder; without it moderation is off.
+    #[arg(long)]
+    moderation: Option<PathBuf>,
+    /// Knowledge base: retrieval and the fact guard on.
+    #[arg(long)]
+    kb: Option<PathBuf>,
+    /// Streamed completions in flight at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Streamed completions in all.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Streams opened at once and held until their replies end (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+    /// Non-streamed completions one after another, for the memory they
+    /// leave (0: skip).
+    #[arg(long, default_value_t = 20_000)]
+    sequential: usize,
+    /// max_tokens of every completion.
+    #[arg(long, default_value_t = 8)]
+    new_tokens: usize,
+    /// chatforge.toml for the [runtime] settings.
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench_http_cmd(a: BenchHttpArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.concurrency > 0 && a.requests > 0,
+        "--concurrency and --requests must be at least 1"
+    );
+    let config = Config::load(a.config.as_deref())?;
+    let rt = crate::store_cmd::runtime()?;
+    let r = rt.block_on(bench_http(HttpBench {
+        bundle: a.bundle,
+        moderation: a.moderation,
+        kb: a.kb,
+        concurrency: a.concurrency,
+        requests: a.requests,
+        idle: a.idle,
+        sequential: a.sequential,
+        new_tokens: a.new_tokens,
+        config,
+    }))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} streamed completions, {} at once, in {:.1} s ({:.1}/s, {} errors): end to end p50 {:.0} ms, p99 {:.0} ms; server overhead beside the model p50 {:.2} ms, p99 {:.2} ms; model p50 {:.0} ms",
+            r.requests,
+            r.concurrency,
+            r.seconds,
+            r.requests_per_s,
+            r.errors,
+            r.e2e_p50_ms,
+            r.e2e_p99_ms,
+            r.overhead_p50_ms,
+            r.overhead_p99_ms,
+            r.model_p50_ms
+        );
+        println!(
+            "{} streams at once: all open in {:.2} s, {} errors; threads {} before, {} with them open",
+            r.idle_streams, r.idle_open_s, r.idle_errors, r.threads_before, r.threads_with_idle
+        );
+        println!(
+            "{} sequential completions ({} errors): RSS {:.1} → {:.1} MB ({:+.1} MB)",
+            r.sequential, r.sequential_errors, r.rss_before_mb, r.rss_after_mb, r.rss_growth_mb
         );
     }
     Ok(())

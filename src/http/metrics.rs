@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Replies being generated, and queued for a generator (every platform).
 pub const REQUESTS_RUNNING: &str = "chatforge_num_requests_running";
 pub const REQUESTS_WAITING: &str = "chatforge_num_requests_waiting";
 pub const TIME_TO_FIRST_TOKEN: &str = "chatforge_time_to_first_token_seconds";
@@ -22,7 +23,8 @@ pub const HANDOFFS: &str = "chatforge_handoffs_total";
 pub const FEEDBACK: &str = "chatforge_feedback_total";
 pub const STORE_QUEUE: &str = "chatforge_store_queue_depth";
 pub const STORE_SPILLED: &str = "chatforge_store_spilled_records";
-pub const RELOADS: &str = "chatforge_model_reloads_total";
+/// Successful reloads, by `what`: `model` or `knowledge_base`.
+pub const RELOADS: &str = "chatforge_reloads_total";
 
 /// Buckets of the latency histograms (seconds): vLLM's for time to first
 /// token, which also cover a whole reply on a CPU.

@@ -354,16 +354,12 @@ async fn completion(
     options.history = Some(turn.history.clone());
     let (sink, events) = event_channel();
     let pipeline = s.pipeline.clone();
-    ::metrics::gauge!(metrics::REQUESTS_RUNNING).increment(1.0);
-    let task = tokio::spawn(async move {
-        let outcome = pipeline.complete(message, options, sink).await;
-        ::metrics::gauge!(metrics::REQUESTS_RUNNING).decrement(1.0);
-        outcome
-    });
+    let task = tokio::spawn(async move { pipeline.complete(message, options, sink).await });
     let id = format!("chatcmpl-{}", crate::store::new_id());
     let created = now_secs();
     if turn.stream {
         return Ok(stream(
+            s,
             id,
             created,
             model,
@@ -382,6 +378,7 @@ async fn completion(
         )
     })?;
     record_timing(&outcome, started, collected.first_at);
+    s.record_timing(started.elapsed(), outcome.model_time);
     let text = match collected.reply {
         Some(t) => t,
         None => {
@@ -460,7 +457,9 @@ fn record_timing(o: &TurnOutcome, started: Instant, first: Option<Instant>) {
 /// clients expect: the role chunk, content chunks (only text moderation
 /// and the fact guard passed), the last content chunk with
 /// `finish_reason`, the usage chunk when asked, `[DONE]`.
+#[allow(clippy::too_many_arguments)]
 fn stream(
+    s: AppState,
     id: String,
     created: u64,
     model: String,
@@ -563,6 +562,7 @@ fn stream(
             }
         }
         let _ = send(Event::default().data("[DONE]")).await;
+        s.record_timing(started.elapsed(), outcome.model_time);
     });
     super::sse(rx)
 }

@@ -352,7 +352,13 @@ pub fn read_datasets(paths: &[PathBuf], max_rows: Option<usize>) -> Result<Datas
 /// questions: the labelled sets are tweets and forum posts, and without
 /// such texts ordinary support messages score near the offensive base
 /// rate. See [`read_clean_texts`] for the formats.
-pub fn add_clean(ds: &mut Dataset, paths: &[PathBuf], max_rows: Option<usize>) -> Result<()> {
+/// With `train_only`, the texts are never validation rows.
+pub fn add_clean(
+    ds: &mut Dataset,
+    paths: &[PathBuf],
+    max_rows: Option<usize>,
+    train_only: bool,
+) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
@@ -377,7 +383,7 @@ pub fn add_clean(ds: &mut Dataset, paths: &[PathBuf], max_rows: Option<usize>) -
         ds.examples.extend(texts.into_iter().map(|text| Example {
             text,
             labels: vec![Some(false); n],
-            split: None,
+            split: train_only.then_some(Split::Train),
             lang: None,
             clean: true,
         }));

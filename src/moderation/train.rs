@@ -82,6 +82,11 @@ pub struct TrainJob {
     pub data: Vec<PathBuf>,
     /// Texts known to be clean (all labels 0), e.g. support questions.
     pub clean: Vec<PathBuf>,
+    /// Clean texts trained on only: never in the validation split, so
+    /// they do not move the thresholds' false-positive cap (customer
+    /// questions that resemble the held-out ones would otherwise raise
+    /// it past insults inside requests).
+    pub clean_train: Vec<PathBuf>,
     pub out: PathBuf,
     pub settings: TrainSettings,
     /// Show a progress bar (the CLI passes whether stderr is a terminal).
@@ -386,7 +391,8 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     }
     let start = Instant::now();
     let mut ds = read_datasets(&job.data, s.max_rows_per_file)?;
-    add_clean(&mut ds, &job.clean, s.max_rows_per_file)?;
+    add_clean(&mut ds, &job.clean, s.max_rows_per_file, false)?;
+    add_clean(&mut ds, &job.clean_train, s.max_rows_per_file, true)?;
     let labels = ds.labels.len();
     let (mut train_idx, mut val_idx, mut test_rows) = (Vec::new(), Vec::new(), 0);
     for (i, ex) in ds.examples.iter().enumerate() {

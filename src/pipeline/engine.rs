@@ -203,6 +203,7 @@ impl Pool {
             mpsc::error::TrySendError::Full(_) => EngineError::Busy(QUEUE),
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
         })?;
+        metrics::gauge!(crate::http::metrics::REQUESTS_WAITING).increment(1.0);
         result.await.map_err(|_| EngineError::Stopped)?
     }
 }
@@ -225,12 +226,16 @@ impl Worker {
     }
 
     fn run(&self, mut backend: Box<dyn Backend>) {
+        use crate::http::metrics::{REQUESTS_RUNNING, REQUESTS_WAITING};
         while let Some(job) = self.next_job() {
+            metrics::gauge!(REQUESTS_WAITING).decrement(1.0);
+            metrics::gauge!(REQUESTS_RUNNING).increment(1.0);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 backend.reply(&job.dialog, &job.params, &job.cancel, &mut |piece| {
                     let _ = job.deltas.send(piece.to_string());
                 })
             }));
+            metrics::gauge!(REQUESTS_RUNNING).decrement(1.0);
             match result {
                 Ok(r) => {
                     let _ = job.done.send(r.map_err(EngineError::Generate));

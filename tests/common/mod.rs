@@ -158,6 +158,7 @@ pub fn synthetic_moderation_model() -> PathBuf {
             out: out.to_path_buf(),
             settings: quick_settings(),
             clean: vec![clean_path],
+            clean_train: vec![],
             progress: false,
         })
         .expect("moderation model");
