@@ -118,6 +118,8 @@ struct Shared {
     /// Per completion: the handler's whole time and the model's part, for
     /// `bench http` (the most recent [`TIMINGS_CAP`]).
     timings: std::sync::Mutex<std::collections::VecDeque<(Duration, Duration)>>,
+    /// Set by [`HttpServer::probe`]: a server nobody probes keeps none.
+    probed: AtomicBool,
     pipeline: Arc<Pipeline>,
     store: WriterHandle,
     keys: Vec<[u8; 32]>,
@@ -132,6 +134,9 @@ const TIMINGS_CAP: usize = 65_536;
 
 impl Shared {
     fn record_timing(&self, total: Duration, model: Duration) {
+        if !self.probed.load(Ordering::Relaxed) {
+            return;
+        }
         let mut t = self.timings.lock().unwrap_or_else(|p| p.into_inner());
         if t.len() == TIMINGS_CAP {
             t.pop_front();
@@ -169,6 +174,7 @@ impl HttpServer {
         metrics::handle();
         let shared = Arc::new(Shared {
             timings: Default::default(),
+            probed: AtomicBool::new(false),
             pipeline,
             store,
             keys: settings.keys.clone(),
@@ -190,7 +196,9 @@ impl HttpServer {
         })
     }
 
+    /// Starts keeping completion timings, and the handle that reads them.
     pub fn probe(&self) -> HttpProbe {
+        self.shared.probed.store(true, Ordering::Relaxed);
         HttpProbe(Arc::clone(&self.shared))
     }
 

@@ -180,8 +180,14 @@ impl Pipeline {
         self.knowledge.as_ref()
     }
 
+    /// Keeps reply traces from now on (for `bench pipeline` and `eval`;
+    /// off in `serve`).
+    pub fn keep_traces(&self) {
+        self.traces.keep();
+    }
+
     /// Traces of the replies since the last call (the most recent
-    /// [`TRACES_CAP`]).
+    /// [`TRACES_CAP`]), once [`Pipeline::keep_traces`] was called.
     pub fn take_traces(&self) -> Vec<ReplyTrace> {
         self.traces.take()
     }

@@ -80,6 +80,7 @@ impl Harness {
             .unwrap()
             .unwrap();
         let pipeline = Pipeline::new(cfg, Arc::new(engine), gate(&f), writer.handle()).unwrap();
+        pipeline.keep_traces();
         Self {
             pipeline: Arc::new(pipeline),
             writer: Some(writer),

@@ -128,6 +128,7 @@ pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeEr
         reply_to: None,
         is_direct: true,
     });
+    services.pipeline.keep_traces();
     services.pipeline.handle(warm, sink).await;
     while events.next().await.is_some() {}
     services.pipeline.take_traces();

@@ -104,6 +104,7 @@ pub async fn evaluate_grounded(
         .await
         .map_err(|e| Error::Input(format!("starting the pipeline: {e}")))?;
     let pipeline = Arc::clone(&services.pipeline);
+    pipeline.keep_traces();
     let model_version = pipeline.engine().current().model_version().to_string();
     let names = ground::names(&kb.passages);
     let by_id: BTreeMap<&str, &crate::kb::Passage> =

@@ -197,9 +197,12 @@ impl ReplyTrace {
     }
 }
 
-/// The most recent reply traces, at most `cap` (older ones are dropped).
+/// The most recent reply traces, at most `cap` (older ones are dropped),
+/// kept only once switched on: a server nobody reads them from would hold
+/// `cap` of them for nothing.
 pub struct Traces {
     cap: usize,
+    on: std::sync::atomic::AtomicBool,
     recent: Mutex<VecDeque<ReplyTrace>>,
 }
 
@@ -207,11 +210,20 @@ impl Traces {
     pub fn new(cap: usize) -> Self {
         Self {
             cap: cap.max(1),
+            on: std::sync::atomic::AtomicBool::new(false),
             recent: Mutex::new(VecDeque::new()),
         }
     }
 
+    /// Keeps the traces pushed from now on.
+    pub fn keep(&self) {
+        self.on.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn push(&self, t: ReplyTrace) {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() == self.cap {
             r.pop_front();
@@ -233,6 +245,14 @@ mod tests {
     #[test]
     fn test_traces_are_capped() {
         let t = Traces::new(3);
+        t.push(ReplyTrace {
+            total: Duration::from_millis(99),
+            model: Duration::ZERO,
+            grounding_time: Duration::ZERO,
+            grounding: None,
+        });
+        assert!(t.take().is_empty(), "kept before keep()");
+        t.keep();
         for ms in 0..10 {
             t.push(ReplyTrace {
                 total: Duration::from_millis(ms),
