@@ -7,6 +7,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::config::Config;
+
 mod generate;
 mod http;
 mod pipeline;
@@ -14,6 +16,44 @@ mod pipeline;
 pub use generate::{DecodeFigures, GenerateBench, GeneratePreset, bench_generate};
 pub use http::{HttpBench, HttpFigures, bench_http};
 pub use pipeline::{PipelineBench, PipelineFigures, Via, bench_pipeline};
+
+/// `cfg` made into a scratch run of the serving path: its store and spill
+/// folder in `dir`, no reload watching, no per-user rate limit (one
+/// scripted user may send many messages). What `bench pipeline`, `bench
+/// http` and `eval --questions` run.
+pub(crate) fn scratch_config(cfg: &Config, dir: &std::path::Path) -> Config {
+    let mut cfg = cfg.clone();
+    cfg.model.watch_secs = 0.0;
+    cfg.store.url = Some(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("bench.db").display()
+    ));
+    cfg.store.spill_dir = Some(dir.join("spill"));
+    cfg.pipeline.rate_limit.burst = u32::MAX / 2;
+    cfg
+}
+
+/// A bench's model, moderation (`None`: off) and knowledge base (`None`:
+/// the config's `[kb]`, if any) over `cfg`.
+pub(crate) fn serving_under_test(
+    cfg: &mut Config,
+    bundle: &std::path::Path,
+    moderation: Option<&std::path::Path>,
+    kb: Option<&std::path::Path>,
+    new_tokens: usize,
+) {
+    cfg.model.bundle = Some(bundle.to_path_buf());
+    cfg.moderation.enabled = moderation.is_some();
+    cfg.moderation.model = moderation.map(std::path::Path::to_path_buf);
+    if let Some(dir) = kb {
+        cfg.kb = Some(crate::config::KbSection {
+            dir: dir.to_path_buf(),
+            passages: crate::config::KbSection::DEFAULT_PASSAGES,
+            links: Default::default(),
+        });
+    }
+    cfg.pipeline.max_new_tokens = Some(new_tokens);
+}
 
 /// The value at fraction `p` of `sorted` (nearest rank); 0 when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::percentile;
+use super::pipeline::QUESTIONS;
 use crate::config::Config;
 use crate::http::{HttpServer, HttpSettings};
 use crate::serve::{ServeError, start_services};
@@ -119,34 +120,17 @@ fn streamed_ok(status: u16, body: &[u8]) -> bool {
     status == 200 && body.ends_with(b"data: [DONE]\n\n")
 }
 
-const QUESTIONS: [&str; 4] = [
-    "where is my order?",
-    "can I return boots I wore once?",
-    "how long does shipping to Canada take?",
-    "my card was charged twice",
-];
-
 pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
     let io = |e: std::io::Error| ServeError::Other(format!("bench http: {e}"));
     let dir = tempfile::tempdir().map_err(io)?;
-    let mut cfg = b.config.clone();
-    cfg.model.bundle = Some(b.bundle.clone());
-    cfg.model.watch_secs = 0.0;
-    cfg.moderation.enabled = b.moderation.is_some();
-    cfg.moderation.model.clone_from(&b.moderation);
-    if let Some(kb) = &b.kb {
-        cfg.kb = Some(crate::config::KbSection {
-            dir: kb.clone(),
-            passages: crate::config::KbSection::DEFAULT_PASSAGES,
-            links: Default::default(),
-        });
-    }
-    cfg.store.url = Some(format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    ));
-    cfg.store.spill_dir = Some(dir.path().join("spill"));
-    cfg.pipeline.max_new_tokens = Some(b.new_tokens);
+    let mut cfg = super::scratch_config(&b.config, dir.path());
+    super::serving_under_test(
+        &mut cfg,
+        &b.bundle,
+        b.moderation.as_deref(),
+        b.kb.as_deref(),
+        b.new_tokens,
+    );
     let mut section: crate::config::HttpSection =
         toml::from_str("listen = \"127.0.0.1:0\"").map_err(|e| ServeError::Other(e.to_string()))?;
     // The bench is one client; the limit is not what is measured.

@@ -80,7 +80,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-const QUESTIONS: [&str; 4] = [
+/// What the benches' customers ask.
+pub(super) const QUESTIONS: [&str; 4] = [
     "where is my order?",
     "can I return boots I wore once?",
     "how long does shipping to Canada take?",
@@ -90,26 +91,14 @@ const QUESTIONS: [&str; 4] = [
 pub async fn bench_pipeline(b: PipelineBench) -> Result<PipelineFigures, ServeError> {
     let io = |e: std::io::Error| ServeError::Other(format!("bench pipeline: {e}"));
     let dir = tempfile::tempdir().map_err(io)?;
-    let mut cfg = b.config.clone();
-    cfg.model.bundle = Some(b.bundle.clone());
-    cfg.model.watch_secs = 0.0;
-    cfg.moderation.enabled = b.moderation.is_some();
-    cfg.moderation.model.clone_from(&b.moderation);
-    if let Some(dir) = &b.kb {
-        cfg.kb = Some(crate::config::KbSection {
-            dir: dir.clone(),
-            passages: crate::config::KbSection::DEFAULT_PASSAGES,
-            links: Default::default(),
-        });
-    }
-    cfg.store.url = Some(format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    ));
-    cfg.store.spill_dir = Some(dir.path().join("spill"));
-    cfg.pipeline.max_new_tokens = Some(b.new_tokens);
-    // Every conversation is one user; the bench is not about rate limits.
-    cfg.pipeline.rate_limit.burst = u32::MAX / 2;
+    let mut cfg = super::scratch_config(&b.config, dir.path());
+    super::serving_under_test(
+        &mut cfg,
+        &b.bundle,
+        b.moderation.as_deref(),
+        b.kb.as_deref(),
+        b.new_tokens,
+    );
     let services = start_services(&cfg).await?;
     let model_version = services
         .pipeline

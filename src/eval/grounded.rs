@@ -87,15 +87,7 @@ pub async fn evaluate_grounded(
     retrieval: bool,
 ) -> Result<GroundedScores> {
     let tmp = tempfile::tempdir().map_err(|e| Error::Input(format!("temporary folder: {e}")))?;
-    let mut cfg = cfg.clone();
-    cfg.model.watch_secs = 0.0;
-    cfg.store.url = Some(format!(
-        "sqlite://{}?mode=rwc",
-        tmp.path().join("eval.db").display()
-    ));
-    cfg.store.spill_dir = Some(tmp.path().join("spill"));
-    // One scripted user per question; rate limits are not under test.
-    cfg.pipeline.rate_limit.burst = u32::MAX / 2;
+    let mut cfg = crate::bench::scratch_config(cfg, tmp.path());
     if !retrieval {
         cfg.kb = None;
     }

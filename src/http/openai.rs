@@ -82,9 +82,9 @@ impl IntoResponse for ApiError {
 
 #[derive(Deserialize)]
 struct CompletionRequest {
+    // `model` and other fields OpenAI clients send are accepted and
+    // ignored: the served bundle answers.
     messages: Vec<RequestMessage>,
-    #[serde(default)]
-    model: Option<String>,
     #[serde(default)]
     temperature: Option<f32>,
     #[serde(default)]
@@ -242,7 +242,6 @@ fn check(r: CompletionRequest) -> Result<Turn, ApiError> {
         ));
     }
     let text = messages.pop().map(|m| m.content).unwrap_or_default();
-    let _ = r.model;
     Ok(Turn {
         text,
         history: messages,
@@ -369,7 +368,7 @@ async fn completion(
             started,
         ));
     }
-    let collected = collect(events, started).await;
+    let collected = collect(events).await;
     let outcome = task.await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -414,7 +413,7 @@ struct Collected {
     first_at: Option<Instant>,
 }
 
-async fn collect(mut events: chatforge_channel::EventStream, _started: Instant) -> Collected {
+async fn collect(mut events: chatforge_channel::EventStream) -> Collected {
     let mut c = Collected {
         reply: None,
         error: None,
