@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::moderation::PiiAction;
 use crate::pipeline::PipelineConfig;
 use crate::runtime::{Provider, RuntimeConfig};
+use crate::text::Redactor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,6 +120,15 @@ pub struct StoreConfig {
     pub timeout_secs: f64,
     /// How long shutdown keeps trying to store what is queued or spilled.
     pub drain_secs: f64,
+    /// Personal data replaced by its placeholder (`<CARD>`) before a record
+    /// is queued, so the database, the spill file and `rejected.jsonl`
+    /// never hold it: `card` (Luhn-checked), `email`, `phone`, or
+    /// `NAME=REGEX`. Card numbers by default (PCI DSS).
+    pub redact_at_rest: Vec<String>,
+    /// Conversations idle for longer are deleted with their messages,
+    /// feedback and moderation events (daily while serving; `chatforge logs
+    /// purge`). Unset: kept until deleted by hand.
+    pub retain_days: Option<u32>,
 }
 
 impl Default for StoreConfig {
@@ -128,6 +138,11 @@ impl Default for StoreConfig {
             spill_dir: None,
             timeout_secs: 5.0,
             drain_secs: 10.0,
+            redact_at_rest: crate::store::DEFAULT_REDACT_AT_REST
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+            retain_days: None,
         }
     }
 }
@@ -140,6 +155,23 @@ pub struct StoreTimeouts {
 }
 
 impl StoreConfig {
+    /// The redactor of `redact_at_rest`.
+    pub fn at_rest_redactor(&self) -> Result<Redactor, String> {
+        Redactor::from_kinds(&self.redact_at_rest).map_err(|e| format!("store.redact_at_rest: {e}"))
+    }
+
+    /// `retain_days` as a duration; 0 is refused (it would delete
+    /// conversations as they happen).
+    pub fn retention(&self) -> Result<Option<chrono::Duration>, String> {
+        match self.retain_days {
+            None => Ok(None),
+            Some(0) => {
+                Err("store.retain_days must be at least 1 (or left out to keep everything)".into())
+            }
+            Some(d) => Ok(Some(chrono::Duration::days(i64::from(d)))),
+        }
+    }
+
     pub fn timeouts(&self) -> Result<StoreTimeouts, String> {
         Ok(StoreTimeouts {
             call: bounded_secs("store.timeout_secs", self.timeout_secs, 0.01, 3600.0)?,
@@ -409,6 +441,8 @@ impl Config {
             return Err(Error::Value("moderation.workers must be at least 1".into()));
         }
         self.store.timeouts().map_err(Error::Value)?;
+        self.store.at_rest_redactor().map_err(Error::Value)?;
+        self.store.retention().map_err(Error::Value)?;
         if let Some(t) = &self.telegram {
             t.edit_interval().map_err(Error::Value)?;
         }

@@ -16,8 +16,8 @@ use crate::config::{self, Config, expand_env};
 use crate::moderation::{Blocklist, Moderator, Rules};
 use crate::pipeline::{Engine, Gate, Knowledge, Pipeline};
 use crate::store::{
-    self, StoreOptions, UserKeyHasher, Writer, WriterConfig, WriterReport, default_database_url,
-    redact_url,
+    self, ConversationStore, StoreOptions, UserKeyHasher, Writer, WriterConfig, WriterReport,
+    default_database_url, redact_url,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ fn key_err(key: &str, reason: impl Into<String>) -> ServeError {
 pub struct Services {
     pub pipeline: Arc<Pipeline>,
     pub writer: Writer,
+    /// The store the writer writes to, for maintenance (retention).
+    pub store: Arc<dyn ConversationStore>,
     pub bundle: PathBuf,
 }
 
@@ -72,17 +74,27 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
         .spill_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/spill"));
-    let hasher = user_key_hasher(&spill_dir)?;
+    let hasher = UserKeyHasher::for_spill_dir(&spill_dir, true)?;
+    let redactor = cfg.store.at_rest_redactor().map_err(config::Error::Value)?;
+    if redactor.is_empty() {
+        tracing::warn!("store.redact_at_rest is empty: card numbers will be stored as typed");
+    }
     let timeouts = cfg.store.timeouts().map_err(config::Error::Value)?;
     let options = StoreOptions {
         call_timeout: timeouts.call,
         ..StoreOptions::default()
     };
     let db = store::connect_and_migrate(&url, &options).await?;
-    tracing::info!(store = %redact_url(&url), "store ready");
+    if store::retention::verify_user_key(db.as_ref(), &hasher, true).await?
+        == store::KeyCheck::Recorded
+    {
+        tracing::info!("recorded a check of the user-key secret in the store");
+    }
+    tracing::info!(store = %redact_url(&url), redact_at_rest = ?redactor.labels(), "store ready");
     let mut writer_cfg = WriterConfig::new(&spill_dir);
     writer_cfg.drain_timeout = timeouts.drain;
-    let writer = Writer::spawn(db, hasher, writer_cfg)?;
+    writer_cfg.redactor = redactor;
+    let writer = Writer::spawn(Arc::clone(&db), hasher, writer_cfg)?;
     let runtime = cfg.runtime.clone();
     let workers = cfg.model.workers;
     let dir = bundle.clone();
@@ -110,6 +122,7 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
     Ok(Services {
         pipeline: Arc::new(pipeline),
         writer,
+        store: db,
         bundle,
     })
 }
@@ -141,35 +154,26 @@ fn open_gate(cfg: &Config) -> Result<Gate, ServeError> {
     Ok(Gate::new(Arc::new(moderator)))
 }
 
-/// The user-key secret from the environment, else from a file beside the
-/// spill folder, created once with a random secret (so keys stay stable
-/// across restarts without configuration).
-fn user_key_hasher(spill_dir: &Path) -> Result<UserKeyHasher, ServeError> {
-    if std::env::var_os(store::USER_KEY_SECRET_ENV).is_some_and(|v| !v.is_empty()) {
-        return Ok(UserKeyHasher::from_env()?);
-    }
-    let path = spill_dir.join("user-key.secret");
-    let io = |e: std::io::Error| ServeError::Other(format!("{}: {e}", path.display()));
-    let secret = match std::fs::read(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(spill_dir).map_err(io)?;
-            let bytes: [u8; 32] = rand::random();
-            let hex = hex::encode(bytes);
-            // Synced before use: a torn write would silently re-key every
-            // user after the next start.
-            crate::fsio::write_private_atomic(&path, hex.as_bytes())
-                .map_err(|e| ServeError::Other(e.to_string()))?;
-            tracing::warn!(
-                "{} is not set; user keys use a secret generated in {} (keep that file)",
-                store::USER_KEY_SECRET_ENV,
-                path.display()
-            );
-            hex.into_bytes()
+/// Deletes conversations idle for longer than `keep`: at start-up, then
+/// once a day, until `stop`.
+async fn retention_loop(
+    store: Arc<dyn ConversationStore>,
+    keep: chrono::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    loop {
+        let before = chrono::Utc::now() - keep;
+        match store::retention::purge(store.as_ref(), before, false, "serve").await {
+            Ok(d) => tracing::info!(%before, deleted = %d, "retention: purged idle conversations"),
+            // The next day's run tries again; serving goes on.
+            Err(e) => tracing::error!(error = %e, "retention: purge failed"),
         }
-        Err(e) => return Err(io(e)),
-    };
-    Ok(UserKeyHasher::new(&secret)?)
+        tokio::select! {
+            () = tokio::time::sleep(DAY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// What `serve` reports when it stops.
@@ -211,6 +215,17 @@ pub async fn serve(
         .cloned()
         .zip(every)
         .map(|(k, every)| tokio::spawn(kb_reload_loop(k, every, stop_rx.clone())));
+    let retention = cfg
+        .store
+        .retention()
+        .map_err(config::Error::Value)?
+        .map(|keep| {
+            tokio::spawn(retention_loop(
+                Arc::clone(&services.store),
+                keep,
+                stop_rx.clone(),
+            ))
+        });
     tracing::info!(
         adapters = adapters.len(),
         "serving; Ctrl-C or SIGTERM stops, SIGHUP reloads the model"
@@ -224,6 +239,9 @@ pub async fn serve(
     join_adapters(adapters).await;
     reloader.abort();
     if let Some(r) = kb_reloader {
+        r.abort();
+    }
+    if let Some(r) = retention {
         r.abort();
     }
     let report = services.writer.shutdown().await?;

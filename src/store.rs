@@ -15,6 +15,7 @@ pub mod export;
 mod id;
 mod postgres;
 mod record;
+pub mod retention;
 mod spill;
 mod sql_store;
 mod sqlite;
@@ -24,8 +25,8 @@ mod user_key;
 mod writer;
 
 pub use backend::{
-    Backend, ConversationStore, StoreFuture, StoreOptions, StoredConversation, connect,
-    connect_and_migrate,
+    Backend, ConversationStore, DATA_PROTECTION_SCHEMA, StoreFuture, StoreOptions,
+    StoredConversation, connect, connect_and_migrate, require_schema_version,
 };
 pub use export::{ExportFilter, ExportFormat, ExportReport, export_jsonl, parse_time};
 pub use id::{new_id, now_ms};
@@ -34,11 +35,16 @@ pub use record::{
     ConversationRecord, ConversationUpdate, FeedbackRecord, Grounding, Handoff, Limits,
     MessageRecord, ModerationRecord, Record, ReplyKind, Verdict,
 };
+pub use retention::{AuditEvent, Deleted, KeyCheck};
 pub use sqlite::SqliteStore;
 pub use stats::{Stats, StatsRow};
 pub use url::{DEFAULT_SQLITE_URL, default_database_url, redact_url, with_database};
 pub use user_key::{USER_KEY_SECRET_ENV, UserKey, UserKeyHasher};
 pub use writer::{FlushOutcome, Writer, WriterConfig, WriterHandle, WriterReport, WriterStats};
+
+/// What `[store] redact_at_rest` redacts unless configured: card numbers,
+/// which PCI DSS forbids storing in the clear.
+pub const DEFAULT_REDACT_AT_REST: &[&str] = &["card"];
 
 /// Errors of the store stage. Messages never hold a database password or the
 /// user-key secret.
@@ -70,7 +76,7 @@ pub enum Error {
     #[error("migrating {url}: {reason}")]
     Migrate { url: String, reason: String },
     #[error(
-        "the database at {url} has no chatforge schema; run `chatforge db migrate --database-url <url>`"
+        "the database at {url} has no chatforge schema, or an older one; run `chatforge db migrate --database-url <url>`"
     )]
     NotMigrated { url: String },
     /// A record that breaks a limit or is malformed; nothing was queued.

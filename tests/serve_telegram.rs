@@ -340,6 +340,35 @@ async fn test_serve_telegram_conversation_moderation_handoff_feedback_reload() {
     .expect("test ran past its time limit");
 }
 
+/// Runs the `chatforge serve` binary on `config` with `RUST_LOG=log`, sends
+/// `text` in chat 42, waits for the reply, stops serve with SIGTERM and
+/// returns what it printed and its exit status.
+async fn serve_one_message(
+    config: &Path,
+    fake: &Fake,
+    log: &str,
+    text: &str,
+) -> std::process::Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("CHATFORGE_TEST_TG_TOKEN", TOKEN)
+        .env("RUST_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fake.push_update(text_message(42, 7, text));
+    wait_messages(fake, 42, 1).await;
+    let pid = child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_serve_binary_stops_on_sigterm_and_drains() {
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -352,24 +381,7 @@ async fn test_serve_binary_stops_on_sigterm_and_drains() {
             &f.bundle,
             "${CHATFORGE_TEST_TG_TOKEN}",
         );
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("CHATFORGE_TEST_TG_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        fake.push_update(text_message(42, 7, &f.ask_ok));
-        wait_messages(&fake, 42, 1).await;
-        let pid = child.id() as i32;
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
+        let out = serve_one_message(&config, &fake, "info", &f.ask_ok).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains("stopped; store:"), "{stderr}");
@@ -384,6 +396,107 @@ async fn test_serve_binary_stops_on_sigterm_and_drains() {
     })
     .await
     .expect("test ran past its time limit");
+}
+
+/// A customer's card number sent through `serve` over Telegram: the reply
+/// still comes, but the number never reaches the database, the spill folder
+/// or serve's own log (at debug level), on either backend.
+async fn card_number_never_stored(postgres: Option<&str>) {
+    const PAN: &str = "4111 1111 1111 1111";
+    let f = common::chat_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::start().await.unwrap();
+    let config = write_config(
+        dir.path(),
+        &fake.url,
+        &f.bundle,
+        "${CHATFORGE_TEST_TG_TOKEN}",
+    );
+    if let Some(url) = postgres {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
+        std::fs::write(&config, text.replace(&sqlite, url)).unwrap();
+    }
+    let said = format!("my email is jane.doe@example.com and card {PAN}, why was I charged twice?");
+    let out = serve_one_message(&config, &fake, "debug", &said).await;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    let digits = PAN.replace(' ', "");
+    let holds = |t: &str| t.contains(PAN) || t.contains(&digits);
+    assert!(!holds(&log), "the log holds the card number:\n{log}");
+    let url = postgres.map_or_else(
+        || format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display()),
+        str::to_string,
+    );
+    let db = store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let convs = db
+        .select(&store::ExportFilter::default(), None, 100)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    assert_eq!(convs.len(), 1);
+    let user = convs[0]
+        .messages
+        .iter()
+        .find(|m| m.role == Role::User)
+        .unwrap();
+    // Only the card: e-mail is not in the default `redact_at_rest`.
+    assert_eq!(
+        user.content,
+        "my email is jane.doe@example.com and card <CARD>, why was I charged twice?"
+    );
+    for m in &convs[0].messages {
+        assert!(!holds(&m.content), "{m:?}");
+    }
+    for entry in std::fs::read_dir(dir.path().join("spill")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !holds(&String::from_utf8_lossy(&bytes)),
+            "{}",
+            path.display()
+        );
+    }
+    if postgres.is_none() {
+        // SQLite keeps deleted or rewritten text in free pages and the WAL:
+        // the raw file bytes must not hold the number either.
+        for name in ["chat.db", "chat.db-wal"] {
+            if let Ok(bytes) = std::fs::read(dir.path().join(name)) {
+                assert!(!holds(&String::from_utf8_lossy(&bytes)), "{name}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_card_number_never_stored_sqlite() {
+    tokio::time::timeout(TEST_TIMEOUT, card_number_never_stored(None))
+        .await
+        .expect("test ran past its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_card_number_never_stored_postgres() {
+    let Some(db) = common::ScratchDb::create().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let outcome = tokio::spawn(async move {
+        tokio::time::timeout(TEST_TIMEOUT, card_number_never_stored(Some(&url)))
+            .await
+            .expect("test ran past its time limit");
+    })
+    .await;
+    db.drop_db().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 #[test]

@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::Connection;
+
+mod common;
 
 use chatforge::store::{
     self, ConversationRecord, ConversationStore, ConversationUpdate, ExportFilter, ExportFormat,
     FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record, StoreFuture, StoreOptions,
-    StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig, with_database,
+    StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig,
 };
 use chatforge::text::{NamedPattern, Redactor, Role, read_dialogs_jsonl};
 
@@ -57,24 +58,7 @@ where
     body(Ctx { store, dir }).await;
 }
 
-/// `DATABASE_URL`; `None` (the caller skips, saying so) when it is unset,
-/// unless the test run requires its services.
-fn database_url() -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("CHATFORGE_REQUIRE_SERVICES").is_some() => {
-            panic!(
-                "DATABASE_URL is not set, but this run requires Postgres (CHATFORGE_REQUIRE_SERVICES)"
-            )
-        }
-        Err(_) => {
-            eprintln!(
-                "skipping the Postgres variant: DATABASE_URL is not set (scripts/test.sh sets it)"
-            );
-            None
-        }
-    }
-}
+use common::database_url;
 
 /// A fresh database on the `DATABASE_URL` server, dropped when the body ends
 /// (also when it panics).
@@ -83,32 +67,17 @@ where
     F: FnOnce(Ctx) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(admin) = database_url() else {
+    let Some(db) = common::ScratchDb::create().await else {
         return;
     };
-    let name = format!("chatforge_test_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("DATABASE_URL names a reachable Postgres server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = with_database(&admin, &name);
-    let store = store::connect_and_migrate(&url, &StoreOptions::default())
+    let store = store::connect_and_migrate(&db.url, &StoreOptions::default())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let closer = Arc::clone(&store);
     let outcome = tokio::spawn(body(Ctx { store, dir })).await;
     let _ = closer.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    let _ = conn.close().await;
+    db.drop_db().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -137,6 +106,9 @@ on_both!(
     store_export_filters_and_redaction,
     store_stats_per_platform_and_day,
     store_writer_spills_and_replays,
+    store_redacts_at_rest,
+    store_purge_deletes_idle_conversations,
+    store_forget_and_subject_access,
 );
 
 fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
@@ -159,9 +131,15 @@ fn quick_writer(ctx: &Ctx, store: Arc<dyn ConversationStore>) -> Writer {
 
 async fn store_roundtrip(ctx: Ctx) {
     let store = &ctx.store;
-    assert_eq!(store.schema_version().await.unwrap(), Some(2));
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Some(store::DATA_PROTECTION_SCHEMA)
+    );
     store.migrate().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(2));
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Some(store::DATA_PROTECTION_SCHEMA)
+    );
 
     let writer = quick_writer(&ctx, Arc::clone(store));
     let h = writer.handle();
@@ -711,6 +689,41 @@ impl ConversationStore for Flaky {
     ) -> StoreFuture<'a, Vec<StoredConversation>> {
         self.inner.select(filter, after, limit)
     }
+    fn idle_conversations<'a>(
+        &'a self,
+        before: DateTime<Utc>,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<String>> {
+        self.inner.idle_conversations(before, after, limit)
+    }
+    fn user_conversations<'a>(
+        &'a self,
+        platform: &'a str,
+        user: &'a store::UserKey,
+    ) -> StoreFuture<'a, Vec<String>> {
+        self.inner.user_conversations(platform, user)
+    }
+    fn delete_conversations<'a>(
+        &'a self,
+        ids: &'a [String],
+        rater: Option<&'a store::UserKey>,
+        dry_run: bool,
+    ) -> StoreFuture<'a, store::Deleted> {
+        self.inner.delete_conversations(ids, rater, dry_run)
+    }
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.inner.setting(name)
+    }
+    fn set_setting_once<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.set_setting_once(name, value)
+    }
+    fn write_audit<'a>(&'a self, event: &'a store::AuditEvent) -> StoreFuture<'a, ()> {
+        self.inner.write_audit(event)
+    }
+    fn audit_events(&self, limit: u32) -> StoreFuture<'_, Vec<store::AuditEvent>> {
+        self.inner.audit_events(limit)
+    }
     fn stats(&self) -> StoreFuture<'_, store::Stats> {
         self.inner.stats()
     }
@@ -778,13 +791,306 @@ async fn store_writer_spills_and_replays(ctx: Ctx) {
     assert_eq!(message_ids(&got), want);
 }
 
+// ------------------------------------------------------ data protection
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+const PAN_SPACED: &str = "4111 1111 1111 1111";
+const PAN: &str = "4111111111111111";
+
+fn holds_pan(text: &str) -> bool {
+    text.contains(PAN_SPACED) || text.contains(PAN) || text.contains("4111-1111-1111-1111")
+}
+
+/// Card numbers never get behind the writer's queue: not into the
+/// database, the spill file or `rejected.jsonl`; the kinds configured on top
+/// (here none: e-mail stays) are left alone.
+async fn store_redacts_at_rest(ctx: Ctx) {
+    let flaky = Arc::new(Flaky {
+        inner: Arc::clone(&ctx.store),
+        down: AtomicBool::new(false),
+    });
+    let writer = quick_writer(&ctx, flaky.clone());
+    let h = writer.handle();
+    let conv = h.new_conversation("telegram", "c", "u");
+    let id = conv.id.clone();
+    h.enqueue(Record::Conversation(conv)).unwrap();
+    let said = format!("my email is jane.doe@example.com and card {PAN_SPACED}");
+    h.enqueue(Record::Message(MessageRecord::new(
+        &id,
+        Role::User,
+        said.clone(),
+    )))
+    .unwrap();
+    let mut fb = h.new_feedback(&id, "telegram", "u", 1);
+    fb.comment = Some(format!("you charged {PAN} twice"));
+    h.enqueue(Record::Feedback(fb)).unwrap();
+    assert_eq!(h.flush().await.unwrap().pending, 0);
+
+    // The database is down: the next records wait in the spill file.
+    flaky.down.store(true, Ordering::SeqCst);
+    h.enqueue(Record::Message(MessageRecord::new(
+        &id,
+        Role::User,
+        format!("again: {}", PAN_SPACED.replace(' ', "-")),
+    )))
+    .unwrap();
+    // A record the database will refuse (no such conversation) goes to
+    // rejected.jsonl once it is back.
+    h.enqueue(Record::Message(MessageRecord::new(
+        "no-such-conversation",
+        Role::User,
+        format!("orphan {PAN}"),
+    )))
+    .unwrap();
+    let f = h.flush().await.unwrap();
+    assert_eq!(f.pending, 2);
+    let spill = std::fs::read_to_string(ctx.spill_dir().join("spill.jsonl")).unwrap();
+    assert!(!holds_pan(&spill) && spill.contains("<CARD>"), "{spill}");
+    flaky.down.store(false, Ordering::SeqCst);
+    let report = writer.shutdown().await.unwrap();
+    assert_eq!((report.pending, report.rejected), (0, 1), "{report:?}");
+    let rejected = std::fs::read_to_string(ctx.spill_dir().join("rejected.jsonl")).unwrap();
+    assert!(
+        !holds_pan(&rejected) && rejected.contains("orphan <CARD>"),
+        "{rejected}"
+    );
+    for file in ["spill.jsonl", "rejected.jsonl"] {
+        assert_eq!(mode(&ctx.spill_dir().join(file)), 0o600, "{file}");
+    }
+
+    let got = ctx.store.conversation(&id).await.unwrap().unwrap();
+    let contents: Vec<&str> = got.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        contents,
+        [
+            "my email is jane.doe@example.com and card <CARD>",
+            "again: <CARD>"
+        ]
+    );
+    let fb = ctx.store.feedback(&id).await.unwrap();
+    assert_eq!(fb[0].comment.as_deref(), Some("you charged <CARD> twice"));
+
+    // More kinds when configured: e-mail and a named pattern too.
+    let mut cfg = WriterConfig::new(ctx.dir.path().join("spill2"));
+    cfg.redactor = Redactor::from_kinds(&["card", "email", "ORDER_ID=ORD-\\d{6}"]).unwrap();
+    let writer = Writer::spawn(Arc::clone(&ctx.store), hasher(), cfg).unwrap();
+    let h = writer.handle();
+    let m = MessageRecord::new(&id, Role::User, format!("{said}, order ORD-123456"));
+    let mid = m.id.clone();
+    h.enqueue(Record::Message(m)).unwrap();
+    writer.shutdown().await.unwrap();
+    let got = ctx.store.conversation(&id).await.unwrap().unwrap();
+    let last = got.messages.iter().find(|m| m.id == mid).unwrap();
+    assert_eq!(
+        last.content,
+        "my email is <EMAIL> and card <CARD>, order <ORDER_ID>"
+    );
+}
+
+/// Writes a conversation of `platform`/`user` started on `day` (of November
+/// 2026), with one message per entry of `days`, a feedback row on
+/// `feedback_day` and a moderation event on the first message's day.
+async fn seed_conversation(
+    store: &dyn ConversationStore,
+    platform: &str,
+    user: &str,
+    day: u32,
+    days: &[u32],
+    feedback_day: Option<u32>,
+) -> String {
+    let key = hasher().key(platform, user);
+    let mut c = ConversationRecord::new(platform, "c", key.clone());
+    c.started_at = at(day, 9, 0);
+    let id = c.id.clone();
+    let mut records = vec![Record::Conversation(c)];
+    for (i, &d) in days.iter().enumerate() {
+        let mut m = MessageRecord::new(&id, Role::User, format!("message {i}"));
+        m.created_at = at(d, 9, i as u32 + 1);
+        records.push(Record::Message(m));
+    }
+    if let Some(&first) = days.first() {
+        let mut e = ModerationRecord::new(&id, "toxic", 0.9, Verdict::Flag);
+        e.created_at = at(first, 9, 30);
+        records.push(Record::Moderation(e));
+    }
+    if let Some(d) = feedback_day {
+        let mut f = FeedbackRecord::new(&id, 5, key);
+        f.created_at = at(d, 9, 40);
+        records.push(Record::Feedback(f));
+    }
+    store.write_batch(&records).await.unwrap();
+    id
+}
+
+async fn store_purge_deletes_idle_conversations(ctx: Ctx) {
+    let s = ctx.store.as_ref();
+    let cutoff = at(10, 0, 0);
+    // Idle since before the cutoff: deleted with every row.
+    let old = seed_conversation(s, "telegram", "a", 1, &[1, 2], Some(2)).await;
+    // Started long ago, but a message, feedback or an end after the cutoff:
+    // still in use, kept whole.
+    let late_message = seed_conversation(s, "telegram", "b", 1, &[1, 12], None).await;
+    let late_feedback = seed_conversation(s, "discord", "c", 2, &[2], Some(11)).await;
+    let late_end = seed_conversation(s, "web", "d", 3, &[3], None).await;
+    let mut end = ConversationUpdate::new(&late_end);
+    end.at = at(11, 8, 0);
+    end.ended = true;
+    s.write_batch(&[Record::Update(end)]).await.unwrap();
+    let new = seed_conversation(s, "telegram", "a", 15, &[15], Some(15)).await;
+    // Enough idle ones to need more than one batch.
+    let mut many = Vec::new();
+    for i in 0..520 {
+        many.push(seed_conversation(s, "api", &format!("bulk{i}"), 4, &[4], None).await);
+    }
+
+    let dry = store::retention::purge(s, cutoff, true, "test")
+        .await
+        .unwrap();
+    let want = store::Deleted {
+        conversations: 521,
+        messages: 2 + 520,
+        feedback: 1,
+        moderation_events: 521,
+    };
+    assert_eq!(dry, want);
+    assert!(
+        s.conversation(&old).await.unwrap().is_some(),
+        "a dry run deletes nothing"
+    );
+    assert!(s.audit_events(10).await.unwrap().is_empty());
+
+    let done = store::retention::purge(s, cutoff, false, "test")
+        .await
+        .unwrap();
+    assert_eq!(done, want);
+    assert!(s.conversation(&old).await.unwrap().is_none());
+    assert!(s.feedback(&old).await.unwrap().is_empty());
+    assert!(s.moderation_events(&old).await.unwrap().is_empty());
+    for id in [&late_message, &late_feedback, &late_end, &new] {
+        let c = s.conversation(id).await.unwrap().unwrap();
+        assert!(!c.messages.is_empty(), "{id} kept whole");
+        assert_eq!(s.moderation_events(id).await.unwrap().len(), 1);
+    }
+    assert!(s.conversation(&many[519]).await.unwrap().is_none());
+    let audit = s.audit_events(10).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].action.as_str()),
+        ("test", "purge")
+    );
+    let detail = audit[0].detail.clone().unwrap();
+    assert_eq!(detail["deleted"]["conversations"], 521, "{detail}");
+    // Nothing left to purge: a second run deletes nothing.
+    let again = store::retention::purge(s, cutoff, false, "test")
+        .await
+        .unwrap();
+    assert_eq!(again, store::Deleted::default());
+}
+
+async fn store_forget_and_subject_access(ctx: Ctx) {
+    let s = ctx.store.as_ref();
+    let h = hasher();
+    // Without a recorded check, a lookup cannot tell a wrong secret from a
+    // user without records: it refuses.
+    let err = store::retention::forget(s, &h, "telegram", "u1", false, "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no check"), "{err}");
+    assert_eq!(
+        store::retention::verify_user_key(s, &h, true)
+            .await
+            .unwrap(),
+        store::KeyCheck::Recorded
+    );
+    assert_eq!(
+        store::retention::verify_user_key(s, &h, true)
+            .await
+            .unwrap(),
+        store::KeyCheck::Matches
+    );
+
+    let tg1 = seed_conversation(s, "telegram", "u1", 1, &[1, 1, 1], Some(1)).await;
+    let tg2 = seed_conversation(s, "telegram", "u1", 3, &[3], None).await;
+    // The same id on another platform is another person.
+    let dc = seed_conversation(s, "discord", "u1", 3, &[3], Some(3)).await;
+    let other = seed_conversation(s, "telegram", "u2", 4, &[4], Some(4)).await;
+    // u1 rated a reply in u2's (shared) chat: that feedback is u1's data.
+    let mut elsewhere = FeedbackRecord::new(&other, 2, h.key("telegram", "u1"));
+    elsewhere.created_at = at(4, 12, 0);
+    s.write_batch(&[Record::Feedback(elsewhere)]).await.unwrap();
+
+    // A wrong secret is an error, and deletes nothing.
+    let wrong = UserKeyHasher::new(b"another-secret-0123456789").unwrap();
+    let err = store::retention::forget(s, &wrong, "telegram", "u1", false, "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not the secret"), "{err}");
+    assert!(!err.contains("0123456789"), "{err}");
+    assert!(s.conversation(&tg1).await.unwrap().is_some());
+
+    let (key, seen) = store::retention::subject_records(s, &h, "telegram", "u1")
+        .await
+        .unwrap();
+    assert_eq!(key, h.key("telegram", "u1"));
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|c| c.conversation.record.id.as_str())
+        .collect();
+    assert_eq!(ids, [tg1.as_str(), tg2.as_str()]);
+    assert_eq!(seen[0].conversation.messages.len(), 3);
+    assert_eq!((seen[0].feedback.len(), seen[0].moderation.len()), (1, 1));
+
+    let dry = store::retention::forget(s, &h, "telegram", "u1", true, "test")
+        .await
+        .unwrap();
+    let want = store::Deleted {
+        conversations: 2,
+        messages: 4,
+        feedback: 2,
+        moderation_events: 2,
+    };
+    assert_eq!(dry, want);
+    assert!(s.audit_events(10).await.unwrap().is_empty());
+    let done = store::retention::forget(s, &h, "telegram", "u1", false, "logs forget")
+        .await
+        .unwrap();
+    assert_eq!(done, want);
+    assert!(s.conversation(&tg1).await.unwrap().is_none());
+    assert!(s.conversation(&tg2).await.unwrap().is_none());
+    assert!(s.conversation(&dc).await.unwrap().is_some());
+    let kept = s.feedback(&other).await.unwrap();
+    assert_eq!(kept.len(), 1, "u2's own rating stays: {kept:?}");
+    assert_eq!(kept[0].user_key, h.key("telegram", "u2"));
+    let (_, after) = store::retention::subject_records(s, &h, "telegram", "u1")
+        .await
+        .unwrap();
+    assert!(after.is_empty());
+
+    // The audit says that an erasure happened and how much went, not whose.
+    let audit = s.audit_events(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "erasure");
+    let line = serde_json::to_string(&audit[0]).unwrap();
+    assert!(line.contains("\"messages\":4"), "{line}");
+    assert!(
+        !line.contains(h.key("telegram", "u1").as_str()) && !line.contains("u1"),
+        "{line}"
+    );
+}
+
 // ------------------------------------------------- schemas and the CLI
 
 #[tokio::test]
 async fn store_schemas_match() {
-    let Some(admin) = database_url() else {
+    if database_url().is_none() {
         return;
-    };
+    }
     async fn columns_pg(admin: String) -> Vec<(String, String)> {
         let pg = store::PgStore::connect(&admin, &StoreOptions::default())
             .await
@@ -792,8 +1098,8 @@ async fn store_schemas_match() {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name::text IN \
-             ('conversations', 'messages', 'moderation_events', 'feedback') \
-             ORDER BY 1, 2",
+             ('conversations', 'messages', 'moderation_events', 'feedback', \
+             'store_settings', 'audit_events') ORDER BY 1, 2",
         )
         .fetch_all(pg.pool())
         .await
@@ -802,24 +1108,13 @@ async fn store_schemas_match() {
     }
     // The shared `test` database may not be migrated: compare against a
     // fresh one.
-    let name = format!("chatforge_test_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = with_database(&admin, &name);
-    let pg = store::connect_and_migrate(&url, &StoreOptions::default())
+    let db = common::ScratchDb::create().await.unwrap();
+    let pg = store::connect_and_migrate(&db.url, &StoreOptions::default())
         .await
         .unwrap();
     pg.close().await.unwrap();
-    let pg_cols = columns_pg(url).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let pg_cols = columns_pg(db.url.clone()).await;
+    db.drop_db().await;
 
     let dir = tempfile::tempdir().unwrap();
     let lite_url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
@@ -830,22 +1125,184 @@ async fn store_schemas_match() {
     let lite_cols: Vec<(String, String)> = sqlx::query_as(
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name IN \
-         ('conversations', 'messages', 'moderation_events', 'feedback') ORDER BY 1, 2",
+         ('conversations', 'messages', 'moderation_events', 'feedback', \
+         'store_settings', 'audit_events') ORDER BY 1, 2",
     )
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 40, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 48, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 
 fn chatforge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chatforge"))
-        .args(args)
+    chatforge_with_secret(args, None)
+}
+
+/// The binary with `CHATFORGE_USER_KEY_SECRET` set to `secret` (or unset).
+fn chatforge_with_secret(args: &[&str], secret: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatforge"));
+    cmd.args(args)
         .env("RUST_LOG", "warn")
         .env_remove("DATABASE_URL")
-        .output()
-        .expect("the chatforge binary runs")
+        .env_remove(store::USER_KEY_SECRET_ENV);
+    if let Some(s) = secret {
+        cmd.env(store::USER_KEY_SECRET_ENV, s);
+    }
+    cmd.output().expect("the chatforge binary runs")
+}
+
+/// `logs show`, `logs forget`, `logs purge` and `logs audit` as an operator
+/// runs them, with serve's secret from the environment or its spill folder.
+#[tokio::test]
+async fn store_cli_forget_show_purge_audit() {
+    const SECRET: &str = "cli-test-secret-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("logs.db").display());
+    let spill = dir.path().join("spill");
+    let spill_s = spill.to_str().unwrap();
+    let s = store::connect_and_migrate(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let h = UserKeyHasher::new(SECRET.as_bytes()).unwrap();
+    store::retention::verify_user_key(s.as_ref(), &h, true)
+        .await
+        .unwrap();
+    let mut c = ConversationRecord::new("telegram", "chat-1", h.key("telegram", "777"));
+    c.started_at = at(1, 9, 0);
+    let id = c.id.clone();
+    let mut m = MessageRecord::new(&id, Role::User, "where is my parcel?");
+    m.created_at = at(1, 9, 1);
+    let mut r = MessageRecord::new(&id, Role::Assistant, "It ships in 2 days.");
+    r.created_at = at(1, 9, 2);
+    let mut other = ConversationRecord::new("telegram", "chat-2", h.key("telegram", "888"));
+    other.started_at = at(2, 9, 0);
+    let other_id = other.id.clone();
+    s.write_batch(&[
+        Record::Conversation(c),
+        Record::Message(m),
+        Record::Message(r),
+        Record::Conversation(other),
+    ])
+    .await
+    .unwrap();
+    s.close().await.unwrap();
+    let who = [
+        "--database-url",
+        &url,
+        "--platform",
+        "telegram",
+        "--user",
+        "777",
+    ];
+    let args = |cmd: &str, extra: &[&'static str]| -> Vec<String> {
+        ["logs", cmd]
+            .iter()
+            .chain(who.iter())
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |a: &[String], secret: Option<&str>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        chatforge_with_secret(&a, secret)
+    };
+
+    let o = run(&args("show", &[]), Some(SECRET));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let convs = shown["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1, "{shown}");
+    assert_eq!(convs[0]["id"], id.as_str());
+    assert_eq!(convs[0]["messages"][1]["content"], "It ships in 2 days.");
+
+    // No secret at all, or the wrong one: an error, never "0 records".
+    let with_spill: Vec<String> = args("forget", &["--spill-dir"])
+        .into_iter()
+        .chain([spill_s.to_string()])
+        .collect();
+    let o = run(&with_spill, None);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("not set"), "{}", text(&o.stderr));
+    let o = run(&args("forget", &[]), Some("wrong-secret-0123456789abcdef"));
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("not the secret"), "{err}");
+    assert!(!err.contains("wrong-secret"), "{err}");
+
+    // serve's generated secret file, found through the spill folder.
+    std::fs::create_dir_all(&spill).unwrap();
+    std::fs::write(spill.join("user-key.secret"), SECRET).unwrap();
+    let mut dry = with_spill.clone();
+    dry.push("--dry-run".into());
+    let o = run(&dry, None);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("would delete 1 conversations, 2 messages"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = run(&with_spill, None);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let said = text(&o.stdout);
+    assert!(
+        said.contains("deleted 1 conversations, 2 messages, 0 feedback, 0 moderation events"),
+        "{said}"
+    );
+    let o = run(&args("show", &[]), Some(SECRET));
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["conversations"].as_array().unwrap().len(), 0);
+
+    let o = chatforge(&["logs", "purge", "--database-url", &url]);
+    assert!(!o.status.success(), "a cutoff is required");
+    let o = chatforge(&[
+        "logs",
+        "purge",
+        "--database-url",
+        &url,
+        "--days",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("would delete 1 conversations"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = chatforge(&[
+        "logs",
+        "purge",
+        "--database-url",
+        &url,
+        "--before",
+        "2026-11-03",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("deleted 1 conversations"),
+        "{}",
+        text(&o.stdout)
+    );
+    let s = store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(s.conversation(&other_id).await.unwrap().is_none());
+    s.close().await.unwrap();
+
+    let o = chatforge(&["logs", "audit", "--database-url", &url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["purge", "erasure"], "newest first: {lines:?}");
+    assert_eq!(lines[1]["actor"], "logs forget");
+    assert!(!text(&o.stdout).contains("777"));
 }
 
 fn text(b: &[u8]) -> String {
@@ -871,7 +1328,7 @@ async fn store_cli_migrate_export_stats() {
     let o = chatforge(&["db", "migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("schema at version 2"),
+        text(&o.stdout).contains("schema at version 3"),
         "{}",
         text(&o.stdout)
     );
@@ -911,6 +1368,9 @@ async fn store_cli_migrate_export_stats() {
     );
     let dialogs = read_dialogs_jsonl(&out).unwrap();
     assert_eq!(dialogs.len(), 2);
+    // Message text: readable by the owner only, like the database file.
+    assert_eq!(mode(&out), 0o600);
+    assert_eq!(mode(&dir.path().join("logs.db")), 0o600);
     assert!(dialogs[0].messages[1].content.contains("<ORDER>"));
 
     let o = chatforge(&["logs", "stats", "--database-url", &url, "--json"]);
@@ -1258,16 +1718,10 @@ async fn pipe(
 /// everything once the database answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_hung_database_spills_and_shutdown_keeps_its_deadline() {
-    let Some(admin) = database_url() else {
+    let Some(db) = common::ScratchDb::create().await else {
         return;
     };
-    let name = format!("chatforge_hang_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let direct = with_database(&admin, &name);
+    let direct = db.url.clone();
     let upstream = {
         let u = url_host_port(&direct);
         format!("{}:{}", u.0, u.1)
@@ -1333,12 +1787,7 @@ async fn store_hung_database_spills_and_shutdown_keeps_its_deadline() {
     assert_eq!(message_ids(&got), want, "every record once, in order");
     direct_store.close().await.unwrap();
     store.close().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    db.drop_db().await;
 }
 
 /// Host and port of a postgres:// URL (5432 when it names none).

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use chatforge::store::{
-    self, ExportFilter, ExportFormat, StoreOptions, default_database_url, redact_url,
+    self, ExportFilter, ExportFormat, StoreOptions, UserKeyHasher, default_database_url, redact_url,
 };
 use chatforge::text::{NamedPattern, Redactor};
 
@@ -50,6 +50,62 @@ pub enum LogsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete conversations idle since before a date, with their messages,
+    /// feedback and moderation events (what `[store] retain_days` does daily).
+    Purge(PurgeArgs),
+    /// Delete everything stored about one platform user (erasure request).
+    Forget {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print everything stored about one platform user as JSON (subject access).
+    Show {
+        #[command(flatten)]
+        user: UserArgs,
+    },
+    /// The newest audit events (purges, erasures), newest first, as JSON lines.
+    Audit {
+        #[command(flatten)]
+        url: DbUrl,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("cutoff").required(true).args(["before", "days"])))]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    url: DbUrl,
+    /// Delete conversations with nothing at or after this time (2026-11-01 or RFC 3339, UTC).
+    #[arg(long, value_parser = store::parse_time)]
+    before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Delete conversations idle for more than this many days.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    days: Option<u32>,
+    /// Count what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// One platform user, found through the user-key secret `serve` uses.
+#[derive(Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    url: DbUrl,
+    /// The platform: telegram, discord, web, api.
+    #[arg(long)]
+    platform: String,
+    /// The user's id on that platform (as the platform shows it).
+    #[arg(long)]
+    user: String,
+    /// The spill folder `serve` uses ([store] spill_dir), which holds its
+    /// generated user-key secret when CHATFORGE_USER_KEY_SECRET is not set.
+    #[arg(long, default_value = "runs/spill")]
+    spill_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -143,6 +199,17 @@ pub fn db(cmd: DbCommand) -> Result<()> {
 pub fn logs(cmd: LogsCommand) -> Result<()> {
     match cmd {
         LogsCommand::Export(a) => runtime()?.block_on(export(a)),
+        LogsCommand::Purge(a) => runtime()?.block_on(purge(a)),
+        LogsCommand::Forget { user, dry_run } => runtime()?.block_on(forget(user, dry_run)),
+        LogsCommand::Show { user } => runtime()?.block_on(show(user)),
+        LogsCommand::Audit { url, limit } => runtime()?.block_on(async {
+            let store = open_migrated(&url.get()).await?;
+            for e in store.audit_events(limit).await? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            store.close().await?;
+            Ok(())
+        }),
         LogsCommand::Stats { url, json } => runtime()?.block_on(async {
             let url = url.get();
             let store = store::connect(&url, &StoreOptions::default()).await?;
@@ -156,6 +223,90 @@ pub fn logs(cmd: LogsCommand) -> Result<()> {
             Ok(())
         }),
     }
+}
+
+/// The store at `url`, refusing one without the schema (these commands
+/// never create or migrate a database).
+async fn open_migrated(url: &str) -> Result<std::sync::Arc<dyn store::ConversationStore>> {
+    let store = store::connect(url, &StoreOptions::default()).await?;
+    store::require_schema_version(store.as_ref(), store::DATA_PROTECTION_SCHEMA).await?;
+    Ok(store)
+}
+
+async fn purge(a: PurgeArgs) -> Result<()> {
+    let before = match (a.before, a.days) {
+        (Some(t), _) => t,
+        (None, Some(d)) => chrono::Utc::now() - chrono::Duration::days(i64::from(d)),
+        (None, None) => anyhow::bail!("give --before DATE or --days N"),
+    };
+    let store = open_migrated(&a.url.get()).await?;
+    let d = store::retention::purge(store.as_ref(), before, a.dry_run, "logs purge").await?;
+    store.close().await?;
+    let verb = if a.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {d} (conversations idle since before {})",
+        before.to_rfc3339()
+    );
+    Ok(())
+}
+
+async fn forget(u: UserArgs, dry_run: bool) -> Result<()> {
+    let hasher = UserKeyHasher::for_spill_dir(&u.spill_dir, false)?;
+    let store = open_migrated(&u.url.get()).await?;
+    let d = store::retention::forget(
+        store.as_ref(),
+        &hasher,
+        &u.platform,
+        &u.user,
+        dry_run,
+        "logs forget",
+    )
+    .await?;
+    store.close().await?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!("{verb} {d} of this {} user", u.platform);
+    if !dry_run {
+        println!(
+            "recorded in the audit log: an erasure with these counts (not whose); records still \
+             in a serve spill folder reach the database when it replays them: run this again \
+             after `logs stats` shows the outage is over"
+        );
+    }
+    Ok(())
+}
+
+async fn show(u: UserArgs) -> Result<()> {
+    let hasher = UserKeyHasher::for_spill_dir(&u.spill_dir, false)?;
+    let store = open_migrated(&u.url.get()).await?;
+    let (key, convs) =
+        store::retention::subject_records(store.as_ref(), &hasher, &u.platform, &u.user).await?;
+    store.close().await?;
+    let conversations: Vec<serde_json::Value> = convs
+        .iter()
+        .map(|c| {
+            let s = &c.conversation;
+            serde_json::json!({
+                "id": s.record.id,
+                "channel": s.record.channel,
+                "started_at": s.record.started_at,
+                "ended_at": s.ended_at,
+                "handoff": s.handoff.as_str(),
+                "handoff_at": s.handoff_at,
+                "topic": s.record.topic,
+                "style": s.record.style,
+                "messages": s.messages,
+                "feedback": c.feedback,
+                "moderation_events": c.moderation,
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "platform": u.platform,
+        "user_key": key,
+        "conversations": conversations,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 async fn export(a: ExportArgs) -> Result<()> {

@@ -93,7 +93,10 @@ pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) ->
     if evasive {
         tracing::info!("reply states none of the passage's facts; its answer goes instead");
     } else {
-        tracing::info!(missing = ?missing.iter().map(|f| f.text.as_str()).collect::<Vec<_>>(), "reply states facts the passages do not; not sent");
+        // A reply can echo the customer's card number or address: the log
+        // shows the facts' kinds of personal data, never their values.
+        let redactor = crate::text::Redactor::new();
+        tracing::info!(missing = ?missing.iter().map(|f| redactor.redact(&f.text)).collect::<Vec<_>>(), "reply states facts the passages do not; not sent");
     }
     match (&g.loaded, g.passages.first()) {
         (Some(l), Some(&top)) if g.answerable => Decision::Extracted {

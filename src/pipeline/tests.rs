@@ -407,3 +407,20 @@ async fn test_a_reply_without_the_passages_facts_gets_the_passage() {
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_card_numbers_reach_the_model_but_not_the_store() {
+    let h = Harness::new(PipelineConfig::default(), gate("darn")).await;
+    let events = h.say("1", "card 4111 1111 1111 1111 was charged").await;
+    // The scripted model echoes the question: it read the number as typed.
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("4111 1111 1111 1111"), "{reply}");
+    let convs = h.stored().await;
+    let texts: Vec<&str> = convs[0]
+        .messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
+    assert!(texts.contains(&"card <CARD> was charged"), "{texts:?}");
+    assert!(texts.iter().all(|t| !t.contains("4111")), "{texts:?}");
+}

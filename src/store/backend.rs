@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::UserKey;
 use super::export::ExportFilter;
 use super::record::{ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord};
+use super::retention::{AuditEvent, Deleted};
 use super::stats::Stats;
 use super::{Error, PgStore, Record, Result, SqliteStore, redact_url};
 
@@ -101,6 +103,43 @@ pub trait ConversationStore: Send + Sync {
         limit: u32,
     ) -> StoreFuture<'a, Vec<StoredConversation>>;
 
+    /// Ids of conversations with no row at or after `before` (idle since
+    /// before it), sorting after `after`, in id order, at most `limit`.
+    fn idle_conversations<'a>(
+        &'a self,
+        before: DateTime<Utc>,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<String>>;
+
+    /// Ids of the conversations of one user on one platform, in id order.
+    fn user_conversations<'a>(
+        &'a self,
+        platform: &'a str,
+        user: &'a UserKey,
+    ) -> StoreFuture<'a, Vec<String>>;
+
+    /// Deletes the conversations `ids` with their messages, feedback and
+    /// moderation events, and any feedback `rater` gave, in one
+    /// transaction; `dry_run` only counts the rows.
+    fn delete_conversations<'a>(
+        &'a self,
+        ids: &'a [String],
+        rater: Option<&'a UserKey>,
+        dry_run: bool,
+    ) -> StoreFuture<'a, Deleted>;
+
+    /// A value of the `store_settings` table.
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Sets a setting unless it is set already.
+    fn set_setting_once<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
+
+    fn write_audit<'a>(&'a self, event: &'a AuditEvent) -> StoreFuture<'a, ()>;
+
+    /// The newest `limit` audit events, newest first.
+    fn audit_events(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEvent>>;
+
     /// Counts per day and platform.
     fn stats(&self) -> StoreFuture<'_, Stats>;
 
@@ -133,11 +172,21 @@ pub async fn connect_and_migrate(
     Ok(store)
 }
 
+/// The schema version with `store_settings` and `audit_events`, which
+/// retention, erasure and subject access need.
+pub const DATA_PROTECTION_SCHEMA: i64 = 3;
+
 /// Fails with [`Error::NotMigrated`] on a database without the schema.
 pub(crate) async fn require_schema(store: &dyn ConversationStore) -> Result<()> {
+    require_schema_version(store, 1).await
+}
+
+/// Fails with [`Error::NotMigrated`] on a database whose schema is older
+/// than `min` (or absent).
+pub async fn require_schema_version(store: &dyn ConversationStore, min: i64) -> Result<()> {
     match store.schema_version().await? {
-        Some(_) => Ok(()),
-        None => Err(Error::NotMigrated {
+        Some(v) if v >= min => Ok(()),
+        _ => Err(Error::NotMigrated {
             url: store.display_url().to_string(),
         }),
     }

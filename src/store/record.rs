@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Result, UserKey, new_id, now_ms};
-use crate::text::Role;
+use crate::text::{Redactor, Role};
 
 /// The moderation outcome for a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,6 +377,23 @@ fn non_empty(field: &'static str, s: &str) -> Result<()> {
 impl Record {
     /// Replaces NUL characters and checks limits and ranges, so that what
     /// reaches the queue can be stored by both backends.
+    /// Replaces what `redactor` finds in the free text a record carries
+    /// (message content, feedback comment, moderation detail).
+    pub fn redact(&mut self, redactor: &Redactor) {
+        if redactor.is_empty() {
+            return;
+        }
+        let text = match self {
+            Record::Message(m) => Some(&mut m.content),
+            Record::Feedback(f) => f.comment.as_mut(),
+            Record::Moderation(e) => e.detail.as_mut(),
+            Record::Conversation(_) | Record::Update(_) => None,
+        };
+        if let Some(t) = text {
+            *t = redactor.redact(t);
+        }
+    }
+
     pub fn sanitize(&mut self, limits: &Limits) -> Result<()> {
         match self {
             Record::Conversation(c) => {

@@ -33,6 +33,7 @@ macro_rules! sql_store {
             ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record,
             parse_role, role_str,
         };
+        use super::retention::{AuditEvent, Deleted};
         use super::stats::{Stats, StatsParts};
         use super::{Error, Result, UserKey};
 
@@ -478,6 +479,171 @@ macro_rules! sql_store {
                         c.messages = msgs.remove(&c.record.id).unwrap_or_default();
                     }
                     Ok(out)
+                }))
+            }
+
+            fn idle_conversations<'a>(
+                &'a self,
+                before: chrono::DateTime<chrono::Utc>,
+                after: Option<&'a str>,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<String>> {
+                Box::pin(self.timed(async move {
+                    sqlx::query_scalar(sql!("select_idle"))
+                        .bind(db_time(before))
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)
+                }))
+            }
+
+            fn user_conversations<'a>(
+                &'a self,
+                platform: &'a str,
+                user: &'a UserKey,
+            ) -> StoreFuture<'a, Vec<String>> {
+                Box::pin(self.timed(async move {
+                    sqlx::query_scalar(sql!("select_user_conversations"))
+                        .bind(platform)
+                        .bind(user.as_str())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)
+                }))
+            }
+
+            fn delete_conversations<'a>(
+                &'a self,
+                ids: &'a [String],
+                rater: Option<&'a UserKey>,
+                dry_run: bool,
+            ) -> StoreFuture<'a, Deleted> {
+                Box::pin(self.timed(async move {
+                    let rater = rater.map(UserKey::as_str);
+                    if ids.is_empty() && rater.is_none() {
+                        return Ok(Deleted::default());
+                    }
+                    let list = db_list(ids)?;
+                    if dry_run {
+                        let row = sqlx::query(sql!("count_deletable"))
+                            .bind(&list)
+                            .bind(rater)
+                            .fetch_one(&self.pool)
+                            .await
+                            .map_err(read_err)?;
+                        let n = |col: &str| -> Result<u64> {
+                            let v: i64 = row.try_get(col).map_err(read_err)?;
+                            Ok(u64::try_from(v).unwrap_or(0))
+                        };
+                        return Ok(Deleted {
+                            conversations: n("conversations")?,
+                            messages: n("messages")?,
+                            feedback: n("feedback")?,
+                            moderation_events: n("moderation_events")?,
+                        });
+                    }
+                    // Children first: the foreign keys hold throughout.
+                    // Every statement takes the ids and the rater ($2),
+                    // which only the feedback one reads.
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut n = [0u64; 4];
+                    let statements = [
+                        sql!("delete_moderation"),
+                        sql!("delete_feedback"),
+                        sql!("delete_messages"),
+                        sql!("delete_conversations"),
+                    ];
+                    for (count, statement) in n.iter_mut().zip(statements) {
+                        let mut q = sqlx::query(statement).bind(&list);
+                        if statement.contains("$2") {
+                            q = q.bind(rater);
+                        }
+                        *count = q.execute(&mut *tx).await.map_err(read_err)?.rows_affected();
+                    }
+                    tx.commit().await.map_err(read_err)?;
+                    let [moderation_events, feedback, messages, conversations] = n;
+                    Ok(Deleted {
+                        conversations,
+                        messages,
+                        feedback,
+                        moderation_events,
+                    })
+                }))
+            }
+
+            fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+                Box::pin(self.timed(async move {
+                    sqlx::query_scalar(sql!("select_setting"))
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(read_err)
+                }))
+            }
+
+            fn set_setting_once<'a>(
+                &'a self,
+                name: &'a str,
+                value: &'a str,
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    sqlx::query(sql!("insert_setting"))
+                        .bind(name)
+                        .bind(value)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(())
+                }))
+            }
+
+            fn write_audit<'a>(&'a self, event: &'a AuditEvent) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    let detail = event.detail.as_ref().map(|d| d.to_string());
+                    sqlx::query(sql!("insert_audit"))
+                        .bind(&event.id)
+                        .bind(db_time(event.created_at))
+                        .bind(&event.actor)
+                        .bind(&event.action)
+                        .bind(event.conversation_id.as_deref())
+                        .bind(detail)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(())
+                }))
+            }
+
+            fn audit_events(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEvent>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_audit"))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter()
+                        .map(|row| {
+                            let detail: Option<String> = row.try_get("detail").map_err(read_err)?;
+                            Ok(AuditEvent {
+                                id: row.try_get("id").map_err(read_err)?,
+                                created_at: time(row, "created_at")?,
+                                actor: row.try_get("actor").map_err(read_err)?,
+                                action: row.try_get("action").map_err(read_err)?,
+                                conversation_id: row
+                                    .try_get("conversation_id")
+                                    .map_err(read_err)?,
+                                detail: match detail {
+                                    Some(d) => Some(
+                                        serde_json::from_str(&d)
+                                            .map_err(|_| corrupt("audit detail", &d))?,
+                                    ),
+                                    None => None,
+                                },
+                            })
+                        })
+                        .collect()
                 }))
             }
 

@@ -12,6 +12,10 @@ use super::{Error, Result};
 /// The environment variable holding the HMAC secret.
 pub const USER_KEY_SECRET_ENV: &str = "CHATFORGE_USER_KEY_SECRET";
 
+/// The file beside the spill folder holding the secret `serve` generated
+/// when the environment variable is not set.
+pub const USER_KEY_SECRET_FILE: &str = "user-key.secret";
+
 /// Shorter secrets are refused: a key must not be brute-forceable.
 const MIN_SECRET_BYTES: usize = 16;
 
@@ -78,6 +82,41 @@ impl UserKeyHasher {
         }
     }
 
+    /// The secret `serve` uses: `CHATFORGE_USER_KEY_SECRET`, else the file
+    /// `spill_dir/user-key.secret`. With `create`, a missing file is
+    /// created with a random secret (so keys stay stable across restarts
+    /// without configuration); without it (tools that look records up), a
+    /// missing secret is an error.
+    pub fn for_spill_dir(spill_dir: &std::path::Path, create: bool) -> Result<Self> {
+        if std::env::var_os(USER_KEY_SECRET_ENV).is_some_and(|v| !v.is_empty()) {
+            return Self::from_env();
+        }
+        let path = spill_dir.join(USER_KEY_SECRET_FILE);
+        let io = |e: std::io::Error| Error::Secret(format!("{}: {e}", path.display()));
+        match std::fs::read(&path) {
+            Ok(s) => Self::new(&s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                std::fs::create_dir_all(spill_dir).map_err(io)?;
+                let hex = hex::encode(rand::random::<[u8; 32]>());
+                // Synced before use: a torn write would silently re-key
+                // every user after the next start.
+                crate::fsio::write_private_atomic(&path, hex.as_bytes())?;
+                tracing::warn!(
+                    "{USER_KEY_SECRET_ENV} is not set; user keys use a secret generated in {} \
+                     (keep that file)",
+                    path.display()
+                );
+                Self::new(hex.as_bytes())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Secret(format!(
+                "not set, and there is no {} (serve's generated secret); set the variable to \
+                 the secret serve uses, or name the spill folder serve uses",
+                path.display()
+            ))),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// A hasher with a random secret, for benchmarks and tests whose keys
     /// need not be stable.
     pub fn ephemeral() -> Self {
@@ -85,6 +124,15 @@ impl UserKeyHasher {
         Self {
             mac: Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes keys of any length"),
         }
+    }
+
+    /// A check value of the secret, stored so that tools can tell a wrong
+    /// secret from a user without records. The 0xFF byte never occurs in
+    /// UTF-8, so no platform and user id hash to it.
+    pub fn check(&self) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(b"\xffchatforge user-key check");
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// The key of `user_id` on `platform`. The platform is part of the hash,
@@ -114,6 +162,8 @@ mod tests {
         assert_ne!(k, a.key("telegram", "123456789"));
         // The NUL separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(a.key("ab", "c"), a.key("a", "bc"));
+        assert_eq!(a.check(), a.check());
+        assert_ne!(a.check(), b.check());
     }
 
     #[test]

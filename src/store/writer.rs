@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::record::{ConversationRecord, FeedbackRecord};
 use super::spill::{Entry, Spill};
 use super::{ConversationStore, Error, Limits, Record, Result, UserKey, UserKeyHasher};
+use crate::text::Redactor;
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct WriterConfig {
     /// what is left stays in the spill file for the next writer.
     pub drain_timeout: Duration,
     pub limits: Limits,
+    /// Personal data replaced before a record is queued: nothing behind the
+    /// queue (database, spill file, `rejected.jsonl`) ever holds it.
+    pub redactor: Redactor,
 }
 
 impl WriterConfig {
@@ -50,6 +54,8 @@ impl WriterConfig {
             retry_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            redactor: Redactor::from_kinds(super::DEFAULT_REDACT_AT_REST)
+                .expect("the default kinds are valid"),
         }
     }
 }
@@ -149,16 +155,19 @@ pub struct WriterHandle {
     tx: mpsc::UnboundedSender<Command>,
     hasher: UserKeyHasher,
     limits: Limits,
+    redactor: Arc<Redactor>,
     capacity: u64,
     stats: Arc<WriterStats>,
 }
 
 impl WriterHandle {
-    /// Checks and queues a record, at once. A full queue (the database and
-    /// the spill file both falling behind) refuses the record, counted in
-    /// [`WriterReport::dropped`], rather than make the caller wait.
+    /// Checks, redacts and queues a record, at once. A full queue (the
+    /// database and the spill file both falling behind) refuses the record,
+    /// counted in [`WriterReport::dropped`], rather than make the caller
+    /// wait.
     pub fn enqueue(&self, mut record: Record) -> Result<()> {
         record.sanitize(&self.limits)?;
+        record.redact(&self.redactor);
         if self.stats.queued.load(Ordering::Relaxed) >= self.capacity {
             self.stats
                 .drop_records(1, "store queue full: records are being dropped (database and spill file cannot keep up)");
@@ -241,6 +250,7 @@ impl Writer {
             tx,
             hasher,
             limits: config.limits,
+            redactor: Arc::new(config.redactor.clone()),
             capacity: config.queue_capacity.max(1) as u64,
             stats: Arc::clone(&stats),
         };

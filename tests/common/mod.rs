@@ -504,3 +504,65 @@ impl QuickstartRun {
         out
     }
 }
+
+/// `DATABASE_URL`; `None` (the caller skips, saying so) when it is unset,
+/// unless the test run requires its services.
+pub fn database_url() -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CHATFORGE_REQUIRE_SERVICES").is_some() => {
+            panic!(
+                "DATABASE_URL is not set, but this run requires Postgres (CHATFORGE_REQUIRE_SERVICES)"
+            )
+        }
+        Err(_) => {
+            eprintln!(
+                "skipping the Postgres variant: DATABASE_URL is not set (scripts/test.sh sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database on the `DATABASE_URL` server; [`ScratchDb::drop_db`]
+/// removes it.
+pub struct ScratchDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl ScratchDb {
+    /// `None` where [`database_url`] is.
+    pub async fn create() -> Option<Self> {
+        use sqlx::Connection;
+        let admin = database_url()?;
+        let name = format!("chatforge_test_{:016x}", rand::random::<u64>());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("DATABASE_URL names a reachable Postgres server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        Some(Self {
+            url: chatforge::store::with_database(&admin, &name),
+            admin,
+            name,
+        })
+    }
+
+    pub async fn drop_db(self) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let _ = conn.close().await;
+    }
+}

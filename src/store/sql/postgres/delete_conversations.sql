@@ -1,0 +1,1 @@
+DELETE FROM conversations WHERE id = ANY($1)

@@ -1,0 +1,1 @@
+DELETE FROM feedback WHERE conversation_id = ANY($1) OR user_key = $2

@@ -1,0 +1,1 @@
+DELETE FROM messages WHERE conversation_id = ANY($1)

@@ -1,0 +1,1 @@
+DELETE FROM moderation_events WHERE conversation_id = ANY($1)

@@ -1,0 +1,1 @@
+DELETE FROM messages WHERE conversation_id IN (SELECT value FROM json_each($1))

@@ -1,0 +1,4 @@
+SELECT id, created_at, actor, action, conversation_id, detail
+FROM audit_events
+ORDER BY id DESC
+LIMIT $1
