@@ -400,7 +400,8 @@ async fn test_serve_binary_stops_on_sigterm_and_drains() {
 
 /// A customer's card number sent through `serve` over Telegram: the reply
 /// still comes, but the number never reaches the database, the spill folder
-/// or serve's own log (at debug level), on either backend.
+/// or serve's own log (at debug level), on either backend. With
+/// `retain_days`, serve purges idle conversations at start-up.
 async fn card_number_never_stored(postgres: Option<&str>) {
     const PAN: &str = "4111 1111 1111 1111";
     let f = common::chat_fixture();
@@ -412,11 +413,28 @@ async fn card_number_never_stored(postgres: Option<&str>) {
         &f.bundle,
         "${CHATFORGE_TEST_TG_TOKEN}",
     );
-    if let Some(url) = postgres {
-        let text = std::fs::read_to_string(&config).unwrap();
-        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
-        std::fs::write(&config, text.replace(&sqlite, url)).unwrap();
-    }
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
+    let url = postgres.map_or_else(|| sqlite.clone(), str::to_string);
+    // Retention: serve purges at start-up what is idle for longer.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sqlite, &url)
+        .replace("[store]\n", "[store]\nretain_days = 30\n");
+    std::fs::write(&config, text).unwrap();
+    let db = store::connect_and_migrate(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let mut old = store::ConversationRecord::new(
+        "telegram",
+        "c",
+        store::UserKeyHasher::ephemeral().key("telegram", "1"),
+    );
+    old.started_at = chrono::Utc::now() - chrono::Duration::days(31);
+    let old_id = old.id.clone();
+    db.write_batch(&[store::Record::Conversation(old)])
+        .await
+        .unwrap();
+    db.close().await.unwrap();
     let said = format!("my email is jane.doe@example.com and card {PAN}, why was I charged twice?");
     let out = serve_one_message(&config, &fake, "debug", &said).await;
     let log = format!(
@@ -428,10 +446,6 @@ async fn card_number_never_stored(postgres: Option<&str>) {
     let digits = PAN.replace(' ', "");
     let holds = |t: &str| t.contains(PAN) || t.contains(&digits);
     assert!(!holds(&log), "the log holds the card number:\n{log}");
-    let url = postgres.map_or_else(
-        || format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display()),
-        str::to_string,
-    );
     let db = store::connect(&url, &StoreOptions::default())
         .await
         .unwrap();
@@ -439,8 +453,14 @@ async fn card_number_never_stored(postgres: Option<&str>) {
         .select(&store::ExportFilter::default(), None, 100)
         .await
         .unwrap();
+    let audit = db.audit_events(10).await.unwrap();
     db.close().await.unwrap();
-    assert_eq!(convs.len(), 1);
+    assert_eq!(convs.len(), 1, "the idle conversation was purged");
+    assert_ne!(convs[0].record.id, old_id);
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].action.as_str()),
+        ("serve", "purge")
+    );
     let user = convs[0]
         .messages
         .iter()
