@@ -12,6 +12,7 @@ pub mod http;
 pub mod kb;
 pub mod model;
 pub mod moderation;
+pub mod operators;
 pub mod pipeline;
 pub mod quickstart;
 pub mod runtime;

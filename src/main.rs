@@ -184,10 +184,15 @@ enum Command {
         #[command(subcommand)]
         command: store_cmd::DbCommand,
     },
-    /// Logged conversations: fine-tuning export and statistics.
+    /// Logged conversations: export, statistics, retention, erasure, audit.
     Logs {
         #[command(subcommand)]
         command: store_cmd::LogsCommand,
+    },
+    /// Operator accounts for the console (argon2id passwords).
+    Operators {
+        #[command(subcommand)]
+        command: store_cmd::OperatorsCommand,
     },
     /// BLEU, ROUGE and distinct-n of line-aligned hypothesis and reference files.
     Score(eval::ScoreArgs),
@@ -620,6 +625,7 @@ fn main() -> Result<()> {
         }
         Command::Db { command } => store_cmd::db(command)?,
         Command::Logs { command } => store_cmd::logs(command)?,
+        Command::Operators { command } => store_cmd::operators(command)?,
         Command::Score(args) => eval::score(&args)?,
         Command::Eval(args) => eval::run(&args)?,
         Command::Kb { command } => cli::kb::run(command)?,

@@ -27,7 +27,7 @@ pub use eval::{CleanRow, EvalReport, EvalSets, MetricRow, evaluate};
 pub(crate) use features::pad;
 pub use features::{Features, FeaturizerConfig};
 pub use filter::{FileReport, FilterReport, Flagged, filter_files};
-pub use metrics::{BinaryMetrics, roc_auc};
+pub use metrics::{BinaryMetrics, choose_threshold, roc_auc};
 pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, Rules, Verdict};
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};
 pub(crate) use onnx::{classifier_graph, run_scores};

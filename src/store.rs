@@ -13,6 +13,7 @@ mod backend;
 pub mod bench;
 pub mod export;
 mod id;
+mod operator;
 mod postgres;
 mod record;
 pub mod retention;
@@ -25,11 +26,12 @@ mod user_key;
 mod writer;
 
 pub use backend::{
-    Backend, ConversationStore, DATA_PROTECTION_SCHEMA, StoreFuture, StoreOptions,
-    StoredConversation, connect, connect_and_migrate, require_schema_version,
+    Backend, ConversationStore, DATA_PROTECTION_SCHEMA, OPERATORS_SCHEMA, StoreFuture,
+    StoreOptions, StoredConversation, connect, connect_and_migrate, require_schema_version,
 };
 pub use export::{ExportFilter, ExportFormat, ExportReport, export_jsonl, parse_time};
 pub use id::{new_id, now_ms};
+pub use operator::OperatorRow;
 pub use postgres::PgStore;
 pub use record::{
     ConversationRecord, ConversationUpdate, FeedbackRecord, Grounding, Handoff, Limits,

@@ -109,6 +109,7 @@ on_both!(
     store_redacts_at_rest,
     store_purge_deletes_idle_conversations,
     store_forget_and_subject_access,
+    store_operators_login_and_lockout,
 );
 
 fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
@@ -133,12 +134,12 @@ async fn store_roundtrip(ctx: Ctx) {
     let store = &ctx.store;
     assert_eq!(
         store.schema_version().await.unwrap(),
-        Some(store::DATA_PROTECTION_SCHEMA)
+        Some(store::OPERATORS_SCHEMA)
     );
     store.migrate().await.unwrap();
     assert_eq!(
         store.schema_version().await.unwrap(),
-        Some(store::DATA_PROTECTION_SCHEMA)
+        Some(store::OPERATORS_SCHEMA)
     );
 
     let writer = quick_writer(&ctx, Arc::clone(store));
@@ -724,6 +725,18 @@ impl ConversationStore for Flaky {
     fn audit_events(&self, limit: u32) -> StoreFuture<'_, Vec<store::AuditEvent>> {
         self.inner.audit_events(limit)
     }
+    fn insert_operator<'a>(&'a self, row: &'a store::OperatorRow) -> StoreFuture<'a, bool> {
+        self.inner.insert_operator(row)
+    }
+    fn operators<'a>(&'a self, name: Option<&'a str>) -> StoreFuture<'a, Vec<store::OperatorRow>> {
+        self.inner.operators(name)
+    }
+    fn update_operator<'a>(&'a self, row: &'a store::OperatorRow) -> StoreFuture<'a, bool> {
+        self.inner.update_operator(row)
+    }
+    fn delete_operator<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.delete_operator(name)
+    }
     fn stats(&self) -> StoreFuture<'_, store::Stats> {
         self.inner.stats()
     }
@@ -1084,6 +1097,92 @@ async fn store_forget_and_subject_access(ctx: Ctx) {
     );
 }
 
+async fn store_operators_login_and_lockout(ctx: Ctx) {
+    use chatforge::operators::{self, Error as OpError, MAX_FAILED_LOGINS};
+    let s = ctx.store.as_ref();
+    let (row, otp) = operators::add(s, "ann", "test").await.unwrap();
+    assert!(row.must_change && otp.len() >= 20);
+    assert!(matches!(
+        operators::add(s, "ann", "test").await,
+        Err(OpError::Exists(_))
+    ));
+    assert!(matches!(
+        operators::add(s, "bad name", "test").await,
+        Err(OpError::BadName(_))
+    ));
+    // Only the argon2id hash is stored, never the password.
+    let stored = s.operators(Some("ann")).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].password_hash.starts_with("$argon2id$"));
+    assert!(!stored[0].password_hash.contains(&otp));
+    assert!(!format!("{:?}", stored[0]).contains("argon2id$"));
+
+    let op = operators::login(s, "ann", &otp).await.unwrap();
+    assert!(op.must_change);
+    assert!(matches!(
+        operators::change_password(s, &op, "short").await,
+        Err(OpError::WeakPassword)
+    ));
+    operators::change_password(s, &op, "a long new passphrase")
+        .await
+        .unwrap();
+    assert!(matches!(
+        operators::login(s, "ann", &otp).await,
+        Err(OpError::BadCredentials)
+    ));
+    let op = operators::login(s, "ann", "a long new passphrase")
+        .await
+        .unwrap();
+    assert!(!op.must_change);
+    // An unknown name reads like a wrong password.
+    assert!(matches!(
+        operators::login(s, "nobody", "x").await,
+        Err(OpError::BadCredentials)
+    ));
+
+    // The failures in a row lock the account: then even the right password
+    // is refused, until a reset.
+    for i in 1..MAX_FAILED_LOGINS {
+        let e = operators::login(s, "ann", "guess").await.unwrap_err();
+        assert!(matches!(e, OpError::BadCredentials), "attempt {i}: {e}");
+    }
+    assert!(matches!(
+        operators::login(s, "ann", "guess").await,
+        Err(OpError::Locked)
+    ));
+    assert!(matches!(
+        operators::login(s, "ann", "a long new passphrase").await,
+        Err(OpError::Locked)
+    ));
+    let fresh = operators::reset_password(s, "ann", "test").await.unwrap();
+    let op = operators::login(s, "ann", &fresh).await.unwrap();
+    assert!(op.must_change);
+
+    operators::remove(s, "ann", "test").await.unwrap();
+    assert!(matches!(
+        operators::remove(s, "ann", "test").await,
+        Err(OpError::NoSuchOperator(_))
+    ));
+    let actions: Vec<String> = s
+        .audit_events(20)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "operator added",
+            "operator password changed",
+            "operator locked out",
+            "operator password reset",
+            "operator removed"
+        ]
+    );
+}
+
 // ------------------------------------------------- schemas and the CLI
 
 #[tokio::test]
@@ -1099,7 +1198,7 @@ async fn store_schemas_match() {
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name::text IN \
              ('conversations', 'messages', 'moderation_events', 'feedback', \
-             'store_settings', 'audit_events') ORDER BY 1, 2",
+             'store_settings', 'audit_events', 'operators') ORDER BY 1, 2",
         )
         .fetch_all(pg.pool())
         .await
@@ -1126,12 +1225,12 @@ async fn store_schemas_match() {
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name IN \
          ('conversations', 'messages', 'moderation_events', 'feedback', \
-         'store_settings', 'audit_events') ORDER BY 1, 2",
+         'store_settings', 'audit_events', 'operators') ORDER BY 1, 2",
     )
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 48, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 56, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 
@@ -1150,6 +1249,77 @@ fn chatforge_with_secret(args: &[&str], secret: Option<&str>) -> std::process::O
         cmd.env(store::USER_KEY_SECRET_ENV, s);
     }
     cmd.output().expect("the chatforge binary runs")
+}
+
+/// `chatforge operators …`: the one-time password is printed once, and the
+/// list never shows a password or hash.
+#[tokio::test]
+async fn store_cli_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ops.db").display());
+    let o = chatforge(&["operators", "add", "ann", "--database-url", &url]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("db migrate"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        chatforge(&["db", "migrate", "--database-url", &url])
+            .status
+            .success()
+    );
+    let o = chatforge(&["operators", "add", "ann", "--database-url", &url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let otp = text(&o.stdout).lines().last().unwrap().trim().to_string();
+    assert_eq!(otp.len(), 20, "{}", text(&o.stdout));
+    let o = chatforge(&["operators", "add", "ann", "--database-url", &url]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("already exists"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = chatforge(&["operators", "list", "--database-url", &url]);
+    let listed = text(&o.stdout);
+    assert!(
+        listed.contains("ann") && listed.contains("one-time password"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&otp) && !listed.contains("argon2"),
+        "{listed}"
+    );
+    let o = chatforge(&["operators", "list", "--json", "--database-url", &url]);
+    let row: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert_eq!(row["name"], "ann");
+    assert!(row.get("password_hash").is_none(), "{row}");
+    let o = chatforge(&["operators", "reset-password", "ann", "--database-url", &url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let fresh = text(&o.stdout).lines().last().unwrap().trim().to_string();
+    assert!(fresh.len() == 20 && fresh != otp);
+    let s = store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        chatforge::operators::login(s.as_ref(), "ann", &otp)
+            .await
+            .is_err()
+    );
+    assert!(
+        chatforge::operators::login(s.as_ref(), "ann", &fresh)
+            .await
+            .is_ok()
+    );
+    s.close().await.unwrap();
+    let o = chatforge(&["operators", "remove", "ann", "--database-url", &url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = chatforge(&["operators", "remove", "ann", "--database-url", &url]);
+    assert!(
+        text(&o.stderr).contains("no operator named"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// `logs show`, `logs forget`, `logs purge` and `logs audit` as an operator
@@ -1328,7 +1498,7 @@ async fn store_cli_migrate_export_stats() {
     let o = chatforge(&["db", "migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("schema at version 3"),
+        text(&o.stdout).contains("schema at version 4"),
         "{}",
         text(&o.stdout)
     );

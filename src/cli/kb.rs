@@ -255,4 +255,14 @@ fn print_eval(r: &EvalReport) {
     for (kind, n, r1) in &r.by_kind {
         println!("recall@1 {kind:<19}{r1:>12.3}  ({n})");
     }
+    println!(
+        "\n{:>9}{:>10}{:>10}{:>11}{:>15}{:>14}",
+        "threshold", "coverage", "accuracy", "abstained", "extract right", "extract miss"
+    );
+    for s in &r.sweep {
+        println!(
+            "{:>9.2}{:>10.3}{:>10.3}{:>11.3}{:>15.3}{:>14.3}",
+            s.threshold, s.coverage, s.accuracy, s.abstained, s.extract_correct, s.extract_wrong
+        );
+    }
 }

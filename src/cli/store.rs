@@ -75,6 +75,36 @@ pub enum LogsCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum OperatorsCommand {
+    /// Create an account; prints its one-time password once.
+    Add {
+        #[command(flatten)]
+        url: DbUrl,
+        name: String,
+    },
+    /// Every account: name, created, whether its password is a one-time one, lock.
+    List {
+        #[command(flatten)]
+        url: DbUrl,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an account.
+    Remove {
+        #[command(flatten)]
+        url: DbUrl,
+        name: String,
+    },
+    /// A new one-time password (printed once); also lifts a lockout.
+    ResetPassword {
+        #[command(flatten)]
+        url: DbUrl,
+        name: String,
+    },
+}
+
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("cutoff").required(true).args(["before", "days"])))]
 pub struct PurgeArgs {
@@ -203,7 +233,7 @@ pub fn logs(cmd: LogsCommand) -> Result<()> {
         LogsCommand::Forget { user, dry_run } => runtime()?.block_on(forget(user, dry_run)),
         LogsCommand::Show { user } => runtime()?.block_on(show(user)),
         LogsCommand::Audit { url, limit } => runtime()?.block_on(async {
-            let store = open_migrated(&url.get()).await?;
+            let store = open_migrated(&url.get(), store::DATA_PROTECTION_SCHEMA).await?;
             for e in store.audit_events(limit).await? {
                 println!("{}", serde_json::to_string(&e)?);
             }
@@ -225,11 +255,67 @@ pub fn logs(cmd: LogsCommand) -> Result<()> {
     }
 }
 
+pub fn operators(cmd: OperatorsCommand) -> Result<()> {
+    use chatforge::operators as ops;
+    runtime()?.block_on(async {
+        match cmd {
+            OperatorsCommand::Add { url, name } => {
+                let store = open_migrated(&url.get(), store::OPERATORS_SCHEMA).await?;
+                let (_, password) = ops::add(store.as_ref(), &name, "operators add").await?;
+                store.close().await?;
+                println!("added operator {name}; one-time password (shown only now, to be changed at the first login):\n{password}");
+            }
+            OperatorsCommand::List { url, json } => {
+                let store = open_migrated(&url.get(), store::OPERATORS_SCHEMA).await?;
+                let rows = store.operators(None).await?;
+                store.close().await?;
+                for r in &rows {
+                    if json {
+                        println!("{}", serde_json::to_string(r)?);
+                    } else {
+                        let lock = match r.locked_until {
+                            Some(t) if t > chrono::Utc::now() => format!("locked until {}", t.to_rfc3339()),
+                            _ => String::new(),
+                        };
+                        println!(
+                            "{:<24} created {}  {}  {}",
+                            r.name,
+                            r.created_at.format("%Y-%m-%d %H:%M"),
+                            if r.must_change { "one-time password" } else { "password set" },
+                            lock
+                        );
+                    }
+                }
+                if rows.is_empty() && !json {
+                    println!("no operators; add one with `chatforge operators add NAME`");
+                }
+            }
+            OperatorsCommand::Remove { url, name } => {
+                let store = open_migrated(&url.get(), store::OPERATORS_SCHEMA).await?;
+                ops::remove(store.as_ref(), &name, "operators remove").await?;
+                store.close().await?;
+                println!("removed operator {name}");
+            }
+            OperatorsCommand::ResetPassword { url, name } => {
+                let store = open_migrated(&url.get(), store::OPERATORS_SCHEMA).await?;
+                let password =
+                    ops::reset_password(store.as_ref(), &name, "operators reset-password").await?;
+                store.close().await?;
+                println!("new one-time password for {name} (shown only now):\n{password}");
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The store at `url`, refusing one without the schema (these commands
 /// never create or migrate a database).
-async fn open_migrated(url: &str) -> Result<std::sync::Arc<dyn store::ConversationStore>> {
+async fn open_migrated(
+    url: &str,
+    version: i64,
+) -> Result<std::sync::Arc<dyn store::ConversationStore>> {
     let store = store::connect(url, &StoreOptions::default()).await?;
-    store::require_schema_version(store.as_ref(), store::DATA_PROTECTION_SCHEMA).await?;
+    store::require_schema_version(store.as_ref(), version).await?;
     Ok(store)
 }
 
@@ -239,7 +325,7 @@ async fn purge(a: PurgeArgs) -> Result<()> {
         (None, Some(d)) => chrono::Utc::now() - chrono::Duration::days(i64::from(d)),
         (None, None) => anyhow::bail!("give --before DATE or --days N"),
     };
-    let store = open_migrated(&a.url.get()).await?;
+    let store = open_migrated(&a.url.get(), store::DATA_PROTECTION_SCHEMA).await?;
     let d = store::retention::purge(store.as_ref(), before, a.dry_run, "logs purge").await?;
     store.close().await?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
@@ -252,7 +338,7 @@ async fn purge(a: PurgeArgs) -> Result<()> {
 
 async fn forget(u: UserArgs, dry_run: bool) -> Result<()> {
     let hasher = UserKeyHasher::for_spill_dir(&u.spill_dir, false)?;
-    let store = open_migrated(&u.url.get()).await?;
+    let store = open_migrated(&u.url.get(), store::DATA_PROTECTION_SCHEMA).await?;
     let d = store::retention::forget(
         store.as_ref(),
         &hasher,
@@ -277,7 +363,7 @@ async fn forget(u: UserArgs, dry_run: bool) -> Result<()> {
 
 async fn show(u: UserArgs) -> Result<()> {
     let hasher = UserKeyHasher::for_spill_dir(&u.spill_dir, false)?;
-    let store = open_migrated(&u.url.get()).await?;
+    let store = open_migrated(&u.url.get(), store::DATA_PROTECTION_SCHEMA).await?;
     let (key, convs) =
         store::retention::subject_records(store.as_ref(), &hasher, &u.platform, &u.user).await?;
     store.close().await?;

@@ -47,6 +47,58 @@ pub struct EvalReport {
     pub bm25: Metrics,
     /// Recall@1 of the fused retriever per question kind (typo, slang, …).
     pub by_kind: Vec<(String, usize, f32)>,
+    /// What other confidence thresholds would trade (fused), for choosing
+    /// `[kb] threshold`.
+    pub sweep: Vec<SweepRow>,
+}
+
+/// The fused retriever's figures at one confidence threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub threshold: f32,
+    pub coverage: f32,
+    pub accuracy: f32,
+    pub abstained: f32,
+    pub extract_correct: f32,
+    pub extract_wrong: f32,
+}
+
+/// One question's outcome, for the sweep.
+struct Outcome {
+    confidence: f32,
+    in_scope: bool,
+    right: bool,
+    /// Whether the first passage's extract states every required fact
+    /// (None: no facts required).
+    extract_all: Option<bool>,
+}
+
+fn sweep(outcomes: &[Outcome], threshold: f32) -> SweepRow {
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
+    let scoped: Vec<&Outcome> = outcomes.iter().filter(|o| o.in_scope).collect();
+    let answered: Vec<&&Outcome> = scoped
+        .iter()
+        .filter(|o| o.confidence >= threshold)
+        .collect();
+    let oos: Vec<&Outcome> = outcomes.iter().filter(|o| !o.in_scope).collect();
+    let with_facts = scoped.iter().filter(|o| o.extract_all.is_some()).count();
+    let facts = |want: bool| {
+        answered
+            .iter()
+            .filter(|o| o.extract_all == Some(want))
+            .count()
+    };
+    SweepRow {
+        threshold,
+        coverage: ratio(answered.len(), scoped.len()),
+        accuracy: ratio(answered.iter().filter(|o| o.right).count(), answered.len()),
+        abstained: ratio(
+            oos.iter().filter(|o| o.confidence < threshold).count(),
+            oos.len(),
+        ),
+        extract_correct: ratio(facts(true), with_facts),
+        extract_wrong: ratio(facts(false), with_facts),
+    }
 }
 
 fn percentile(sorted: &[f32], q: f32) -> f32 {
@@ -61,6 +113,7 @@ fn measure(
     questions: &[Labelled],
     search: impl Fn(&Kb, &Query<'_>) -> Result<Retrieval>,
     by_kind: Option<&mut Vec<(String, usize, f32)>>,
+    outcomes: &mut Vec<Outcome>,
 ) -> Result<Metrics> {
     let mut m = Metrics::default();
     let mut times = Vec::with_capacity(questions.len());
@@ -79,6 +132,12 @@ fn measure(
         if q.passages.is_empty() {
             m.out_of_scope += 1;
             abstained += usize::from(!r.answerable);
+            outcomes.push(Outcome {
+                confidence: r.confidence,
+                in_scope: false,
+                right: false,
+                extract_all: None,
+            });
             continue;
         }
         m.questions += 1;
@@ -92,9 +151,10 @@ fn measure(
             answered += 1;
             right += usize::from(rank == Some(0));
         }
+        let mut extract_all = None;
         if !q.facts.is_empty() {
             m.with_facts += 1;
-            if let (true, Some(top)) = (r.answerable, r.hits.first()) {
+            if let Some(top) = r.hits.first() {
                 let answer = crate::ground::normalize(&crate::ground::extract(
                     &kb.passages[top.passage],
                     &q.text,
@@ -104,10 +164,19 @@ fn measure(
                     .facts
                     .iter()
                     .all(|f| answer.contains(&crate::ground::normalize(f)));
-                extract_correct += usize::from(all);
-                extract_wrong += usize::from(!all);
+                extract_all = Some(all);
+                if r.answerable {
+                    extract_correct += usize::from(all);
+                    extract_wrong += usize::from(!all);
+                }
             }
         }
+        outcomes.push(Outcome {
+            confidence: r.confidence,
+            in_scope: true,
+            right: rank == Some(0),
+            extract_all,
+        });
         let e = kinds.entry(q.kind.clone()).or_default();
         e.0 += 1;
         e.1 += usize::from(rank == Some(0));
@@ -147,13 +216,31 @@ fn measure(
 /// Evaluates `kb` (fused) and BM25 alone on `questions`.
 pub fn evaluate(kb: &Kb, questions: &[Labelled]) -> Result<EvalReport> {
     let mut by_kind = Vec::new();
-    let fused = measure(kb, questions, |kb, q| kb.search(q, 5), Some(&mut by_kind))?;
-    let bm25 = measure(kb, questions, |kb, q| kb.search_bm25(q, 5), None)?;
+    let mut outcomes = Vec::new();
+    let fused = measure(
+        kb,
+        questions,
+        |kb, q| kb.search(q, 5),
+        Some(&mut by_kind),
+        &mut outcomes,
+    )?;
+    let bm25 = measure(
+        kb,
+        questions,
+        |kb, q| kb.search_bm25(q, 5),
+        None,
+        &mut Vec::new(),
+    )?;
+    let sweep = (1..=19)
+        .map(|i| i as f32 * 0.05)
+        .map(|t| sweep(&outcomes, t))
+        .collect();
     Ok(EvalReport {
         kb: kb.dir().display().to_string(),
         router: kb.has_router(),
         fused,
         bm25,
         by_kind,
+        sweep,
     })
 }

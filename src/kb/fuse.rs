@@ -96,11 +96,9 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// Fits the logistic model on `(signals, top passage was right)` by
-/// gradient descent with a little L2, then the threshold: among those at
-/// which answered questions are right at least `target_precision` of the
-/// time, the one that best separates right answers from wrong ones and
-/// from questions it cannot answer (largest TPR + TNR); when none reaches
-/// the precision, the best separating one.
+/// gradient descent with a little L2, then the threshold: the lowest at
+/// which answered questions (out-of-scope ones count as wrong) are right at
+/// least `target_precision` of the time; when none reaches it, the best F1.
 pub fn fit_calibration(data: &[(Signals, bool)], target_precision: f32) -> Calibration {
     if data.is_empty() || data.iter().all(|(_, y)| *y) || data.iter().all(|(_, y)| !*y) {
         return Calibration::DEFAULT;
@@ -134,30 +132,15 @@ pub fn fit_calibration(data: &[(Signals, bool)], target_precision: f32) -> Calib
         d: w[4],
         threshold: 0.5,
     };
-    let mut scored: Vec<(f32, bool)> = data.iter().map(|(s, y)| (cal.confidence(s), *y)).collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let pos = scored.iter().filter(|(_, y)| *y).count() as f32;
-    let neg = scored.len() as f32 - pos;
-    let (mut tp, mut fp) = (0f32, 0f32);
-    // (meets the precision, J, threshold)
-    let mut best: Option<(bool, f32, f32)> = None;
-    for (i, (c, y)) in scored.iter().enumerate() {
-        if *y {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
-        }
-        // Only between distinct confidences can a threshold fall.
-        if scored.get(i + 1).is_some_and(|n| n.0 == *c) {
-            continue;
-        }
-        let precise = tp >= target_precision * (tp + fp);
-        let j = tp / pos - fp / neg;
-        if best.is_none_or(|(bp, bj, _)| (precise, j) > (bp, bj)) {
-            best = Some((precise, j, *c));
-        }
-    }
-    cal.threshold = best.map_or(0.5, |b| b.2).clamp(0.05, 0.95);
+    // The threshold answers as many questions as it can while those it
+    // answers stay right `target_precision` of the time (the moderation
+    // classifier's rule): the fact guard catches an unsupported claim, and
+    // a needless handoff leaves the customer waiting.
+    let scores: Vec<f32> = data.iter().map(|(s, _)| cal.confidence(s)).collect();
+    let labels: Vec<bool> = data.iter().map(|(_, y)| *y).collect();
+    let (threshold, _) =
+        crate::moderation::choose_threshold(&scores, &labels, f64::from(target_precision));
+    cal.threshold = threshold.clamp(0.05, 0.95);
     cal
 }
 

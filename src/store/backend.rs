@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::UserKey;
 use super::export::ExportFilter;
+use super::operator::OperatorRow;
 use super::record::{ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord};
 use super::retention::{AuditEvent, Deleted};
 use super::stats::Stats;
@@ -140,6 +141,19 @@ pub trait ConversationStore: Send + Sync {
     /// The newest `limit` audit events, newest first.
     fn audit_events(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEvent>>;
 
+    /// Adds an operator; `false` when the name is taken.
+    fn insert_operator<'a>(&'a self, row: &'a OperatorRow) -> StoreFuture<'a, bool>;
+
+    /// Every operator by name, or the one named `name`.
+    fn operators<'a>(&'a self, name: Option<&'a str>) -> StoreFuture<'a, Vec<OperatorRow>>;
+
+    /// Writes an operator's password and login state (by id); `false` when
+    /// the account is gone.
+    fn update_operator<'a>(&'a self, row: &'a OperatorRow) -> StoreFuture<'a, bool>;
+
+    /// Removes an operator; `false` when there was none by that name.
+    fn delete_operator<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
+
     /// Counts per day and platform.
     fn stats(&self) -> StoreFuture<'_, Stats>;
 
@@ -175,6 +189,9 @@ pub async fn connect_and_migrate(
 /// The schema version with `store_settings` and `audit_events`, which
 /// retention, erasure and subject access need.
 pub const DATA_PROTECTION_SCHEMA: i64 = 3;
+
+/// The schema version with the `operators` table.
+pub const OPERATORS_SCHEMA: i64 = 4;
 
 /// Fails with [`Error::NotMigrated`] on a database without the schema.
 pub(crate) async fn require_schema(store: &dyn ConversationStore) -> Result<()> {

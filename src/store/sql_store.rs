@@ -29,6 +29,7 @@ macro_rules! sql_store {
 
         use super::backend::{Backend, ConversationStore, StoreFuture, StoredConversation};
         use super::export::ExportFilter;
+        use super::operator::OperatorRow;
         use super::record::{
             ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record,
             parse_role, role_str,
@@ -644,6 +645,76 @@ macro_rules! sql_store {
                             })
                         })
                         .collect()
+                }))
+            }
+
+            fn insert_operator<'a>(&'a self, row: &'a OperatorRow) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("insert_operator"))
+                        .bind(&row.id)
+                        .bind(&row.name)
+                        .bind(&row.password_hash)
+                        .bind(row.must_change)
+                        .bind(db_time(row.created_at))
+                        .bind(db_time(row.password_set_at))
+                        .bind(i64::from(row.failed_logins))
+                        .bind(row.locked_until.map(db_time))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn operators<'a>(&'a self, name: Option<&'a str>) -> StoreFuture<'a, Vec<OperatorRow>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_operators"))
+                        .bind(name)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter()
+                        .map(|row| {
+                            let failed: i64 = row.try_get("failed_logins").map_err(read_err)?;
+                            Ok(OperatorRow {
+                                id: row.try_get("id").map_err(read_err)?,
+                                name: row.try_get("name").map_err(read_err)?,
+                                password_hash: row.try_get("password_hash").map_err(read_err)?,
+                                must_change: row.try_get("must_change").map_err(read_err)?,
+                                created_at: time(row, "created_at")?,
+                                password_set_at: time(row, "password_set_at")?,
+                                failed_logins: u32::try_from(failed).unwrap_or(u32::MAX),
+                                locked_until: opt_time(row, "locked_until")?,
+                            })
+                        })
+                        .collect()
+                }))
+            }
+
+            fn update_operator<'a>(&'a self, row: &'a OperatorRow) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("update_operator"))
+                        .bind(&row.id)
+                        .bind(&row.password_hash)
+                        .bind(row.must_change)
+                        .bind(db_time(row.password_set_at))
+                        .bind(i64::from(row.failed_logins))
+                        .bind(row.locked_until.map(db_time))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn delete_operator<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("delete_operator"))
+                        .bind(name)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
                 }))
             }
 
