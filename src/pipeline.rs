@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chatforge_channel::{
-    ChatEvent, ChatHandler, ChatRequest, EventSink, HandlerFuture, IncomingMessage,
+    ChatEvent, ChatHandler, ChatRequest, EventSink, HandlerFuture, IncomingMessage, Platform,
 };
 
 pub use config::{ChannelProfile, Durations, PipelineConfig, Profile, RateLimitConfig};
@@ -283,7 +283,15 @@ impl Pipeline {
         opts: TurnOptions,
         sink: EventSink,
     ) -> TurnOutcome {
-        self.on_message(m, sink, Some(&opts)).await
+        let (platform, key) = (m.platform, m.conversation_key.clone());
+        let out = self.on_message(m, sink, Some(&opts)).await;
+        // The client sends the whole conversation with every turn: a copy
+        // kept here would hold memory for each API conversation until it
+        // goes idle, for nothing.
+        if let Some(s) = self.sessions.peek(platform, &key) {
+            s.lock().await.turns = Vec::new();
+        }
+        out
     }
 
     async fn on_message(
@@ -522,7 +530,8 @@ impl Pipeline {
             role: Role::Assistant,
             content: sent.to_string(),
         });
-        if rateable {
+        // The API has no feedback: its replies need no index entry.
+        if rateable && m.platform != Platform::Api {
             s.last_reply = Some(message_id.clone());
             self.replies
                 .lock()
