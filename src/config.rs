@@ -39,6 +39,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub pipeline: PipelineConfig,
     pub kb: Option<KbSection>,
+    pub handoff: Option<HandoffSection>,
     pub telegram: Option<TelegramSection>,
     pub discord: Option<DiscordSection>,
     pub http: Option<HttpSection>,
@@ -177,6 +178,30 @@ impl StoreConfig {
             call: bounded_secs("store.timeout_secs", self.timeout_secs, 0.01, 3600.0)?,
             drain: bounded_secs("store.drain_secs", self.drain_secs, 0.0, 3600.0)?,
         })
+    }
+}
+
+/// `[handoff]`: when human agents are on duty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSection {
+    /// `"Mon-Fri 09:00-17:00, Sat 10:00-14:00"`; outside these hours
+    /// `/human` tells the customer when agents are back (the conversation
+    /// still waits in the queue).
+    pub hours: String,
+    /// The IANA time zone of `hours` (`Europe/Berlin`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+impl HandoffSection {
+    pub fn agent_hours(&self) -> Result<crate::pipeline::AgentHours, String> {
+        crate::pipeline::AgentHours::parse(&self.hours, &self.timezone)
+            .map_err(|e| format!("handoff.hours: {e}"))
     }
 }
 
@@ -443,6 +468,9 @@ impl Config {
         self.store.timeouts().map_err(Error::Value)?;
         self.store.at_rest_redactor().map_err(Error::Value)?;
         self.store.retention().map_err(Error::Value)?;
+        if let Some(h) = &self.handoff {
+            h.agent_hours().map_err(Error::Value)?;
+        }
         if let Some(t) = &self.telegram {
             t.edit_interval().map_err(Error::Value)?;
         }
@@ -579,6 +607,7 @@ mod tests {
         assert!(all.discord.is_some() && all.pipeline.channels.len() == 2);
         assert!(all.http.as_ref().is_some_and(|h| h.api_keys.len() == 1));
         assert!(all.pipeline.texts.contains_key("zh"));
+        assert!(all.handoff.is_some());
         all.validate().unwrap();
         assert!(all.pipeline.persona.is_some() && all.store.url.is_some());
     }

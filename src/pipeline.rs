@@ -27,6 +27,7 @@ mod engine;
 mod gate;
 mod generate;
 mod guard;
+mod hours;
 mod moderate;
 mod ratelimit;
 mod record;
@@ -45,6 +46,7 @@ use chatforge_channel::{
 pub use config::{ChannelProfile, Durations, PipelineConfig, Profile, RateLimitConfig};
 pub use engine::{Backend, Engine, EngineError, Opener, Pool, onnx_opener};
 pub use gate::{Checker, Gate};
+pub use hours::AgentHours;
 pub use ratelimit::{Admit, RateLimiter};
 pub use record::{ReplyTrace, platform_name};
 pub use retrieve::{Cite, Knowledge};
@@ -128,6 +130,8 @@ pub struct Pipeline {
     engine: Arc<Engine>,
     gate: Gate,
     knowledge: Option<Arc<Knowledge>>,
+    /// `[handoff] hours`: outside them `/human` says when agents are back.
+    agent_hours: Option<AgentHours>,
     record: Recorder,
     sessions: Sessions,
     limiter: RateLimiter,
@@ -159,6 +163,7 @@ impl Pipeline {
             engine,
             gate,
             knowledge: None,
+            agent_hours: None,
             record: Recorder::new(store),
             replies: Mutex::new(ReplyIndex::new(REPLY_INDEX_CAP)),
             last_sweep: Mutex::new(Instant::now()),
@@ -173,6 +178,11 @@ impl Pipeline {
     /// Answers from `knowledge`: retrieval, context and the fact guard.
     pub fn with_knowledge(mut self, knowledge: Arc<Knowledge>) -> Self {
         self.knowledge = Some(knowledge);
+        self
+    }
+
+    pub fn with_agent_hours(mut self, hours: AgentHours) -> Self {
+        self.agent_hours = Some(hours);
         self
     }
 

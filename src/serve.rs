@@ -113,6 +113,10 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
             reason,
         })
     })?;
+    if let Some(h) = &cfg.handoff {
+        let hours = h.agent_hours().map_err(config::Error::Value)?;
+        pipeline = pipeline.with_agent_hours(hours);
+    }
     if let Some(k) = &cfg.kb {
         let knowledge = Knowledge::open(&k.dir, &cfg.runtime, k.passages, k.links.clone())
             .map_err(|e| key_err("kb.dir", e.to_string()))?;

@@ -59,7 +59,16 @@ impl Pipeline {
                     metrics::counter!(crate::http::metrics::HANDOFFS, "platform" => super::platform_name(m.platform)).increment(1);
                     tracing::info!(%conversation, "conversation handed to a human operator");
                 }
-                deliver::handoff(&sink, text(TextKey::HandoffRequested));
+                match &self.agent_hours {
+                    Some(h) if !h.on_duty(chrono::Utc::now()) => {
+                        let back = h.back_at(chrono::Utc::now());
+                        let away = self
+                            .texts
+                            .fill(lang, TextKey::HandoffAway, &[("back", &back)]);
+                        deliver::handoff(&sink, &away);
+                    }
+                    _ => deliver::handoff(&sink, text(TextKey::HandoffRequested)),
+                }
             }
             Command::Bot => match s.state.after(Transition::BackToBot, None) {
                 Some(next) => {

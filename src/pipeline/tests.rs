@@ -424,3 +424,43 @@ async fn test_card_numbers_reach_the_model_but_not_the_store() {
     assert!(texts.contains(&"card <CARD> was charged"), "{texts:?}");
     assert!(texts.iter().all(|t| !t.contains("4111")), "{texts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_human_outside_agent_hours_says_when_they_are_back() {
+    use chrono::Datelike;
+    let mut h = Harness::new(PipelineConfig::default(), Gate::off()).await;
+    // Agents work only tomorrow: now is always outside their hours.
+    let tomorrow = chrono::Utc::now().weekday().succ();
+    let spec = format!("{tomorrow:?} 09:00-17:00");
+    h.pipeline.agent_hours = Some(AgentHours::parse(&spec, "UTC").unwrap());
+    h.say("1", "hello").await;
+    let events = h.command("1", Command::Human).await;
+    let ChatEvent::Handoff { notice } = &events[0] else {
+        panic!("{events:?}");
+    };
+    let day = chrono::Utc::now()
+        .date_naive()
+        .succ_opt()
+        .unwrap()
+        .format("%A")
+        .to_string();
+    assert!(
+        notice.contains(&format!("back {day} 09:00 (UTC)")),
+        "{notice}"
+    );
+    // The conversation still waits in the queue.
+    let stored = h.stored().await;
+    assert_eq!(stored[0].handoff, Handoff::Requested);
+
+    // On duty: the usual notice.
+    h.pipeline.agent_hours = Some(AgentHours::parse("Mon-Sun 00:00-24:00", "UTC").unwrap());
+    let events = h.command("2", Command::Human).await;
+    assert_eq!(
+        events[0],
+        ChatEvent::Handoff {
+            notice: Texts::default()
+                .get("en", TextKey::HandoffRequested)
+                .to_string()
+        }
+    );
+}

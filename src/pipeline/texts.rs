@@ -9,7 +9,7 @@ use chatforge_channel::COMMANDS;
 use serde::{Deserialize, Serialize};
 
 /// The texts, by what they are for. Placeholders in braces are filled in
-/// by the pipeline: `{seconds}`, `{usage}`, `{name}`, `{source}`.
+/// by the pipeline: `{seconds}`, `{usage}`, `{name}`, `{source}`, `{back}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TextKey {
@@ -39,6 +39,8 @@ pub enum TextKey {
     FeedbackThanks,
     NothingToRate,
     HandoffRequested,
+    /// `{back}`: `/human` outside `[handoff] hours`; when agents return.
+    HandoffAway,
     /// `/bot` while a human had the conversation.
     HandoffEnded,
     /// `/bot` while the bot had it anyway.
@@ -55,7 +57,7 @@ pub enum TextKey {
 }
 
 impl TextKey {
-    pub const ALL: [TextKey; 21] = [
+    pub const ALL: [TextKey; 22] = [
         TextKey::Greeting,
         TextKey::Help,
         TextKey::Apology,
@@ -71,6 +73,7 @@ impl TextKey {
         TextKey::FeedbackThanks,
         TextKey::NothingToRate,
         TextKey::HandoffRequested,
+        TextKey::HandoffAway,
         TextKey::HandoffEnded,
         TextKey::BotHere,
         TextKey::Busy,
@@ -87,6 +90,7 @@ impl TextKey {
             TextKey::UnknownCommand => &["name"],
             TextKey::Extract => &["text"],
             TextKey::Source => &["source"],
+            TextKey::HandoffAway => &["back"],
             _ => &[],
         }
     }
@@ -133,6 +137,7 @@ fn english(key: TextKey) -> String {
         TextKey::FeedbackThanks => "Thanks for your feedback!".into(),
         TextKey::NothingToRate => "There is no reply of mine to rate yet.".into(),
         TextKey::HandoffRequested => "I've asked a human operator to take over; they will answer here. Type /bot to talk to me again.".into(),
+        TextKey::HandoffAway => "Our team is away right now and back {back}. You're in their queue, and they will answer here then. Type /bot to talk to me again.".into(),
         TextKey::HandoffEnded => "You're talking to the bot again. How can I help?".into(),
         TextKey::BotHere => "I'm here. How can I help?".into(),
         TextKey::Busy => "I'm answering many people right now. Please try again in a minute.".into(),
@@ -159,6 +164,7 @@ fn chinese(key: TextKey) -> String {
         TextKey::FeedbackThanks => "感谢您的反馈！".into(),
         TextKey::NothingToRate => "我还没有可以评价的回复。".into(),
         TextKey::HandoffRequested => "已为您转接人工客服，他们会在这里回复您。输入 /bot 可回到机器人。".into(),
+        TextKey::HandoffAway => "人工客服现在不在线，将于 {back} 回来。您已在排队，届时他们会在这里回复您。输入 /bot 可回到机器人。".into(),
         TextKey::HandoffEnded => "您现在又在和机器人对话了。有什么可以帮您？".into(),
         TextKey::BotHere => "我在。有什么可以帮您？".into(),
         TextKey::Busy => "现在咨询的人很多，请稍后再试。".into(),
