@@ -502,14 +502,38 @@ impl Pipeline {
                 }
             }
             Checked::Flagged(v) => {
-                out.finish = Finish::ContentFilter;
-                tracing::warn!(%conversation, reasons = ?v.reasons(), "reply flagged; replaced by the safe reply");
-                (
-                    self.text(s.lang, TextKey::SafeReply),
-                    false,
-                    Some((v, StoredVerdict::Block)),
-                    false,
-                )
+                // The model's words were flagged, but a confident question
+                // can still get the team's own passage (checked too).
+                let answer = match &grounded {
+                    Some(g) => guard::passage_answer(g, &input.text)
+                        .map(|d| (self.guarded(g, &d, text, s.lang), d)),
+                    None => None,
+                };
+                let answer = match answer {
+                    Some((a, d)) => match check::reply(&self.gate, &a, None).await {
+                        Checked::Pass { .. } => Some((a, d)),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                match answer {
+                    Some((a, d)) => {
+                        tracing::info!(%conversation, reasons = ?v.reasons(), "reply flagged; the passage's answer goes instead");
+                        kind = Some(d.kind());
+                        guarded = a;
+                        (guarded.as_str(), true, None, false)
+                    }
+                    None => {
+                        out.finish = Finish::ContentFilter;
+                        tracing::warn!(%conversation, reasons = ?v.reasons(), "reply flagged; replaced by the safe reply");
+                        (
+                            self.text(s.lang, TextKey::SafeReply),
+                            false,
+                            Some((v, StoredVerdict::Block)),
+                            false,
+                        )
+                    }
+                }
             }
             Checked::Unchecked(reason) => {
                 tracing::error!(%conversation, %reason, "cannot moderate the reply; not sending it");

@@ -98,11 +98,17 @@ pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) ->
         let redactor = crate::text::Redactor::new();
         tracing::info!(missing = ?missing.iter().map(|f| redactor.redact(&f.text)).collect::<Vec<_>>(), "reply states facts the passages do not; not sent");
     }
+    passage_answer(g, question).unwrap_or(Decision::Abstained)
+}
+
+/// The first passage's best sentences for `question`, when retrieval was
+/// confident: what goes instead of a reply that cannot be sent.
+pub fn passage_answer(g: &Grounded, question: &str) -> Option<Decision> {
     match (&g.loaded, g.passages.first()) {
-        (Some(l), Some(&top)) if g.answerable => Decision::Extracted {
+        (Some(l), Some(&top)) if g.answerable => Some(Decision::Extracted {
             text: ground::extract(&l.kb.passages[top], question, 2),
             passage: top,
-        },
-        _ => Decision::Abstained,
+        }),
+        _ => None,
     }
 }

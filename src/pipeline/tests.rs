@@ -270,6 +270,8 @@ fn grounded_model(q: &str) -> String {
         "Great question, we love travelling too!".into()
     } else if q.contains("return") {
         "You can return unworn items within 45 days. Just ask!".into()
+    } else if q.contains("cost of express") {
+        "Oh darn, express costs $14.95.".into()
     } else if q.contains("express") {
         "Express delivery takes 2-3 business days and costs $14.95.".into()
     } else {
@@ -462,5 +464,30 @@ async fn test_human_outside_agent_hours_says_when_they_are_back() {
                 .get("en", TextKey::HandoffRequested)
                 .to_string()
         }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_flagged_reply_to_a_confident_question_gets_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "what is the cost of express delivery?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("Express delivery costs $14.95"), "{reply}");
+    assert!(!reply.to_lowercase().contains("darn"), "{reply}");
+    let stored = h.stored().await;
+    let (content, g) = last_reply(&stored);
+    assert_eq!(content, reply);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+    // The model's flagged words are on record as an output moderation event.
+    let flagged = h
+        .store
+        .moderation_events(&stored[0].record.id)
+        .await
+        .unwrap();
+    assert!(
+        flagged
+            .iter()
+            .any(|e| e.detail.as_deref().is_some_and(|d| d.starts_with("output"))),
+        "{flagged:?}"
     );
 }
