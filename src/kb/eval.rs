@@ -63,25 +63,26 @@ pub struct SweepRow {
     pub extract_wrong: f32,
 }
 
-/// One question's outcome, for the sweep.
+/// One question's outcome: what the metrics at any threshold derive from.
 struct Outcome {
     confidence: f32,
+    /// Answered at the knowledge base's own threshold.
+    answerable: bool,
     in_scope: bool,
     right: bool,
+    has_facts: bool,
     /// Whether the first passage's extract states every required fact
-    /// (None: no facts required).
+    /// (None: no facts required, or no passage found).
     extract_all: Option<bool>,
 }
 
-fn sweep(outcomes: &[Outcome], threshold: f32) -> SweepRow {
+/// The answer figures when `answers` says which questions are answered.
+fn figures(outcomes: &[Outcome], threshold: f32, answers: impl Fn(&Outcome) -> bool) -> SweepRow {
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
     let scoped: Vec<&Outcome> = outcomes.iter().filter(|o| o.in_scope).collect();
-    let answered: Vec<&&Outcome> = scoped
-        .iter()
-        .filter(|o| o.confidence >= threshold)
-        .collect();
+    let answered: Vec<&&Outcome> = scoped.iter().filter(|o| answers(o)).collect();
     let oos: Vec<&Outcome> = outcomes.iter().filter(|o| !o.in_scope).collect();
-    let with_facts = scoped.iter().filter(|o| o.extract_all.is_some()).count();
+    let with_facts = scoped.iter().filter(|o| o.has_facts).count();
     let facts = |want: bool| {
         answered
             .iter()
@@ -92,10 +93,7 @@ fn sweep(outcomes: &[Outcome], threshold: f32) -> SweepRow {
         threshold,
         coverage: ratio(answered.len(), scoped.len()),
         accuracy: ratio(answered.iter().filter(|o| o.right).count(), answered.len()),
-        abstained: ratio(
-            oos.iter().filter(|o| o.confidence < threshold).count(),
-            oos.len(),
-        ),
+        abstained: ratio(oos.iter().filter(|o| !answers(o)).count(), oos.len()),
         extract_correct: ratio(facts(true), with_facts),
         extract_wrong: ratio(facts(false), with_facts),
     }
@@ -118,8 +116,6 @@ fn measure(
     let mut m = Metrics::default();
     let mut times = Vec::with_capacity(questions.len());
     let (mut r1, mut r3, mut r5, mut rr) = (0f32, 0f32, 0f32, 0f32);
-    let (mut answered, mut right, mut abstained) = (0usize, 0usize, 0usize);
-    let (mut extract_correct, mut extract_wrong) = (0usize, 0usize);
     let mut kinds: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for q in questions {
         let query = Query {
@@ -131,11 +127,12 @@ fn measure(
         times.push(t.elapsed().as_secs_f32() * 1e3);
         if q.passages.is_empty() {
             m.out_of_scope += 1;
-            abstained += usize::from(!r.answerable);
             outcomes.push(Outcome {
                 confidence: r.confidence,
+                answerable: r.answerable,
                 in_scope: false,
                 right: false,
+                has_facts: false,
                 extract_all: None,
             });
             continue;
@@ -147,10 +144,6 @@ fn measure(
         r3 += hit(3);
         r5 += hit(5);
         rr += rank.map_or(0.0, |p| 1.0 / (p + 1) as f32);
-        if r.answerable {
-            answered += 1;
-            right += usize::from(rank == Some(0));
-        }
         let mut extract_all = None;
         if !q.facts.is_empty() {
             m.with_facts += 1;
@@ -165,16 +158,14 @@ fn measure(
                     .iter()
                     .all(|f| answer.contains(&crate::ground::normalize(f)));
                 extract_all = Some(all);
-                if r.answerable {
-                    extract_correct += usize::from(all);
-                    extract_wrong += usize::from(!all);
-                }
             }
         }
         outcomes.push(Outcome {
             confidence: r.confidence,
+            answerable: r.answerable,
             in_scope: true,
             right: rank == Some(0),
+            has_facts: !q.facts.is_empty(),
             extract_all,
         });
         let e = kinds.entry(q.kind.clone()).or_default();
@@ -186,20 +177,12 @@ fn measure(
     m.recall_at_3 = r3 / n;
     m.recall_at_5 = r5 / n;
     m.mrr = rr / n;
-    m.coverage = answered as f32 / n;
-    m.accuracy = if answered == 0 {
-        0.0
-    } else {
-        right as f32 / answered as f32
-    };
-    m.abstained = if m.out_of_scope == 0 {
-        0.0
-    } else {
-        abstained as f32 / m.out_of_scope as f32
-    };
-    let nf = m.with_facts.max(1) as f32;
-    m.extract_correct = extract_correct as f32 / nf;
-    m.extract_wrong = extract_wrong as f32 / nf;
+    let at = figures(outcomes, 0.0, |o| o.answerable);
+    m.coverage = at.coverage;
+    m.accuracy = at.accuracy;
+    m.abstained = at.abstained;
+    m.extract_correct = at.extract_correct;
+    m.extract_wrong = at.extract_wrong;
     times.sort_by(f32::total_cmp);
     m.latency_p50_ms = percentile(&times, 0.5);
     m.latency_p99_ms = percentile(&times, 0.99);
@@ -233,7 +216,7 @@ pub fn evaluate(kb: &Kb, questions: &[Labelled]) -> Result<EvalReport> {
     )?;
     let sweep = (1..=19)
         .map(|i| i as f32 * 0.05)
-        .map(|t| sweep(&outcomes, t))
+        .map(|t| figures(&outcomes, t, |o| o.confidence >= t))
         .collect();
     Ok(EvalReport {
         kb: kb.dir().display().to_string(),

@@ -59,9 +59,10 @@ impl Pipeline {
                     metrics::counter!(crate::http::metrics::HANDOFFS, "platform" => super::platform_name(m.platform)).increment(1);
                     tracing::info!(%conversation, "conversation handed to a human operator");
                 }
+                let now = chrono::Utc::now();
                 match &self.agent_hours {
-                    Some(h) if !h.on_duty(chrono::Utc::now()) => {
-                        let back = h.back_at(chrono::Utc::now());
+                    Some(h) if !h.on_duty(now) => {
+                        let back = h.back_at(now);
                         let away = self
                             .texts
                             .fill(lang, TextKey::HandoffAway, &[("back", &back)]);

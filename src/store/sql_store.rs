@@ -546,19 +546,19 @@ macro_rules! sql_store {
                         });
                     }
                     // Children first: the foreign keys hold throughout.
-                    // Every statement takes the ids and the rater ($2),
-                    // which only the feedback one reads.
+                    // Each statement takes the ids; the feedback one also
+                    // the rater.
                     let mut tx = self.pool.begin().await.map_err(unavailable)?;
                     let mut n = [0u64; 4];
                     let statements = [
-                        sql!("delete_moderation"),
-                        sql!("delete_feedback"),
-                        sql!("delete_messages"),
-                        sql!("delete_conversations"),
+                        (sql!("delete_moderation"), false),
+                        (sql!("delete_feedback"), true),
+                        (sql!("delete_messages"), false),
+                        (sql!("delete_conversations"), false),
                     ];
-                    for (count, statement) in n.iter_mut().zip(statements) {
+                    for (count, (statement, takes_rater)) in n.iter_mut().zip(statements) {
                         let mut q = sqlx::query(statement).bind(&list);
-                        if statement.contains("$2") {
+                        if takes_rater {
                             q = q.bind(rater);
                         }
                         *count = q.execute(&mut *tx).await.map_err(read_err)?.rows_affected();
