@@ -43,6 +43,7 @@ pub struct Config {
     pub telegram: Option<TelegramSection>,
     pub discord: Option<DiscordSection>,
     pub http: Option<HttpSection>,
+    pub console: Option<ConsoleSection>,
 }
 
 /// `[model]`: the bundle `serve` answers with.
@@ -192,6 +193,45 @@ pub struct HandoffSection {
     /// The IANA time zone of `hours` (`Europe/Berlin`).
     #[serde(default = "default_timezone")]
     pub timezone: String,
+}
+
+/// `[console]`: the operator console at `/console` of the `[http]` server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// A TLS-terminating proxy is in front of the server: required to serve
+    /// the console beyond loopback (operators' passwords and session
+    /// cookies must not cross the network in the clear); cookies get
+    /// `Secure`.
+    pub tls_terminated: bool,
+    /// How long a login lasts (hours).
+    pub session_hours: f64,
+    /// One in this many bot replies with nothing wrong joins the review
+    /// queue as a sample.
+    pub review_sample_every: u32,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            tls_terminated: false,
+            session_hours: 8.0,
+            review_sample_every: 20,
+        }
+    }
+}
+
+impl ConsoleSection {
+    pub fn session_length(&self) -> Result<Duration, String> {
+        bounded(
+            "console.session_hours",
+            self.session_hours,
+            3600.0,
+            "h",
+            0.05,
+            720.0,
+        )
+    }
 }
 
 fn default_timezone() -> String {
@@ -471,6 +511,20 @@ impl Config {
         if let Some(h) = &self.handoff {
             h.agent_hours().map_err(Error::Value)?;
         }
+        if let Some(c) = &self.console {
+            c.session_length().map_err(Error::Value)?;
+            if self.http.is_none() {
+                return Err(Error::Value(
+                    "console: the console is served by the HTTP server: add an [http] section"
+                        .into(),
+                ));
+            }
+            if c.review_sample_every == 0 {
+                return Err(Error::Value(
+                    "console.review_sample_every must be at least 1".into(),
+                ));
+            }
+        }
         if let Some(t) = &self.telegram {
             t.edit_interval().map_err(Error::Value)?;
         }
@@ -607,7 +661,7 @@ mod tests {
         assert!(all.discord.is_some() && all.pipeline.channels.len() == 2);
         assert!(all.http.as_ref().is_some_and(|h| h.api_keys.len() == 1));
         assert!(all.pipeline.texts.contains_key("zh"));
-        assert!(all.handoff.is_some());
+        assert!(all.handoff.is_some() && all.console.is_some());
         all.validate().unwrap();
         assert!(all.pipeline.persona.is_some() && all.store.url.is_some());
     }

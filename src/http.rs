@@ -4,6 +4,7 @@
 //! (`/metrics`). API and web turns go through the same pipeline as Telegram
 //! and Discord: moderation, the knowledge base and fact guard, the store.
 
+mod console;
 pub mod metrics;
 mod openai;
 mod web;
@@ -27,6 +28,7 @@ use crate::pipeline::{Admit, Pipeline, RateLimitConfig, RateLimiter};
 use crate::serve::ServeError;
 use crate::store::WriterHandle;
 
+pub use console::ConsoleState;
 pub use openai::ApiError;
 
 /// `[http]` checked, its keys read from the environment.
@@ -126,6 +128,10 @@ struct Shared {
     limiter: RateLimiter,
     max_body_bytes: usize,
     draining: AtomicBool,
+    /// Set once at shutdown: long-lived event streams end with it.
+    stop: tokio::sync::watch::Sender<bool>,
+    console: Option<Arc<ConsoleState>>,
+    web: Arc<web::WebOutbox>,
 }
 
 type AppState = Arc<Shared>;
@@ -166,10 +172,12 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// `console`: serve the operator console at `/console` too.
     pub async fn bind(
         settings: &HttpSettings,
         pipeline: Arc<Pipeline>,
         store: WriterHandle,
+        console: Option<Arc<ConsoleState>>,
     ) -> Result<Self, ServeError> {
         metrics::handle();
         let shared = Arc::new(Shared {
@@ -181,6 +189,9 @@ impl HttpServer {
             limiter: RateLimiter::new(settings.rate_limit, settings.rate_window),
             max_body_bytes: settings.max_body_bytes,
             draining: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
+            console,
+            web: Arc::default(),
         });
         let router = router(Arc::clone(&shared), settings);
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -194,6 +205,11 @@ impl HttpServer {
             router,
             shared,
         })
+    }
+
+    /// "Send to this chat" for web conversations.
+    pub fn web_outbox(&self) -> Arc<dyn chatforge_channel::ChatOutbox> {
+        self.shared.web.clone()
     }
 
     /// Starts keeping completion timings, and the handle that reads them.
@@ -217,6 +233,7 @@ impl HttpServer {
         let stop = async move {
             stop.await;
             shared.draining.store(true, Ordering::SeqCst);
+            shared.stop.send_replace(true);
         };
         axum::serve(
             self.listener,
@@ -246,6 +263,31 @@ fn router(shared: AppState, settings: &HttpSettings) -> Router {
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         )
     };
+    let console = if shared.console.is_some() {
+        Router::new()
+            .route("/console", get(console::index))
+            .route("/console/console.js", get(console::script))
+            .route("/console/console.css", get(console::style))
+            .route("/console/api/login", post(console::login))
+            .route("/console/api/logout", post(console::logout))
+            .route("/console/api/me", get(console::me))
+            .route("/console/api/password", post(console::password))
+            .route("/console/api/queue", get(console::queue))
+            .route(
+                "/console/api/conversations/{id}",
+                get(console::conversation),
+            )
+            .route("/console/api/events", get(console::events))
+            .route("/console/api/claim", post(console::claim))
+            .route("/console/api/reply", post(console::reply))
+            .route("/console/api/resolve", post(console::resolve))
+            .route(
+                "/console/api/review",
+                get(console::review_queue).post(console::review),
+            )
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/", get(web::index))
         .route("/web/chat.js", get(web::script))
@@ -253,10 +295,12 @@ fn router(shared: AppState, settings: &HttpSettings) -> Router {
         .route("/web/chat", post(web::chat))
         .route("/web/feedback", post(web::feedback))
         .route("/web/history", get(web::history))
+        .route("/web/events", get(web::events))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .merge(api)
+        .merge(console)
         .layer(axum::extract::DefaultBodyLimit::max(
             settings.max_body_bytes,
         ))

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bundle;
 pub mod config;
+pub mod console;
 pub mod eval;
 pub mod export;
 pub mod fsio;

@@ -29,6 +29,7 @@ mod generate;
 mod guard;
 mod hours;
 mod moderate;
+mod operator;
 mod ratelimit;
 mod record;
 mod retrieve;
@@ -47,8 +48,9 @@ pub use config::{ChannelProfile, Durations, PipelineConfig, Profile, RateLimitCo
 pub use engine::{Backend, Engine, EngineError, Opener, Pool, onnx_opener};
 pub use gate::{Checker, Gate};
 pub use hours::AgentHours;
+pub use operator::{ChatRef, ConsoleEvent, ConsoleEventKind};
 pub use ratelimit::{Admit, RateLimiter};
-pub use record::{ReplyTrace, platform_name};
+pub use record::{ReplyTrace, platform_from_name, platform_name};
 pub use retrieve::{Cite, Knowledge};
 pub use session::{State, Transition};
 pub use texts::{TextKey, TextOverrides, Texts, detect_lang};
@@ -138,6 +140,8 @@ pub struct Pipeline {
     replies: Mutex<ReplyIndex>,
     last_sweep: Mutex<Instant>,
     traces: Traces,
+    /// What the operator consoles see change.
+    feed: operator::Feed,
 }
 
 impl Pipeline {
@@ -168,6 +172,7 @@ impl Pipeline {
             replies: Mutex::new(ReplyIndex::new(REPLY_INDEX_CAP)),
             last_sweep: Mutex::new(Instant::now()),
             traces: Traces::new(TRACES_CAP),
+            feed: operator::Feed::new(),
         })
     }
 
@@ -342,8 +347,14 @@ impl Pipeline {
         };
         s.lang = input.lang;
         if !s.state.bot_answers() {
-            // The operator reads it from the store; the bot stays quiet.
+            // The operator reads it in the console; the bot stays quiet.
             self.record.user(&conversation, &input.text, None);
+            s.turns.push(Message {
+                role: Role::User,
+                content: input.text.clone(),
+            });
+            self.feed
+                .announce(operator::ConsoleEventKind::Message, &conversation);
             return out;
         }
         let _ = sink.send(ChatEvent::Typing);

@@ -264,6 +264,7 @@ struct Adapters {
     telegram: Option<chatforge_telegram::TelegramConfig>,
     discord: Option<chatforge_discord::DiscordConfig>,
     http: Option<crate::http::HttpSettings>,
+    console: Option<crate::config::ConsoleSection>,
 }
 
 fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
@@ -307,10 +308,23 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
         .as_ref()
         .map(crate::http::HttpSettings::resolve)
         .transpose()?;
+    if let (Some(c), Some(h)) = (&cfg.console, &http)
+        && !h.listen.ip().is_loopback()
+        && !c.tls_terminated
+    {
+        return Err(key_err(
+            "console.tls_terminated",
+            format!(
+                "the console would listen on {}, beyond this machine, in the clear: serve it behind a TLS-terminating proxy and set tls_terminated = true, or listen on 127.0.0.1",
+                h.listen
+            ),
+        ));
+    }
     Ok(Adapters {
         telegram,
         discord,
         http,
+        console: cfg.console.clone(),
     })
 }
 
@@ -321,17 +335,43 @@ async fn start_adapters(
     stop: &watch::Receiver<bool>,
     adapters: &mut Vec<(&'static str, JoinHandle<Result<(), String>>)>,
 ) -> Result<(), ServeError> {
+    let console = match &settings.console {
+        Some(c) => {
+            store::require_schema_version(services.store.as_ref(), store::CONSOLE_SCHEMA).await?;
+            let length = c.session_length().map_err(config::Error::Value)?;
+            let console = Arc::new(crate::console::Console::new(
+                Arc::clone(&services.store),
+                services.writer.handle(),
+                Arc::clone(&services.pipeline),
+                c.review_sample_every,
+            ));
+            Some((console, length, c.tls_terminated))
+        }
+        None => None,
+    };
     if let Some(hs) = settings.http {
+        let state = console.as_ref().map(|(c, length, secure)| {
+            Arc::new(crate::http::ConsoleState::new(
+                Arc::clone(c),
+                *length,
+                *secure,
+            ))
+        });
         let server = crate::http::HttpServer::bind(
             &hs,
             Arc::clone(&services.pipeline),
             services.writer.handle(),
+            state,
         )
         .await?;
         let addr = server
             .local_addr()
             .map_err(|e| ServeError::Other(format!("http: {e}")))?;
         tracing::info!(%addr, "HTTP server started: /v1/chat/completions, /metrics, /healthz");
+        if let Some((c, ..)) = &console {
+            c.add_outbox(server.web_outbox());
+            tracing::info!(%addr, "operator console at /console");
+        }
         let stop = stopped(stop.clone());
         adapters.push((
             "http",
@@ -346,6 +386,9 @@ async fn start_adapters(
                 reason: e.to_string(),
             })?;
         tracing::info!(bot = adapter.username(), "Telegram adapter started");
+        if let Some((c, ..)) = &console {
+            c.add_outbox(adapter.outbox());
+        }
         let stop = stopped(stop.clone());
         adapters.push((
             "telegram",
@@ -360,6 +403,9 @@ async fn start_adapters(
                 reason: e.to_string(),
             })?;
         tracing::info!(bot = adapter.username(), "Discord adapter started");
+        if let Some((c, ..)) = &console {
+            c.add_outbox(adapter.outbox());
+        }
         let stop = stopped(stop.clone());
         adapters.push((
             "discord",

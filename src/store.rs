@@ -26,8 +26,9 @@ mod user_key;
 mod writer;
 
 pub use backend::{
-    Backend, ConversationStore, DATA_PROTECTION_SCHEMA, OPERATORS_SCHEMA, StoreFuture,
-    StoreOptions, StoredConversation, connect, connect_and_migrate, require_schema_version,
+    Backend, CONSOLE_SCHEMA, ConversationStore, DATA_PROTECTION_SCHEMA, OPERATORS_SCHEMA,
+    ReviewItem, StoreFuture, StoreOptions, StoredConversation, connect, connect_and_migrate,
+    require_schema_version,
 };
 pub use export::{ExportFilter, ExportFormat, ExportReport, export_jsonl, parse_time};
 pub use id::{new_id, now_ms};
@@ -35,7 +36,7 @@ pub use operator::OperatorRow;
 pub use postgres::PgStore;
 pub use record::{
     ConversationRecord, ConversationUpdate, FeedbackRecord, Grounding, Handoff, Limits,
-    MessageRecord, ModerationRecord, Record, ReplyKind, Verdict,
+    MessageRecord, ModerationRecord, Record, ReplyKind, Review, ReviewDecision, Verdict,
 };
 pub use retention::{AuditEvent, Deleted, KeyCheck};
 pub use sqlite::SqliteStore;

@@ -408,65 +408,19 @@ fn test_listening_beyond_loopback_needs_keys() {
         err.contains("http.api_keys") && err.contains("beyond this machine"),
         "{err}"
     );
-}
-
-/// `chromedriver` on a free port, stopped on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Driver {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // test.sh installs Chromium (scripts/ensure-chromium.sh); a missing
-        // driver is a failure, not a skip.
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (scripts/ensure-chromium.sh installs it)");
-        let driver = Self { child, port };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return driver;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("chromedriver did not listen within 10 s");
-    }
-
-    async fn browser(&self) -> fantoccini::Client {
-        let mut options = json!({"args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu",
-            "--disable-dev-shm-usage", "--window-size=420,860",
-        ]});
-        if Path::new("/usr/bin/chromium").exists() {
-            options["binary"] = json!("/usr/bin/chromium");
-        }
-        let mut caps = serde_json::Map::new();
-        caps.insert("goog:chromeOptions".into(), options);
-        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // The operator console beyond loopback only behind declared TLS.
+    let console = "[http]\nlisten = \"0.0.0.0:0\"\napi_keys = [\"k\"]\n[console]\n";
+    let config = common::write_serve_config(dir.path(), &f.bundle, console);
+    let (ok, _, err) = common::cli(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("console.tls_terminated") && err.contains("in the clear"),
+        "{err}"
+    );
+    // And only with the HTTP server that serves it.
+    let config = common::write_serve_config(dir.path(), &f.bundle, "[console]\n");
+    let (ok, _, err) = common::cli(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!ok && err.contains("[http]"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,8 +429,8 @@ async fn test_web_chat_in_chromium_streams_rates_escapes_and_survives_reload() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), "").await;
-    let driver = Driver::start().await;
-    let c = driver.browser().await;
+    let driver = common::browser::Driver::start().await;
+    let c = driver.browser(420, 860).await;
     let wait = Duration::from_secs(30);
     c.goto(&format!("{}/", server.base)).await.unwrap();
     c.wait()

@@ -110,6 +110,7 @@ on_both!(
     store_purge_deletes_idle_conversations,
     store_forget_and_subject_access,
     store_operators_login_and_lockout,
+    store_console_claims_reviews_and_corrections,
 );
 
 fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
@@ -737,6 +738,27 @@ impl ConversationStore for Flaky {
     fn delete_operator<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
         self.inner.delete_operator(name)
     }
+    fn handoff_queue(&self, limit: u32) -> StoreFuture<'_, Vec<StoredConversation>> {
+        self.inner.handoff_queue(limit)
+    }
+    fn claim<'a>(&'a self, id: &'a str, operator: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.claim(id, operator)
+    }
+    fn release<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.release(id)
+    }
+    fn message_conversation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.inner.message_conversation(id)
+    }
+    fn write_review<'a>(&'a self, review: &'a store::Review) -> StoreFuture<'a, ()> {
+        self.inner.write_review(review)
+    }
+    fn review_queue(&self, every: u32, limit: u32) -> StoreFuture<'_, Vec<store::ReviewItem>> {
+        self.inner.review_queue(every, limit)
+    }
+    fn conversation_audit<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<store::AuditEvent>> {
+        self.inner.conversation_audit(id)
+    }
     fn stats(&self) -> StoreFuture<'_, store::Stats> {
         self.inner.stats()
     }
@@ -1183,6 +1205,223 @@ async fn store_operators_login_and_lockout(ctx: Ctx) {
     );
 }
 
+async fn store_console_claims_reviews_and_corrections(ctx: Ctx) {
+    use chatforge::store::{Review, ReviewDecision};
+    let s = ctx.store.as_ref();
+    let key = hasher().key("telegram", "7");
+    let c = ConversationRecord::new("telegram", "42", key.clone());
+    let id = c.id.clone();
+    let msg = |role, text: &str, verdict| {
+        let mut m = MessageRecord::new(&id, role, text);
+        m.verdict = verdict;
+        m
+    };
+    let (q1, good, q2, wrong, q3, blocked) = (
+        msg(Role::User, "how long do refunds take?", None),
+        msg(
+            Role::Assistant,
+            "Refunds take 5 days.",
+            Some(Verdict::Allow),
+        ),
+        msg(Role::User, "and shipping?", None),
+        msg(
+            Role::Assistant,
+            "Shipping is free forever.",
+            Some(Verdict::Allow),
+        ),
+        msg(Role::User, "ok", None),
+        msg(Role::Assistant, "something unsafe", Some(Verdict::Block)),
+    );
+    let mut operator_reply = MessageRecord::new(&id, Role::Assistant, "Hi, Ann from support here.");
+    operator_reply.operator_id = Some("op-1".into());
+    let mut thumbs_down = FeedbackRecord::new(&id, 1, key.clone());
+    thumbs_down.message_id = Some(wrong.id.clone());
+    let mut handoff = ConversationUpdate::new(&id);
+    handoff.handoff = Some(Handoff::Requested);
+    let records = vec![
+        Record::Conversation(c),
+        Record::Message(q1.clone()),
+        Record::Message(good.clone()),
+        Record::Message(q2.clone()),
+        Record::Message(wrong.clone()),
+        Record::Message(q3.clone()),
+        Record::Message(blocked.clone()),
+        Record::Feedback(thumbs_down),
+        Record::Update(handoff),
+        Record::Message(operator_reply.clone()),
+    ];
+    s.write_batch(&records).await.unwrap();
+
+    // The queue; one claim wins, even when many race for it.
+    let queue = s.handoff_queue(10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(
+        (queue[0].handoff, queue[0].claimed_by.as_deref()),
+        (Handoff::Requested, None)
+    );
+    let store = Arc::clone(&ctx.store);
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            tokio::spawn(async move { store.claim(&id, &format!("op-{i}")).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one operator holds the conversation");
+    let held = s.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(held.handoff, Handoff::Active);
+    let holder = held.claimed_by.clone().unwrap();
+    assert!(
+        !s.claim(&id, &holder).await.unwrap(),
+        "no claim of a held conversation"
+    );
+
+    // The operator's message reads back as theirs.
+    let m = held
+        .messages
+        .iter()
+        .find(|m| m.id == operator_reply.id)
+        .unwrap();
+    assert_eq!(
+        (m.role, m.operator_id.as_deref()),
+        (Role::Assistant, Some("op-1"))
+    );
+
+    assert!(s.release(&id).await.unwrap());
+    assert!(!s.release(&id).await.unwrap());
+    let released = s.conversation(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (released.handoff, released.claimed_by),
+        (Handoff::Resolved, None)
+    );
+    assert!(s.handoff_queue(10).await.unwrap().is_empty());
+    // Asking again makes it claimable again.
+    let mut again = ConversationUpdate::new(&id);
+    again.handoff = Some(Handoff::Requested);
+    s.write_batch(&[Record::Update(again)]).await.unwrap();
+    assert!(s.claim(&id, "op-9").await.unwrap());
+
+    // The review queue: blocked and 👎 replies always, the rest sampled.
+    let reasons = |items: Vec<store::ReviewItem>| -> Vec<(String, String)> {
+        items
+            .into_iter()
+            .map(|i| (i.message.id, i.reason))
+            .collect()
+    };
+    let unsampled = reasons(s.review_queue(1_000_000, 50).await.unwrap());
+    assert_eq!(
+        unsampled,
+        [
+            (blocked.id.clone(), "blocked".to_string()),
+            (wrong.id.clone(), "thumbs_down".to_string())
+        ]
+    );
+    let all = reasons(s.review_queue(1, 50).await.unwrap());
+    assert_eq!(
+        all.len(),
+        3,
+        "every bot reply, never the operator's: {all:?}"
+    );
+    assert!(all.contains(&(good.id.clone(), "sample".to_string())));
+    assert_eq!(
+        s.message_conversation(&wrong.id).await.unwrap(),
+        Some(id.clone())
+    );
+    assert_eq!(
+        s.message_conversation(&q1.id).await.unwrap(),
+        None,
+        "users' turns are not reviewed"
+    );
+
+    let review = |m: &MessageRecord, decision, correction: Option<&str>| Review {
+        message_id: m.id.clone(),
+        conversation_id: id.clone(),
+        operator_id: "op-1".into(),
+        decision,
+        correction: correction.map(str::to_string),
+        created_at: Utc::now(),
+    };
+    s.write_review(&review(&good, ReviewDecision::Rejected, None))
+        .await
+        .unwrap();
+    // A later review replaces the earlier one.
+    s.write_review(&review(&good, ReviewDecision::Approved, None))
+        .await
+        .unwrap();
+    s.write_review(&review(
+        &wrong,
+        ReviewDecision::Corrected,
+        Some("Shipping is $4.95, free over $50."),
+    ))
+    .await
+    .unwrap();
+    let left = reasons(s.review_queue(1, 50).await.unwrap());
+    assert_eq!(left, [(blocked.id.clone(), "blocked".to_string())]);
+
+    // The export trains on the correction, and stops before the blocked reply.
+    let out = ctx.dir.path().join("export.jsonl");
+    store::export_jsonl(
+        s,
+        &ExportFilter::default(),
+        ExportFormat::Openai,
+        None,
+        &out,
+    )
+    .await
+    .unwrap();
+    let dialogs = read_dialogs_jsonl(&out).unwrap();
+    let texts: Vec<&str> = dialogs[0]
+        .messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "how long do refunds take?",
+            "Refunds take 5 days.",
+            "and shipping?",
+            "Shipping is $4.95, free over $50."
+        ]
+    );
+    // A rejected reply is never a target: the export stops before it.
+    s.write_review(&review(&good, ReviewDecision::Rejected, None))
+        .await
+        .unwrap();
+    store::export_jsonl(
+        s,
+        &ExportFilter::default(),
+        ExportFormat::Openai,
+        None,
+        &out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
+
+    let stats = s.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.total.reviewed_replies,
+            stats.total.corrected_replies,
+            stats.total.operator_messages,
+            stats.total.assistant_messages
+        ),
+        (2, 1, 1, 3)
+    );
+
+    // Erasure takes the reviews (and corrections) along.
+    let deleted = s
+        .delete_conversations(std::slice::from_ref(&id), None, false)
+        .await
+        .unwrap();
+    assert_eq!(deleted.messages, 7);
+    assert!(s.review_queue(1, 50).await.unwrap().is_empty());
+}
+
 // ------------------------------------------------- schemas and the CLI
 
 #[tokio::test]
@@ -1198,7 +1437,7 @@ async fn store_schemas_match() {
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name::text IN \
              ('conversations', 'messages', 'moderation_events', 'feedback', \
-             'store_settings', 'audit_events', 'operators') ORDER BY 1, 2",
+             'store_settings', 'audit_events', 'operators', 'reviews') ORDER BY 1, 2",
         )
         .fetch_all(pg.pool())
         .await
@@ -1225,12 +1464,12 @@ async fn store_schemas_match() {
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name IN \
          ('conversations', 'messages', 'moderation_events', 'feedback', \
-         'store_settings', 'audit_events', 'operators') ORDER BY 1, 2",
+         'store_settings', 'audit_events', 'operators', 'reviews') ORDER BY 1, 2",
     )
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 56, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 65, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 

@@ -147,6 +147,7 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
         &settings,
         Arc::clone(&services.pipeline),
         services.writer.handle(),
+        None,
     )
     .await?;
     let addr = server.local_addr().map_err(io)?;

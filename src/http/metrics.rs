@@ -23,6 +23,11 @@ pub const HANDOFFS: &str = "chatforge_handoffs_total";
 pub const FEEDBACK: &str = "chatforge_feedback_total";
 pub const STORE_QUEUE: &str = "chatforge_store_queue_depth";
 pub const STORE_SPILLED: &str = "chatforge_store_spilled_records";
+/// Operators' actions in the console, by `action` (claimed, replied,
+/// resolved, reply_approved, reply_rejected, reply_corrected).
+pub const CONSOLE_ACTIONS: &str = "chatforge_console_actions_total";
+/// Reviews of bot replies, by `decision` (approved, rejected, corrected).
+pub const REVIEWS: &str = "chatforge_reviews_total";
 /// Successful reloads, by `what`: `model` or `knowledge_base`.
 pub const RELOADS: &str = "chatforge_reloads_total";
 

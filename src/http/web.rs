@@ -5,20 +5,26 @@
 //! (kept in localStorage, so a reload continues) is scoped by that cookie.
 //! Messages and commands (`/reset`, `/human`) go through the pipeline as
 //! platform `web`; replies stream back as server-sent events of
-//! [`ChatEvent`]s.
+//! [`ChatEvent`]s. What an operator sends the conversation (after
+//! `/human`) arrives on `/web/events`, a stream the page keeps open
+//! ([`WebOutbox`]).
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use chatforge_channel::{
-    ChatHandler, ChatRequest, Feedback, IncomingMessage, Platform, Rating, event_channel,
-    parse_command,
+    ChatHandler, ChatOutbox, ChatRequest, Feedback, IncomingMessage, OutboxFuture, Platform,
+    Rating, event_channel, parse_command,
 };
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 
 use super::AppState;
 use crate::text::Role;
@@ -237,4 +243,98 @@ pub async fn history(
         })
         .collect();
     Json(json!({ "messages": messages })).into_response()
+}
+
+/// Pages listening per conversation key; an entry goes when its last
+/// listener does.
+#[derive(Default)]
+pub struct WebOutbox {
+    pages: Mutex<HashMap<String, broadcast::Sender<String>>>,
+}
+
+/// Messages a page that fell behind may miss (it reloads the history).
+const PUSH_CAPACITY: usize = 32;
+
+impl WebOutbox {
+    fn subscribe(&self, key: &str) -> broadcast::Receiver<String> {
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        pages.retain(|_, tx| tx.receiver_count() > 0);
+        pages
+            .entry(key.to_string())
+            .or_insert_with(|| broadcast::channel(PUSH_CAPACITY).0)
+            .subscribe()
+    }
+}
+
+impl ChatOutbox for WebOutbox {
+    fn platform(&self) -> Platform {
+        Platform::Web
+    }
+
+    /// Shown at once on the pages that have the conversation open; the
+    /// conversation's history (for a page opened later) comes from the
+    /// pipeline, which keeps the message as a turn.
+    fn send<'a>(&'a self, conversation_key: &'a str, text: &'a str) -> OutboxFuture<'a> {
+        Box::pin(async move {
+            let data = json!({"type": "operator", "text": text}).to_string();
+            let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = pages.get(conversation_key) {
+                let _ = tx.send(data);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The stream of what operators send this conversation, until the page
+/// closes or the server stops.
+pub async fn events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(which): Query<Which>,
+) -> Response {
+    let (_, key) = match caller(&headers, &which.conversation) {
+        Ok(c) => c,
+        Err((status, message)) => return refuse(status, message),
+    };
+    let mut pushed = s.web.subscribe(&key);
+    let mut stop = s.stop.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(PUSH_CAPACITY);
+    tokio::spawn(async move {
+        loop {
+            let data = tokio::select! {
+                m = pushed.recv() => match m {
+                    Ok(m) => m,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = stop.changed() => break,
+            };
+            if tx.send(Event::default().data(data)).await.is_err() {
+                break;
+            }
+        }
+    });
+    super::sse(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn test_web_outbox_reaches_the_open_pages_of_the_conversation() {
+        let outbox = WebOutbox::default();
+        let mut page = outbox.subscribe("conv-a");
+        let mut other = outbox.subscribe("conv-b");
+        outbox.send("conv-a", "Hello from Ann").await.unwrap();
+        let got: serde_json::Value = serde_json::from_str(&page.recv().await.unwrap()).unwrap();
+        assert_eq!(got, json!({"type": "operator", "text": "Hello from Ann"}));
+        assert!(other.try_recv().is_err(), "another conversation's page");
+        // Nobody listening is not an error; closed pages are forgotten.
+        drop(page);
+        outbox.send("conv-a", "anyone?").await.unwrap();
+        let _again = outbox.subscribe("conv-c");
+        assert_eq!(outbox.pages.lock().unwrap().len(), 2);
+    }
 }

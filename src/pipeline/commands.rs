@@ -58,6 +58,8 @@ impl Pipeline {
                     self.record.handoff(&conversation, s.state.stored());
                     metrics::counter!(crate::http::metrics::HANDOFFS, "platform" => super::platform_name(m.platform)).increment(1);
                     tracing::info!(%conversation, "conversation handed to a human operator");
+                    self.feed
+                        .announce(super::ConsoleEventKind::Handoff, &conversation);
                 }
                 let now = chrono::Utc::now();
                 match &self.agent_hours {
@@ -76,6 +78,8 @@ impl Pipeline {
                     s.state = next;
                     if let Some(conversation) = &s.conversation_id {
                         self.record.handoff(conversation, s.state.stored());
+                        self.feed
+                            .announce(super::ConsoleEventKind::Resolved, conversation);
                     }
                     deliver::handoff(&sink, text(TextKey::HandoffEnded));
                 }

@@ -27,6 +27,20 @@ pub fn platform_name(p: Platform) -> &'static str {
     }
 }
 
+/// The platform a stored conversation names (the inverse of
+/// [`platform_name`]).
+pub fn platform_from_name(name: &str) -> Option<Platform> {
+    [
+        Platform::Discord,
+        Platform::Telegram,
+        Platform::Web,
+        Platform::Terminal,
+        Platform::Api,
+    ]
+    .into_iter()
+    .find(|&p| platform_name(p) == name)
+}
+
 /// What the pipeline knows about a reply it logs.
 pub struct ReplyLog<'a> {
     pub conversation: &'a str,
@@ -102,6 +116,15 @@ impl Recorder {
         if let Some((v, stored)) = verdict {
             apply_verdict(&mut m, v, stored);
         }
+        let id = m.id.clone();
+        self.log(Record::Message(m));
+        id
+    }
+
+    /// Logs an operator's message to the customer; returns its id.
+    pub fn operator(&self, conversation: &str, operator_id: &str, text: &str) -> String {
+        let mut m = MessageRecord::new(conversation, Role::Assistant, text);
+        m.operator_id = Some(operator_id.to_string());
         let id = m.id.clone();
         self.log(Record::Message(m));
         id

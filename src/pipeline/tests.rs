@@ -66,13 +66,7 @@ impl Harness {
     }
 
     async fn send(&self, req: ChatRequest) -> Vec<ChatEvent> {
-        let (sink, mut stream) = event_channel();
-        self.pipeline.handle(req, sink).await;
-        let mut out = Vec::new();
-        while let Some(e) = stream.next().await {
-            out.push(e);
-        }
-        out
+        events_of(&self.pipeline, req).await
     }
 
     async fn stored(&self) -> Vec<StoredConversation> {
@@ -82,6 +76,16 @@ impl Harness {
             .await
             .unwrap()
     }
+}
+
+async fn events_of(pipeline: &Pipeline, req: ChatRequest) -> Vec<ChatEvent> {
+    let (sink, mut stream) = event_channel();
+    pipeline.handle(req, sink).await;
+    let mut out = Vec::new();
+    while let Some(e) = stream.next().await {
+        out.push(e);
+    }
+    out
 }
 
 fn incoming(conversation: &str, text: &str) -> IncomingMessage {
@@ -490,4 +494,146 @@ async fn test_flagged_reply_to_a_confident_question_gets_the_passage() {
             .any(|e| e.detail.as_deref().is_some_and(|d| d.starts_with("output"))),
         "{flagged:?}"
     );
+}
+
+/// Telegram's "send to this chat", recorded.
+#[derive(Default)]
+struct SentToChats(std::sync::Mutex<Vec<(String, String)>>);
+
+impl chatforge_channel::ChatOutbox for SentToChats {
+    fn platform(&self) -> Platform {
+        Platform::Telegram
+    }
+
+    fn send<'a>(&'a self, key: &'a str, text: &'a str) -> chatforge_channel::OutboxFuture<'a> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((key.to_string(), text.to_string()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_console_claim_reply_resolve_drive_the_conversation() {
+    use crate::console::{Console, Error as ConsoleError, Verdict};
+    use crate::operators::Operator;
+
+    let h = Harness::new(PipelineConfig::default(), Gate::off()).await;
+    let Harness {
+        pipeline,
+        writer,
+        store,
+        _dir,
+    } = h;
+    let pipeline = Arc::new(pipeline);
+    let console = Console::new(store.clone(), writer.handle(), pipeline.clone(), 1);
+    let chats = Arc::new(SentToChats::default());
+    console.add_outbox(chats.clone());
+    let mut ops = Vec::new();
+    for name in ["ann", "bob"] {
+        let (row, _) = crate::operators::add(store.as_ref(), name, "test")
+            .await
+            .unwrap();
+        ops.push(Operator {
+            id: row.id,
+            name: name.into(),
+            must_change: false,
+        });
+    }
+    let (ann, bob) = (&ops[0], &ops[1]);
+    let mut feed = pipeline.console_events();
+    let say = |text: &str| ChatRequest::Message(incoming("42", text));
+
+    events_of(
+        &pipeline,
+        ChatRequest::Command {
+            message: incoming("42", "/human"),
+            command: Command::Human,
+        },
+    )
+    .await;
+    let e = feed.recv().await.unwrap();
+    assert_eq!(e.kind, ConsoleEventKind::Handoff);
+    let id = e.conversation;
+    let queue = console.queue(ann, false).await.unwrap();
+    assert_eq!((queue.len(), queue[0].state), (1, "requested"));
+
+    assert!(
+        events_of(&pipeline, say("is anyone there?"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(feed.recv().await.unwrap().kind, ConsoleEventKind::Message);
+    assert!(matches!(
+        console.reply(ann, &id, "hi").await,
+        Err(ConsoleError::Conflict(_))
+    ));
+    console.claim(ann, &id).await.unwrap();
+    let err = console.claim(bob, &id).await.unwrap_err();
+    assert!(err.to_string().contains("ann"), "{err}");
+    assert!(matches!(
+        console.reply(bob, &id, "hi").await,
+        Err(ConsoleError::Conflict(_))
+    ));
+    assert!(matches!(
+        console.reply(ann, &id, "  ").await,
+        Err(ConsoleError::Invalid(_))
+    ));
+    console
+        .reply(ann, &id, "Ann here: it ships today.")
+        .await
+        .unwrap();
+    assert!(
+        events_of(&pipeline, say("thanks!")).await.is_empty(),
+        "the bot stays quiet"
+    );
+    console.resolve(ann, &id).await.unwrap();
+    let sent = chats.0.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [
+            ("42".to_string(), "Ann here: it ships today.".to_string()),
+            (
+                "42".to_string(),
+                pipeline.text("en", TextKey::HandoffResolved).to_string()
+            ),
+        ]
+    );
+    let events = events_of(&pipeline, say("where is my parcel")).await;
+    assert_eq!(
+        reply_text(&events),
+        Some(echo("where is my parcel").as_str())
+    );
+
+    let view = console.conversation(ann, &id, false).await.unwrap();
+    let roles: Vec<&str> = view.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, ["user", "operator", "user", "user", "assistant"]);
+    assert_eq!(view.messages[1].operator.as_deref(), Some("ann"));
+    let actions: Vec<&str> = view.audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["claimed", "replied", "resolved"]);
+    assert_eq!(view.state, "resolved");
+
+    // The bot's reply is sampled for review (one in 1); a correction
+    // takes it out of the queue.
+    let items = console.review_queue().await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0].context.last().unwrap().content,
+        "where is my parcel"
+    );
+    console
+        .review(
+            ann,
+            &items[0].message_id,
+            Verdict::Correct("It arrives Friday.".into()),
+        )
+        .await
+        .unwrap();
+    assert!(console.review_queue().await.unwrap().is_empty());
+    assert!(matches!(
+        console.review(ann, "no-such-reply", Verdict::Approve).await,
+        Err(ConsoleError::NotFound(_))
+    ));
+    writer.shutdown().await.unwrap();
 }

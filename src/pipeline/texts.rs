@@ -43,6 +43,8 @@ pub enum TextKey {
     HandoffAway,
     /// `/bot` while a human had the conversation.
     HandoffEnded,
+    /// An operator resolved the conversation in the console.
+    HandoffResolved,
     /// `/bot` while the bot had it anyway.
     BotHere,
     /// Too many requests wait for the model.
@@ -57,7 +59,7 @@ pub enum TextKey {
 }
 
 impl TextKey {
-    pub const ALL: [TextKey; 22] = [
+    pub const ALL: [TextKey; 23] = [
         TextKey::Greeting,
         TextKey::Help,
         TextKey::Apology,
@@ -75,6 +77,7 @@ impl TextKey {
         TextKey::HandoffRequested,
         TextKey::HandoffAway,
         TextKey::HandoffEnded,
+        TextKey::HandoffResolved,
         TextKey::BotHere,
         TextKey::Busy,
         TextKey::Abstain,
@@ -139,6 +142,7 @@ fn english(key: TextKey) -> String {
         TextKey::HandoffRequested => "I've asked a human operator to take over; they will answer here. Type /bot to talk to me again.".into(),
         TextKey::HandoffAway => "Our team is away right now and back {back}. You're in their queue, and they will answer here then. Type /bot to talk to me again.".into(),
         TextKey::HandoffEnded => "You're talking to the bot again. How can I help?".into(),
+        TextKey::HandoffResolved => "Our team has marked this conversation as resolved, and I'm answering again. Type /human if you need a person.".into(),
         TextKey::BotHere => "I'm here. How can I help?".into(),
         TextKey::Busy => "I'm answering many people right now. Please try again in a minute.".into(),
         TextKey::Abstain => "I don't have that information; type /human to reach a person.".into(),
@@ -166,6 +170,7 @@ fn chinese(key: TextKey) -> String {
         TextKey::HandoffRequested => "已为您转接人工客服，他们会在这里回复您。输入 /bot 可回到机器人。".into(),
         TextKey::HandoffAway => "人工客服现在不在线，将于 {back} 回来。您已在排队，届时他们会在这里回复您。输入 /bot 可回到机器人。".into(),
         TextKey::HandoffEnded => "您现在又在和机器人对话了。有什么可以帮您？".into(),
+        TextKey::HandoffResolved => "客服已将此对话标记为已解决，现在由我继续为您服务。如需人工客服，请输入 /human。".into(),
         TextKey::BotHere => "我在。有什么可以帮您？".into(),
         TextKey::Busy => "现在咨询的人很多，请稍后再试。".into(),
         TextKey::Abstain => "抱歉，我没有这方面的信息；输入 /human 联系人工客服。".into(),

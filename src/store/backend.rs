@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use super::UserKey;
 use super::export::ExportFilter;
 use super::operator::OperatorRow;
-use super::record::{ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord};
+use super::record::{
+    ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Review,
+};
 use super::retention::{AuditEvent, Deleted};
 use super::stats::Stats;
 use super::{Error, PgStore, Record, Result, SqliteStore, redact_url};
@@ -40,7 +42,19 @@ pub struct StoredConversation {
     pub ended_at: Option<DateTime<Utc>>,
     pub handoff: Handoff,
     pub handoff_at: Option<DateTime<Utc>>,
+    /// The operator (id) holding a handed-off conversation.
+    pub claimed_by: Option<String>,
     pub messages: Vec<MessageRecord>,
+}
+
+/// A bot reply waiting in the review queue, and why it is there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewItem {
+    pub message: MessageRecord,
+    pub platform: String,
+    /// `blocked` (moderation replaced it), `thumbs_down`, `guard_replaced`
+    /// (the fact guard sent the passage's sentences instead) or `sample`.
+    pub reason: String,
 }
 
 /// Connection settings.
@@ -154,6 +168,36 @@ pub trait ConversationStore: Send + Sync {
     /// Removes an operator; `false` when there was none by that name.
     fn delete_operator<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
 
+    /// Conversations waiting for or with a human (handoff `requested` or
+    /// `active`), the longest waiting first, without their messages.
+    fn handoff_queue(&self, limit: u32) -> StoreFuture<'_, Vec<StoredConversation>>;
+
+    /// Gives a conversation waiting for a human to `operator`: `false` when
+    /// it is not waiting or another operator holds it (one statement, so
+    /// two operators, even on two replicas, cannot both claim it).
+    fn claim<'a>(&'a self, conversation_id: &'a str, operator: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Hands a conversation back to the bot (`resolved`, nobody holds it);
+    /// `false` when it was with no human.
+    fn release<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// The conversation of a bot reply (`None`: no such reply).
+    fn message_conversation<'a>(&'a self, message_id: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Stores an operator's review of a reply, replacing an earlier one.
+    fn write_review<'a>(&'a self, review: &'a Review) -> StoreFuture<'a, ()>;
+
+    /// Bot replies nobody reviewed yet that moderation blocked, that were
+    /// rated 👎, that the fact guard replaced, and one in `sample_every` of
+    /// the rest; those with a reason first, newest first.
+    fn review_queue(&self, sample_every: u32, limit: u32) -> StoreFuture<'_, Vec<ReviewItem>>;
+
+    /// The audit events about one conversation, oldest first.
+    fn conversation_audit<'a>(
+        &'a self,
+        conversation_id: &'a str,
+    ) -> StoreFuture<'a, Vec<AuditEvent>>;
+
     /// Counts per day and platform.
     fn stats(&self) -> StoreFuture<'_, Stats>;
 
@@ -193,9 +237,13 @@ pub const DATA_PROTECTION_SCHEMA: i64 = 3;
 /// The schema version with the `operators` table.
 pub const OPERATORS_SCHEMA: i64 = 4;
 
-/// Fails with [`Error::NotMigrated`] on a database without the schema.
+/// The schema version with operators' messages, claims and `reviews`.
+pub const CONSOLE_SCHEMA: i64 = 5;
+
+/// Fails with [`Error::NotMigrated`] on a database without the current
+/// schema (reads of messages join their reviews).
 pub(crate) async fn require_schema(store: &dyn ConversationStore) -> Result<()> {
-    require_schema_version(store, 1).await
+    require_schema_version(store, CONSOLE_SCHEMA).await
 }
 
 /// Fails with [`Error::NotMigrated`] on a database whose schema is older

@@ -18,7 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::backend::{StoredConversation, require_schema};
-use super::{ConversationStore, Error, Result, Verdict};
+use super::{ConversationStore, Error, Result, ReviewDecision, Verdict};
 use crate::fsio::{AtomicFile, WriteError};
 use crate::text::pii::PiiCounts;
 use crate::text::{Dialog, Message, Redactor, Role};
@@ -95,8 +95,9 @@ struct ShareGpt<'a> {
 }
 
 /// The training dialog of a conversation: redacted, empty turns and late
-/// system messages dropped, cut before the user turn that led to its first
-/// blocked message; `None` when no assistant reply remains.
+/// system messages dropped, operators' corrections in place of the replies
+/// they correct, cut before the user turn that led to its first blocked or
+/// rejected (uncorrected) reply; `None` when no assistant reply remains.
 pub fn to_dialog(
     c: &StoredConversation,
     redactor: Option<&Redactor>,
@@ -107,7 +108,18 @@ pub fn to_dialog(
     // fine-tunes on the shape it serves (`finetune --kb` rebuilds them).
     let mut passages: Vec<Vec<String>> = Vec::new();
     for m in &c.messages {
-        if m.verdict == Some(Verdict::Block) {
+        // An operator's correction is the training target in place of the
+        // reply; a blocked or rejected reply is never one.
+        let correction = m
+            .review
+            .as_ref()
+            .filter(|r| r.decision == ReviewDecision::Corrected)
+            .and_then(|r| r.correction.as_deref());
+        let rejected = m
+            .review
+            .as_ref()
+            .is_some_and(|r| r.decision == ReviewDecision::Rejected);
+        if correction.is_none() && (m.verdict == Some(Verdict::Block) || rejected) {
             while messages
                 .last()
                 .is_some_and(|m: &Message| m.role == Role::User)
@@ -120,9 +132,10 @@ pub fn to_dialog(
         if m.role == Role::System && !messages.is_empty() {
             continue;
         }
+        let text = correction.unwrap_or(&m.content);
         let content = match redactor {
-            Some(r) => r.redact_counting(&m.content, counts),
-            None => m.content.clone(),
+            Some(r) => r.redact_counting(text, counts),
+            None => text.to_string(),
         };
         if content.trim().is_empty() {
             continue;
@@ -246,6 +259,7 @@ mod tests {
             ended_at: None,
             handoff: Handoff::None,
             handoff_at: None,
+            claimed_by: None,
             messages: vec![
                 msg(Role::User, "hi", Some(Verdict::Allow)),
                 msg(Role::Assistant, "hello!", Some(Verdict::Allow)),

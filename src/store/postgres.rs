@@ -119,7 +119,7 @@ async fn insert_run(conn: &mut PgConnection, run: &[Record]) -> Result<()> {
     sqlx::query(sql!("insert_messages"))
         .bind(col(|m| Some(m.id.clone())))
         .bind(col(|m| Some(m.conversation_id.clone())))
-        .bind(col(|m| Some(role_str(m.role).to_string())))
+        .bind(col(|m| Some(role_str(m).to_string())))
         .bind(col(|m| Some(m.content.clone())))
         .bind(msgs.iter().map(|m| m.created_at).collect::<Vec<_>>())
         .bind(col(|m| m.model_version.clone()))
@@ -131,6 +131,7 @@ async fn insert_run(conn: &mut PgConnection, run: &[Record]) -> Result<()> {
         .bind(col(reply_kind))
         .bind(col(passages_json))
         .bind(msgs.iter().map(|m| confidence(m)).collect::<Vec<_>>())
+        .bind(col(|m| m.operator_id.clone()))
         .execute(&mut *conn)
         .await
         .map_err(|e| write_err(&run[0], e))?;

@@ -70,19 +70,24 @@ impl Handoff {
     }
 }
 
-pub(crate) fn role_str(role: Role) -> &'static str {
-    match role {
+/// The store's role of a message: an operator's reply is `operator`.
+pub(crate) fn role_str(m: &MessageRecord) -> &'static str {
+    match m.role {
         Role::System => "system",
         Role::User => "user",
+        Role::Assistant if m.operator_id.is_some() => "operator",
         Role::Assistant => "assistant",
     }
 }
 
-pub(crate) fn parse_role(s: &str) -> Option<Role> {
+/// The turn's role (an operator's reply is an assistant turn written by a
+/// person) and whether the store said `operator`.
+pub(crate) fn parse_role(s: &str) -> Option<(Role, bool)> {
     match s {
-        "system" => Some(Role::System),
-        "user" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
+        "system" => Some((Role::System, false)),
+        "user" => Some((Role::User, false)),
+        "assistant" => Some((Role::Assistant, false)),
+        "operator" => Some((Role::Assistant, true)),
         _ => None,
     }
 }
@@ -131,6 +136,56 @@ pub struct MessageRecord {
     /// How a reply rested on the knowledge base (`None`: no knowledge base).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grounding: Option<Grounding>,
+    /// Set on an operator's reply (stored with role `operator`): who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_id: Option<String>,
+    /// An operator's review of this reply, as read from the store (it is
+    /// written on its own, never with the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+}
+
+/// What an operator decided about a bot reply in the review queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewDecision {
+    /// Right as it is.
+    Approved,
+    /// Wrong, with no better reply given: never a training target.
+    Rejected,
+    /// Wrong: the correction is the training target instead.
+    Corrected,
+}
+
+impl ReviewDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewDecision::Approved => "approved",
+            ReviewDecision::Rejected => "rejected",
+            ReviewDecision::Corrected => "corrected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "approved" => Some(ReviewDecision::Approved),
+            "rejected" => Some(ReviewDecision::Rejected),
+            "corrected" => Some(ReviewDecision::Corrected),
+            _ => None,
+        }
+    }
+}
+
+/// An operator's review of one reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub operator_id: String,
+    pub decision: ReviewDecision,
+    /// The reply the bot should have given (`Corrected` only).
+    pub correction: Option<String>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// What the fact guard decided about a reply.
@@ -280,6 +335,8 @@ impl MessageRecord {
             verdict: None,
             scores: BTreeMap::new(),
             grounding: None,
+            operator_id: None,
+            review: None,
         }
     }
 }

@@ -155,7 +155,7 @@ macro_rules! sql_store {
                     sqlx::query(sql!("insert_message"))
                         .bind(&m.id)
                         .bind(&m.conversation_id)
-                        .bind(role_str(m.role))
+                        .bind(role_str(m))
                         .bind(&m.content)
                         .bind(db_time(m.created_at))
                         .bind(m.model_version.as_deref())
@@ -167,6 +167,7 @@ macro_rules! sql_store {
                         .bind(reply_kind(m))
                         .bind(passages_json(m))
                         .bind(confidence(m))
+                        .bind(m.operator_id.as_deref())
                         .execute(&mut *conn)
                         .await
                         .map_err(fail)?;
@@ -218,6 +219,7 @@ macro_rules! sql_store {
                 handoff: Handoff::parse(&handoff)
                     .ok_or_else(|| corrupt("handoff state", &handoff))?,
                 handoff_at: opt_time(row, "handoff_at")?,
+                claimed_by: row.try_get("claimed_by").map_err(read_err)?,
                 messages: Vec::new(),
             })
         }
@@ -240,10 +242,33 @@ macro_rules! sql_store {
                 }),
                 None => None,
             };
+            let (role, by_operator) = parse_role(&role).ok_or_else(|| corrupt("role", &role))?;
+            let operator_id: Option<String> = row.try_get("operator_id").map_err(read_err)?;
+            if by_operator != operator_id.is_some() {
+                return Err(corrupt(
+                    "operator message without operator",
+                    &format!("{operator_id:?}"),
+                ));
+            }
+            let decision: Option<String> = row.try_get("review_decision").map_err(read_err)?;
+            let conversation_id: String = row.try_get("conversation_id").map_err(read_err)?;
+            let id: String = row.try_get("id").map_err(read_err)?;
+            let review = match decision {
+                Some(d) => Some(super::Review {
+                    message_id: id.clone(),
+                    conversation_id: conversation_id.clone(),
+                    operator_id: row.try_get("review_operator").map_err(read_err)?,
+                    decision: super::ReviewDecision::parse(&d)
+                        .ok_or_else(|| corrupt("review decision", &d))?,
+                    correction: row.try_get("review_correction").map_err(read_err)?,
+                    created_at: time(row, "review_at")?,
+                }),
+                None => None,
+            };
             Ok(MessageRecord {
-                id: row.try_get("id").map_err(read_err)?,
-                conversation_id: row.try_get("conversation_id").map_err(read_err)?,
-                role: parse_role(&role).ok_or_else(|| corrupt("role", &role))?,
+                id,
+                conversation_id,
+                role,
                 content: row.try_get("content").map_err(read_err)?,
                 created_at: time(row, "created_at")?,
                 model_version: row.try_get("model_version").map_err(read_err)?,
@@ -261,6 +286,8 @@ macro_rules! sql_store {
                     None => Default::default(),
                 },
                 grounding,
+                operator_id,
+                review,
             })
         }
 
@@ -289,6 +316,23 @@ macro_rules! sql_store {
                 verdict: super::Verdict::parse(&verdict)
                     .ok_or_else(|| corrupt("verdict", &verdict))?,
                 detail: row.try_get("detail").map_err(read_err)?,
+            })
+        }
+
+        fn audit_from_row(row: &$Row) -> Result<AuditEvent> {
+            let detail: Option<String> = row.try_get("detail").map_err(read_err)?;
+            Ok(AuditEvent {
+                id: row.try_get("id").map_err(read_err)?,
+                created_at: time(row, "created_at")?,
+                actor: row.try_get("actor").map_err(read_err)?,
+                action: row.try_get("action").map_err(read_err)?,
+                conversation_id: row.try_get("conversation_id").map_err(read_err)?,
+                detail: match detail {
+                    Some(d) => {
+                        Some(serde_json::from_str(&d).map_err(|_| corrupt("audit detail", &d))?)
+                    }
+                    None => None,
+                },
             })
         }
 
@@ -549,8 +593,11 @@ macro_rules! sql_store {
                     // Each statement takes the ids; the feedback one also
                     // the rater.
                     let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                    let mut n = [0u64; 4];
+                    // Reviews (and their corrections) go with the replies
+                    // they review; their count is part of the messages'.
+                    let mut n = [0u64; 5];
                     let statements = [
+                        (sql!("delete_reviews"), false),
                         (sql!("delete_moderation"), false),
                         (sql!("delete_feedback"), true),
                         (sql!("delete_messages"), false),
@@ -564,7 +611,13 @@ macro_rules! sql_store {
                         *count = q.execute(&mut *tx).await.map_err(read_err)?.rows_affected();
                     }
                     tx.commit().await.map_err(read_err)?;
-                    let [moderation_events, feedback, messages, conversations] = n;
+                    let [
+                        _reviews,
+                        moderation_events,
+                        feedback,
+                        messages,
+                        conversations,
+                    ] = n;
                     Ok(Deleted {
                         conversations,
                         messages,
@@ -624,27 +677,7 @@ macro_rules! sql_store {
                         .fetch_all(&self.pool)
                         .await
                         .map_err(read_err)?;
-                    rows.iter()
-                        .map(|row| {
-                            let detail: Option<String> = row.try_get("detail").map_err(read_err)?;
-                            Ok(AuditEvent {
-                                id: row.try_get("id").map_err(read_err)?,
-                                created_at: time(row, "created_at")?,
-                                actor: row.try_get("actor").map_err(read_err)?,
-                                action: row.try_get("action").map_err(read_err)?,
-                                conversation_id: row
-                                    .try_get("conversation_id")
-                                    .map_err(read_err)?,
-                                detail: match detail {
-                                    Some(d) => Some(
-                                        serde_json::from_str(&d)
-                                            .map_err(|_| corrupt("audit detail", &d))?,
-                                    ),
-                                    None => None,
-                                },
-                            })
-                        })
-                        .collect()
+                    rows.iter().map(audit_from_row).collect()
                 }))
             }
 
@@ -718,6 +751,113 @@ macro_rules! sql_store {
                 }))
             }
 
+            fn handoff_queue(&self, limit: u32) -> StoreFuture<'_, Vec<StoredConversation>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_handoff_queue"))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter().map(conversation_from_row).collect()
+                }))
+            }
+
+            fn claim<'a>(
+                &'a self,
+                conversation_id: &'a str,
+                operator: &'a str,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("claim"))
+                        .bind(conversation_id)
+                        .bind(operator)
+                        .bind(db_time(chrono::Utc::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn release<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("release"))
+                        .bind(conversation_id)
+                        .bind(db_time(chrono::Utc::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn message_conversation<'a>(
+                &'a self,
+                message_id: &'a str,
+            ) -> StoreFuture<'a, Option<String>> {
+                Box::pin(self.timed(async move {
+                    sqlx::query_scalar(sql!("select_reply_conversation"))
+                        .bind(message_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(read_err)
+                }))
+            }
+
+            fn write_review<'a>(&'a self, review: &'a super::Review) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    sqlx::query(sql!("insert_review"))
+                        .bind(&review.message_id)
+                        .bind(&review.conversation_id)
+                        .bind(&review.operator_id)
+                        .bind(review.decision.as_str())
+                        .bind(review.correction.as_deref())
+                        .bind(db_time(review.created_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(())
+                }))
+            }
+
+            fn review_queue(
+                &self,
+                sample_every: u32,
+                limit: u32,
+            ) -> StoreFuture<'_, Vec<super::ReviewItem>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_review_queue"))
+                        .bind(i64::from(sample_every.max(1)))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter()
+                        .map(|row| {
+                            Ok(super::ReviewItem {
+                                message: message_from_row(row)?,
+                                platform: row.try_get("platform").map_err(read_err)?,
+                                reason: row.try_get("reason").map_err(read_err)?,
+                            })
+                        })
+                        .collect()
+                }))
+            }
+
+            fn conversation_audit<'a>(
+                &'a self,
+                conversation_id: &'a str,
+            ) -> StoreFuture<'a, Vec<AuditEvent>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("select_conversation_audit"))
+                        .bind(conversation_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    rows.iter().map(audit_from_row).collect()
+                }))
+            }
+
             fn stats(&self) -> StoreFuture<'_, Stats> {
                 Box::pin(self.timed(async move {
                     let p = &self.pool;
@@ -741,6 +881,9 @@ macro_rules! sql_store {
                                 "generated",
                                 "extracted",
                                 "abstained",
+                                "operator_messages",
+                                "reviewed",
+                                "corrected",
                             ],
                         )
                         .await?,

@@ -40,6 +40,11 @@ pub struct StatsRow {
     pub generated_replies: i64,
     pub extracted_replies: i64,
     pub abstained_replies: i64,
+    /// Replies operators wrote in handed-off conversations.
+    pub operator_messages: i64,
+    /// Bot replies reviewed in the console, and those corrected.
+    pub reviewed_replies: i64,
+    pub corrected_replies: i64,
     pub avg_rating: Option<f64>,
     /// Feedback per conversation.
     pub feedback_rate: Option<f64>,
@@ -77,6 +82,9 @@ impl StatsRow {
         self.generated_replies += o.generated_replies;
         self.extracted_replies += o.extracted_replies;
         self.abstained_replies += o.abstained_replies;
+        self.operator_messages += o.operator_messages;
+        self.reviewed_replies += o.reviewed_replies;
+        self.corrected_replies += o.corrected_replies;
         self.rating_sum += o.rating_sum;
         self.latency_sum += o.latency_sum;
         self.latency_count += o.latency_count;
@@ -100,7 +108,7 @@ pub(crate) struct StatsParts {
     /// conversations, handoffs
     pub conversations: Grouped,
     /// messages, user, assistant, flagged, latency sum, latency count,
-    /// generated, extracted, abstained
+    /// generated, extracted, abstained, operator, reviewed, corrected
     pub messages: Grouped,
     /// feedback, rating sum, positive
     pub feedback: Grouped,
@@ -148,6 +156,9 @@ impl Stats {
             r.generated_replies += v(x, 6);
             r.extracted_replies += v(x, 7);
             r.abstained_replies += v(x, 8);
+            r.operator_messages += v(x, 9);
+            r.reviewed_replies += v(x, 10);
+            r.corrected_replies += v(x, 11);
         }
         for (d, p, x) in &parts.feedback {
             let r = entry(&mut rows, d, p);
@@ -181,7 +192,7 @@ impl Stats {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
+            "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9}",
             "day",
             "platform",
             "convs",
@@ -195,12 +206,15 @@ impl Stats {
             "handoff%",
             "generated",
             "extracted",
-            "abstained"
+            "abstained",
+            "operator",
+            "reviewed",
+            "corrected"
         );
         for r in self.rows.iter().chain(std::iter::once(&self.total)) {
             let _ = writeln!(
                 out,
-                "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
+                "{:<10} {:<10} {:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9}",
                 r.day,
                 r.platform,
                 r.conversations,
@@ -214,7 +228,10 @@ impl Stats {
                 pct(r.handoff_rate),
                 r.generated_replies,
                 r.extracted_replies,
-                r.abstained_replies
+                r.abstained_replies,
+                r.operator_messages,
+                r.reviewed_replies,
+                r.corrected_replies
             );
         }
         out

@@ -2,6 +2,8 @@
 //! exported bundle.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod browser;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

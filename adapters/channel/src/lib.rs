@@ -13,9 +13,13 @@
 //!
 //! The sink is unbounded so that generation never waits for a slow platform
 //! API; adapters coalesce [`ChatEvent::ReplyChunk`]s into rate-limited edits.
+//!
+//! The other way, a [`ChatOutbox`] sends an operator's message to a chat
+//! ("send to this chat"), outside any request.
 
 mod command;
 mod handler;
+mod outbox;
 mod render;
 mod split;
 #[cfg(feature = "testing")]
@@ -28,6 +32,7 @@ pub use command::{
     tidy_after_mention,
 };
 pub use handler::{ChatHandler, EventSink, EventStream, HandlerFuture, SinkClosed, event_channel};
+pub use outbox::{ChatOutbox, OutboxError, OutboxFuture};
 pub use render::{Pacing, Surface, render_request};
 pub use split::{split_message, split_point};
 

@@ -32,7 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chatforge_channel::{ChatHandler, ChatRequest, Feedback, Pacing, Platform};
+use chatforge_channel::{
+    ChatHandler, ChatOutbox, ChatRequest, Feedback, OutboxError, OutboxFuture, Pacing, Platform,
+    split_message,
+};
 use serenity::all::{
     ChannelId, Client, ClientBuilder, Command, CommandInteraction, Context as SerenityContext,
     CreateAllowedMentions, EventHandler, GatewayIntents, HttpBuilder, Interaction, Message,
@@ -271,6 +274,15 @@ impl DiscordAdapter {
         &self.ctx.me.name
     }
 
+    /// Sends operators' messages to channels by id (mentions stay off, as
+    /// for replies).
+    pub fn outbox(&self) -> Arc<dyn ChatOutbox> {
+        Arc::new(DiscordOutbox {
+            http: self.client.http.clone(),
+            ctx: self.ctx.clone(),
+        })
+    }
+
     /// The bot's user id.
     pub fn user_id(&self) -> u64 {
         self.ctx.me.id.get()
@@ -308,6 +320,41 @@ impl DiscordAdapter {
         }
         tracing::info!("Discord adapter stopped");
         Ok(())
+    }
+}
+
+struct DiscordOutbox {
+    http: Arc<Http>,
+    ctx: Arc<Context>,
+}
+
+impl ChatOutbox for DiscordOutbox {
+    fn platform(&self) -> Platform {
+        Platform::Discord
+    }
+
+    fn send<'a>(&'a self, conversation_key: &'a str, text: &'a str) -> OutboxFuture<'a> {
+        Box::pin(async move {
+            let channel = conversation_key
+                .parse::<u64>()
+                .ok()
+                .filter(|&id| id != 0)
+                .map(ChannelId::new)
+                .ok_or_else(|| OutboxError::BadKey {
+                    platform: Platform::Discord,
+                    key: conversation_key.to_string(),
+                })?;
+            for part in split_message(text, Platform::Discord.max_message_chars()) {
+                channel
+                    .say(&self.http, part)
+                    .await
+                    .map_err(|e| OutboxError::Failed {
+                        platform: Platform::Discord,
+                        reason: self.ctx.redact(&error_text(&e)),
+                    })?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -47,6 +47,8 @@ fn scripted() -> Scripted {
 
 struct Running {
     fake: Fake,
+    /// "Send to this chat", taken before the adapter started.
+    outbox: Arc<dyn chatforge_channel::ChatOutbox>,
     handler: Arc<Scripted>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), DiscordError>>,
@@ -68,6 +70,7 @@ async fn start_with(configure: impl FnOnce(&mut DiscordConfig)) -> Running {
         .unwrap();
     assert_eq!(adapter.username(), BOT_NAME);
     assert_eq!(adapter.user_id(), BOT_ID);
+    let outbox = adapter.outbox();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(adapter.run_until(async move {
         let _ = stopped.await;
@@ -78,6 +81,7 @@ async fn start_with(configure: impl FnOnce(&mut DiscordConfig)) -> Running {
     .await;
     Running {
         fake,
+        outbox,
         handler,
         stop,
         task,
@@ -586,4 +590,31 @@ async fn test_bad_token_is_an_error_without_the_token() {
         shown.contains("127.0.0.1:1/<token>/api/v10/users/@me"),
         "{shown}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_outbox_sends_to_the_channel_split_to_the_limit() {
+    with_timeout(async {
+        let bot = start().await;
+        assert_eq!(bot.outbox.platform(), chatforge_channel::Platform::Discord);
+        bot.outbox
+            .send("555", "Hello from Ann at support.")
+            .await
+            .unwrap();
+        let long = "word ".repeat(900); // 4,500 characters: three messages
+        bot.outbox.send("556", &long).await.unwrap();
+        assert_eq!(bot.fake.sent_texts(555), ["Hello from Ann at support."]);
+        let parts = bot.fake.sent_texts(556);
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts.iter().all(|p| p.chars().count() <= 2000));
+        for key in ["0", "general", ""] {
+            let err = bot.outbox.send(key, "hi").await.unwrap_err();
+            assert!(
+                matches!(err, chatforge_channel::OutboxError::BadKey { .. }),
+                "{key:?}: {err}"
+            );
+        }
+        bot.shutdown().await;
+    })
+    .await;
 }

@@ -28,7 +28,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatforge_channel::{COMMANDS, ChatHandler, ChatRequest, Feedback, Pacing, Platform};
+use chatforge_channel::{
+    COMMANDS, ChatHandler, ChatOutbox, ChatRequest, Feedback, OutboxError, OutboxFuture, Pacing,
+    Platform, split_message,
+};
 use teloxide::RequestError;
 use teloxide::adaptors::Throttle;
 use teloxide::adaptors::throttle::Limits;
@@ -193,6 +196,15 @@ impl TelegramAdapter {
         &self.ctx.me.username
     }
 
+    /// Sends operators' messages to this bot's chats (through the same
+    /// rate-limit throttle as the replies).
+    pub fn outbox(&self) -> Arc<dyn ChatOutbox> {
+        Arc::new(TelegramOutbox {
+            bot: self.bot.clone(),
+            ctx: self.ctx.clone(),
+        })
+    }
+
     /// Long-polls for updates until `shutdown` completes, then stops taking
     /// updates and returns once the replies in flight are done. Fails only
     /// if the dispatcher cannot start (its `getMe` call fails).
@@ -234,6 +246,36 @@ impl TelegramAdapter {
         })?;
         tracing::info!("Telegram adapter stopped");
         Ok(())
+    }
+}
+
+struct TelegramOutbox {
+    bot: TgBot,
+    ctx: Arc<Context>,
+}
+
+impl ChatOutbox for TelegramOutbox {
+    fn platform(&self) -> Platform {
+        Platform::Telegram
+    }
+
+    fn send<'a>(&'a self, conversation_key: &'a str, text: &'a str) -> OutboxFuture<'a> {
+        Box::pin(async move {
+            let chat: i64 = conversation_key.parse().map_err(|_| OutboxError::BadKey {
+                platform: Platform::Telegram,
+                key: conversation_key.to_string(),
+            })?;
+            for part in split_message(text, Platform::Telegram.max_message_chars()) {
+                self.bot
+                    .send_message(ChatId(chat), part)
+                    .await
+                    .map_err(|e| OutboxError::Failed {
+                        platform: Platform::Telegram,
+                        reason: self.ctx.redact(&e),
+                    })?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -41,6 +41,8 @@ fn scripted() -> Scripted {
 
 struct Running {
     fake: Fake,
+    /// "Send to this chat", taken before the adapter started.
+    outbox: Arc<dyn chatforge_channel::ChatOutbox>,
     handler: Arc<Scripted>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), chatforge_telegram::TelegramError>>,
@@ -55,12 +57,14 @@ async fn start() -> Running {
         .await
         .unwrap();
     assert_eq!(adapter.username(), BOT_NAME);
+    let outbox = adapter.outbox();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(adapter.run_until(async move {
         let _ = stopped.await;
     }));
     Running {
         fake,
+        outbox,
         handler,
         stop,
         task,
@@ -426,4 +430,29 @@ async fn test_send_retried_after_network_error_and_token_not_logged() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("sendMessage failed; retrying"), "{logs}");
     assert!(!logs.contains(TOKEN) && !logs.contains("TEST"), "{logs}");
+}
+
+#[tokio::test]
+async fn test_outbox_sends_to_the_chat_split_to_the_limit() {
+    with_timeout(async {
+        let bot = start().await;
+        assert_eq!(bot.outbox.platform(), chatforge_channel::Platform::Telegram);
+        bot.outbox
+            .send("42", "Hello from Ann at support.")
+            .await
+            .unwrap();
+        let long = "word ".repeat(1000); // 5,000 characters: two messages
+        bot.outbox.send("-77", &long).await.unwrap();
+        assert_eq!(sent_texts(&bot.fake, 42), ["Hello from Ann at support."]);
+        let parts = sent_texts(&bot.fake, -77);
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert!(parts.iter().all(|p| p.chars().count() <= 4096));
+        let err = bot.outbox.send("not-a-chat", "hi").await.unwrap_err();
+        assert!(
+            matches!(err, chatforge_channel::OutboxError::BadKey { .. }),
+            "{err}"
+        );
+        bot.shutdown().await;
+    })
+    .await;
 }

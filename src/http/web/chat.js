@@ -100,7 +100,10 @@ async function send(text) {
       }
     }
   }
-  bot.classList.add("done");
+  // A message while a person has the conversation gets no reply here: the
+  // operator's answer arrives on the pushed stream below.
+  if (p.textContent === "…") bot.remove();
+  else bot.classList.add("done");
 }
 
 form.addEventListener("submit", (e) => {
@@ -112,6 +115,14 @@ form.addEventListener("submit", (e) => {
 });
 document.getElementById("reset").addEventListener("click", () => send("/reset"));
 document.getElementById("human").addEventListener("click", () => send("/human"));
+
+// What a person from the support team sends (after /human) arrives on its
+// own stream, outside any request of this page.
+const pushed = new EventSource("/web/events?conversation=" + encodeURIComponent(conversation));
+pushed.addEventListener("message", (e) => {
+  const ev = JSON.parse(e.data);
+  if (ev.type === "operator") add("operator", ev.text);
+});
 
 (async () => {
   try {

@@ -3,7 +3,7 @@
 -- all); $5: exclude handoffs; $6: exclude flagged; $7: minimum mean rating
 -- (conversations without feedback fail it); $8: minimum assistant turns.
 SELECT c.id, c.platform, c.channel, c.user_key, c.started_at, c.ended_at,
-       c.handoff_state, c.handoff_at, c.topic, c.style
+       c.handoff_state, c.handoff_at, c.topic, c.style, c.claimed_by
 FROM conversations c
 WHERE ($1::text IS NULL OR c.id > $1::text)
   AND ($2::timestamptz IS NULL OR c.started_at >= $2::timestamptz)

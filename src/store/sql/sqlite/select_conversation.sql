@@ -1,4 +1,4 @@
 SELECT id, platform, channel, user_key, started_at, ended_at, handoff_state, handoff_at,
-       topic, style
+       topic, style, claimed_by
 FROM conversations
 WHERE id = $1

@@ -1,0 +1,1 @@
+DELETE FROM reviews WHERE conversation_id = ANY($1)

@@ -1,0 +1,1 @@
+DELETE FROM reviews WHERE conversation_id IN (SELECT value FROM json_each($1))
