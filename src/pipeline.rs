@@ -142,6 +142,9 @@ pub struct Pipeline {
     traces: Traces,
     /// What the operator consoles see change.
     feed: operator::Feed,
+    /// Read back which chats wait for a human when a session is new (after
+    /// a restart); `None`: sessions start with the bot.
+    store: Option<Arc<dyn crate::store::ConversationStore>>,
 }
 
 impl Pipeline {
@@ -173,6 +176,7 @@ impl Pipeline {
             last_sweep: Mutex::new(Instant::now()),
             traces: Traces::new(TRACES_CAP),
             feed: operator::Feed::new(),
+            store: None,
         })
     }
 
@@ -183,6 +187,13 @@ impl Pipeline {
     /// Answers from `knowledge`: retrieval, context and the fact guard.
     pub fn with_knowledge(mut self, knowledge: Arc<Knowledge>) -> Self {
         self.knowledge = Some(knowledge);
+        self
+    }
+
+    /// A chat handed to a human stays with them across a restart: a new
+    /// session reads the chat's handoff from `store`.
+    pub fn with_store(mut self, store: Arc<dyn crate::store::ConversationStore>) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -265,6 +276,33 @@ impl Pipeline {
         s
     }
 
+    /// A new session of a chat that waits for or is with a human (the
+    /// store says so: serve restarted) continues that conversation.
+    async fn restore_handoff(&self, s: &mut Session, m: &IncomingMessage) {
+        if s.restored || s.conversation_id.is_some() {
+            return;
+        }
+        s.restored = true;
+        let Some(store) = &self.store else { return };
+        match store
+            .open_handoff(platform_name(m.platform), &m.conversation_key)
+            .await
+        {
+            Ok(Some(c)) => {
+                s.state = match c.claimed_by {
+                    Some(operator) => State::WithOperator { operator },
+                    None => State::HandoffRequested,
+                };
+                tracing::info!(conversation = %c.record.id, "the chat still waits for a human");
+                s.conversation_id = Some(c.record.id);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read whether the chat waits for a human; the bot answers");
+            }
+        }
+    }
+
     /// Ends the session if it was idle too long (unless it waits for a
     /// human), and opens a conversation in the store if it has none.
     /// Returns the conversation id.
@@ -324,6 +362,7 @@ impl Pipeline {
         }
         let session = self.session_of(&m);
         let mut s = session.lock().await;
+        self.restore_handoff(&mut s, &m).await;
         let conversation = self.open_conversation(&mut s, &m);
         if let Some(history) = opts.and_then(|o| o.history.as_ref()) {
             // The API's client holds the conversation; the bot's persona

@@ -113,6 +113,7 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
             reason,
         })
     })?;
+    pipeline = pipeline.with_store(Arc::clone(&db));
     if let Some(h) = &cfg.handoff {
         let hours = h.agent_hours().map_err(config::Error::Value)?;
         pipeline = pipeline.with_agent_hours(hours);

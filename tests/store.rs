@@ -741,6 +741,13 @@ impl ConversationStore for Flaky {
     fn handoff_queue(&self, limit: u32) -> StoreFuture<'_, Vec<StoredConversation>> {
         self.inner.handoff_queue(limit)
     }
+    fn open_handoff<'a>(
+        &'a self,
+        platform: &'a str,
+        channel: &'a str,
+    ) -> StoreFuture<'a, Option<StoredConversation>> {
+        self.inner.open_handoff(platform, channel)
+    }
     fn claim<'a>(&'a self, id: &'a str, operator: &'a str) -> StoreFuture<'a, bool> {
         self.inner.claim(id, operator)
     }
@@ -1252,6 +1259,14 @@ async fn store_console_claims_reviews_and_corrections(ctx: Ctx) {
     ];
     s.write_batch(&records).await.unwrap();
 
+    let open = s.open_handoff("telegram", "42").await.unwrap().unwrap();
+    assert_eq!(
+        (open.record.id.as_str(), open.handoff),
+        (id.as_str(), Handoff::Requested)
+    );
+    assert!(s.open_handoff("telegram", "43").await.unwrap().is_none());
+    assert!(s.open_handoff("discord", "42").await.unwrap().is_none());
+
     // The queue; one claim wins, even when many race for it.
     let queue = s.handoff_queue(10).await.unwrap();
     assert_eq!(queue.len(), 1);
@@ -1298,6 +1313,7 @@ async fn store_console_claims_reviews_and_corrections(ctx: Ctx) {
         (Handoff::Resolved, None)
     );
     assert!(s.handoff_queue(10).await.unwrap().is_empty());
+    assert!(s.open_handoff("telegram", "42").await.unwrap().is_none());
     // Asking again makes it claimable again.
     let mut again = ConversationUpdate::new(&id);
     again.handoff = Some(Handoff::Requested);

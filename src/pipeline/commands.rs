@@ -14,6 +14,7 @@ impl Pipeline {
         }
         let session = self.session_of(&m);
         let mut s = session.lock().await;
+        self.restore_handoff(&mut s, &m).await;
         let lang = s.lang;
         let text = |key| self.text(lang, key);
         match command {

@@ -79,6 +79,9 @@ pub struct Session {
     /// The language of the user's last message (`en`, `zh`).
     pub lang: &'static str,
     pub profile: Profile,
+    /// The store was asked whether this chat waits for a human (once per
+    /// session: the answer matters after a restart).
+    pub restored: bool,
 }
 
 impl Session {
@@ -91,6 +94,7 @@ impl Session {
             last_reply: None,
             lang: "en",
             profile,
+            restored: false,
         }
     }
 

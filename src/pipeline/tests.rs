@@ -637,3 +637,42 @@ async fn test_console_claim_reply_resolve_drive_the_conversation() {
     ));
     writer.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_restarted_pipeline_keeps_a_handed_off_chat_with_the_humans() {
+    let h = Harness::new(PipelineConfig::default(), Gate::off()).await;
+    h.command("7", Command::Human).await;
+    h.say("8", "hello").await;
+    h.writer.handle().flush().await.unwrap();
+    // A new process over the same store.
+    let engine =
+        Engine::with_opener(Path::new("scripted"), testing::opener("v1", echo), 1).unwrap();
+    let restarted = Pipeline::new(
+        PipelineConfig::default(),
+        Arc::new(engine),
+        Gate::off(),
+        h.writer.handle(),
+    )
+    .unwrap()
+    .with_store(h.store.clone());
+    let mut feed = restarted.console_events();
+    let events = events_of(
+        &restarted,
+        ChatRequest::Message(incoming("7", "still there?")),
+    )
+    .await;
+    assert!(events.is_empty(), "the bot stays quiet: {events:?}");
+    let e = feed.recv().await.unwrap();
+    assert_eq!(e.kind, ConsoleEventKind::Message);
+    // The other chat was with the bot: it still is.
+    let events = events_of(&restarted, ChatRequest::Message(incoming("8", "next"))).await;
+    assert_eq!(reply_text(&events), Some(echo("next").as_str()));
+    let stored = h.stored().await;
+    let waiting: Vec<_> = stored.iter().filter(|c| c.record.channel == "7").collect();
+    assert_eq!(waiting.len(), 1, "the same conversation continues");
+    let last = waiting[0].messages.last().unwrap();
+    assert_eq!(
+        (last.role, last.content.as_str()),
+        (Role::User, "still there?")
+    );
+}

@@ -172,6 +172,14 @@ pub trait ConversationStore: Send + Sync {
     /// `active`), the longest waiting first, without their messages.
     fn handoff_queue(&self, limit: u32) -> StoreFuture<'_, Vec<StoredConversation>>;
 
+    /// The conversation of a platform chat that waits for or is with a
+    /// human, without its messages.
+    fn open_handoff<'a>(
+        &'a self,
+        platform: &'a str,
+        channel: &'a str,
+    ) -> StoreFuture<'a, Option<StoredConversation>>;
+
     /// Gives a conversation waiting for a human to `operator`: `false` when
     /// it is not waiting or another operator holds it (one statement, so
     /// two operators, even on two replicas, cannot both claim it).

@@ -762,6 +762,22 @@ macro_rules! sql_store {
                 }))
             }
 
+            fn open_handoff<'a>(
+                &'a self,
+                platform: &'a str,
+                channel: &'a str,
+            ) -> StoreFuture<'a, Option<StoredConversation>> {
+                Box::pin(self.timed(async move {
+                    let row = sqlx::query(sql!("select_open_handoff"))
+                        .bind(platform)
+                        .bind(channel)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    row.as_ref().map(conversation_from_row).transpose()
+                }))
+            }
+
             fn claim<'a>(
                 &'a self,
                 conversation_id: &'a str,
