@@ -12,10 +12,12 @@ use crate::config::Config;
 mod generate;
 mod http;
 mod pipeline;
+mod serve;
 
 pub use generate::{DecodeFigures, GenerateBench, GeneratePreset, bench_generate};
 pub use http::{HttpBench, HttpFigures, bench_http};
 pub use pipeline::{PipelineBench, PipelineFigures, Via, bench_pipeline};
+pub use serve::{SchedulerFigures, ServeBench, ServeFigures, bench_serve};
 
 /// `cfg` made into a scratch run of the serving path: its store and spill
 /// folder in `dir`, no reload watching, no per-user rate limit (one

@@ -56,9 +56,47 @@ pub struct ModelConfig {
     /// Seconds between checks of the bundle's `model.onnx` (and of the
     /// config file's `model.bundle`) for a new model; 0 = reload on SIGHUP only.
     pub watch_secs: f64,
+    /// How each worker takes replies: `continuous` (replies join and leave
+    /// a running batch between decode steps) or `pool` (one at a time).
+    pub scheduler: SchedulerKind,
+    /// With `continuous`: rows decoded together at most.
+    pub max_batch: usize,
+    /// With `continuous`: token positions (rows × cached length) a batch
+    /// may hold; newcomers wait past it.
+    pub max_batch_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    #[default]
+    Continuous,
+    Pool,
 }
 
 impl ModelConfig {
+    /// The workers' scheduling, checked.
+    pub fn scheduler(&self) -> Result<crate::pipeline::Scheduler, String> {
+        if self.max_batch == 0 || self.max_batch > 256 {
+            return Err(format!(
+                "model.max_batch must be between 1 and 256, got {}",
+                self.max_batch
+            ));
+        }
+        if self.max_batch_tokens < 64 {
+            return Err("model.max_batch_tokens must be at least 64".into());
+        }
+        Ok(match self.scheduler {
+            SchedulerKind::Pool => crate::pipeline::Scheduler::Pool,
+            SchedulerKind::Continuous => {
+                crate::pipeline::Scheduler::Continuous(crate::runtime::BatchLimits {
+                    max_batch: self.max_batch,
+                    max_tokens: self.max_batch_tokens,
+                })
+            }
+        })
+    }
+
     /// `watch_secs` checked; `None` when watching is off (0).
     pub fn watch_interval(&self) -> Result<Option<Duration>, String> {
         if self.watch_secs == 0.0 {
@@ -74,6 +112,9 @@ impl Default for ModelConfig {
             bundle: None,
             workers: 1,
             watch_secs: 2.0,
+            scheduler: SchedulerKind::default(),
+            max_batch: crate::runtime::BatchLimits::default().max_batch,
+            max_batch_tokens: crate::runtime::BatchLimits::default().max_tokens,
         }
     }
 }
@@ -496,6 +537,7 @@ impl Config {
     /// can panic later), counts at least 1, the pipeline's texts.
     pub fn validate(&self) -> Result<(), Error> {
         self.model.watch_interval().map_err(Error::Value)?;
+        self.model.scheduler().map_err(Error::Value)?;
         if self.model.workers == 0 {
             return Err(Error::Value("model.workers must be at least 1".into()));
         }

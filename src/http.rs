@@ -366,6 +366,20 @@ fn sse(rx: tokio::sync::mpsc::Receiver<axum::response::sse::Event>) -> Response 
         .into_response()
 }
 
+/// The value of cookie `name` when it is a session id (64 hex digits) as
+/// this server makes them.
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Who is calling: `key<N>` for the N-th configured key, else the address.
 #[derive(Clone)]
 pub(crate) struct Client(pub String);

@@ -295,6 +295,10 @@ enum BenchCommand {
     /// The serving path through a local Telegram fake: messages/s,
     /// end-to-end and pipeline-overhead latency.
     Pipeline(cli::serve::BenchPipelineArgs),
+    /// Many conversations at once against the model: the continuous
+    /// scheduler and the one-at-a-time worker pool side by side (tokens/s,
+    /// time to first text, per-reply latency).
+    Serve(cli::serve::BenchServeArgs),
     /// The HTTP server under load: streamed completions at once (server
     /// overhead beside the model), streams held open, memory after many
     /// requests.
@@ -591,6 +595,9 @@ fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Http(args),
         } => cli::serve::bench_http_cmd(args)?,
+        Command::Bench {
+            command: BenchCommand::Serve(args),
+        } => cli::serve::bench_serve_cmd(args)?,
         Command::Bench {
             command:
                 BenchCommand::Kb {

@@ -45,7 +45,7 @@ use chatforge_channel::{
 };
 
 pub use config::{ChannelProfile, Durations, PipelineConfig, Profile, RateLimitConfig};
-pub use engine::{Backend, Engine, EngineError, Opener, Pool, onnx_opener};
+pub use engine::{Backend, Engine, EngineError, Opener, Pool, Scheduler, onnx_opener};
 pub use gate::{Checker, Gate};
 pub use hours::AgentHours;
 pub use operator::{ChatRef, ConsoleEvent, ConsoleEventKind};

@@ -2,12 +2,14 @@
 //! library, choosing execution providers, the KV-cached decoder, sampling
 //! and streaming generation.
 
+mod batch;
 mod decoder;
 mod generate;
 pub mod library;
 mod providers;
 pub(crate) mod sampling;
 
+pub use batch::{BatchLimits, BatchRequest, Intake};
 pub use decoder::{KvCache, OnnxDecoder};
 pub use generate::{Generation, Generator, StopReason};
 pub use library::{OrtLibrary, chatforge_home};

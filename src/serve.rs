@@ -97,10 +97,13 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
     let writer = Writer::spawn(Arc::clone(&db), hasher, writer_cfg)?;
     let runtime = cfg.runtime.clone();
     let workers = cfg.model.workers;
+    let scheduler = cfg.model.scheduler().map_err(config::Error::Value)?;
     let dir = bundle.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, &runtime, workers))
-        .await
-        .map_err(|e| ServeError::Other(format!("model loading panicked: {e}")))??;
+    let engine = tokio::task::spawn_blocking(move || {
+        Engine::open_scheduled(&dir, &runtime, workers, scheduler)
+    })
+    .await
+    .map_err(|e| ServeError::Other(format!("model loading panicked: {e}")))??;
     let mut pipeline = Pipeline::new(
         cfg.pipeline.clone(),
         Arc::new(engine),

@@ -135,12 +135,12 @@ async fn store_roundtrip(ctx: Ctx) {
     let store = &ctx.store;
     assert_eq!(
         store.schema_version().await.unwrap(),
-        Some(store::OPERATORS_SCHEMA)
+        Some(store::CONSOLE_SCHEMA)
     );
     store.migrate().await.unwrap();
     assert_eq!(
         store.schema_version().await.unwrap(),
-        Some(store::OPERATORS_SCHEMA)
+        Some(store::CONSOLE_SCHEMA)
     );
 
     let writer = quick_writer(&ctx, Arc::clone(store));
@@ -1753,7 +1753,7 @@ async fn store_cli_migrate_export_stats() {
     let o = chatforge(&["db", "migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("schema at version 4"),
+        text(&o.stdout).contains("schema at version 5"),
         "{}",
         text(&o.stdout)
     );

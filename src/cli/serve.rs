@@ -88,6 +88,83 @@ pub struct BenchPipelineArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct BenchServeArgs {
+    /// Bundle with model.onnx.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Conversations sending at once.
+    #[arg(long, default_value_t = 64)]
+    conversations: usize,
+    /// Replies each conversation asks for, one after the other.
+    #[arg(long, default_value_t = 2)]
+    replies: usize,
+    /// Tokens of every reply.
+    #[arg(long, default_value_t = 32)]
+    new_tokens: usize,
+    /// Generator threads of each scheduler.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Rows of the continuous batch at most.
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    /// Token positions the continuous batch may hold.
+    #[arg(long, default_value_t = 16_384)]
+    max_batch_tokens: usize,
+    /// chatforge.toml for the [runtime] settings.
+    #[arg(long, env = "CHATFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench_serve_cmd(a: BenchServeArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.conversations > 0 && a.replies > 0 && a.new_tokens > 0 && a.workers > 0,
+        "--conversations, --replies, --new-tokens and --workers must be at least 1"
+    );
+    let config = Config::load(a.config.as_deref())?;
+    let rt = crate::store_cmd::runtime()?;
+    let r = rt.block_on(chatforge::bench::bench_serve(
+        chatforge::bench::ServeBench {
+            bundle: a.bundle,
+            runtime: config.runtime,
+            conversations: a.conversations,
+            replies: a.replies,
+            new_tokens: a.new_tokens,
+            workers: a.workers,
+            limits: chatforge::runtime::BatchLimits {
+                max_batch: a.max_batch.max(1),
+                max_tokens: a.max_batch_tokens,
+            },
+        },
+    ))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        for f in [&r.pool, &r.continuous] {
+            println!(
+                "{:<10} {} replies ({} failed) in {:.1} s: {:.1} tokens/s; first text p50 {:.0} ms, p99 {:.0} ms; reply p50 {:.0} ms, p99 {:.0} ms; {:.2} ms/token",
+                f.scheduler,
+                f.replies,
+                f.failed,
+                f.seconds,
+                f.tokens_per_s,
+                f.ttft_p50_ms,
+                f.ttft_p99_ms,
+                f.reply_p50_ms,
+                f.reply_p99_ms,
+                f.per_token_ms
+            );
+        }
+        println!(
+            "{} conversations, {} tokens per reply, {} worker(s): continuous/pool throughput {:.2}x",
+            r.conversations, r.new_tokens, r.workers, r.throughput_ratio
+        );
+    }
+    Ok(())
+}
+
 pub fn bench(a: BenchPipelineArgs) -> Result<()> {
     anyhow::ensure!(
         a.conversations > 0 && a.messages > 0,

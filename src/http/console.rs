@@ -153,18 +153,6 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn cookie_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// Refuses a request a browser sent from another site.
 fn same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
     let cross = || Refusal::new(StatusCode::FORBIDDEN, "cross-site request refused");
@@ -200,7 +188,7 @@ fn operator(
     write: bool,
     any_password: bool,
 ) -> Result<(Operator, String), Refusal> {
-    let token = cookie_of(headers)
+    let token = super::session_cookie(headers, COOKIE)
         .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "not logged in"))?;
     let (op, csrf) = c.sessions.get(&token).ok_or_else(|| {
         Refusal::new(
@@ -489,17 +477,30 @@ pub struct Which {
     text: Option<String>,
 }
 
+/// An operator's action on a conversation, with the session and CSRF
+/// token checked; `{}` when it is done.
+async fn act(
+    s: &AppState,
+    headers: &HeaderMap,
+    action: impl AsyncFnOnce(&Console, &Operator) -> console::Result<()>,
+) -> Response {
+    let c = try_or!(console_of(s));
+    let (op, _) = try_or!(operator(c, headers, true, false));
+    match action(&c.console, &op).await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
 pub async fn claim(
     State(s): State<AppState>,
     headers: HeaderMap,
     Json(w): Json<Which>,
 ) -> Response {
-    let c = try_or!(console_of(&s));
-    let (op, _) = try_or!(operator(c, &headers, true, false));
-    match c.console.claim(&op, &w.conversation).await {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => failed(e),
-    }
+    act(&s, &headers, async |c, op| {
+        c.claim(op, &w.conversation).await
+    })
+    .await
 }
 
 pub async fn reply(
@@ -507,13 +508,11 @@ pub async fn reply(
     headers: HeaderMap,
     Json(w): Json<Which>,
 ) -> Response {
-    let c = try_or!(console_of(&s));
-    let (op, _) = try_or!(operator(c, &headers, true, false));
     let text = w.text.unwrap_or_default();
-    match c.console.reply(&op, &w.conversation, &text).await {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => failed(e),
-    }
+    act(&s, &headers, async |c, op| {
+        c.reply(op, &w.conversation, &text).await
+    })
+    .await
 }
 
 pub async fn resolve(
@@ -521,12 +520,10 @@ pub async fn resolve(
     headers: HeaderMap,
     Json(w): Json<Which>,
 ) -> Response {
-    let c = try_or!(console_of(&s));
-    let (op, _) = try_or!(operator(c, &headers, true, false));
-    match c.console.resolve(&op, &w.conversation).await {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => failed(e),
-    }
+    act(&s, &headers, async |c, op| {
+        c.resolve(op, &w.conversation).await
+    })
+    .await
 }
 
 pub async fn review_queue(State(s): State<AppState>, headers: HeaderMap) -> Response {
@@ -551,29 +548,25 @@ pub async fn review(
     headers: HeaderMap,
     Json(f): Json<ReviewForm>,
 ) -> Response {
-    let c = try_or!(console_of(&s));
-    let (op, _) = try_or!(operator(c, &headers, true, false));
-    let verdict = match (f.decision.as_str(), f.correction) {
-        ("approve", _) => Verdict::Approve,
-        ("reject", _) => Verdict::Reject,
-        ("correct", Some(text)) => Verdict::Correct(text),
-        ("correct", None) => {
-            return refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "a correction needs its text",
-            );
-        }
-        (other, _) => {
-            return refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("decision {other:?}: use approve, reject or correct"),
-            );
-        }
-    };
-    match c.console.review(&op, &f.message_id, verdict).await {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => failed(e),
-    }
+    act(&s, &headers, async |c, op| {
+        let verdict = match (f.decision.as_str(), f.correction) {
+            ("approve", _) => Verdict::Approve,
+            ("reject", _) => Verdict::Reject,
+            ("correct", Some(text)) => Verdict::Correct(text),
+            ("correct", None) => {
+                return Err(console::Error::Invalid(
+                    "a correction needs its text".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(console::Error::Invalid(format!(
+                    "decision {other:?}: use approve, reject or correct"
+                )));
+            }
+        };
+        c.review(op, &f.message_id, verdict).await
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::panic_message;
-use crate::runtime::{Generation, Generator, RuntimeConfig, SamplingParams};
+use crate::runtime::{
+    BatchLimits, BatchRequest, Generation, Generator, Intake, RuntimeConfig, SamplingParams,
+};
 use crate::text::Dialog;
 
 /// Errors of the engine. Generation errors keep the runtime's message for
@@ -53,6 +55,22 @@ pub trait Backend: Send {
 
     /// The model's default sampling settings.
     fn default_params(&self) -> SamplingParams;
+
+    /// The generator, when this backend can serve a continuous batch.
+    fn batcher(&mut self) -> Option<&mut Generator> {
+        None
+    }
+}
+
+/// How a pool's workers take replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheduler {
+    /// Each worker generates one reply at a time.
+    #[default]
+    Pool,
+    /// Each worker runs a continuous batch: replies join and leave between
+    /// decode steps.
+    Continuous(BatchLimits),
 }
 
 impl Backend for Generator {
@@ -76,6 +94,10 @@ impl Backend for Generator {
 
     fn default_params(&self) -> SamplingParams {
         Generator::default_params(self)
+    }
+
+    fn batcher(&mut self) -> Option<&mut Generator> {
+        Some(self)
     }
 }
 
@@ -117,7 +139,12 @@ pub struct Pool {
 impl Pool {
     /// Starts `workers` threads, each opening its own backend; returns once
     /// all are ready, or the first error.
-    fn open(dir: &Path, opener: &Opener, workers: usize) -> Result<Self, EngineError> {
+    fn open(
+        dir: &Path,
+        opener: &Opener,
+        workers: usize,
+        scheduler: Scheduler,
+    ) -> Result<Self, EngineError> {
         let open_err = |reason: String| EngineError::Open {
             dir: dir.display().to_string(),
             reason,
@@ -132,6 +159,7 @@ impl Pool {
                 dir: dir.to_path_buf(),
                 opener: Arc::clone(opener),
                 restarts: Arc::clone(&restarts),
+                scheduler,
             };
             let ready = ready_tx.clone();
             std::thread::Builder::new()
@@ -213,6 +241,52 @@ struct Worker {
     dir: PathBuf,
     opener: Opener,
     restarts: Arc<AtomicU64>,
+    scheduler: Scheduler,
+}
+
+/// The worker's queue as a continuous batch's intake.
+struct Queue<'a>(&'a Mutex<mpsc::Receiver<Job>>);
+
+impl Intake for Queue<'_> {
+    fn take(&mut self, wait: bool, room: usize) -> Option<Vec<BatchRequest>> {
+        use crate::http::metrics::{REQUESTS_RUNNING, REQUESTS_WAITING};
+        let mut rx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut jobs = Vec::new();
+        if wait {
+            jobs.push(rx.blocking_recv()?);
+        }
+        while jobs.len() < room {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) if jobs.is_empty() => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        let n = jobs.len() as f64;
+        metrics::gauge!(REQUESTS_WAITING).decrement(n);
+        metrics::gauge!(REQUESTS_RUNNING).increment(n);
+        Some(
+            jobs.into_iter()
+                .map(|job| {
+                    let deltas = job.deltas;
+                    let done = job.done;
+                    BatchRequest {
+                        dialog: job.dialog,
+                        params: job.params,
+                        cancel: job.cancel,
+                        on_text: Box::new(move |piece| {
+                            let _ = deltas.send(piece.to_string());
+                        }),
+                        done: Box::new(move |r| {
+                            metrics::gauge!(REQUESTS_RUNNING).decrement(1.0);
+                            let _ = done.send(r.map_err(|e| EngineError::Generate(e.to_string())));
+                        }),
+                    }
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Worker {
@@ -226,6 +300,40 @@ impl Worker {
     }
 
     fn run(&self, mut backend: Box<dyn Backend>) {
+        if let Scheduler::Continuous(limits) = self.scheduler
+            && backend.batcher().is_some()
+        {
+            return self.run_batched(backend, limits);
+        }
+        self.run_one_at_a_time(backend);
+    }
+
+    /// One continuous batch until the queue closes. A panic fails the
+    /// replies in flight (their callers get the apology) and reopens the
+    /// backend.
+    fn run_batched(&self, mut backend: Box<dyn Backend>, limits: BatchLimits) {
+        loop {
+            let served = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(g) = backend.batcher() {
+                    g.serve_continuous(&mut Queue(&self.rx), &limits);
+                }
+            }));
+            match served {
+                Ok(()) => return,
+                Err(p) => {
+                    let reason = panic_message(&*p);
+                    tracing::error!(bundle = %self.dir.display(), panic = %reason, "the batch generator panicked; reopening it");
+                    drop(backend);
+                    match self.reopen() {
+                        Some(b) => backend = b,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_one_at_a_time(&self, mut backend: Box<dyn Backend>) {
         use crate::http::metrics::{REQUESTS_RUNNING, REQUESTS_WAITING};
         while let Some(job) = self.next_job() {
             metrics::gauge!(REQUESTS_WAITING).decrement(1.0);
@@ -287,6 +395,7 @@ pub struct Engine {
     current: RwLock<Arc<Pool>>,
     opener: Opener,
     workers: usize,
+    scheduler: Scheduler,
 }
 
 impl Engine {
@@ -296,14 +405,34 @@ impl Engine {
         Self::with_opener(dir, onnx_opener(runtime), workers)
     }
 
+    /// [`Self::open`] with the workers scheduling as `scheduler` says.
+    pub fn open_scheduled(
+        dir: &Path,
+        runtime: &RuntimeConfig,
+        workers: usize,
+        scheduler: Scheduler,
+    ) -> Result<Self, EngineError> {
+        Self::build(dir, onnx_opener(runtime), workers, scheduler)
+    }
+
     /// [`Self::open`] with any backend.
     pub fn with_opener(dir: &Path, opener: Opener, workers: usize) -> Result<Self, EngineError> {
-        let pool = Pool::open(dir, &opener, workers)?;
-        tracing::info!(bundle = %dir.display(), version = pool.model_version(), workers, "model loaded");
+        Self::build(dir, opener, workers, Scheduler::Pool)
+    }
+
+    fn build(
+        dir: &Path,
+        opener: Opener,
+        workers: usize,
+        scheduler: Scheduler,
+    ) -> Result<Self, EngineError> {
+        let pool = Pool::open(dir, &opener, workers, scheduler)?;
+        tracing::info!(bundle = %dir.display(), version = pool.model_version(), workers, ?scheduler, "model loaded");
         Ok(Self {
             current: RwLock::new(Arc::new(pool)),
             opener,
             workers,
+            scheduler,
         })
     }
 
@@ -317,7 +446,7 @@ impl Engine {
     /// and switches new replies to it; on error the old model stays. Blocks
     /// while the model loads. Returns the new model version.
     pub fn reload(&self, dir: &Path) -> Result<String, EngineError> {
-        let pool = Pool::open(dir, &self.opener, self.workers)?;
+        let pool = Pool::open(dir, &self.opener, self.workers, self.scheduler)?;
         let version = pool.model_version().to_string();
         let old = {
             let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());

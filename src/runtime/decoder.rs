@@ -18,6 +18,17 @@ pub struct KvCache {
     pub len: usize,
 }
 
+impl KvCache {
+    /// A cache made on the host (for rows joining or leaving a batch).
+    pub(crate) fn from_values(values: Vec<DynValue>, batch: usize, len: usize) -> Self {
+        Self { values, batch, len }
+    }
+
+    pub(crate) fn values(&self) -> &[DynValue] {
+        &self.values
+    }
+}
+
 pub struct OnnxDecoder {
     session: Session,
     provider: Provider,

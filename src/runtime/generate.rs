@@ -45,14 +45,23 @@ pub struct Generator {
     bundle: Bundle,
 }
 
+/// What ends a row and what it may not draw.
+pub(super) struct RowRule<'a> {
+    pub params: &'a SamplingParams,
+    /// Tokens the row may generate.
+    pub budget: usize,
+    pub banned: &'a [bool],
+    pub stop_ids: &'a [u32],
+}
+
 /// Per-row state while generating.
-struct Row {
-    sampler: Sampler,
-    history: Vec<u32>,
-    tokens: Vec<u32>,
-    stream: TextStream,
-    stop: Option<StopReason>,
-    last_pos: i64,
+pub(super) struct Row {
+    pub sampler: Sampler,
+    pub history: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub stream: TextStream,
+    pub stop: Option<StopReason>,
+    pub last_pos: i64,
 }
 
 impl Generator {
@@ -102,6 +111,10 @@ impl Generator {
         &self.decoder
     }
 
+    pub(super) fn decoder_mut(&mut self) -> &mut OnnxDecoder {
+        &mut self.decoder
+    }
+
     /// Sampling settings from `generation.json`.
     pub fn default_params(&self) -> SamplingParams {
         SamplingParams::from(&self.defaults)
@@ -127,6 +140,17 @@ impl Generator {
         cancel: &AtomicBool,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Generation> {
+        let prompt = self.prompt(dialog, params)?;
+        let mut out = self.run(&[prompt.ids], params, cancel, on_text)?;
+        let mut g = out.remove(0);
+        g.prompt_cut_tokens = prompt.cut_tokens;
+        Ok(g)
+    }
+
+    /// The prompt of the next assistant turn of `dialog`: cut from the
+    /// oldest turns (and the context passages fitted) to leave room for
+    /// `max_new_tokens`.
+    pub fn prompt(&self, dialog: &Dialog, params: &SamplingParams) -> Result<crate::text::Prompt> {
         let ctx = self.decoder.config().n_positions;
         let room = params.max_new_tokens.min(ctx / 2).max(1);
         let fitted;
@@ -153,11 +177,7 @@ impl Generator {
             fitted = self.fit_context(dialog, (avail * 3 / 5).min(avail.saturating_sub(fixed)))?;
             &fitted
         };
-        let prompt = encode_prompt_within(&self.tok, dialog, ctx - room)?;
-        let mut out = self.run(&[prompt.ids], params, cancel, on_text)?;
-        let mut g = out.remove(0);
-        g.prompt_cut_tokens = prompt.cut_tokens;
-        Ok(g)
+        Ok(encode_prompt_within(&self.tok, dialog, ctx - room)?)
     }
 
     /// `dialog` with its context passages within `budget` tokens: the
@@ -225,19 +245,8 @@ impl Generator {
                 ctx - 1
             )));
         }
-        let stop_ids: Vec<u32> = params
-            .stop_tokens
-            .iter()
-            .map(|s| {
-                self.tok.token_id(s).ok_or_else(|| {
-                    Error::Input(format!("stop token {s:?} is not in the tokenizer"))
-                })
-            })
-            .collect::<Result<_>>()?;
         // Special tokens other than the stop tokens never appear in a reply.
-        let banned: Vec<bool> = (0..vocab as u32)
-            .map(|i| self.tok.is_special(i) && !stop_ids.contains(&i))
-            .collect();
+        let (stop_ids, banned) = self.stop_and_banned(params)?;
         let pad = self.tok.special().endoftext as i64;
         let batch = prompts.len();
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -273,33 +282,23 @@ impl Generator {
                 }
                 break;
             }
+            debug_assert!(
+                rows.iter()
+                    .all(|r| r.stop.is_some() || r.tokens.len() == step)
+            );
             let mut next = Vec::with_capacity(batch);
             for (r, row) in rows.iter_mut().enumerate() {
-                if row.stop.is_some() {
-                    next.push(pad);
-                    continue;
-                }
-                if step == budget {
-                    row.stop = Some(if budget < params.max_new_tokens {
-                        StopReason::Context
-                    } else {
-                        StopReason::MaxTokens
-                    });
-                    next.push(pad);
-                    continue;
-                }
                 let start = (r * seq + seq - 1) * vocab;
-                let mut l = logits[start..start + vocab].to_vec();
-                let t = row.sampler.pick(&mut l, &row.history, &banned);
-                if stop_ids.contains(&t) {
-                    row.stop = Some(StopReason::StopToken);
-                    next.push(pad);
-                    continue;
-                }
-                row.tokens.push(t);
-                row.history.push(t);
-                self.advance_text(row, params, r, on_text)?;
-                next.push(t as i64);
+                let rule = RowRule {
+                    params,
+                    budget,
+                    banned: &banned,
+                    stop_ids: &stop_ids,
+                };
+                let t = self.next_token(row, &logits[start..start + vocab], &rule, &mut |d| {
+                    on_text(r, d)
+                })?;
+                next.push(t.map_or(pad, i64::from));
             }
             if rows.iter().all(|r| r.stop.is_some()) {
                 break;
@@ -337,22 +336,63 @@ impl Generator {
         Ok(out)
     }
 
-    fn advance_text(
+    /// One row's next token from its `logits` (the row's last position):
+    /// `None` when the row has stopped (or stops now: its budget is spent,
+    /// or it drew a stop token or reached a stop string).
+    pub(super) fn next_token(
         &self,
         row: &mut Row,
-        params: &SamplingParams,
-        r: usize,
-        on_text: &mut dyn FnMut(usize, &str),
-    ) -> Result<()> {
+        logits: &[f32],
+        rule: &RowRule<'_>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Option<u32>> {
+        if row.stop.is_some() {
+            return Ok(None);
+        }
+        if row.tokens.len() >= rule.budget {
+            row.stop = Some(if rule.budget < rule.params.max_new_tokens {
+                StopReason::Context
+            } else {
+                StopReason::MaxTokens
+            });
+            return Ok(None);
+        }
+        let mut l = logits.to_vec();
+        let t = row.sampler.pick(&mut l, &row.history, rule.banned);
+        if rule.stop_ids.contains(&t) {
+            row.stop = Some(StopReason::StopToken);
+            return Ok(None);
+        }
+        row.tokens.push(t);
+        row.history.push(t);
         let text = self.tok.decode(&row.tokens, true)?;
-        let (delta, stopped) = row.stream.update(text, &params.stop_strings);
+        let (delta, stopped) = row.stream.update(text, &rule.params.stop_strings);
         if let Some(d) = delta {
-            on_text(r, &d);
+            on_text(&d);
         }
         if stopped {
             row.stop = Some(StopReason::StopString);
         }
-        Ok(())
+        Ok(Some(t))
+    }
+
+    /// The stop tokens of `params` as ids, and the ids never sampled:
+    /// special tokens other than those.
+    pub(super) fn stop_and_banned(&self, params: &SamplingParams) -> Result<(Vec<u32>, Vec<bool>)> {
+        let vocab = self.decoder.config().vocab_size;
+        let stop_ids: Vec<u32> = params
+            .stop_tokens
+            .iter()
+            .map(|s| {
+                self.tok.token_id(s).ok_or_else(|| {
+                    Error::Input(format!("stop token {s:?} is not in the tokenizer"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let banned: Vec<bool> = (0..vocab as u32)
+            .map(|i| self.tok.is_special(i) && !stop_ids.contains(&i))
+            .collect();
+        Ok((stop_ids, banned))
     }
 }
 

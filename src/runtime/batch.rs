@@ -1,0 +1,425 @@
+//! Continuous batching: one generator serves many replies at once. Each
+//! decode step runs every live row together; a newcomer is prefilled (with
+//! the others that arrived meanwhile) and joins the running batch at the
+//! next step; a row that finishes or is cancelled leaves at once. Rows keep
+//! their own positions, and the KV cache is aligned by left padding and the
+//! attention mask, so a row generates the same tokens alone as in a
+//! changing batch (up to the float rounding of a wider matrix product).
+//!
+//! The cache moves to the host and back only when rows join or leave; the
+//! steps in between feed the model's output cache straight back.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ort::value::Tensor;
+
+use super::decoder::KvCache;
+use super::generate::{Generation, Generator, Row, RowRule, StopReason, TextStream};
+use super::sampling::{Sampler, SamplingParams};
+use super::{Error, Result};
+use crate::text::Dialog;
+
+/// One reply for the batch.
+pub struct BatchRequest {
+    pub dialog: Dialog,
+    pub params: SamplingParams,
+    /// Set from another thread: the row stops at the next step.
+    pub cancel: Arc<AtomicBool>,
+    /// The reply's text as it becomes final.
+    pub on_text: Box<dyn FnMut(&str) + Send>,
+    pub done: Box<dyn FnOnce(Result<Generation>) + Send>,
+}
+
+/// Where requests come from.
+pub trait Intake {
+    /// Up to `room` waiting requests, oldest first; with `wait`, blocks
+    /// until there is one. `None`: closed, and nothing is left.
+    fn take(&mut self, wait: bool, room: usize) -> Option<Vec<BatchRequest>>;
+}
+
+/// How large a batch may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Rows decoded together at most.
+    pub max_batch: usize,
+    /// Token positions (rows × cached length) the batch may hold; a
+    /// newcomer waits while joining would pass it. A lone request always
+    /// runs.
+    pub max_tokens: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_batch: 16,
+            max_tokens: 16_384,
+        }
+    }
+}
+
+/// A row in the running batch.
+struct Live {
+    row: Row,
+    params: SamplingParams,
+    budget: usize,
+    stop_ids: Vec<u32>,
+    banned: Vec<bool>,
+    prompt_tokens: usize,
+    cut_tokens: usize,
+    /// Padding on the left of this row's cache: its tokens are the last
+    /// `cache.len - pad` positions.
+    pad: usize,
+    /// The token to feed at the next step.
+    next: Option<u32>,
+    cancel: Arc<AtomicBool>,
+    on_text: Box<dyn FnMut(&str) + Send>,
+    done: Option<Box<dyn FnOnce(Result<Generation>) + Send>>,
+}
+
+impl Live {
+    fn finish(&mut self) {
+        if !self.row.stream.rest().is_empty() {
+            let rest = self.row.stream.rest().to_string();
+            (self.on_text)(&rest);
+        }
+        let g = Generation {
+            text: self.row.stream.text().to_string(),
+            tokens: std::mem::take(&mut self.row.tokens),
+            prompt_tokens: self.prompt_tokens,
+            prompt_cut_tokens: self.cut_tokens,
+            stop: self.row.stop.unwrap_or(StopReason::MaxTokens),
+        };
+        if let Some(done) = self.done.take() {
+            done(Ok(g));
+        }
+    }
+
+    fn fail(&mut self, e: &Error) {
+        if let Some(done) = self.done.take() {
+            done(Err(Error::Run(e.to_string())));
+        }
+    }
+}
+
+/// A newcomer with its prompt, before it joins.
+struct Waiting {
+    prompt: Vec<u32>,
+    cut_tokens: usize,
+    req: BatchRequest,
+}
+
+impl Generator {
+    /// Serves `intake` as one continuous batch until it is closed and every
+    /// reply is done.
+    pub fn serve_continuous(&mut self, intake: &mut dyn Intake, limits: &BatchLimits) {
+        let max_batch = limits.max_batch.max(1);
+        let mut rows: Vec<Live> = Vec::new();
+        let mut cache: Option<KvCache> = None;
+        let mut waiting: VecDeque<Waiting> = VecDeque::new();
+        let mut closed = false;
+        loop {
+            // 1. Take what arrived (waiting for something when idle).
+            if !closed {
+                let room = max_batch.saturating_sub(rows.len() + waiting.len());
+                let idle = rows.is_empty() && waiting.is_empty();
+                if room > 0 || idle {
+                    match intake.take(idle, room.max(1)) {
+                        Some(new) => {
+                            for req in new {
+                                match self.prompt(&req.dialog, &req.params) {
+                                    Ok(p) => waiting.push_back(Waiting {
+                                        prompt: p.ids,
+                                        cut_tokens: p.cut_tokens,
+                                        req,
+                                    }),
+                                    Err(e) => (req.done)(Err(e)),
+                                }
+                            }
+                        }
+                        None => closed = true,
+                    }
+                }
+            }
+            if closed && rows.is_empty() && waiting.is_empty() {
+                return;
+            }
+            // 2. Newcomers join, oldest first, within the limits.
+            let len = cache.as_ref().map_or(0, |c| c.len);
+            let mut joining = Vec::new();
+            while let Some(w) = waiting.front() {
+                let n = rows.len() + joining.len() + 1;
+                let width = joining
+                    .iter()
+                    .map(|j: &Waiting| j.prompt.len())
+                    .chain([w.prompt.len(), len])
+                    .max()
+                    .unwrap_or(0);
+                let alone = rows.is_empty() && joining.is_empty();
+                if n > max_batch || (!alone && n * width > limits.max_tokens) {
+                    break;
+                }
+                joining.extend(waiting.pop_front());
+            }
+            if !joining.is_empty() {
+                match self.prefill(joining) {
+                    Ok((mut new_rows, new_cache)) => {
+                        let merged = match cache.take() {
+                            Some(old) => merge(&mut rows, old, &mut new_rows, new_cache),
+                            None => Ok(new_cache),
+                        };
+                        rows.append(&mut new_rows);
+                        match merged {
+                            Ok(c) => cache = Some(c),
+                            Err(e) => fail_all(&mut rows, &e),
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "prefill failed"),
+                }
+            }
+            // 3. Cancelled rows stop; finished rows leave.
+            for r in rows.iter_mut() {
+                if r.row.stop.is_none() && r.cancel.load(Ordering::Relaxed) {
+                    r.row.stop = Some(StopReason::Cancelled);
+                }
+            }
+            if rows.iter().any(|r| r.row.stop.is_some()) {
+                let keep: Vec<bool> = rows.iter().map(|r| r.row.stop.is_none()).collect();
+                for r in rows.iter_mut().filter(|r| r.row.stop.is_some()) {
+                    r.finish();
+                }
+                let compacted = match cache.take() {
+                    Some(c) if keep.iter().any(|&k| k) => compact(c, &keep, &mut rows).map(Some),
+                    _ => Ok(None),
+                };
+                let mut k = keep.iter();
+                rows.retain(|_| *k.next().unwrap_or(&false));
+                match compacted {
+                    Ok(c) => cache = c,
+                    Err(e) => fail_all(&mut rows, &e),
+                }
+            }
+            // 4. One decode step for every live row.
+            let Some(c) = cache.take() else {
+                continue;
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            match self.decode_step(&mut rows, c) {
+                Ok(c) => cache = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "decode step failed");
+                    fail_all(&mut rows, &e);
+                }
+            }
+        }
+    }
+
+    /// Prefills newcomers together (left-padded) and draws each one's
+    /// first token.
+    fn prefill(&mut self, joining: Vec<Waiting>) -> Result<(Vec<Live>, KvCache)> {
+        let ctx = self.decoder().config().n_positions;
+        let vocab = self.decoder().config().vocab_size;
+        let pad_id = self.tokenizer().special().endoftext as i64;
+        let mut rows = Vec::with_capacity(joining.len());
+        for w in joining {
+            let checked = w.req.params.validate().map_err(Error::Input).and_then(|()| {
+                if w.prompt.is_empty() || w.prompt.len() >= ctx {
+                    Err(Error::Input(format!(
+                        "a prompt has {} tokens; it must have between 1 and {} (the context is {ctx})",
+                        w.prompt.len(),
+                        ctx - 1
+                    )))
+                } else {
+                    self.stop_and_banned(&w.req.params)
+                }
+            });
+            let (stop_ids, banned) = match checked {
+                Ok(x) => x,
+                Err(e) => {
+                    (w.req.done)(Err(e));
+                    continue;
+                }
+            };
+            let n = w.prompt.len();
+            rows.push(Live {
+                row: Row {
+                    sampler: Sampler::new(&w.req.params, 0),
+                    history: w.prompt,
+                    tokens: Vec::new(),
+                    stream: TextStream::default(),
+                    stop: None,
+                    last_pos: n as i64 - 1,
+                },
+                budget: w.req.params.max_new_tokens.min(ctx - n),
+                params: w.req.params,
+                stop_ids,
+                banned,
+                prompt_tokens: n,
+                cut_tokens: w.cut_tokens,
+                pad: 0,
+                next: None,
+                cancel: w.req.cancel,
+                on_text: w.req.on_text,
+                done: Some(w.req.done),
+            });
+        }
+        let batch = rows.len();
+        let width = rows.iter().map(|r| r.prompt_tokens).max().unwrap_or(0);
+        if batch == 0 {
+            return Ok((rows, self.decoder().empty_cache(0)?));
+        }
+        let mut ids = Vec::with_capacity(batch * width);
+        let mut positions = Vec::with_capacity(batch * width);
+        let mut mask = Vec::with_capacity(batch * width);
+        for r in rows.iter_mut() {
+            let n = r.prompt_tokens;
+            r.pad = width - n;
+            ids.extend(std::iter::repeat_n(pad_id, r.pad));
+            ids.extend(r.row.history.iter().map(|&t| i64::from(t)));
+            mask.extend(std::iter::repeat_n(0i64, r.pad));
+            mask.extend(std::iter::repeat_n(1i64, n));
+            positions.extend(std::iter::repeat_n(0i64, r.pad));
+            positions.extend(0..n as i64);
+        }
+        let empty = self.decoder().empty_cache(batch)?;
+        let (logits, cache) = match self.decoder_mut().forward(&ids, &positions, &mask, empty) {
+            Ok(x) => x,
+            Err(e) => {
+                fail_all(&mut rows, &e);
+                return Err(e);
+            }
+        };
+        for (i, r) in rows.iter_mut().enumerate() {
+            let start = (i * width + width - 1) * vocab;
+            self.draw(r, &logits[start..start + vocab])?;
+        }
+        Ok((rows, cache))
+    }
+
+    /// Draws a row's next token from its logits.
+    fn draw(&self, r: &mut Live, logits: &[f32]) -> Result<()> {
+        let rule = RowRule {
+            params: &r.params,
+            budget: r.budget,
+            banned: &r.banned,
+            stop_ids: &r.stop_ids,
+        };
+        let on_text = &mut r.on_text;
+        r.next = self.next_token(&mut r.row, logits, &rule, &mut |d| on_text(d))?;
+        Ok(())
+    }
+
+    /// Feeds every row its drawn token and draws the next.
+    fn decode_step(&mut self, rows: &mut [Live], cache: KvCache) -> Result<KvCache> {
+        let vocab = self.decoder().config().vocab_size;
+        let total = cache.len + 1;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut mask = Vec::with_capacity(rows.len() * total);
+        for r in rows.iter_mut() {
+            ids.push(r.next.map_or(0, i64::from));
+            r.row.last_pos += 1;
+            positions.push(r.row.last_pos);
+            mask.extend((0..total).map(|j| i64::from(j >= r.pad)));
+        }
+        let (logits, cache) = self.decoder_mut().forward(&ids, &positions, &mask, cache)?;
+        for (i, r) in rows.iter_mut().enumerate() {
+            self.draw(r, &logits[i * vocab..(i + 1) * vocab])?;
+        }
+        Ok(cache)
+    }
+}
+
+fn fail_all(rows: &mut Vec<Live>, e: &Error) {
+    for r in rows.iter_mut() {
+        r.fail(e);
+    }
+    rows.clear();
+}
+
+/// The cache's tensors on the host: `[batch, heads, len, head_dim]` each.
+fn host(cache: &KvCache) -> Result<Vec<(Vec<i64>, Vec<f32>)>> {
+    cache
+        .values()
+        .iter()
+        .map(|v| {
+            let (shape, data) = v
+                .try_extract_tensor::<f32>()
+                .map_err(|e| Error::Run(e.to_string()))?;
+            Ok((shape.to_vec(), data.to_vec()))
+        })
+        .collect()
+}
+
+/// One output row: which source (0: the first cache, 1: the second), which
+/// row of it.
+type Pick = (usize, usize);
+
+/// Builds a cache of `len` positions from rows of `sources`, each row's
+/// tokens right-aligned (the last `min(len, source len)` positions).
+fn assemble(sources: &[&[(Vec<i64>, Vec<f32>)]], picks: &[Pick], len: usize) -> Result<KvCache> {
+    let mut values = Vec::with_capacity(sources[0].len());
+    for (l, (shape, _)) in sources[0].iter().enumerate() {
+        let (heads, dim) = (shape[1] as usize, shape[3] as usize);
+        let mut out = vec![0f32; picks.len() * heads * len * dim];
+        for (o, &(s, row)) in picks.iter().enumerate() {
+            let (src_shape, src) = &sources[s][l];
+            let src_len = src_shape[2] as usize;
+            let n = src_len.min(len);
+            for h in 0..heads {
+                let from = ((row * heads + h) * src_len + (src_len - n)) * dim;
+                let to = ((o * heads + h) * len + (len - n)) * dim;
+                out[to..to + n * dim].copy_from_slice(&src[from..from + n * dim]);
+            }
+        }
+        let t = Tensor::<f32>::from_array(([picks.len(), heads, len, dim], out))
+            .map_err(|e| Error::Run(e.to_string()))?;
+        values.push(t.into_dyn());
+    }
+    Ok(KvCache::from_values(values, picks.len(), len))
+}
+
+/// The running rows and the newcomers in one cache, right-aligned to the
+/// longer of the two.
+fn merge(rows: &mut [Live], old: KvCache, new_rows: &mut [Live], new: KvCache) -> Result<KvCache> {
+    let len = old.len.max(new.len);
+    let (a, b) = (host(&old)?, host(&new)?);
+    for r in rows.iter_mut() {
+        r.pad += len - old.len;
+    }
+    for r in new_rows.iter_mut() {
+        r.pad += len - new.len;
+    }
+    let picks: Vec<Pick> = (0..old.batch)
+        .map(|i| (0, i))
+        .chain((0..new.batch).map(|i| (1, i)))
+        .collect();
+    assemble(&[&a, &b], &picks, len)
+}
+
+/// The cache of the rows to `keep`, without the left padding they all
+/// share.
+fn compact(cache: KvCache, keep: &[bool], rows: &mut [Live]) -> Result<KvCache> {
+    let shared = rows
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(r, _)| r.pad)
+        .min()
+        .unwrap_or(0);
+    let len = cache.len - shared;
+    for r in rows.iter_mut() {
+        r.pad = r.pad.saturating_sub(shared);
+    }
+    let a = host(&cache)?;
+    let picks: Vec<Pick> = keep
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k)
+        .map(|(i, _)| (0, i))
+        .collect();
+    assemble(&[&a], &picks, len)
+}
