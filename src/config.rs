@@ -338,6 +338,19 @@ pub struct DiscordSection {
     pub guild_channels: Vec<u64>,
     #[serde(default = "default_edit_secs")]
     pub edit_interval_secs: f64,
+    /// The gateway shards this process runs, `"0..2 of 4"`; unset: as many
+    /// as Discord recommends, all in this process.
+    #[serde(default)]
+    pub shards: Option<String>,
+}
+
+impl DiscordSection {
+    pub fn shard_range(&self) -> Result<Option<chatforge_discord::Shards>, String> {
+        self.shards
+            .as_deref()
+            .map(|s| s.parse().map_err(|e| format!("discord.shards: {e}")))
+            .transpose()
+    }
 }
 
 fn default_edit_secs() -> f64 {
@@ -572,6 +585,7 @@ impl Config {
         }
         if let Some(d) = &self.discord {
             d.edit_interval().map_err(Error::Value)?;
+            d.shard_range().map_err(Error::Value)?;
         }
         self.pipeline.validate().map_err(Error::Value)
     }

@@ -116,6 +116,9 @@ pub struct TurnOutcome {
     pub completion_tokens: usize,
     /// Waiting for the model (queue and generation).
     pub model_time: Duration,
+    /// The model's queue was full: nothing was generated (the API answers
+    /// 429).
+    pub busy: bool,
 }
 
 /// Replies remembered for feedback after their session ended.
@@ -505,6 +508,10 @@ impl Pipeline {
                 tracing::error!(%conversation, error = %e, "reply failed");
                 let outcome = match e {
                     GenerateError::Timeout(_) => "timed_out",
+                    GenerateError::Engine(EngineError::Busy(_)) => {
+                        out.busy = true;
+                        "busy"
+                    }
                     _ => "failed",
                 };
                 crate::http::metrics::reply(

@@ -303,6 +303,7 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
                 .transpose()?;
             dc.guild_channels.clone_from(&d.guild_channels);
             dc.edit_interval = d.edit_interval().map_err(config::Error::Value)?;
+            dc.shards = d.shard_range().map_err(config::Error::Value)?;
             Some(dc)
         }
         None => None,

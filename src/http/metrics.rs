@@ -17,7 +17,7 @@ pub const PROMPT_TOKENS: &str = "chatforge_prompt_tokens_total";
 pub const GENERATION_TOKENS: &str = "chatforge_generation_tokens_total";
 pub const HTTP_REQUESTS: &str = "chatforge_http_requests_total";
 /// Replies by outcome: sent, moderated, guard_replaced, abstained,
-/// timed_out, failed.
+/// timed_out, busy (the model queue was full), failed.
 pub const REPLIES: &str = "chatforge_replies_total";
 pub const HANDOFFS: &str = "chatforge_handoffs_total";
 pub const FEEDBACK: &str = "chatforge_feedback_total";

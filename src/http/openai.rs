@@ -378,6 +378,19 @@ async fn completion(
     })?;
     record_timing(&outcome, started, collected.first_at);
     s.record_timing(started.elapsed(), outcome.model_time);
+    if outcome.busy {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "the model is answering too many requests; retry shortly",
+        )
+        .into_response();
+        e.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(1),
+        );
+        return Ok(e);
+    }
     let text = match collected.reply {
         Some(t) => t,
         None => {

@@ -79,6 +79,12 @@ struct Live {
 }
 
 impl Live {
+    /// Still generating (a finished row stays in the batch, masked and
+    /// ignored, until the next join or compaction drops it).
+    fn is_live(&self) -> bool {
+        self.done.is_some()
+    }
+
     fn finish(&mut self) {
         if !self.row.stream.rest().is_empty() {
             let rest = self.row.stream.rest().to_string();
@@ -121,9 +127,10 @@ impl Generator {
         let mut closed = false;
         loop {
             // 1. Take what arrived (waiting for something when idle).
+            let live = rows.iter().filter(|r| r.is_live()).count();
             if !closed {
-                let room = max_batch.saturating_sub(rows.len() + waiting.len());
-                let idle = rows.is_empty() && waiting.is_empty();
+                let room = max_batch.saturating_sub(live + waiting.len());
+                let idle = live == 0 && waiting.is_empty();
                 if room > 0 || idle {
                     match intake.take(idle, room.max(1)) {
                         Some(new) => {
@@ -142,21 +149,32 @@ impl Generator {
                     }
                 }
             }
-            if closed && rows.is_empty() && waiting.is_empty() {
+            if closed && live == 0 && waiting.is_empty() {
                 return;
             }
-            // 2. Newcomers join, oldest first, within the limits.
+            // 2. Cancelled rows stop; finished rows get their result now
+            // and leave the cache at the next join or compaction.
+            for r in rows.iter_mut() {
+                if r.is_live() && r.row.stop.is_none() && r.cancel.load(Ordering::Relaxed) {
+                    r.row.stop = Some(StopReason::Cancelled);
+                }
+                if r.is_live() && r.row.stop.is_some() {
+                    r.finish();
+                }
+            }
+            let live = rows.iter().filter(|r| r.is_live()).count();
+            // 3. Newcomers join, oldest first, within the limits.
             let len = cache.as_ref().map_or(0, |c| c.len);
             let mut joining = Vec::new();
             while let Some(w) = waiting.front() {
-                let n = rows.len() + joining.len() + 1;
+                let n = live + joining.len() + 1;
                 let width = joining
                     .iter()
                     .map(|j: &Waiting| j.prompt.len())
                     .chain([w.prompt.len(), len])
                     .max()
                     .unwrap_or(0);
-                let alone = rows.is_empty() && joining.is_empty();
+                let alone = live == 0 && joining.is_empty();
                 if n > max_batch || (!alone && n * width > limits.max_tokens) {
                     break;
                 }
@@ -166,8 +184,13 @@ impl Generator {
                 match self.prefill(joining) {
                     Ok((mut new_rows, new_cache)) => {
                         let merged = match cache.take() {
-                            Some(old) => merge(&mut rows, old, &mut new_rows, new_cache),
-                            None => Ok(new_cache),
+                            Some(old) if live > 0 => {
+                                merge(&mut rows, old, &mut new_rows, new_cache)
+                            }
+                            _ => {
+                                rows.clear();
+                                Ok(new_cache)
+                            }
                         };
                         rows.append(&mut new_rows);
                         match merged {
@@ -177,35 +200,35 @@ impl Generator {
                     }
                     Err(e) => tracing::error!(error = %e, "prefill failed"),
                 }
-            }
-            // 3. Cancelled rows stop; finished rows leave.
-            for r in rows.iter_mut() {
-                if r.row.stop.is_none() && r.cancel.load(Ordering::Relaxed) {
-                    r.row.stop = Some(StopReason::Cancelled);
+            } else if live == 0 {
+                rows.clear();
+                cache = None;
+            } else if live * 2 <= rows.len() {
+                // Half the rows are finished: stop computing them.
+                if let Some(c) = cache.take() {
+                    match compact(c, &mut rows) {
+                        Ok(c) => cache = Some(c),
+                        Err(e) => fail_all(&mut rows, &e),
+                    }
                 }
             }
-            if rows.iter().any(|r| r.row.stop.is_some()) {
-                let keep: Vec<bool> = rows.iter().map(|r| r.row.stop.is_none()).collect();
-                for r in rows.iter_mut().filter(|r| r.row.stop.is_some()) {
-                    r.finish();
-                }
-                let compacted = match cache.take() {
-                    Some(c) if keep.iter().any(|&k| k) => compact(c, &keep, &mut rows).map(Some),
-                    _ => Ok(None),
-                };
-                let mut k = keep.iter();
-                rows.retain(|_| *k.next().unwrap_or(&false));
-                match compacted {
-                    Ok(c) => cache = c,
-                    Err(e) => fail_all(&mut rows, &e),
-                }
+            // 4. One decode step for every row.
+            if !rows.iter().any(Live::is_live) {
+                continue;
             }
-            // 4. One decode step for every live row.
-            let Some(c) = cache.take() else {
+            let Some(mut c) = cache.take() else {
                 continue;
             };
-            if rows.is_empty() {
-                continue;
+            // A finished row that filled the context would push the cache
+            // past it: drop the finished rows first.
+            if c.len + 1 > self.decoder().config().n_positions {
+                match compact(c, &mut rows) {
+                    Ok(compacted) => c = compacted,
+                    Err(e) => {
+                        fail_all(&mut rows, &e);
+                        continue;
+                    }
+                }
             }
             match self.decode_step(&mut rows, c) {
                 Ok(c) => cache = Some(c),
@@ -321,14 +344,23 @@ impl Generator {
         let mut mask = Vec::with_capacity(rows.len() * total);
         for r in rows.iter_mut() {
             ids.push(r.next.map_or(0, i64::from));
-            r.row.last_pos += 1;
+            // A finished row rides along masked until it is dropped; its
+            // position stays where it was (inside the model's range).
+            if r.is_live() {
+                r.row.last_pos += 1;
+            }
             positions.push(r.row.last_pos);
             mask.extend((0..total).map(|j| i64::from(j >= r.pad)));
         }
         let (logits, cache) = self.decoder_mut().forward(&ids, &positions, &mask, cache)?;
-        for (i, r) in rows.iter_mut().enumerate() {
-            self.draw(r, &logits[i * vocab..(i + 1) * vocab])?;
-        }
+        // Drawing is per row and the cores are idle between forward passes:
+        // spread it over them (a batch of 16 drew for longer than its
+        // forward pass took, one row after the other).
+        use rayon::prelude::*;
+        let this = &*self;
+        rows.par_iter_mut()
+            .zip(logits.par_chunks(vocab))
+            .try_for_each(|(r, l)| this.draw(r, l))?;
         Ok(cache)
     }
 }
@@ -340,8 +372,11 @@ fn fail_all(rows: &mut Vec<Live>, e: &Error) {
     rows.clear();
 }
 
-/// The cache's tensors on the host: `[batch, heads, len, head_dim]` each.
-fn host(cache: &KvCache) -> Result<Vec<(Vec<i64>, Vec<f32>)>> {
+/// The cache's tensors as host slices: `[batch, heads, len, head_dim]`
+/// each.
+type HostCache<'a> = Vec<(Vec<i64>, &'a [f32])>;
+
+fn host(cache: &KvCache) -> Result<HostCache<'_>> {
     cache
         .values()
         .iter()
@@ -349,7 +384,7 @@ fn host(cache: &KvCache) -> Result<Vec<(Vec<i64>, Vec<f32>)>> {
             let (shape, data) = v
                 .try_extract_tensor::<f32>()
                 .map_err(|e| Error::Run(e.to_string()))?;
-            Ok((shape.to_vec(), data.to_vec()))
+            Ok((shape.to_vec(), data))
         })
         .collect()
 }
@@ -360,7 +395,7 @@ type Pick = (usize, usize);
 
 /// Builds a cache of `len` positions from rows of `sources`, each row's
 /// tokens right-aligned (the last `min(len, source len)` positions).
-fn assemble(sources: &[&[(Vec<i64>, Vec<f32>)]], picks: &[Pick], len: usize) -> Result<KvCache> {
+fn assemble(sources: &[&HostCache<'_>], picks: &[Pick], len: usize) -> Result<KvCache> {
     let mut values = Vec::with_capacity(sources[0].len());
     for (l, (shape, _)) in sources[0].iter().enumerate() {
         let (heads, dim) = (shape[1] as usize, shape[3] as usize);
@@ -400,14 +435,14 @@ fn merge(rows: &mut [Live], old: KvCache, new_rows: &mut [Live], new: KvCache) -
     assemble(&[&a, &b], &picks, len)
 }
 
-/// The cache of the rows to `keep`, without the left padding they all
-/// share.
-fn compact(cache: KvCache, keep: &[bool], rows: &mut [Live]) -> Result<KvCache> {
+/// The cache of the live rows only, without the left padding they all
+/// share; the finished rows are dropped from `rows`.
+fn compact(cache: KvCache, rows: &mut Vec<Live>) -> Result<KvCache> {
+    let live: Vec<bool> = rows.iter().map(Live::is_live).collect();
     let shared = rows
         .iter()
-        .zip(keep)
-        .filter(|(_, k)| **k)
-        .map(|(r, _)| r.pad)
+        .filter(|r| r.is_live())
+        .map(|r| r.pad)
         .min()
         .unwrap_or(0);
     let len = cache.len - shared;
@@ -415,11 +450,14 @@ fn compact(cache: KvCache, keep: &[bool], rows: &mut [Live]) -> Result<KvCache> 
         r.pad = r.pad.saturating_sub(shared);
     }
     let a = host(&cache)?;
-    let picks: Vec<Pick> = keep
+    let picks: Vec<Pick> = live
         .iter()
         .enumerate()
-        .filter(|(_, k)| **k)
+        .filter(|(_, l)| **l)
         .map(|(i, _)| (0, i))
         .collect();
-    assemble(&[&a], &picks, len)
+    let compacted = assemble(&[&a], &picks, len)?;
+    let mut l = live.iter();
+    rows.retain(|_| *l.next().unwrap_or(&false));
+    Ok(compacted)
 }

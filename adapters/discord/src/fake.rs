@@ -55,6 +55,8 @@ pub struct FakeState {
     /// Message creates to answer with a 500 before succeeding.
     pub fail_sends: u32,
     pub identified: bool,
+    /// The `[shard, total]` of each gateway Identify.
+    pub shards: Vec<Value>,
     /// Calls (or `identify`) that came without the right token.
     pub bad_auth: Vec<String>,
 }
@@ -269,6 +271,11 @@ async fn answer(
         let mut st = lock(&state);
         match (method.as_str(), segments.as_slice()) {
             ("GET", ["gateway"]) => Some(json!({"url": ws_url})),
+            // Autosharding asks how many shards to run: one.
+            ("GET", ["gateway", "bot"]) => Some(json!({
+                "url": ws_url, "shards": 1,
+                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+            })),
             ("GET", ["users", "@me"]) => Some(bot_user()),
             ("PUT", ["applications", _, "commands"]) => {
                 let commands: Vec<Value> = body
@@ -401,12 +408,14 @@ async fn gateway(state: Arc<Mutex<FakeState>>, stream: TcpStream) {
                     lock(&state).bad_auth.push("identify".into());
                 }
                 lock(&state).identified = true;
+                let shard = payload["d"]["shard"].clone();
+                lock(&state).shards.push(shard.clone());
                 ready = true;
                 seq += 1;
                 json!({"op": 0, "s": seq, "t": "READY", "d": {
                     "v": 10, "user": bot_user(), "guilds": [],
                     "session_id": "session-1", "resume_gateway_url": "ws://127.0.0.1:1",
-                    "shard": [0, 1], "application": {"id": APP_ID.to_string(), "flags": 0}
+                    "shard": shard, "application": {"id": APP_ID.to_string(), "flags": 0}
                 }})
             }
             _ => continue,

@@ -85,6 +85,9 @@ pub struct DiscordConfig {
     /// How often the typing indicator is renewed while generating (Discord
     /// shows it for about 10 s).
     pub typing_interval: Duration,
+    /// The gateway shards this process runs; `None`: as many as Discord
+    /// recommends, all here (autosharded).
+    pub shards: Option<Shards>,
 }
 
 impl DiscordConfig {
@@ -95,7 +98,37 @@ impl DiscordConfig {
             guild_channels: Vec::new(),
             edit_interval: Duration::from_secs(1),
             typing_interval: Duration::from_secs(8),
+            shards: None,
         }
+    }
+}
+
+/// A range of gateway shards out of a total: `"0..2 of 4"` runs shards 0
+/// and 1 of 4 in this process (another process runs `"2..4 of 4"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shards {
+    pub range: std::ops::Range<u32>,
+    pub total: u32,
+}
+
+impl std::str::FromStr for Shards {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a shard range like \"0..2 of 4\"");
+        let (range, total) = s.split_once(" of ").ok_or_else(bad)?;
+        let (start, end) = range.trim().split_once("..").ok_or_else(bad)?;
+        let num = |t: &str| t.trim().parse::<u32>().map_err(|_| bad());
+        let (start, end, total) = (num(start)?, num(end)?, num(total)?);
+        if start >= end || end > total {
+            return Err(format!(
+                "{s:?}: the range must hold at least one shard and end at most at the total"
+            ));
+        }
+        Ok(Self {
+            range: start..end,
+            total,
+        })
     }
 }
 
@@ -126,6 +159,7 @@ pub(crate) struct Context {
     /// Requests being served; shutdown waits for 0.
     in_flight: watch::Sender<usize>,
     commands_registered: AtomicBool,
+    shards: Option<Shards>,
 }
 
 impl Context {
@@ -255,6 +289,7 @@ impl DiscordAdapter {
             accepting: AtomicBool::new(true),
             in_flight,
             commands_registered: AtomicBool::new(false),
+            shards: config.shards.clone(),
         });
         // MESSAGE_CONTENT is privileged and not needed: Discord sends the
         // content of DMs and of messages that mention the bot without it.
@@ -297,7 +332,18 @@ impl DiscordAdapter {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DiscordError> {
         let shard_manager = self.client.shard_manager.clone();
-        let mut gateway = tokio::spawn(async move { self.client.start().await });
+        let shards = self.ctx.shards.clone();
+        let mut gateway = tokio::spawn(async move {
+            match shards {
+                None => self.client.start_autosharded().await,
+                // serenity's range is inclusive.
+                Some(s) => {
+                    self.client
+                        .start_shard_range(s.range.start..s.range.end - 1, s.total)
+                        .await
+                }
+            }
+        });
         tokio::select! {
             result = &mut gateway => {
                 let message = match result {

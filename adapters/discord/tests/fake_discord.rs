@@ -618,3 +618,36 @@ async fn test_outbox_sends_to_the_channel_split_to_the_limit() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_shards_autosharded_by_default_or_the_configured_range() {
+    with_timeout(async {
+        let bot = start().await;
+        bot.fake
+            .wait_for("an identify", |f| {
+                !f.state.lock().unwrap().shards.is_empty()
+            })
+            .await;
+        assert_eq!(bot.fake.state.lock().unwrap().shards, [json!([0, 1])]);
+        assert!(
+            !bot.fake.calls("GET", "/gateway/bot").is_empty(),
+            "autosharded"
+        );
+        bot.shutdown().await;
+
+        let bot = start_with(|c| c.shards = Some("1..2 of 2".parse().unwrap())).await;
+        bot.fake
+            .wait_for("an identify", |f| {
+                !f.state.lock().unwrap().shards.is_empty()
+            })
+            .await;
+        assert_eq!(bot.fake.state.lock().unwrap().shards, [json!([1, 2])]);
+        bot.shutdown().await;
+    })
+    .await;
+    for bad in ["2..2 of 4", "0..5 of 4", "0-2 of 4", "0..2", "a..b of c"] {
+        assert!(bad.parse::<chatforge_discord::Shards>().is_err(), "{bad}");
+    }
+    let s: chatforge_discord::Shards = "0..2 of 4".parse().unwrap();
+    assert_eq!((s.range, s.total), (0..2, 4));
+}
