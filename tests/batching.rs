@@ -136,6 +136,45 @@ async fn test_a_reply_is_the_same_alone_and_in_a_changing_batch() {
     assert!(g.tokens.len() <= expected[1].tokens.len());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_batch_does_not_stall_behind_an_idle_worker() {
+    // Two continuous workers: while one waits for work, the other's batch
+    // keeps decoding.
+    let f = common::chat_fixture();
+    let bundle = f.bundle.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        Engine::open_scheduled(
+            &bundle,
+            &common::cpu(),
+            2,
+            Scheduler::Continuous(BatchLimits::default()),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let pool = engine.current();
+    let mut params = pool.defaults().clone().greedy();
+    params.max_new_tokens = 16;
+    params.stop_tokens.clear();
+    for i in 0..3 {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = tokio::time::timeout(
+            Duration::from_secs(30),
+            pool.reply(
+                dialog(QUESTIONS[i]),
+                params.clone(),
+                Arc::new(AtomicBool::new(false)),
+                tx,
+            ),
+        )
+        .await
+        .expect("the reply finishes while the other worker is idle")
+        .unwrap();
+        assert_eq!(g.tokens.len(), 16);
+    }
+}
+
 #[test]
 fn test_bench_serve_runs_both_schedulers() {
     let f = common::chat_fixture();

@@ -250,7 +250,18 @@ struct Queue<'a>(&'a Mutex<mpsc::Receiver<Job>>);
 impl Intake for Queue<'_> {
     fn take(&mut self, wait: bool, room: usize) -> Option<Vec<BatchRequest>> {
         use crate::http::metrics::{REQUESTS_RUNNING, REQUESTS_WAITING};
-        let mut rx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rx = if wait {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        } else {
+            match self.0.try_lock() {
+                Ok(rx) => rx,
+                // Another worker is idle, waiting on the queue with the
+                // lock held: what arrives is its to take, and this batch
+                // must not stall behind it.
+                Err(std::sync::TryLockError::WouldBlock) => return Some(Vec::new()),
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            }
+        };
         let mut jobs = Vec::new();
         if wait {
             jobs.push(rx.blocking_recv()?);
