@@ -157,12 +157,12 @@ async fn test_a_batch_does_not_stall_behind_an_idle_worker() {
     let mut params = pool.defaults().clone().greedy();
     params.max_new_tokens = 16;
     params.stop_tokens.clear();
-    for i in 0..3 {
+    for q in QUESTIONS.iter().take(3) {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let g = tokio::time::timeout(
             Duration::from_secs(30),
             pool.reply(
-                dialog(QUESTIONS[i]),
+                dialog(q),
                 params.clone(),
                 Arc::new(AtomicBool::new(false)),
                 tx,
