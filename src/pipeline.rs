@@ -269,10 +269,12 @@ impl Pipeline {
         }
     }
 
-    fn session_of(&self, m: &IncomingMessage) -> SessionRef {
-        let (s, evicted) = self.sessions.get(m.platform, &m.conversation_key, || {
-            self.cfg.profile(m.platform, &m.conversation_key)
-        });
+    /// The session of a platform chat (created if new); ends the ones
+    /// evicted to make room.
+    fn session_of(&self, platform: Platform, key: &str) -> SessionRef {
+        let (s, evicted) = self
+            .sessions
+            .get(platform, key, || self.cfg.profile(platform, key));
         for conversation in evicted {
             self.record.end(&conversation);
         }
@@ -363,7 +365,7 @@ impl Pipeline {
         if opts.is_none() && !self.admit(&m, &sink) {
             return out;
         }
-        let session = self.session_of(&m);
+        let session = self.session_of(m.platform, &m.conversation_key);
         let mut s = session.lock().await;
         self.restore_handoff(&mut s, &m).await;
         let conversation = self.open_conversation(&mut s, &m);

@@ -179,6 +179,14 @@ fn same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A logged-in request: the operator, the session's cookie value and its
+/// CSRF token.
+struct Caller {
+    op: Operator,
+    token: String,
+    csrf: String,
+}
+
 /// The logged-in operator. `write`: a state-changing request, which needs
 /// the CSRF token. `any_password`: allowed before a one-time password is
 /// replaced.
@@ -187,7 +195,7 @@ fn operator(
     headers: &HeaderMap,
     write: bool,
     any_password: bool,
-) -> Result<(Operator, String), Refusal> {
+) -> Result<Caller, Refusal> {
     let token = super::session_cookie(headers, COOKIE)
         .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "not logged in"))?;
     let (op, csrf) = c.sessions.get(&token).ok_or_else(|| {
@@ -215,7 +223,7 @@ fn operator(
             "choose a new password first (you logged in with a one-time password)",
         ));
     }
-    Ok((op, token))
+    Ok(Caller { op, token, csrf })
 }
 
 fn console_of(s: &AppState) -> Result<&ConsoleState, Refusal> {
@@ -336,7 +344,7 @@ pub async fn login(
 
 pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let c = try_or!(console_of(&s));
-    let (op, token) = try_or!(operator(c, &headers, true, true));
+    let Caller { op, token, .. } = try_or!(operator(c, &headers, true, true));
     c.sessions.end(&token);
     tracing::info!(operator = %op.name, "operator logged out");
     let mut r = StatusCode::NO_CONTENT.into_response();
@@ -349,11 +357,8 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
 
 pub async fn me(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let c = try_or!(console_of(&s));
-    let (op, token) = try_or!(operator(c, &headers, false, true));
-    match c.sessions.get(&token) {
-        Some((_, csrf)) => me_json(&op, &csrf),
-        None => refuse(StatusCode::UNAUTHORIZED, "not logged in"),
-    }
+    let Caller { op, csrf, .. } = try_or!(operator(c, &headers, false, true));
+    me_json(&op, &csrf)
 }
 
 #[derive(Deserialize)]
@@ -368,7 +373,7 @@ pub async fn password(
     Json(p): Json<NewPassword>,
 ) -> Response {
     let c = try_or!(console_of(&s));
-    let (op, token) = try_or!(operator(c, &headers, true, true));
+    let Caller { op, token, csrf } = try_or!(operator(c, &headers, true, true));
     let store = c.console.store();
     // The old password again: a session left open cannot change it.
     if let Err(e) = operators::login(store.as_ref(), &op.name, &p.old_password).await {
@@ -387,10 +392,7 @@ pub async fn password(
                 ..op
             };
             c.sessions.update(&token, op.clone());
-            match c.sessions.get(&token) {
-                Some((_, csrf)) => me_json(&op, &csrf),
-                None => refuse(StatusCode::UNAUTHORIZED, "not logged in"),
-            }
+            me_json(&op, &csrf)
         }
         Err(e @ operators::Error::WeakPassword) => {
             refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
@@ -417,7 +419,7 @@ pub async fn queue(
     Query(v): Query<View>,
 ) -> Response {
     let c = try_or!(console_of(&s));
-    let (op, _) = try_or!(operator(c, &headers, false, false));
+    let Caller { op, .. } = try_or!(operator(c, &headers, false, false));
     match c.console.queue(&op, v.redact == 1).await {
         Ok(q) => Json(json!({ "conversations": q })).into_response(),
         Err(e) => failed(e),
@@ -431,7 +433,7 @@ pub async fn conversation(
     Query(v): Query<View>,
 ) -> Response {
     let c = try_or!(console_of(&s));
-    let (op, _) = try_or!(operator(c, &headers, false, false));
+    let Caller { op, .. } = try_or!(operator(c, &headers, false, false));
     match c.console.conversation(&op, &id, v.redact == 1).await {
         Ok(view) => Json(view).into_response(),
         Err(e) => failed(e),
@@ -441,7 +443,7 @@ pub async fn conversation(
 /// Changes as server-sent events until logout, expiry or shutdown.
 pub async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let c = try_or!(console_of(&s));
-    let (_, token) = try_or!(operator(c, &headers, false, false));
+    let Caller { token, .. } = try_or!(operator(c, &headers, false, false));
     let mut feed = c.console.pipeline().console_events();
     let mut stop = s.stop.subscribe();
     let shared = Arc::clone(&s);
@@ -485,7 +487,7 @@ async fn act(
     action: impl AsyncFnOnce(&Console, &Operator) -> console::Result<()>,
 ) -> Response {
     let c = try_or!(console_of(s));
-    let (op, _) = try_or!(operator(c, headers, true, false));
+    let Caller { op, .. } = try_or!(operator(c, headers, true, false));
     match action(&c.console, &op).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => failed(e),

@@ -12,7 +12,7 @@ impl Pipeline {
         if !matches!(command, Command::Feedback { .. }) && !self.admit(&m, &sink) {
             return;
         }
-        let session = self.session_of(&m);
+        let session = self.session_of(m.platform, &m.conversation_key);
         let mut s = session.lock().await;
         self.restore_handoff(&mut s, &m).await;
         let lang = s.lang;

@@ -83,13 +83,7 @@ impl Pipeline {
         &self,
         chat: &ChatRef,
     ) -> Option<tokio::sync::OwnedMutexGuard<super::session::Session>> {
-        let (session, evicted) = self.sessions.get(chat.platform, &chat.key, || {
-            self.cfg.profile(chat.platform, &chat.key)
-        });
-        for conversation in evicted {
-            self.record.end(&conversation);
-        }
-        let mut s = session.lock_owned().await;
+        let mut s = self.session_of(chat.platform, &chat.key).lock_owned().await;
         match &s.conversation_id {
             Some(id) if *id != chat.conversation => {
                 // The customer has moved on to a newer conversation.

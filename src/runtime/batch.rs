@@ -417,47 +417,60 @@ fn assemble(sources: &[&HostCache<'_>], picks: &[Pick], len: usize) -> Result<Kv
     Ok(KvCache::from_values(values, picks.len(), len))
 }
 
-/// The running rows and the newcomers in one cache, right-aligned to the
-/// longer of the two.
-fn merge(rows: &mut [Live], old: KvCache, new_rows: &mut [Live], new: KvCache) -> Result<KvCache> {
-    let len = old.len.max(new.len);
+/// The live running rows and the newcomers in one cache, right-aligned to
+/// the longest of them; the rows that finished are dropped from `rows`.
+fn merge(
+    rows: &mut Vec<Live>,
+    old: KvCache,
+    new_rows: &mut [Live],
+    new: KvCache,
+) -> Result<KvCache> {
+    let old_len = rows
+        .iter()
+        .filter(|r| r.is_live())
+        .map(|r| old.len - r.pad)
+        .max()
+        .unwrap_or(0);
+    let len = old_len.max(new.len);
     let (a, b) = (host(&old)?, host(&new)?);
     for r in rows.iter_mut() {
-        r.pad += len - old.len;
+        // The padding the old rows all share may be cut.
+        r.pad = (r.pad + len).saturating_sub(old.len);
     }
     for r in new_rows.iter_mut() {
         r.pad += len - new.len;
     }
-    let picks: Vec<Pick> = (0..old.batch)
-        .map(|i| (0, i))
-        .chain((0..new.batch).map(|i| (1, i)))
-        .collect();
+    let mut picks = drop_finished(rows);
+    picks.extend((0..new.batch).map(|i| (1, i)));
     assemble(&[&a, &b], &picks, len)
+}
+
+/// Where each live row's cache is (in the first source), and `rows`
+/// without the finished ones.
+fn drop_finished(rows: &mut Vec<Live>) -> Vec<Pick> {
+    let picks = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_live())
+        .map(|(i, _)| (0, i))
+        .collect();
+    rows.retain(Live::is_live);
+    picks
 }
 
 /// The cache of the live rows only, without the left padding they all
 /// share; the finished rows are dropped from `rows`.
 fn compact(cache: KvCache, rows: &mut Vec<Live>) -> Result<KvCache> {
-    let live: Vec<bool> = rows.iter().map(Live::is_live).collect();
     let shared = rows
         .iter()
         .filter(|r| r.is_live())
         .map(|r| r.pad)
         .min()
         .unwrap_or(0);
-    let len = cache.len - shared;
     for r in rows.iter_mut() {
         r.pad = r.pad.saturating_sub(shared);
     }
     let a = host(&cache)?;
-    let picks: Vec<Pick> = live
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| **l)
-        .map(|(i, _)| (0, i))
-        .collect();
-    let compacted = assemble(&[&a], &picks, len)?;
-    let mut l = live.iter();
-    rows.retain(|_| *l.next().unwrap_or(&false));
-    Ok(compacted)
+    let picks = drop_finished(rows);
+    assemble(&[&a], &picks, cache.len - shared)
 }
