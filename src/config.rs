@@ -322,6 +322,32 @@ pub struct TelegramSection {
     /// Shortest time between two edits of a streaming reply.
     #[serde(default = "default_edit_secs")]
     pub edit_interval_secs: f64,
+    /// `polling` (getUpdates; one process per bot) or `webhook` (Telegram
+    /// pushes updates to `[http]`; any number of replicas).
+    #[serde(default)]
+    pub mode: TelegramMode,
+    /// Webhook mode: the public HTTPS address Telegram posts to; its path
+    /// is the route serve answers on (`chatforge telegram set-webhook`
+    /// registers it).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Webhook mode: the secret Telegram sends back with every update,
+    /// usually `"${TELEGRAM_WEBHOOK_SECRET}"` (1-256 of A-Z a-z 0-9 _ -).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Webhook mode: this process's name among the replicas; unanswered
+    /// updates it kept are taken back at its next start. Default: the host
+    /// name and the HTTP port.
+    #[serde(default)]
+    pub replica: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    #[default]
+    Polling,
+    Webhook,
 }
 
 /// `[discord]`: present = the Discord adapter runs.
@@ -436,6 +462,13 @@ impl fmt::Debug for TelegramSection {
             .field("token", &"<redacted>")
             .field("api_url", &self.api_url)
             .field("edit_interval_secs", &self.edit_interval_secs)
+            .field("mode", &self.mode)
+            .field("webhook_url", &self.webhook_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("replica", &self.replica)
             .finish()
     }
 }

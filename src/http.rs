@@ -7,6 +7,7 @@
 mod console;
 pub mod metrics;
 mod openai;
+mod telegram;
 mod web;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::store::WriterHandle;
 
 pub use console::ConsoleState;
 pub use openai::ApiError;
+pub use telegram::TelegramHook;
 
 /// `[http]` checked, its keys read from the environment.
 #[derive(Clone)]
@@ -205,6 +207,16 @@ impl HttpServer {
             router,
             shared,
         })
+    }
+
+    /// Answers Telegram's webhook posts on `hook.path`.
+    pub fn with_telegram(mut self, hook: TelegramHook) -> Self {
+        let path = hook.path.clone();
+        let route = Router::new()
+            .route(&path, post(telegram::update))
+            .with_state((Arc::clone(&self.shared), Arc::new(hook)));
+        self.router = self.router.merge(route);
+        self
     }
 
     /// "Send to this chat" for web conversations.

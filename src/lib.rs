@@ -10,6 +10,7 @@ pub mod export;
 pub mod fsio;
 pub mod ground;
 pub mod http;
+pub mod inbox;
 pub mod kb;
 pub mod model;
 pub mod moderation;

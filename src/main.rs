@@ -21,6 +21,7 @@ mod cli {
     pub mod moderation;
     pub mod quickstart;
     pub mod serve;
+    pub mod telegram;
 }
 
 use cli::{chat, doctor, eval};
@@ -212,6 +213,11 @@ enum Command {
     Moderate(Box<cli::moderation::ModerateArgs>),
     /// Serve the model on the configured chat platforms (Telegram, Discord).
     Serve(cli::serve::ServeArgs),
+    /// Telegram webhook registration (webhook mode).
+    Telegram {
+        #[command(subcommand)]
+        command: cli::telegram::TelegramCommand,
+    },
     /// Every stage from raw text to a chat bot in one run folder, then a
     /// terminal chat through the serving pipeline.
     Quickstart(cli::quickstart::QuickstartArgs),
@@ -479,6 +485,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Serve(a) => cli::serve::run(a)?,
+        Command::Telegram { command } => cli::telegram::run(command)?,
         Command::Doctor { config, bundle } => {
             let cfg = Config::load(config.as_deref())?;
             doctor::run(&cfg, bundle.as_deref())?;

@@ -262,10 +262,78 @@ pub async fn serve(
     Ok(ServeReport { store: report })
 }
 
+/// `[telegram]` as the adapter takes it, the token read from the
+/// environment.
+pub fn telegram_config(
+    t: &config::TelegramSection,
+) -> Result<chatforge_telegram::TelegramConfig, ServeError> {
+    let mut tc = chatforge_telegram::TelegramConfig::new(expand_env("telegram.token", &t.token)?);
+    tc.api_url = t
+        .api_url
+        .as_deref()
+        .map(|u| expand_env("telegram.api_url", u))
+        .transpose()?;
+    tc.edit_interval = t.edit_interval().map_err(config::Error::Value)?;
+    Ok(tc)
+}
+
+/// `[telegram] mode = "webhook"`, checked.
+struct WebhookSettings {
+    path: String,
+    secret: String,
+    replica: Option<String>,
+    lease: Duration,
+}
+
+/// The secret Telegram accepts for `setWebhook` (and sends back).
+pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
+    let ok = (1..=256).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)".into())
+    }
+}
+
+/// `[telegram]` webhook settings with the secret read from the
+/// environment: the route's path, the secret and the public URL.
+pub fn webhook_settings(
+    t: &config::TelegramSection,
+) -> Result<(String, String, url::Url), ServeError> {
+    // A key that must be set, its ${VAR}s read.
+    let required = |key: &str, value: &Option<String>, why: &str| match value {
+        Some(v) => expand_env(key, v).map_err(ServeError::from),
+        None => Err(key_err(key, format!("not set: webhook mode needs {why}"))),
+    };
+    let raw = required(
+        "telegram.webhook_url",
+        &t.webhook_url,
+        "the public address Telegram posts to",
+    )?;
+    let url = url::Url::parse(&raw).map_err(|e| {
+        key_err(
+            "telegram.webhook_url",
+            format!("{raw:?} is not a URL ({e})"),
+        )
+    })?;
+    let secret = required(
+        "telegram.webhook_secret",
+        &t.webhook_secret,
+        "a secret (e.g. \"${TELEGRAM_WEBHOOK_SECRET}\") so that only Telegram can post updates",
+    )?;
+    check_webhook_secret(&secret).map_err(|r| key_err("telegram.webhook_secret", r))?;
+    Ok((url.path().to_string(), secret, url))
+}
+
 /// The adapters' settings with secrets read from the environment; checked
 /// before anything is started, so a config error costs no model load.
 struct Adapters {
     telegram: Option<chatforge_telegram::TelegramConfig>,
+    /// Set in webhook mode.
+    webhook: Option<WebhookSettings>,
     discord: Option<chatforge_discord::DiscordConfig>,
     http: Option<crate::http::HttpSettings>,
     console: Option<crate::config::ConsoleSection>,
@@ -278,19 +346,27 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
                 .into(),
         ));
     }
-    let telegram = match &cfg.telegram {
-        Some(t) => {
-            let mut tc =
-                chatforge_telegram::TelegramConfig::new(expand_env("telegram.token", &t.token)?);
-            tc.api_url = t
-                .api_url
-                .as_deref()
-                .map(|u| expand_env("telegram.api_url", u))
-                .transpose()?;
-            tc.edit_interval = t.edit_interval().map_err(config::Error::Value)?;
-            Some(tc)
+    let telegram = cfg.telegram.as_ref().map(telegram_config).transpose()?;
+    let webhook = match &cfg.telegram {
+        Some(t) if t.mode == config::TelegramMode::Webhook => {
+            if cfg.http.is_none() {
+                return Err(key_err(
+                    "telegram.mode",
+                    "webhook mode answers on the HTTP server: add an [http] section",
+                ));
+            }
+            let (path, secret, _) = webhook_settings(t)?;
+            // Longer than any reply can take, so a live replica's update is
+            // never taken over mid-reply.
+            let lease = Duration::from_secs_f64(cfg.pipeline.reply_timeout_secs * 2.0 + 60.0);
+            Some(WebhookSettings {
+                path,
+                secret,
+                replica: t.replica.clone(),
+                lease,
+            })
         }
-        None => None,
+        _ => None,
     };
     let discord = match &cfg.discord {
         Some(d) => {
@@ -327,6 +403,7 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
     }
     Ok(Adapters {
         telegram,
+        webhook,
         discord,
         http,
         console: cfg.console.clone(),
@@ -354,6 +431,50 @@ async fn start_adapters(
         }
         None => None,
     };
+    // Webhook mode: Telegram's updates arrive on the HTTP server, so the
+    // adapter connects first and the server gets its route.
+    let mut telegram = settings.telegram;
+    let mut hook = None;
+    if let (Some(w), Some(hs)) = (settings.webhook, &settings.http) {
+        store::require_schema_version(services.store.as_ref(), store::INBOX_SCHEMA).await?;
+        let tc = telegram
+            .take()
+            .ok_or_else(|| ServeError::Other("webhook mode without a [telegram] section".into()))?;
+        let adapter = chatforge_telegram::TelegramAdapter::connect(tc, Arc::clone(handler))
+            .await
+            .map_err(|e| ServeError::Adapter {
+                adapter: "telegram",
+                reason: e.to_string(),
+            })?;
+        let replica = w
+            .replica
+            .unwrap_or_else(|| crate::inbox::default_replica(hs.listen.port()));
+        let inbox = crate::inbox::Inbox::new(
+            Arc::clone(&services.store),
+            services.writer.handle(),
+            adapter.webhook(),
+            replica,
+            w.lease,
+        );
+        inbox.recover(true).await?;
+        tracing::info!(bot = adapter.username(), path = %w.path, replica = inbox.replica(), "Telegram adapter started (webhook)");
+        if let Some((c, ..)) = &console {
+            c.add_outbox(adapter.outbox());
+        }
+        let sweeper = tokio::spawn(Arc::clone(&inbox).sweep_until(stop.clone()));
+        let drained = Arc::clone(&inbox);
+        let stop = stopped(stop.clone());
+        adapters.push((
+            "telegram",
+            tokio::spawn(async move {
+                stop.await;
+                sweeper.abort();
+                drained.drain(Duration::from_secs(30)).await;
+                Ok(())
+            }),
+        ));
+        hook = Some(crate::http::TelegramHook::new(w.path, &w.secret, inbox));
+    }
     if let Some(hs) = settings.http {
         let state = console.as_ref().map(|(c, length, secure)| {
             Arc::new(crate::http::ConsoleState::new(
@@ -369,6 +490,10 @@ async fn start_adapters(
             state,
         )
         .await?;
+        let server = match hook {
+            Some(h) => server.with_telegram(h),
+            None => server,
+        };
         let addr = server
             .local_addr()
             .map_err(|e| ServeError::Other(format!("http: {e}")))?;
@@ -383,7 +508,7 @@ async fn start_adapters(
             tokio::spawn(async move { server.run_until(stop).await.map_err(|e| e.to_string()) }),
         ));
     }
-    if let Some(tc) = settings.telegram {
+    if let Some(tc) = telegram {
         let adapter = chatforge_telegram::TelegramAdapter::connect(tc, Arc::clone(handler))
             .await
             .map_err(|e| ServeError::Adapter {

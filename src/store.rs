@@ -13,6 +13,7 @@ mod backend;
 pub mod bench;
 pub mod export;
 mod id;
+mod inbox;
 mod operator;
 mod postgres;
 mod record;
@@ -26,12 +27,13 @@ mod user_key;
 mod writer;
 
 pub use backend::{
-    Backend, CONSOLE_SCHEMA, ConversationStore, DATA_PROTECTION_SCHEMA, OPERATORS_SCHEMA,
-    ReviewItem, StoreFuture, StoreOptions, StoredConversation, connect, connect_and_migrate,
-    require_schema_version,
+    Backend, CONSOLE_SCHEMA, ConversationStore, DATA_PROTECTION_SCHEMA, INBOX_SCHEMA,
+    OPERATORS_SCHEMA, ReviewItem, StoreFuture, StoreOptions, StoredConversation, connect,
+    connect_and_migrate, require_schema_version,
 };
 pub use export::{ExportFilter, ExportFormat, ExportReport, export_jsonl, parse_time};
 pub use id::{new_id, now_ms};
+pub use inbox::InboundUpdate;
 pub use operator::OperatorRow;
 pub use postgres::PgStore;
 pub use record::{

@@ -171,11 +171,7 @@ async fn test_console_in_chromium_queue_claim_reply_resolve_review_export() {
     db.close().await.unwrap();
 
     let fake = Fake::start().await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let config_path = common::write_serve_config(
         dir.path(),
         &f.bundle,

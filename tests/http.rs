@@ -33,11 +33,7 @@ struct Server {
 impl Server {
     async fn start(dir: &Path, extra: &str) -> Self {
         let f = common::chat_fixture();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let config = common::write_serve_config(
             dir,
             &f.bundle,
@@ -54,18 +50,8 @@ impl Server {
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-                && r.status() == 200
-            {
-                return Self { child, base };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the server did not answer /healthz within 30 s");
+        common::wait_healthy(&base, &mut child).await;
+        Self { child, base }
     }
 
     fn openai(&self, key: &str) -> Client<OpenAIConfig> {

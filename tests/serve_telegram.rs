@@ -561,6 +561,25 @@ fn test_config_errors_name_the_key() {
     std::fs::write(&config, text).unwrap();
     let err = String::from_utf8_lossy(&run(&config).stderr).to_string();
     assert!(err.contains("model.bundle"), "{err}");
+    // Webhook mode: needs [http], a URL and a secret Telegram accepts.
+    let webhook = |extra: &str| {
+        let config = write_config(dir.path(), "http://127.0.0.1:9/", &f.bundle, TOKEN);
+        let text = std::fs::read_to_string(&config).unwrap() + "mode = \"webhook\"\n" + extra;
+        std::fs::write(&config, text).unwrap();
+        String::from_utf8_lossy(&run(&config).stderr).to_string()
+    };
+    let err = webhook("");
+    assert!(
+        err.contains("telegram.mode") && err.contains("[http]"),
+        "{err}"
+    );
+    let http = "[http]\nlisten = \"127.0.0.1:0\"\n";
+    let err = webhook(&format!("webhook_secret = \"s\"\n{http}"));
+    assert!(err.contains("telegram.webhook_url"), "{err}");
+    let err = webhook(&format!(
+        "webhook_url = \"https://x.example/h\"\nwebhook_secret = \"has space\"\n{http}"
+    ));
+    assert!(err.contains("telegram.webhook_secret"), "{err}");
 }
 
 #[test]
@@ -607,4 +626,187 @@ fn test_bench_pipeline_reports_figures() {
         n("overhead_p50_ms") + n("model_p50_ms") <= n("e2e_p99_ms"),
         "{r}"
     );
+}
+
+// ------------------------------------------------------------ webhook mode
+
+const WEBHOOK_SECRET: &str = "hook-secret_0123456789";
+
+/// `chatforge serve` in webhook mode on a free port (the same `port` again
+/// for a restart), with the token and secret in its environment.
+struct WebhookServe {
+    child: std::process::Child,
+    hook: String,
+}
+
+impl WebhookServe {
+    async fn start(config: &Path, port: u16) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CHATFORGE_TEST_TG_TOKEN", TOKEN)
+            .env("CHATFORGE_TEST_HOOK_SECRET", WEBHOOK_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        common::wait_healthy(&base, &mut child).await;
+        Self {
+            child,
+            hook: format!("{base}/tg/hook"),
+        }
+    }
+
+    /// Posts `update` as Telegram does; returns the status.
+    async fn post(&self, secret: Option<&str>, update: &Value) -> u16 {
+        let mut req = reqwest::Client::new()
+            .post(&self.hook)
+            .header("content-type", "application/json")
+            .body(update.to_string());
+        if let Some(s) = secret {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WebhookServe {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn update(id: i64, chat: i64, text: &str) -> Value {
+    let mut u = text_message(chat, chat, text);
+    u["update_id"] = json!(id);
+    u
+}
+
+/// The user texts stored for `chat`, in the order they were answered.
+async fn asked_in(dir: &Path, chat: i64) -> Vec<String> {
+    stored(dir)
+        .await
+        .iter()
+        .filter(|c| c.record.channel == chat.to_string())
+        .flat_map(|c| &c.messages)
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .collect()
+}
+
+/// Webhook mode end to end: `telegram set-webhook` registers the URL and
+/// secret; serve acknowledges an update only with the right secret, once
+/// it is kept; a resent update is answered once; a chat's updates are
+/// answered in order; and updates acknowledged by a serve killed before it
+/// could answer are answered, once each, by the restarted serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_webhook_mode_acknowledges_kept_updates_and_recovers_after_a_kill() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let f = common::chat_fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::start().await.unwrap();
+        let port = common::free_port();
+        let config = common::write_serve_config(
+            dir.path(),
+            &f.bundle,
+            &format!(
+                "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[telegram]\ntoken = \"${{CHATFORGE_TEST_TG_TOKEN}}\"\napi_url = \"{}\"\nedit_interval_secs = 0.2\nmode = \"webhook\"\nwebhook_url = \"https://bot.example.com/tg/hook\"\nwebhook_secret = \"${{CHATFORGE_TEST_HOOK_SECRET}}\"\n",
+                fake.url
+            ),
+        );
+
+        // The one-time registration.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
+            .args(["telegram", "set-webhook", "--max-connections", "10", "--config"])
+            .arg(&config)
+            .env("CHATFORGE_TEST_TG_TOKEN", TOKEN)
+            .env("CHATFORGE_TEST_HOOK_SECRET", WEBHOOK_SECRET)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let set = fake.calls("setWebhook");
+        assert_eq!(set.len(), 1);
+        assert_eq!(set[0].body["url"], "https://bot.example.com/tg/hook");
+        assert_eq!(set[0].body["secret_token"], WEBHOOK_SECRET);
+        assert_eq!(set[0].body["max_connections"], "10");
+        assert_eq!(set[0].body["allowed_updates"], r#"["message","callback_query"]"#);
+
+        let mut serve = WebhookServe::start(&config, port).await;
+        // Replicas never register the webhook, nor poll.
+        assert_eq!(fake.calls("setWebhook").len(), 1);
+        assert!(fake.calls("deleteWebhook").is_empty());
+
+        // Without the secret, or with another, nothing is kept or answered.
+        let first = update(1, 42, &f.ask_ok);
+        assert_eq!(serve.post(None, &first).await, 401);
+        assert_eq!(serve.post(Some("wrong"), &first).await, 401);
+        let not_an_update = json!({"hello": "world"});
+        assert_eq!(serve.post(Some(WEBHOOK_SECRET), &not_an_update).await, 400);
+        assert_eq!(serve.post(Some(WEBHOOK_SECRET), &first).await, 200);
+        wait_messages(&fake, 42, 1).await;
+        // Telegram resends an update whose acknowledgement it missed: it
+        // is recognised and not answered again.
+        assert_eq!(serve.post(Some(WEBHOOK_SECRET), &first).await, 200);
+
+        // One chat's updates, posted back to back: answered in order.
+        let texts: Vec<String> = (1..=5).map(|i| format!("hello number {i}")).collect();
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(
+                serve.post(Some(WEBHOOK_SECRET), &update(10 + i as i64, 43, t)).await,
+                200
+            );
+        }
+        wait_messages(&fake, 43, 5).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while asked_in(dir.path(), 43).await.len() < 5 {
+            assert!(tokio::time::Instant::now() < deadline, "not stored");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(asked_in(dir.path(), 43).await, texts);
+        assert_eq!(shown(&fake, 42).len(), 1, "the resent update was answered again");
+
+        // Kept, acknowledged, then the process dies before replying (the
+        // fake holds the typing action, so nothing of a reply is sent).
+        fake.hold_chat_actions(Duration::from_secs(30));
+        let late = ["after the kill one", "after the kill two"];
+        for (i, t) in late.iter().enumerate() {
+            assert_eq!(
+                serve.post(Some(WEBHOOK_SECRET), &update(20 + i as i64, 44, t)).await,
+                200
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        serve.kill();
+        assert!(shown(&fake, 44).is_empty());
+        fake.hold_chat_actions(Duration::ZERO);
+
+        // The restarted replica takes back what it had kept: both are
+        // answered once, in order; earlier ones are not answered again.
+        let _serve = WebhookServe::start(&config, port).await;
+        wait_messages(&fake, 44, 2).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while asked_in(dir.path(), 44).await.len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "not stored");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // The killed serve may have logged its unsent replies before it
+        // died; what the customer saw is the restarted serve's, in order.
+        let asked = asked_in(dir.path(), 44).await;
+        assert!(asked.ends_with(&late.map(String::from)), "{asked:?}");
+        assert_eq!(shown(&fake, 44).len(), 2);
+        assert_eq!(shown(&fake, 43).len(), 5);
+        assert_eq!(shown(&fake, 42).len(), 1);
+        // Polling would have removed the webhook first.
+        assert!(fake.calls("deleteWebhook").is_empty());
+    })
+    .await
+    .expect("test ran past its time limit");
 }

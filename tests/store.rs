@@ -20,8 +20,8 @@ mod common;
 
 use chatforge::store::{
     self, ConversationRecord, ConversationStore, ConversationUpdate, ExportFilter, ExportFormat,
-    FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record, StoreFuture, StoreOptions,
-    StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig,
+    FeedbackRecord, Handoff, InboundUpdate, MessageRecord, ModerationRecord, Record, StoreFuture,
+    StoreOptions, StoredConversation, UserKeyHasher, Verdict, Writer, WriterConfig,
 };
 use chatforge::text::{NamedPattern, Redactor, Role, read_dialogs_jsonl};
 
@@ -111,6 +111,7 @@ on_both!(
     store_forget_and_subject_access,
     store_operators_login_and_lockout,
     store_console_claims_reviews_and_corrections,
+    store_inbox_keeps_claims_and_recovers,
 );
 
 fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
@@ -135,12 +136,12 @@ async fn store_roundtrip(ctx: Ctx) {
     let store = &ctx.store;
     assert_eq!(
         store.schema_version().await.unwrap(),
-        Some(store::CONSOLE_SCHEMA)
+        Some(store::INBOX_SCHEMA)
     );
     store.migrate().await.unwrap();
     assert_eq!(
         store.schema_version().await.unwrap(),
-        Some(store::CONSOLE_SCHEMA)
+        Some(store::INBOX_SCHEMA)
     );
 
     let writer = quick_writer(&ctx, Arc::clone(store));
@@ -643,6 +644,81 @@ async fn store_stats_per_platform_and_day(ctx: Ctx) {
     assert!(s.to_table().contains("2026-11-06 discord"));
 }
 
+async fn store_inbox_keeps_claims_and_recovers(ctx: Ctx) {
+    let store = &ctx.store;
+    let update = |id: i64, chat: &str| InboundUpdate {
+        platform: "telegram".into(),
+        update_id: id,
+        chat_key: chat.into(),
+        payload: format!("{{\"update_id\":{id}}}"),
+    };
+    assert!(store.accept_update(&update(7, "1"), "a").await.unwrap());
+    // Resent: recognised, not kept twice, claim unchanged.
+    assert!(!store.accept_update(&update(7, "1"), "b").await.unwrap());
+    assert!(store.accept_update(&update(8, "1"), "a").await.unwrap());
+    assert!(store.accept_update(&update(9, "2"), "b").await.unwrap());
+    // Only the claimant renews.
+    assert!(store.touch_update("telegram", 7, "a").await.unwrap());
+    assert!(!store.touch_update("telegram", 7, "b").await.unwrap());
+
+    let now = Utc::now();
+    let past = now - chrono::Duration::minutes(5);
+    // Nothing is stale yet; with `own`, a restarted "a" takes back its two.
+    let none = store
+        .reclaim_updates("telegram", "c", past, false, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let own = store
+        .reclaim_updates("telegram", "a", past, true, 10)
+        .await
+        .unwrap();
+    assert_eq!(own, vec![update(7, "1"), update(8, "1")]);
+    assert!(
+        store
+            .reclaim_updates("telegram", "a", past, true, 10)
+            .await
+            .unwrap()
+            .len()
+            == 2,
+        "still unanswered, so still a's after a second restart"
+    );
+
+    // Answered: gone from every sweep, payload dropped, still recognised.
+    store.finish_update("telegram", 7).await.unwrap();
+    assert!(!store.touch_update("telegram", 7, "a").await.unwrap());
+    assert!(!store.accept_update(&update(7, "1"), "b").await.unwrap());
+
+    // Every claim older than a moment from now is stale: "c" takes the
+    // unanswered two, oldest first, and "a" can no longer renew 8.
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    let taken = store
+        .reclaim_updates("telegram", "c", later, false, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken, vec![update(8, "1"), update(9, "2")]);
+    assert!(!store.touch_update("telegram", 8, "a").await.unwrap());
+    assert!(store.touch_update("telegram", 8, "c").await.unwrap());
+    // Another platform's ids are its own.
+    assert!(
+        store
+            .accept_update(
+                &InboundUpdate {
+                    platform: "other".into(),
+                    ..update(8, "1")
+                },
+                "a"
+            )
+            .await
+            .unwrap()
+    );
+
+    // Purging removes answered rows before the cutoff, nothing unanswered.
+    assert_eq!(store.purge_updates(past).await.unwrap(), 0);
+    assert_eq!(store.purge_updates(later).await.unwrap(), 1);
+    assert!(store.accept_update(&update(7, "1"), "a").await.unwrap());
+}
+
 /// A store whose database can be switched off.
 struct Flaky {
     inner: Arc<dyn ConversationStore>,
@@ -765,6 +841,38 @@ impl ConversationStore for Flaky {
     }
     fn conversation_audit<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<store::AuditEvent>> {
         self.inner.conversation_audit(id)
+    }
+    fn accept_update<'a>(
+        &'a self,
+        update: &'a InboundUpdate,
+        replica: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.accept_update(update, replica)
+    }
+    fn touch_update<'a>(
+        &'a self,
+        platform: &'a str,
+        update_id: i64,
+        replica: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.touch_update(platform, update_id, replica)
+    }
+    fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()> {
+        self.inner.finish_update(platform, update_id)
+    }
+    fn reclaim_updates<'a>(
+        &'a self,
+        platform: &'a str,
+        replica: &'a str,
+        stale_before: DateTime<Utc>,
+        own: bool,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<InboundUpdate>> {
+        self.inner
+            .reclaim_updates(platform, replica, stale_before, own, limit)
+    }
+    fn purge_updates(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
+        self.inner.purge_updates(before)
     }
     fn stats(&self) -> StoreFuture<'_, store::Stats> {
         self.inner.stats()
@@ -1453,7 +1561,7 @@ async fn store_schemas_match() {
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name::text IN \
              ('conversations', 'messages', 'moderation_events', 'feedback', \
-             'store_settings', 'audit_events', 'operators', 'reviews') ORDER BY 1, 2",
+             'store_settings', 'audit_events', 'operators', 'reviews', 'inbound_updates') ORDER BY 1, 2",
         )
         .fetch_all(pg.pool())
         .await
@@ -1480,12 +1588,12 @@ async fn store_schemas_match() {
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name IN \
          ('conversations', 'messages', 'moderation_events', 'feedback', \
-         'store_settings', 'audit_events', 'operators', 'reviews') ORDER BY 1, 2",
+         'store_settings', 'audit_events', 'operators', 'reviews', 'inbound_updates') ORDER BY 1, 2",
     )
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 65, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 73, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 
@@ -1753,7 +1861,7 @@ async fn store_cli_migrate_export_stats() {
     let o = chatforge(&["db", "migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("schema at version 5"),
+        text(&o.stdout).contains(&format!("schema at version {}", store::INBOX_SCHEMA)),
         "{}",
         text(&o.stdout)
     );

@@ -30,6 +30,9 @@ pub const CONSOLE_ACTIONS: &str = "chatforge_console_actions_total";
 pub const REVIEWS: &str = "chatforge_reviews_total";
 /// Successful reloads, by `what`: `model` or `knowledge_base`.
 pub const RELOADS: &str = "chatforge_reloads_total";
+/// Telegram webhook posts, by `outcome`: kept, resent, ignored,
+/// malformed, unauthorized, unavailable (answered 503: Telegram resends).
+pub const TELEGRAM_UPDATES: &str = "chatforge_telegram_updates_total";
 
 /// Buckets of the latency histograms (seconds): vLLM's for time to first
 /// token, which also cover a whole reply on a CPU.

@@ -475,7 +475,7 @@ pub(crate) mod testing {
 
     /// A backend that answers from a script: `reply_for(last user text)`,
     /// streamed word by word. A user text containing `"panic!"` panics
-    /// mid-reply; one containing `"error!"` fails; `"slow!"` sleeps 200 ms
+    /// mid-reply; one containing `"error!"` fails; `"slow!"` sleeps 500 ms
     /// per word.
     pub struct Scripted {
         pub version: String,
@@ -527,7 +527,7 @@ pub(crate) mod testing {
                     panic!("scripted generator panic");
                 }
                 if last.contains("slow!") {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(500));
                 }
                 on_text(word);
                 sent.push_str(word);

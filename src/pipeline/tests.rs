@@ -234,11 +234,13 @@ async fn test_sessions_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_reply_past_its_timeout_is_abandoned_with_the_apology() {
     let cfg = PipelineConfig {
-        reply_timeout_secs: 0.1,
+        // Generous, so that the quick reply below stays inside it on a
+        // loaded CI machine; the slow one takes 4.5 s.
+        reply_timeout_secs: 1.5,
         ..PipelineConfig::default()
     };
     let h = Harness::new(cfg, Gate::off()).await;
-    // The scripted backend takes 200 ms a word for "slow!".
+    // The scripted backend takes 500 ms a word for "slow!".
     let events = h.say("1", "slow! question").await;
     assert_eq!(
         notice(&events),

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::UserKey;
 use super::export::ExportFilter;
+use super::inbox::InboundUpdate;
 use super::operator::OperatorRow;
 use super::record::{
     ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Review,
@@ -207,6 +208,42 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreFuture<'a, Vec<AuditEvent>>;
 
     /// Counts per day and platform.
+    /// Keeps a pushed update, claimed by `replica`; false when it was kept
+    /// already (the platform resent it).
+    fn accept_update<'a>(
+        &'a self,
+        update: &'a InboundUpdate,
+        replica: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Renews `replica`'s claim on an unanswered update as it starts the
+    /// reply; false when another replica took it meanwhile (or it was
+    /// answered).
+    fn touch_update<'a>(
+        &'a self,
+        platform: &'a str,
+        update_id: i64,
+        replica: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Marks an update answered and drops its payload.
+    fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()>;
+
+    /// Moves to `replica` the unanswered updates whose claim is older than
+    /// `stale_before` (and with `own`, those it claimed in an earlier life),
+    /// oldest first.
+    fn reclaim_updates<'a>(
+        &'a self,
+        platform: &'a str,
+        replica: &'a str,
+        stale_before: DateTime<Utc>,
+        own: bool,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<InboundUpdate>>;
+
+    /// Deletes answered updates older than `before`; returns how many.
+    fn purge_updates(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
+
     fn stats(&self) -> StoreFuture<'_, Stats>;
 
     /// Closes the connections.
@@ -247,6 +284,9 @@ pub const OPERATORS_SCHEMA: i64 = 4;
 
 /// The schema version with operators' messages, claims and `reviews`.
 pub const CONSOLE_SCHEMA: i64 = 5;
+
+/// The schema version with the webhook inbox (`inbound_updates`).
+pub const INBOX_SCHEMA: i64 = 6;
 
 /// Fails with [`Error::NotMigrated`] on a database without the current
 /// schema (reads of messages join their reviews).

@@ -29,6 +29,7 @@ macro_rules! sql_store {
 
         use super::backend::{Backend, ConversationStore, StoreFuture, StoredConversation};
         use super::export::ExportFilter;
+        use super::inbox::InboundUpdate;
         use super::operator::OperatorRow;
         use super::record::{
             ConversationRecord, FeedbackRecord, Handoff, MessageRecord, ModerationRecord, Record,
@@ -871,6 +872,115 @@ macro_rules! sql_store {
                         .await
                         .map_err(read_err)?;
                     rows.iter().map(audit_from_row).collect()
+                }))
+            }
+
+            fn accept_update<'a>(
+                &'a self,
+                update: &'a InboundUpdate,
+                replica: &'a str,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("insert_update"))
+                        .bind(&update.platform)
+                        .bind(update.update_id)
+                        .bind(&update.chat_key)
+                        .bind(&update.payload)
+                        .bind(db_time(chrono::Utc::now()))
+                        .bind(replica)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn touch_update<'a>(
+                &'a self,
+                platform: &'a str,
+                update_id: i64,
+                replica: &'a str,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("touch_update"))
+                        .bind(platform)
+                        .bind(update_id)
+                        .bind(replica)
+                        .bind(db_time(chrono::Utc::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn finish_update<'a>(
+                &'a self,
+                platform: &'a str,
+                update_id: i64,
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    sqlx::query(sql!("finish_update"))
+                        .bind(platform)
+                        .bind(update_id)
+                        .bind(db_time(chrono::Utc::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(())
+                }))
+            }
+
+            fn reclaim_updates<'a>(
+                &'a self,
+                platform: &'a str,
+                replica: &'a str,
+                stale_before: chrono::DateTime<chrono::Utc>,
+                own: bool,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<InboundUpdate>> {
+                Box::pin(self.timed(async move {
+                    let rows = sqlx::query(sql!("reclaim_updates"))
+                        .bind(platform)
+                        .bind(replica)
+                        .bind(db_time(stale_before))
+                        .bind(db_time(chrono::Utc::now()))
+                        .bind(own)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    let mut updates = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let payload: Option<String> = row.try_get("payload").map_err(read_err)?;
+                        let update_id: i64 = row.try_get("update_id").map_err(read_err)?;
+                        let Some(payload) = payload else {
+                            return Err(corrupt(
+                                "unanswered update without payload",
+                                &update_id.to_string(),
+                            ));
+                        };
+                        updates.push(InboundUpdate {
+                            platform: platform.to_string(),
+                            update_id,
+                            chat_key: row.try_get("chat_key").map_err(read_err)?,
+                            payload,
+                        });
+                    }
+                    // RETURNING does not keep the subquery's order.
+                    updates.sort_by_key(|u| u.update_id);
+                    Ok(updates)
+                }))
+            }
+
+            fn purge_updates(&self, before: chrono::DateTime<chrono::Utc>) -> StoreFuture<'_, u64> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("purge_updates"))
+                        .bind(db_time(before))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected())
                 }))
             }
 

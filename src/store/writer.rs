@@ -182,6 +182,12 @@ impl WriterHandle {
         Ok(())
     }
 
+    /// `text` with what `[store] redact_at_rest` names replaced, as every
+    /// record is before it is kept.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
     /// The pseudonymous key of a platform user.
     pub fn user_key(&self, platform: &str, platform_user_id: &str) -> UserKey {
         self.hasher.key(platform, platform_user_id)

@@ -568,3 +568,31 @@ impl ScratchDb {
         let _ = conn.close().await;
     }
 }
+
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the serve process `child` answers `base`/healthz with 200.
+///
+/// # Panics
+/// After 30 s, having killed `child`.
+pub async fn wait_healthy(base: &str, child: &mut std::process::Child) {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve did not answer {base}/healthz within 30 s");
+}

@@ -40,6 +40,9 @@ pub struct FakeState {
     /// sendMessage calls to answer by closing the connection, as a network
     /// failure would.
     pub drop_sends: u32,
+    /// How long sendChatAction calls are kept waiting (holds a reply back
+    /// before anything of it is sent).
+    pub hold_chat_actions: Duration,
 }
 
 #[derive(Clone)]
@@ -121,6 +124,12 @@ impl Fake {
         lock(&self.state).drop_sends = n;
     }
 
+    /// Keeps sendChatAction calls waiting `hold` before they are answered,
+    /// so a reply is held back before any of it is sent.
+    pub fn hold_chat_actions(&self, hold: Duration) {
+        lock(&self.state).hold_chat_actions = hold;
+    }
+
     /// Waits until `done` holds on the calls so far.
     ///
     /// # Panics
@@ -160,13 +169,24 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, FakeError> {
     let path = req.uri().path().to_string();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let bytes = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let body: Value = match content_type.split_once("boundary=") {
+        Some((kind, boundary)) if kind.starts_with("multipart/form-data") => {
+            multipart_fields(&String::from_utf8_lossy(&bytes), boundary.trim_matches('"'))
+        }
+        _ => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
     // Calls arrive as POST /bot<token>/<Method>.
     let (token, method) = path
         .trim_start_matches('/')
@@ -191,6 +211,11 @@ async fn answer(
             // hyper closes the connection without a response.
             return Err("dropped on purpose".into());
         }
+    }
+
+    if method == "sendchataction" {
+        let hold = lock(&state).hold_chat_actions;
+        tokio::time::sleep(hold).await;
     }
 
     let result = match method.as_str() {
@@ -252,4 +277,25 @@ async fn answer(
     }
     let reply = json!({"ok": true, "result": result}).to_string();
     Ok(Response::new(Full::new(Bytes::from(reply))))
+}
+
+/// A multipart/form-data body's text fields as a JSON object of strings
+/// (teloxide sends `setWebhook` as multipart).
+fn multipart_fields(body: &str, boundary: &str) -> Value {
+    let mut fields = serde_json::Map::new();
+    for part in body.split(&format!("--{boundary}")) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let Some(name) = head
+            .split("name=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name.to_string(), Value::String(value.to_string()));
+    }
+    Value::Object(fields)
 }

@@ -1,5 +1,6 @@
 //! chatforge's Telegram adapter: long polling with teloxide's `Dispatcher`
-//! behind its `Throttle` adaptor, over the platform-neutral
+//! behind its `Throttle` adaptor, or updates pushed to a webhook and handed
+//! over one at a time ([`TelegramWebhook`]), over the platform-neutral
 //! [`chatforge_channel`] contract.
 //!
 //! - Commands (`/start`, `/help`, `/reset`, `/feedback`, `/human`, `/bot`)
@@ -38,7 +39,8 @@ use teloxide::adaptors::throttle::Limits;
 use teloxide::dispatching::UpdateHandler;
 use teloxide::error_handlers::ErrorHandler;
 use teloxide::prelude::*;
-use teloxide::types::BotCommand;
+pub use teloxide::types::Update;
+use teloxide::types::{AllowedUpdate, BotCommand, UpdateKind};
 use teloxide::update_listeners::polling_default;
 
 use crate::inbound::{BotIdentity, parse_feedback_data, to_request};
@@ -134,6 +136,79 @@ fn redact(text: &str, token: &str) -> String {
     out
 }
 
+fn make_bot(config: &TelegramConfig) -> Result<Bot, TelegramError> {
+    if config.token.trim().is_empty() {
+        return Err(TelegramError::EmptyToken);
+    }
+    let mut bot = Bot::new(config.token.clone());
+    if let Some(raw) = &config.api_url {
+        let url = url::Url::parse(raw).map_err(|e| TelegramError::ApiUrl {
+            url: redact(raw, &config.token),
+            reason: e.to_string(),
+        })?;
+        bot = bot.set_api_url(url);
+    }
+    Ok(bot)
+}
+
+fn api_error(config: &TelegramConfig, method: &'static str, e: RequestError) -> TelegramError {
+    TelegramError::Api {
+        method,
+        message: redact(&e.to_string(), &config.token),
+    }
+}
+
+/// Where Telegram should push updates, for [`set_webhook`].
+#[derive(Clone)]
+pub struct WebhookRegistration {
+    /// The public HTTPS address of serve's webhook route.
+    pub url: String,
+    /// Sent back by Telegram in `X-Telegram-Bot-Api-Secret-Token`; a secret.
+    pub secret: String,
+    /// Connections Telegram opens at once (1–100; Telegram's default 40).
+    pub max_connections: Option<u8>,
+    /// Drop the updates Telegram holds for the bot instead of delivering them.
+    pub drop_pending: bool,
+}
+
+/// Registers the webhook (`setWebhook`), once per deployment rather than
+/// at every replica's start: messages and button presses only.
+pub async fn set_webhook(
+    config: &TelegramConfig,
+    registration: &WebhookRegistration,
+) -> Result<(), TelegramError> {
+    let bot = make_bot(config)?;
+    let url = url::Url::parse(&registration.url).map_err(|e| TelegramError::ApiUrl {
+        url: redact(&registration.url, &config.token),
+        reason: e.to_string(),
+    })?;
+    let mut request = bot
+        .set_webhook(url)
+        .secret_token(registration.secret.clone())
+        .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+        .drop_pending_updates(registration.drop_pending);
+    if let Some(n) = registration.max_connections {
+        request = request.max_connections(n);
+    }
+    request
+        .await
+        .map_err(|e| api_error(config, "setWebhook", e))?;
+    Ok(())
+}
+
+/// Removes the webhook (`deleteWebhook`), e.g. to go back to polling.
+pub async fn delete_webhook(
+    config: &TelegramConfig,
+    drop_pending: bool,
+) -> Result<(), TelegramError> {
+    let bot = make_bot(config)?;
+    bot.delete_webhook()
+        .drop_pending_updates(drop_pending)
+        .await
+        .map_err(|e| api_error(config, "deleteWebhook", e))?;
+    Ok(())
+}
+
 /// A connected Telegram bot, ready to poll.
 pub struct TelegramAdapter {
     bot: TgBot,
@@ -147,21 +222,8 @@ impl TelegramAdapter {
         config: TelegramConfig,
         handler: Arc<dyn ChatHandler>,
     ) -> Result<Self, TelegramError> {
-        if config.token.trim().is_empty() {
-            return Err(TelegramError::EmptyToken);
-        }
-        let mut bot = Bot::new(config.token.clone());
-        if let Some(raw) = &config.api_url {
-            let url = url::Url::parse(raw).map_err(|e| TelegramError::ApiUrl {
-                url: redact(raw, &config.token),
-                reason: e.to_string(),
-            })?;
-            bot = bot.set_api_url(url);
-        }
-        let api_error = |method: &'static str, e: teloxide::RequestError| TelegramError::Api {
-            method,
-            message: redact(&e.to_string(), &config.token),
-        };
+        let bot = make_bot(&config)?;
+        let api_error = |method, e| api_error(&config, method, e);
         let me = bot.get_me().await.map_err(|e| api_error("getMe", e))?;
         let username = me.username.clone().ok_or(TelegramError::NoUsername)?;
         let commands: Vec<BotCommand> = COMMANDS
@@ -205,6 +267,14 @@ impl TelegramAdapter {
         })
     }
 
+    /// Answers updates pushed to a webhook instead of polling.
+    pub fn webhook(&self) -> TelegramWebhook {
+        TelegramWebhook {
+            bot: self.bot.clone(),
+            ctx: self.ctx.clone(),
+        }
+    }
+
     /// Long-polls for updates until `shutdown` completes, then stops taking
     /// updates and returns once the replies in flight are done. Fails only
     /// if the dispatcher cannot start (its `getMe` call fails).
@@ -246,6 +316,62 @@ impl TelegramAdapter {
         })?;
         tracing::info!("Telegram adapter stopped");
         Ok(())
+    }
+}
+
+/// Answers updates one at a time as the caller hands them over (webhook
+/// mode: the caller keeps them durably and decides the order).
+#[derive(Clone)]
+pub struct TelegramWebhook {
+    bot: TgBot,
+    ctx: Arc<Context>,
+}
+
+impl TelegramWebhook {
+    /// Answers a message or a button press, returning once the reply was
+    /// sent (or failed, which is logged); other kinds are ignored.
+    pub async fn handle(&self, update: Update) {
+        let bot = self.bot.clone();
+        let ctx = self.ctx.clone();
+        let _ = match update.kind {
+            UpdateKind::Message(msg) => on_message(bot, ctx, msg).await,
+            UpdateKind::CallbackQuery(q) => on_callback(bot, ctx, q).await,
+            _ => Ok(()),
+        };
+    }
+}
+
+/// An update pushed to a webhook, parsed: `None` for a body that is not
+/// an update at all.
+pub fn parse_update(body: &[u8]) -> Option<Update> {
+    let update: Update = serde_json::from_slice(body).ok()?;
+    (!matches!(update.kind, UpdateKind::Error(_))).then_some(update)
+}
+
+/// The chat an update belongs to: its replies must keep its order.
+pub fn update_chat(update: &Update) -> Option<i64> {
+    update.chat().map(|c| c.id.0)
+}
+
+/// `update`'s JSON made fit to keep until it is answered: every `text` and
+/// `caption` passed through `redact`, people's names blanked (the ids the
+/// adapter needs stay).
+pub fn scrub_update(update: &mut serde_json::Value, redact: &dyn Fn(&str) -> String) {
+    use serde_json::Value;
+    match update {
+        Value::Object(fields) => {
+            for (key, value) in fields.iter_mut() {
+                match (key.as_str(), &mut *value) {
+                    ("text" | "caption", Value::String(s)) => *s = redact(s),
+                    ("first_name" | "last_name" | "username" | "title", Value::String(s)) => {
+                        s.clear()
+                    }
+                    _ => scrub_update(value, redact),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_update(v, redact)),
+        _ => {}
     }
 }
 

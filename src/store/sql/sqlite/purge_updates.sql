@@ -1,0 +1,2 @@
+-- $1: answered before(ms).
+DELETE FROM inbound_updates WHERE done_at IS NOT NULL AND done_at < $1
