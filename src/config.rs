@@ -340,6 +340,15 @@ pub struct TelegramSection {
     /// name and the HTTP port.
     #[serde(default)]
     pub replica: Option<String>,
+    /// Webhook mode: how long a replica's hold on a chat lives unrenewed
+    /// (it renews while answering): how soon a dead replica's chats move
+    /// to another.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: f64,
+}
+
+fn default_lease_secs() -> f64 {
+    10.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -469,6 +478,7 @@ impl fmt::Debug for TelegramSection {
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("replica", &self.replica)
+            .field("lease_secs", &self.lease_secs)
             .finish()
     }
 }

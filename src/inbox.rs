@@ -1,29 +1,33 @@
 //! The webhook inbox: Telegram pushes each update to `[http]` and retries
 //! until it gets a 2xx, so an update is acknowledged only once it is kept
-//! in the store (`inbound_updates`), claimed by this replica. Then it is
-//! answered, one update of a chat at a time and in the order kept, and
-//! marked answered. What a replica leaves unanswered (it was killed, or
-//! stopped mid-queue) is taken back by the same replica at its next start,
-//! or by any replica once the claim is older than the lease. A resent
-//! update is recognised by its id and answered once.
+//! in the store (`inbound_updates`). Any replica may then answer it: the
+//! replica that holds the chat's lease (`chat_leases`) answers the chat's
+//! kept updates one at a time, oldest first, whichever replica took them
+//! in, writes the turn to the store before the next (so the next replica
+//! to answer the chat continues the conversation), and marks each
+//! answered. A replica that dies stops renewing its leases; once they
+//! expire, any replica's sweep takes its chats over. A resent update is
+//! recognised by its id and answered once.
 //!
 //! teloxide's own axum webhook answers 200 as soon as the update is in a
 //! memory channel, so an update is lost when the process dies before the
 //! reply: this is why the route is ours, on teloxide's types.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatforge_telegram::{TelegramWebhook, Update};
-use tokio::sync::mpsc;
 
 use crate::store::{self, ConversationStore, InboundUpdate, WriterHandle};
 
 /// The `platform` of Telegram's rows.
 const PLATFORM: &str = "telegram";
-/// Unanswered updates taken per sweep.
-const SWEEP_BATCH: u32 = 200;
+/// Chats woken per sweep.
+const SWEEP_BATCH: u32 = 500;
+/// How often answered updates older than [`KEEP_ANSWERED`] are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// How long an answered update is kept to recognise it if resent
 /// (Telegram keeps undelivered updates for 24 hours).
 const KEEP_ANSWERED: Duration = Duration::from_secs(24 * 3600);
@@ -50,27 +54,22 @@ pub enum Accepted {
     Ignored,
 }
 
-struct Queued {
-    update_id: i64,
-    update: Update,
-}
-
 /// One per `serve` process in webhook mode.
 pub struct Inbox {
     store: Arc<dyn ConversationStore>,
-    /// For redacting what is kept, as every record is.
+    /// For redacting what is kept, and writing a turn before the next.
     writer: WriterHandle,
     webhook: TelegramWebhook,
     replica: String,
     lease: Duration,
-    /// Per chat, the queue its worker drains; a chat has a worker exactly
-    /// while it has an entry here.
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
-    /// Update ids queued or being answered here, so that a sweep does not
-    /// queue one twice.
-    in_flight: Mutex<HashSet<i64>>,
+    /// Chats with a worker here; `true` when woken again while it works.
+    workers: Mutex<HashMap<String, bool>>,
+    /// Updates acknowledged here, as received, until answered: the model
+    /// reads the customer's text as typed; the kept copy is redacted.
+    received: Mutex<HashMap<String, HashMap<i64, Update>>>,
+    stopping: AtomicBool,
     /// Counts the chat workers; drained at shutdown.
-    idle: tokio::sync::watch::Sender<usize>,
+    busy: tokio::sync::watch::Sender<usize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -78,8 +77,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inbox {
-    /// `lease`: how old an unanswered update's claim must be before another
-    /// replica takes it; longer than any reply takes.
+    /// `lease`: how long a replica's hold on a chat lives without renewal
+    /// (it renews while answering): how soon a dead replica's chats move.
     pub fn new(
         store: Arc<dyn ConversationStore>,
         writer: WriterHandle,
@@ -93,9 +92,10 @@ impl Inbox {
             webhook,
             replica,
             lease,
-            queues: Mutex::default(),
-            in_flight: Mutex::default(),
-            idle: tokio::sync::watch::channel(0).0,
+            workers: Mutex::default(),
+            received: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            busy: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -103,8 +103,8 @@ impl Inbox {
         &self.replica
     }
 
-    /// Keeps the update in `body` and queues it for its chat. Returns once
-    /// it is kept: the caller may acknowledge it then.
+    /// Keeps the update in `body` and wakes its chat. Returns once it is
+    /// kept: the caller may acknowledge it then.
     pub async fn accept(self: &Arc<Self>, body: &[u8]) -> Result<Accepted, InboxError> {
         let mut value: serde_json::Value =
             serde_json::from_slice(body).map_err(|_| InboxError::Malformed)?;
@@ -122,157 +122,213 @@ impl Inbox {
         if !self.store.accept_update(&row, &self.replica).await? {
             return Ok(Accepted::Resent);
         }
-        self.dispatch(row.update_id, row.chat_key, update);
+        lock(&self.received)
+            .entry(row.chat_key.clone())
+            .or_default()
+            .insert(row.update_id, update);
+        self.wake(row.chat_key);
         Ok(Accepted::New)
     }
 
-    /// Takes back unanswered updates: at start-up (`own`) those this
-    /// replica left, and any whose claim outlived the lease. Returns how
-    /// many were queued.
-    pub async fn recover(self: &Arc<Self>, own: bool) -> Result<usize, store::Error> {
-        let stale_before = ago(self.lease);
-        let mut queued = 0;
-        loop {
-            let rows = self
-                .store
-                .reclaim_updates(PLATFORM, &self.replica, stale_before, own, SWEEP_BATCH)
-                .await?;
-            let n = rows.len();
-            for row in rows {
-                // Kept redacted: the reply answers the redacted text.
-                let Some(update) = chatforge_telegram::parse_update(row.payload.as_bytes()) else {
-                    tracing::warn!(
-                        update_id = row.update_id,
-                        "a kept update no longer parses; marking it answered"
-                    );
-                    self.store.finish_update(PLATFORM, row.update_id).await?;
-                    continue;
-                };
-                if self.dispatch(row.update_id, row.chat_key, update) {
-                    queued += 1;
-                }
-            }
-            // `own` takes back the same rows on every call: one batch of
-            // each kind per call is enough, the next sweep takes the rest.
-            if own || n < SWEEP_BATCH as usize {
-                break;
-            }
+    /// Wakes every chat with updates no live replica answers: at start-up
+    /// (with the chats this replica held before it restarted) and at each
+    /// sweep. Returns how many chats.
+    pub async fn wake_waiting(self: &Arc<Self>) -> Result<usize, store::Error> {
+        let chats = self
+            .store
+            .waiting_chats(PLATFORM, &self.replica, SWEEP_BATCH)
+            .await?;
+        let n = chats.len();
+        for chat in chats {
+            self.wake(chat);
         }
-        if queued > 0 {
-            tracing::info!(
-                updates = queued,
-                replica = %self.replica,
-                "took back unanswered Telegram updates"
-            );
-        }
-        Ok(queued)
+        Ok(n)
     }
 
-    /// Every `lease / 4`: takes what dead replicas left, and forgets
-    /// answered updates older than a day.
+    /// Every half lease: wakes the chats dead replicas left, and now and
+    /// then forgets answered updates older than a day.
     pub async fn sweep_until(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let every = (self.lease / 4).max(Duration::from_secs(1));
+        let every = (self.lease / 2).max(Duration::from_millis(200));
         let mut tick = tokio::time::interval(every);
-        tick.tick().await;
+        let mut last_purge = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.recover(false).await {
-                tracing::warn!(error = %e, "could not look for unanswered Telegram updates");
+            match self.wake_waiting().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(chats = n, "woke chats with unanswered Telegram updates"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for unanswered Telegram updates")
+                }
             }
-            if let Err(e) = self.store.purge_updates(ago(KEEP_ANSWERED)).await {
-                tracing::warn!(error = %e, "could not forget answered Telegram updates");
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = tokio::time::Instant::now();
+                if let Err(e) = self.store.purge_updates(ago(KEEP_ANSWERED)).await {
+                    tracing::warn!(error = %e, "could not forget answered Telegram updates");
+                }
             }
         }
     }
 
-    /// Waits until every chat worker is done (the replies in flight were
-    /// sent and marked), or `limit` passes; what is left stays kept.
+    /// Stops taking chats, lets each worker finish the update it is
+    /// answering (its chat's lease is given back, so another replica goes
+    /// on at once), and waits for them up to `limit`.
     pub async fn drain(&self, limit: Duration) {
-        let mut workers = self.idle.subscribe();
-        if tokio::time::timeout(limit, workers.wait_for(|n| *n == 0))
+        self.stopping.store(true, Ordering::SeqCst);
+        let mut busy = self.busy.subscribe();
+        if tokio::time::timeout(limit, busy.wait_for(|n| *n == 0))
             .await
             .is_err()
         {
             tracing::warn!(
                 replica = %self.replica,
-                "Telegram updates still queued at shutdown stay kept for the next start"
+                "Telegram replies still in flight at shutdown; their updates stay kept"
             );
         }
     }
 
-    /// Queues an update for its chat's worker (starting one when the chat
-    /// has none); false when it is queued here already.
-    fn dispatch(self: &Arc<Self>, update_id: i64, chat: String, update: Update) -> bool {
-        if !lock(&self.in_flight).insert(update_id) {
-            return false;
+    /// Starts a worker for `chat`, or tells the running one to look again.
+    fn wake(self: &Arc<Self>, chat: String) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
         }
-        let job = Queued { update_id, update };
-        let mut queues = lock(&self.queues);
-        let job = match queues.get(&chat) {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return true,
-                Err(mpsc::error::SendError(job)) => job,
-            },
-            None => job,
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        // A fresh channel's receiver is alive: this send cannot fail.
-        let _ = tx.send(job);
-        queues.insert(chat.clone(), tx);
-        self.idle.send_modify(|n| *n += 1);
-        tokio::spawn(Arc::clone(self).work(chat, rx));
-        true
+        let mut workers = lock(&self.workers);
+        if let Some(again) = workers.get_mut(&chat) {
+            *again = true;
+            return;
+        }
+        workers.insert(chat.clone(), false);
+        self.busy.send_modify(|n| *n += 1);
+        tokio::spawn(Arc::clone(self).work(chat));
     }
 
-    /// A chat's worker: its updates one at a time, in order; ends when the
-    /// queue is empty (checked under the map's lock, so nothing is queued
-    /// to a worker that is leaving).
-    async fn work(self: Arc<Self>, chat: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    async fn work(self: Arc<Self>, chat: String) {
         loop {
-            let job = {
-                let mut queues = lock(&self.queues);
-                match rx.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => {
-                        queues.remove(&chat);
-                        break;
+            self.answer_chat(&chat).await;
+            let mut workers = lock(&self.workers);
+            if workers.get(&chat) == Some(&true) && !self.stopping.load(Ordering::SeqCst) {
+                workers.insert(chat.clone(), false);
+                continue;
+            }
+            workers.remove(&chat);
+            // Whatever was received here for the chat was answered (here
+            // or by the replica that held it).
+            lock(&self.received).remove(&chat);
+            break;
+        }
+        self.busy.send_modify(|n| *n -= 1);
+    }
+
+    fn until(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default()
+    }
+
+    /// Takes the chat's lease (waiting while another replica answers it:
+    /// that one answers what was kept here too, so the wait ends when
+    /// nothing is left), answers its kept updates in order, gives it back.
+    async fn answer_chat(&self, chat: &str) {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match self
+                .store
+                .lease_chat(PLATFORM, chat, &self.replica, self.until())
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => {
+                    if let Ok(None) = self.store.next_update(PLATFORM, chat).await {
+                        return;
                     }
                 }
-            };
-            self.answer(job).await;
+                Err(e) => {
+                    tracing::warn!(chat, error = %e, "could not take a chat's lease; retrying")
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
         }
-        self.idle.send_modify(|n| *n -= 1);
+        while !self.stopping.load(Ordering::SeqCst) {
+            let kept = match self.store.next_update(PLATFORM, chat).await {
+                Ok(Some(kept)) => kept,
+                Ok(None) => break,
+                Err(e) => {
+                    // The sweep wakes the chat again.
+                    tracing::warn!(chat, error = %e, "could not read a chat's next update");
+                    break;
+                }
+            };
+            let id = kept.update_id;
+            let as_received = lock(&self.received)
+                .get_mut(chat)
+                .and_then(|m| m.remove(&id));
+            match as_received.or_else(|| chatforge_telegram::parse_update(kept.payload.as_bytes()))
+            {
+                Some(update) => self.answer(chat, update).await,
+                None => tracing::warn!(
+                    update_id = id,
+                    "a kept update no longer parses; skipping it"
+                ),
+            }
+            self.mark_answered(id).await;
+            match self
+                .store
+                .lease_chat(PLATFORM, chat, &self.replica, self.until())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        chat,
+                        "the chat's lease ran out while answering and another replica took it"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(chat, error = %e, "could not renew a chat's lease"),
+            }
+        }
+        if let Err(e) = self.store.release_chat(PLATFORM, chat, &self.replica).await {
+            tracing::warn!(chat, error = %e, "could not give a chat's lease back; it expires");
+        }
     }
 
-    async fn answer(&self, job: Queued) {
-        let id = job.update_id;
-        // Renewing the claim also tells whether another replica took the
-        // update while it waited here; the store being away is no reason
-        // to leave a customer unanswered.
-        let mine = match self.store.touch_update(PLATFORM, id, &self.replica).await {
-            Ok(mine) => mine,
-            Err(e) => {
-                tracing::warn!(update_id = id, error = %e, "could not renew the claim; answering anyway");
-                true
+    /// Answers one update, renewing the chat's lease meanwhile, and writes
+    /// the turn to the store before the chat's next update is taken.
+    async fn answer(&self, chat: &str, update: Update) {
+        let renew = async {
+            let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(100)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = self
+                    .store
+                    .lease_chat(PLATFORM, chat, &self.replica, self.until())
+                    .await
+                {
+                    tracing::warn!(chat, error = %e, "could not renew a chat's lease");
+                }
             }
         };
-        if mine {
-            self.webhook.handle(job.update).await;
-            self.mark_answered(id).await;
-        } else {
-            tracing::info!(
-                update_id = id,
-                "another replica took this update over; not answering it here"
-            );
+        tokio::select! {
+            () = self.webhook.handle(update) => {}
+            () = renew => {}
         }
-        lock(&self.in_flight).remove(&id);
+        match self.writer.flush().await {
+            Ok(f) if f.pending > 0 => tracing::warn!(
+                pending = f.pending,
+                "the store is behind: another replica may answer this chat's next message without this turn"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not flush the turn to the store"),
+        }
     }
 
     /// Marks an update answered, retrying a while: an answered update left
-    /// unmarked would be answered again once its lease runs out.
+    /// unmarked would be answered again.
     async fn mark_answered(&self, id: i64) {
         let mut wait = Duration::from_millis(100);
         for attempt in 0.. {
@@ -281,7 +337,7 @@ impl Inbox {
                 Err(e) if attempt < 8 => {
                     tracing::warn!(update_id = id, error = %e, "could not mark an update answered; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(self.lease / 8);
+                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     tracing::error!(update_id = id, error = %e, "could not mark an update answered; it may be answered again");

@@ -148,6 +148,9 @@ pub struct Pipeline {
     /// Read back which chats wait for a human when a session is new (after
     /// a restart); `None`: sessions start with the bot.
     store: Option<Arc<dyn crate::store::ConversationStore>>,
+    /// Platforms whose chats any replica may answer: their sessions are
+    /// read from `store` at every turn (memory is only a cache).
+    shared: Vec<Platform>,
 }
 
 impl Pipeline {
@@ -180,6 +183,7 @@ impl Pipeline {
             traces: Traces::new(TRACES_CAP),
             feed: operator::Feed::new(),
             store: None,
+            shared: Vec::new(),
         })
     }
 
@@ -197,6 +201,15 @@ impl Pipeline {
     /// session reads the chat's handoff from `store`.
     pub fn with_store(mut self, store: Arc<dyn crate::store::ConversationStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Any replica may answer `platform`'s chats (Telegram webhooks): each
+    /// turn continues the chat's open conversation as the store holds it
+    /// (turns, handoff, last reply), and feedback on a reply another
+    /// replica sent is found in the store. Needs [`Pipeline::with_store`].
+    pub fn with_shared_sessions(mut self, platform: Platform) -> Self {
+        self.shared.push(platform);
         self
     }
 
@@ -282,8 +295,12 @@ impl Pipeline {
     }
 
     /// A new session of a chat that waits for or is with a human (the
-    /// store says so: serve restarted) continues that conversation.
+    /// store says so: serve restarted) continues that conversation; a
+    /// shared chat's session is read from the store at every turn.
     async fn restore_handoff(&self, s: &mut Session, m: &IncomingMessage) {
+        if self.shared.contains(&m.platform) {
+            return self.load_shared(s, m).await;
+        }
         if s.restored || s.conversation_id.is_some() {
             return;
         }
@@ -306,6 +323,62 @@ impl Pipeline {
                 tracing::warn!(error = %e, "cannot read whether the chat waits for a human; the bot answers");
             }
         }
+    }
+
+    /// The session as the store holds it: another replica may have
+    /// answered the chat since this one last did. On a store error the
+    /// cached session goes on.
+    async fn load_shared(&self, s: &mut Session, m: &IncomingMessage) {
+        let Some(store) = &self.store else { return };
+        let open = match store
+            .open_conversation(platform_name(m.platform), &m.conversation_key)
+            .await
+        {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the chat's conversation; answering from this replica's copy");
+                return;
+            }
+        };
+        s.restored = true;
+        let Some(c) = open else {
+            // Never started, or ended (reset, idle) wherever it was.
+            s.end();
+            return;
+        };
+        let last = c
+            .messages
+            .last()
+            .map_or(c.record.started_at, |m| m.created_at);
+        let idle_for = (chrono::Utc::now() - last).to_std().unwrap_or_default();
+        s.last_active = Instant::now()
+            .checked_sub(idle_for)
+            .unwrap_or_else(Instant::now);
+        s.state = match (c.handoff, c.claimed_by) {
+            (crate::store::Handoff::Requested, _) => State::HandoffRequested,
+            (crate::store::Handoff::Active, Some(operator)) => State::WithOperator { operator },
+            (crate::store::Handoff::Active, None) => State::HandoffRequested,
+            _ => State::Active,
+        };
+        // What the model saw: refused messages never were turns.
+        let turns: Vec<&crate::store::MessageRecord> = c
+            .messages
+            .iter()
+            .filter(|m| m.role != Role::System && m.verdict != Some(StoredVerdict::Block))
+            .collect();
+        s.last_reply = turns
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::Assistant && m.operator_id.is_none())
+            .map(|m| m.id.clone());
+        s.turns = turns
+            .into_iter()
+            .map(|m| Message {
+                role: m.role,
+                content: m.content.clone(),
+            })
+            .collect();
+        s.conversation_id = Some(c.record.id);
     }
 
     /// Ends the session if it was idle too long (unless it waits for a
@@ -791,7 +864,7 @@ impl ChatHandler for Pipeline {
                     self.on_command(message, command, events).await;
                 }
                 ChatRequest::Feedback(f) => {
-                    self.record_feedback(&f);
+                    self.record_feedback(&f).await;
                 }
             }
         })

@@ -117,6 +117,14 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
         })
     })?;
     pipeline = pipeline.with_store(Arc::clone(&db));
+    if cfg
+        .telegram
+        .as_ref()
+        .is_some_and(|t| t.mode == config::TelegramMode::Webhook)
+    {
+        // Replicas: any of them may answer any Telegram chat.
+        pipeline = pipeline.with_shared_sessions(chatforge_channel::Platform::Telegram);
+    }
     if let Some(h) = &cfg.handoff {
         let hours = h.agent_hours().map_err(config::Error::Value)?;
         pipeline = pipeline.with_agent_hours(hours);
@@ -356,9 +364,8 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
                 ));
             }
             let (path, secret, _) = webhook_settings(t)?;
-            // Longer than any reply can take, so a live replica's update is
-            // never taken over mid-reply.
-            let lease = Duration::from_secs_f64(cfg.pipeline.reply_timeout_secs * 2.0 + 60.0);
+            let lease = config::bounded_secs("telegram.lease_secs", t.lease_secs, 0.5, 600.0)
+                .map_err(|r| ServeError::Config(config::Error::Value(r)))?;
             Some(WebhookSettings {
                 path,
                 secret,
@@ -456,7 +463,7 @@ async fn start_adapters(
             replica,
             w.lease,
         );
-        inbox.recover(true).await?;
+        inbox.wake_waiting().await?;
         tracing::info!(bot = adapter.username(), path = %w.path, replica = inbox.replica(), "Telegram adapter started (webhook)");
         if let Some((c, ..)) = &console {
             c.add_outbox(adapter.outbox());

@@ -646,6 +646,11 @@ impl WebhookServe {
             .arg(config)
             .env("CHATFORGE_TEST_TG_TOKEN", TOKEN)
             .env("CHATFORGE_TEST_HOOK_SECRET", WEBHOOK_SECRET)
+            // Replicas key user ids with one secret (serve refuses another).
+            .env(
+                "CHATFORGE_USER_KEY_SECRET",
+                "replicas-share-this-secret-0123456789",
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -809,4 +814,331 @@ async fn test_webhook_mode_acknowledges_kept_updates_and_recovers_after_a_kill()
     })
     .await
     .expect("test ran past its time limit");
+}
+
+// ---------------------------------------------------- replicas behind nginx
+
+/// nginx's binary, or `None` (said why) where it is missing and the run
+/// does not require it.
+fn nginx_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CHATFORGE_REQUIRE_SERVICES").is_none(),
+            "nginx is not installed, but this run requires it (scripts/ensure-nginx.sh installs it)"
+        );
+        eprintln!(
+            "skipping the replica test: nginx is not installed (scripts/test.sh installs it)"
+        );
+    }
+    found
+}
+
+/// nginx on `port` balancing round-robin over the replicas' ports; a
+/// replica that refuses connections is skipped, and a post it failed is
+/// passed to the other (updates are idempotent by id).
+fn start_nginx(bin: &Path, dir: &Path, port: u16, replicas: &[u16]) -> std::process::Child {
+    let servers: String = replicas
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
+        .collect();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         upstream replicas {{\n{servers}}}\n\
+         server {{\n listen 127.0.0.1:{port};\n location / {{\n proxy_pass http://replicas;\n\
+         proxy_next_upstream error timeout http_502 http_503 non_idempotent;\n\
+         proxy_connect_timeout 1s;\n }}\n }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    std::process::Command::new(bin)
+        .args(["-p", dir.to_str().unwrap(), "-c", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Posts `update` to `url` as Telegram does: again after any failure or
+/// non-2xx answer, until one is acknowledged.
+async fn deliver(http: &reqwest::Client, url: &str, update: &Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("X-Telegram-Bot-Api-Secret-Token", WEBHOOK_SECRET)
+            .body(update.to_string())
+            .send()
+            .await;
+        if matches!(&sent, Ok(r) if r.status().is_success()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "update never acknowledged: {:?}",
+            sent.map(|r| r.status())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const CHATS: i64 = 50;
+const PER_CHAT: i64 = 20;
+
+fn replica_update(chat: i64, n: i64) -> Value {
+    update(
+        chat * 1000 + n,
+        100 + chat,
+        &format!("chat {chat} question {n}"),
+    )
+}
+
+/// Each chat's messages, posted back to back, for every chat at once.
+async fn send_round(url: &str, from: i64, to: i64) {
+    let http = reqwest::Client::new();
+    let chats: Vec<_> = (0..CHATS)
+        .map(|chat| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move {
+                for n in from..to {
+                    deliver(&http, &url, &replica_update(chat, n)).await;
+                }
+            })
+        })
+        .collect();
+    for c in chats {
+        c.await.unwrap();
+    }
+}
+
+/// Waits until every kept update is answered; returns how many are kept.
+async fn wait_all_answered(db: &sqlx::PgPool, expected: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (kept, open): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE done_at IS NULL) FROM inbound_updates",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        if kept == expected && open == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} of {kept} kept updates unanswered ({expected} sent)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per chat, the user texts the store holds, in the order answered, and
+/// how many conversations they are in.
+async fn stored_per_chat(url: &str) -> std::collections::BTreeMap<String, (Vec<String>, usize)> {
+    let db = store::connect(url, &StoreOptions::default()).await.unwrap();
+    let convs = db
+        .select(&store::ExportFilter::default(), None, 10_000)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    type Texts = Vec<(chrono::DateTime<chrono::Utc>, String)>;
+    let mut per_chat: std::collections::BTreeMap<String, (Texts, usize)> = Default::default();
+    for c in convs {
+        let entry = per_chat.entry(c.record.channel.clone()).or_default();
+        entry.1 += 1;
+        entry.0.extend(
+            c.messages
+                .iter()
+                .filter(|m| m.role == Role::User)
+                .map(|m| (m.created_at, m.content.clone())),
+        );
+    }
+    per_chat
+        .into_iter()
+        .map(|(chat, (mut texts, convs))| {
+            texts.sort_by_key(|t| t.0);
+            (chat, (texts.into_iter().map(|t| t.1).collect(), convs))
+        })
+        .collect()
+}
+
+/// Two `serve` replicas over one Postgres behind nginx, in webhook mode. 50
+/// chats send 20 messages each, back to back, through nginx's round robin,
+/// so a chat's messages land on both replicas. First half: every message
+/// gets exactly one reply, in order, and each chat stays one conversation
+/// (the turns carry across replicas). Second half: one replica is killed
+/// mid-run; Telegram-style retries reach the survivor, which takes the dead
+/// one's chats over once their leases expire: nothing is lost or out of
+/// order. Replies the dead replica had begun to send are sent again by the
+/// survivor (counted and printed: delivery is at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_two_replicas_behind_nginx_answer_each_message_once_in_order() {
+    let Some(nginx) = nginx_binary() else { return };
+    let Some(db) = common::ScratchDb::create().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let outcome = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(400), replicas_run(&nginx, &url))
+            .await
+            .expect("test ran past its time limit");
+    })
+    .await;
+    db.drop_db().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn replicas_run(nginx: &Path, url: &str) {
+    let f = common::chat_fixture();
+    let fake = Fake::start().await.unwrap();
+    let lb = common::free_port();
+    let ports = [common::free_port(), common::free_port()];
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut configs = Vec::new();
+    for (i, (port, dir)) in ports.iter().zip(&dirs).enumerate() {
+        let config = common::write_serve_config(
+            dir.path(),
+            &f.bundle,
+            &format!(
+                "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[telegram]\ntoken = \"${{CHATFORGE_TEST_TG_TOKEN}}\"\napi_url = \"{}\"\nedit_interval_secs = 0.2\nmode = \"webhook\"\nwebhook_url = \"http://127.0.0.1:{lb}/tg/hook\"\nwebhook_secret = \"${{CHATFORGE_TEST_HOOK_SECRET}}\"\nreplica = \"replica-{i}\"\nlease_secs = 1.0\n",
+                fake.url
+            ),
+        );
+        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&sqlite, url)
+            // Many chats write at once: no per-user limit gets in the way.
+            .replace("burst = 8", "burst = 100");
+        std::fs::write(&config, text).unwrap();
+        configs.push(config);
+    }
+    let nginx_dir = tempfile::tempdir().unwrap();
+    let mut balancer = start_nginx(nginx, nginx_dir.path(), lb, &ports);
+    // The first replica migrates the shared database before the second.
+    let mut first = WebhookServe::start(&configs[0], ports[0]).await;
+    let _second = WebhookServe::start(&configs[1], ports[1]).await;
+    let hook = format!("http://127.0.0.1:{lb}/tg/hook");
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+
+    // First half: both replicas up.
+    let half = PER_CHAT / 2;
+    let started = std::time::Instant::now();
+    send_round(&hook, 1, half + 1).await;
+    wait_all_answered(&pool, CHATS * half).await;
+    let first_half = started.elapsed();
+    let stored = stored_per_chat(url).await;
+    assert_eq!(stored.len(), CHATS as usize);
+    for chat in 0..CHATS {
+        let expected: Vec<String> = (1..=half)
+            .map(|n| format!("chat {chat} question {n}"))
+            .collect();
+        let (asked, convs) = &stored[&(100 + chat).to_string()];
+        assert_eq!(
+            asked, &expected,
+            "chat {chat}: lost, repeated or out of order"
+        );
+        assert_eq!(
+            *convs, 1,
+            "chat {chat}: the conversation did not carry across replicas"
+        );
+        assert_eq!(shown(&fake, 100 + chat).len(), half as usize, "chat {chat}");
+    }
+    // A chat's consecutive messages were kept by different replicas.
+    let switches: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT received_by, lag(received_by) OVER \
+         (PARTITION BY chat_key ORDER BY update_id) AS before FROM inbound_updates) t \
+         WHERE before IS NOT NULL AND before <> received_by",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let pairs = CHATS * (half - 1);
+    eprintln!(
+        "first half: {} messages answered in {:.1} s; {switches} of {pairs} consecutive messages of a chat went to the other replica",
+        CHATS * half,
+        first_half.as_secs_f64()
+    );
+    assert!(
+        switches * 4 >= pairs,
+        "{switches} of {pairs}: nginx did not spread chats over both replicas"
+    );
+
+    // Second half: one replica is killed mid-run.
+    let started = std::time::Instant::now();
+    let sender = {
+        let hook = hook.clone();
+        tokio::spawn(async move { send_round(&hook, half + 1, PER_CHAT + 1).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM inbound_updates")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if kept >= CHATS * half + CHATS * 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second half never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    sender.await.unwrap();
+    wait_all_answered(&pool, CHATS * PER_CHAT).await;
+    // Replies in flight settle (sends, edits, the store).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stored = stored_per_chat(url).await;
+    let (mut repeated, mut out_of_order, mut extra_replies) = (0, 0, 0);
+    for chat in 0..CHATS {
+        let (asked, _) = &stored[&(100 + chat).to_string()];
+        let mut seen = Vec::new();
+        for text in asked {
+            if seen.last() == Some(text) {
+                repeated += 1;
+            } else {
+                seen.push(text.clone());
+            }
+        }
+        let expected: Vec<String> = (1..=PER_CHAT)
+            .map(|n| format!("chat {chat} question {n}"))
+            .collect();
+        if seen != expected {
+            out_of_order += 1;
+            eprintln!("chat {chat}: {seen:?}");
+        }
+        let replies = shown(&fake, 100 + chat).len() as i64;
+        assert!(
+            replies >= PER_CHAT,
+            "chat {chat}: {replies} replies to {PER_CHAT} messages"
+        );
+        extra_replies += replies - PER_CHAT;
+    }
+    eprintln!(
+        "second half with a replica killed: answered in {:.1} s (2 s settling included); {} messages in all, 0 unanswered, {out_of_order} chats lost or out of order, {repeated} messages answered twice in the store, {extra_replies} replies sent twice",
+        started.elapsed().as_secs_f64(),
+        CHATS * PER_CHAT
+    );
+    assert_eq!(
+        out_of_order, 0,
+        "a message was lost or answered out of order"
+    );
+    assert!(
+        extra_replies <= CHATS,
+        "more replies sent twice ({extra_replies}) than chats the killed replica could hold"
+    );
+    let _ = balancer.kill();
+    let _ = balancer.wait();
 }

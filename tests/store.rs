@@ -111,7 +111,7 @@ on_both!(
     store_forget_and_subject_access,
     store_operators_login_and_lockout,
     store_console_claims_reviews_and_corrections,
-    store_inbox_keeps_claims_and_recovers,
+    store_inbox_leases_chats_in_order,
 );
 
 fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
@@ -644,7 +644,7 @@ async fn store_stats_per_platform_and_day(ctx: Ctx) {
     assert!(s.to_table().contains("2026-11-06 discord"));
 }
 
-async fn store_inbox_keeps_claims_and_recovers(ctx: Ctx) {
+async fn store_inbox_leases_chats_in_order(ctx: Ctx) {
     let store = &ctx.store;
     let update = |id: i64, chat: &str| InboundUpdate {
         platform: "telegram".into(),
@@ -652,71 +652,108 @@ async fn store_inbox_keeps_claims_and_recovers(ctx: Ctx) {
         chat_key: chat.into(),
         payload: format!("{{\"update_id\":{id}}}"),
     };
-    assert!(store.accept_update(&update(7, "1"), "a").await.unwrap());
-    // Resent: recognised, not kept twice, claim unchanged.
-    assert!(!store.accept_update(&update(7, "1"), "b").await.unwrap());
     assert!(store.accept_update(&update(8, "1"), "a").await.unwrap());
+    assert!(store.accept_update(&update(7, "1"), "b").await.unwrap());
+    // Resent: recognised, not kept twice.
+    assert!(!store.accept_update(&update(7, "1"), "a").await.unwrap());
     assert!(store.accept_update(&update(9, "2"), "b").await.unwrap());
-    // Only the claimant renews.
-    assert!(store.touch_update("telegram", 7, "a").await.unwrap());
-    assert!(!store.touch_update("telegram", 7, "b").await.unwrap());
+    // Oldest first, whoever acknowledged it.
+    assert_eq!(
+        store.next_update("telegram", "1").await.unwrap(),
+        Some(update(7, "1"))
+    );
+    let mut waiting = store.waiting_chats("telegram", "c", 10).await.unwrap();
+    waiting.sort();
+    assert_eq!(waiting, ["1", "2"]);
 
-    let now = Utc::now();
-    let past = now - chrono::Duration::minutes(5);
-    // Nothing is stale yet; with `own`, a restarted "a" takes back its two.
-    let none = store
-        .reclaim_updates("telegram", "c", past, false, 10)
-        .await
-        .unwrap();
-    assert!(none.is_empty(), "{none:?}");
-    let own = store
-        .reclaim_updates("telegram", "a", past, true, 10)
-        .await
-        .unwrap();
-    assert_eq!(own, vec![update(7, "1"), update(8, "1")]);
+    // One replica at a time answers a chat; the holder renews.
+    let soon = Utc::now() + chrono::Duration::minutes(5);
+    assert!(store.lease_chat("telegram", "1", "a", soon).await.unwrap());
+    assert!(!store.lease_chat("telegram", "1", "b", soon).await.unwrap());
+    assert!(store.lease_chat("telegram", "1", "a", soon).await.unwrap());
+    // A held chat is not waiting, except for its holder after a restart.
+    assert_eq!(
+        store.waiting_chats("telegram", "c", 10).await.unwrap(),
+        ["2"]
+    );
+    let mut own = store.waiting_chats("telegram", "a", 10).await.unwrap();
+    own.sort();
+    assert_eq!(own, ["1", "2"]);
+    store.finish_update("telegram", 7).await.unwrap();
+    assert_eq!(
+        store.next_update("telegram", "1").await.unwrap(),
+        Some(update(8, "1"))
+    );
+    // Released: another replica takes it at once.
+    store.release_chat("telegram", "1", "b").await.unwrap();
+    assert!(
+        !store.lease_chat("telegram", "1", "b", soon).await.unwrap(),
+        "b cannot release a's lease"
+    );
+    store.release_chat("telegram", "1", "a").await.unwrap();
+    assert!(store.lease_chat("telegram", "1", "b", soon).await.unwrap());
+    // An expired lease (its replica died) is taken over.
+    let past = Utc::now() - chrono::Duration::seconds(1);
     assert!(
         store
-            .reclaim_updates("telegram", "a", past, true, 10)
+            .lease_chat("telegram", "2", "dead", past)
             .await
             .unwrap()
-            .len()
-            == 2,
-        "still unanswered, so still a's after a second restart"
     );
+    let mut waiting = store.waiting_chats("telegram", "c", 10).await.unwrap();
+    waiting.sort();
+    assert_eq!(waiting, ["2"], "chat 1 is b's, chat 2's lease expired");
+    assert!(store.lease_chat("telegram", "2", "c", soon).await.unwrap());
 
-    // Answered: gone from every sweep, payload dropped, still recognised.
-    store.finish_update("telegram", 7).await.unwrap();
-    assert!(!store.touch_update("telegram", 7, "a").await.unwrap());
+    // Answered: gone from the queue, payload dropped, still recognised.
+    store.finish_update("telegram", 8).await.unwrap();
+    store.finish_update("telegram", 9).await.unwrap();
+    assert_eq!(store.next_update("telegram", "1").await.unwrap(), None);
     assert!(!store.accept_update(&update(7, "1"), "b").await.unwrap());
-
-    // Every claim older than a moment from now is stale: "c" takes the
-    // unanswered two, oldest first, and "a" can no longer renew 8.
-    let later = Utc::now() + chrono::Duration::seconds(1);
-    let taken = store
-        .reclaim_updates("telegram", "c", later, false, 10)
-        .await
-        .unwrap();
-    assert_eq!(taken, vec![update(8, "1"), update(9, "2")]);
-    assert!(!store.touch_update("telegram", 8, "a").await.unwrap());
-    assert!(store.touch_update("telegram", 8, "c").await.unwrap());
     // Another platform's ids are its own.
     assert!(
         store
             .accept_update(
                 &InboundUpdate {
                     platform: "other".into(),
-                    ..update(8, "1")
+                    ..update(7, "1")
                 },
                 "a"
             )
             .await
             .unwrap()
     );
-
     // Purging removes answered rows before the cutoff, nothing unanswered.
+    let later = Utc::now() + chrono::Duration::seconds(1);
     assert_eq!(store.purge_updates(past).await.unwrap(), 0);
-    assert_eq!(store.purge_updates(later).await.unwrap(), 1);
+    assert_eq!(store.purge_updates(later).await.unwrap(), 3);
     assert!(store.accept_update(&update(7, "1"), "a").await.unwrap());
+
+    // The chat's open conversation, with its messages, for a replica that
+    // does not hold the chat.
+    assert!(
+        store
+            .open_conversation("telegram", "77")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let writer = quick_writer(&ctx, Arc::clone(store));
+    let h = writer.handle();
+    let conv = h.new_conversation("telegram", "77", "77");
+    let id = conv.id.clone();
+    h.enqueue(Record::Conversation(conv)).unwrap();
+    h.enqueue(Record::Message(MessageRecord::new(&id, Role::User, "hi")))
+        .unwrap();
+    h.flush().await.unwrap();
+    let open = store
+        .open_conversation("telegram", "77")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open.record.id, id);
+    assert_eq!(open.messages.len(), 1);
+    writer.shutdown().await.unwrap();
 }
 
 /// A store whose database can be switched off.
@@ -849,27 +886,47 @@ impl ConversationStore for Flaky {
     ) -> StoreFuture<'a, bool> {
         self.inner.accept_update(update, replica)
     }
-    fn touch_update<'a>(
+    fn next_update<'a>(
         &'a self,
         platform: &'a str,
-        update_id: i64,
-        replica: &'a str,
-    ) -> StoreFuture<'a, bool> {
-        self.inner.touch_update(platform, update_id, replica)
+        chat: &'a str,
+    ) -> StoreFuture<'a, Option<InboundUpdate>> {
+        self.inner.next_update(platform, chat)
     }
     fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()> {
         self.inner.finish_update(platform, update_id)
     }
-    fn reclaim_updates<'a>(
+    fn lease_chat<'a>(
+        &'a self,
+        platform: &'a str,
+        chat: &'a str,
+        replica: &'a str,
+        until: DateTime<Utc>,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.lease_chat(platform, chat, replica, until)
+    }
+    fn release_chat<'a>(
+        &'a self,
+        platform: &'a str,
+        chat: &'a str,
+        replica: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.release_chat(platform, chat, replica)
+    }
+    fn waiting_chats<'a>(
         &'a self,
         platform: &'a str,
         replica: &'a str,
-        stale_before: DateTime<Utc>,
-        own: bool,
         limit: u32,
-    ) -> StoreFuture<'a, Vec<InboundUpdate>> {
-        self.inner
-            .reclaim_updates(platform, replica, stale_before, own, limit)
+    ) -> StoreFuture<'a, Vec<String>> {
+        self.inner.waiting_chats(platform, replica, limit)
+    }
+    fn open_conversation<'a>(
+        &'a self,
+        platform: &'a str,
+        channel: &'a str,
+    ) -> StoreFuture<'a, Option<StoredConversation>> {
+        self.inner.open_conversation(platform, channel)
     }
     fn purge_updates(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
         self.inner.purge_updates(before)

@@ -46,7 +46,7 @@ impl Pipeline {
                         rating,
                         comment,
                     };
-                    if self.record_feedback(&f) {
+                    if self.record_feedback(&f).await {
                         deliver::plain(&sink, text(TextKey::FeedbackThanks));
                     }
                 }
@@ -90,13 +90,25 @@ impl Pipeline {
     }
 
     /// Stores a rating; `false` (and logged) when the reply is unknown.
-    pub(super) fn record_feedback(&self, f: &Feedback) -> bool {
-        let conversation = self
+    pub(super) async fn record_feedback(&self, f: &Feedback) -> bool {
+        let known = self
             .replies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&f.message_id)
             .map(str::to_string);
+        // Another replica may have sent the reply.
+        let conversation = match (known, &self.store) {
+            (Some(c), _) => Some(c),
+            (None, Some(store)) if self.shared.contains(&f.platform) => store
+                .message_conversation(&f.message_id)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot look up the rated reply");
+                    None
+                }),
+            (None, _) => None,
+        };
         let Some(conversation) = conversation else {
             tracing::info!(message = %f.message_id, "feedback on a reply this server does not know; ignored");
             return false;

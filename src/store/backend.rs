@@ -208,38 +208,58 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreFuture<'a, Vec<AuditEvent>>;
 
     /// Counts per day and platform.
-    /// Keeps a pushed update, claimed by `replica`; false when it was kept
-    /// already (the platform resent it).
+    /// Keeps a pushed update, acknowledged by `replica`; false when it was
+    /// kept already (the platform resent it).
     fn accept_update<'a>(
         &'a self,
         update: &'a InboundUpdate,
         replica: &'a str,
     ) -> StoreFuture<'a, bool>;
 
-    /// Renews `replica`'s claim on an unanswered update as it starts the
-    /// reply; false when another replica took it meanwhile (or it was
-    /// answered).
-    fn touch_update<'a>(
+    /// The chat's oldest unanswered update.
+    fn next_update<'a>(
         &'a self,
         platform: &'a str,
-        update_id: i64,
-        replica: &'a str,
-    ) -> StoreFuture<'a, bool>;
+        chat: &'a str,
+    ) -> StoreFuture<'a, Option<InboundUpdate>>;
 
     /// Marks an update answered and drops its payload.
     fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()>;
 
-    /// Moves to `replica` the unanswered updates whose claim is older than
-    /// `stale_before` (and with `own`, those it claimed in an earlier life),
-    /// oldest first.
-    fn reclaim_updates<'a>(
+    /// Takes (or renews) the right to answer a chat until `until`: true when
+    /// `replica` holds it now; false while another replica's lease lives.
+    fn lease_chat<'a>(
+        &'a self,
+        platform: &'a str,
+        chat: &'a str,
+        replica: &'a str,
+        until: DateTime<Utc>,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Gives a chat back (only when `replica` holds it).
+    fn release_chat<'a>(
+        &'a self,
+        platform: &'a str,
+        chat: &'a str,
+        replica: &'a str,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Chats with unanswered updates that no live replica answers (or that
+    /// `replica` held in an earlier life).
+    fn waiting_chats<'a>(
         &'a self,
         platform: &'a str,
         replica: &'a str,
-        stale_before: DateTime<Utc>,
-        own: bool,
         limit: u32,
-    ) -> StoreFuture<'a, Vec<InboundUpdate>>;
+    ) -> StoreFuture<'a, Vec<String>>;
+
+    /// The chat's newest conversation that has not ended, with its
+    /// messages (what a replica that does not hold the chat continues).
+    fn open_conversation<'a>(
+        &'a self,
+        platform: &'a str,
+        channel: &'a str,
+    ) -> StoreFuture<'a, Option<StoredConversation>>;
 
     /// Deletes answered updates older than `before`; returns how many.
     fn purge_updates(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;

@@ -895,22 +895,30 @@ macro_rules! sql_store {
                 }))
             }
 
-            fn touch_update<'a>(
+            fn next_update<'a>(
                 &'a self,
                 platform: &'a str,
-                update_id: i64,
-                replica: &'a str,
-            ) -> StoreFuture<'a, bool> {
+                chat: &'a str,
+            ) -> StoreFuture<'a, Option<InboundUpdate>> {
                 Box::pin(self.timed(async move {
-                    let done = sqlx::query(sql!("touch_update"))
+                    let row = sqlx::query(sql!("next_update"))
                         .bind(platform)
-                        .bind(update_id)
-                        .bind(replica)
-                        .bind(db_time(chrono::Utc::now()))
-                        .execute(&self.pool)
+                        .bind(chat)
+                        .fetch_optional(&self.pool)
                         .await
                         .map_err(read_err)?;
-                    Ok(done.rows_affected() == 1)
+                    let Some(row) = row else { return Ok(None) };
+                    let update_id: i64 = row.try_get("update_id").map_err(read_err)?;
+                    let payload: Option<String> = row.try_get("payload").map_err(read_err)?;
+                    let payload = payload.ok_or_else(|| {
+                        corrupt("unanswered update without payload", &update_id.to_string())
+                    })?;
+                    Ok(Some(InboundUpdate {
+                        platform: platform.to_string(),
+                        update_id,
+                        chat_key: row.try_get("chat_key").map_err(read_err)?,
+                        payload,
+                    }))
                 }))
             }
 
@@ -931,46 +939,84 @@ macro_rules! sql_store {
                 }))
             }
 
-            fn reclaim_updates<'a>(
+            fn lease_chat<'a>(
+                &'a self,
+                platform: &'a str,
+                chat: &'a str,
+                replica: &'a str,
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(self.timed(async move {
+                    let done = sqlx::query(sql!("lease_chat"))
+                        .bind(platform)
+                        .bind(chat)
+                        .bind(replica)
+                        .bind(db_time(until))
+                        .bind(db_time(chrono::Utc::now()))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected() == 1)
+                }))
+            }
+
+            fn release_chat<'a>(
+                &'a self,
+                platform: &'a str,
+                chat: &'a str,
+                replica: &'a str,
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    sqlx::query(sql!("release_chat"))
+                        .bind(platform)
+                        .bind(chat)
+                        .bind(replica)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(())
+                }))
+            }
+
+            fn waiting_chats<'a>(
                 &'a self,
                 platform: &'a str,
                 replica: &'a str,
-                stale_before: chrono::DateTime<chrono::Utc>,
-                own: bool,
                 limit: u32,
-            ) -> StoreFuture<'a, Vec<InboundUpdate>> {
+            ) -> StoreFuture<'a, Vec<String>> {
                 Box::pin(self.timed(async move {
-                    let rows = sqlx::query(sql!("reclaim_updates"))
+                    sqlx::query_scalar(sql!("waiting_chats"))
                         .bind(platform)
-                        .bind(replica)
-                        .bind(db_time(stale_before))
                         .bind(db_time(chrono::Utc::now()))
-                        .bind(own)
+                        .bind(replica)
                         .bind(i64::from(limit))
                         .fetch_all(&self.pool)
                         .await
-                        .map_err(read_err)?;
-                    let mut updates = Vec::with_capacity(rows.len());
-                    for row in &rows {
-                        let payload: Option<String> = row.try_get("payload").map_err(read_err)?;
-                        let update_id: i64 = row.try_get("update_id").map_err(read_err)?;
-                        let Some(payload) = payload else {
-                            return Err(corrupt(
-                                "unanswered update without payload",
-                                &update_id.to_string(),
-                            ));
-                        };
-                        updates.push(InboundUpdate {
-                            platform: platform.to_string(),
-                            update_id,
-                            chat_key: row.try_get("chat_key").map_err(read_err)?,
-                            payload,
-                        });
-                    }
-                    // RETURNING does not keep the subquery's order.
-                    updates.sort_by_key(|u| u.update_id);
-                    Ok(updates)
+                        .map_err(read_err)
                 }))
+            }
+
+            fn open_conversation<'a>(
+                &'a self,
+                platform: &'a str,
+                channel: &'a str,
+            ) -> StoreFuture<'a, Option<StoredConversation>> {
+                Box::pin(async move {
+                    let id: Option<String> = self
+                        .timed(async {
+                            sqlx::query_scalar(sql!("select_open_conversation"))
+                                .bind(platform)
+                                .bind(channel)
+                                .fetch_optional(&self.pool)
+                                .await
+                                .map_err(read_err)
+                        })
+                        .await?;
+                    match id {
+                        Some(id) => self.conversation(&id).await,
+                        None => Ok(None),
+                    }
+                })
             }
 
             fn purge_updates(&self, before: chrono::DateTime<chrono::Utc>) -> StoreFuture<'_, u64> {
