@@ -22,10 +22,11 @@ export CHATFORGE_REQUIRE_SERVICES=1
 # Python onnxruntime for the interop test (the exported file must run
 # unchanged outside chatforge); the test says why it skips when this fails.
 INTEROP="${CHATFORGE_HOME:-$HOME/.cache/chatforge}/venv-interop"
-if ! "$INTEROP/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
+# `tokenizers`: scripts/finetune_hf.py's data, compared with chatforge's.
+if ! "$INTEROP/bin/python" -c "import onnxruntime, numpy, tokenizers" >/dev/null 2>&1; then
   python3 -m venv "$INTEROP" \
     && "$INTEROP/bin/python" -m pip install --quiet --disable-pip-version-check \
-         "onnxruntime==1.32.0" "numpy>=2,<3" \
+         "onnxruntime==1.32.0" "numpy>=2,<3" "tokenizers==0.23.3" \
     || echo "test.sh: warning: could not install Python onnxruntime; the interop test will skip" >&2
 fi
 export CHATFORGE_PYTHON="$INTEROP/bin/python"

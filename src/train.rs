@@ -15,7 +15,7 @@ mod trainer;
 pub use checkpoint::{Checkpoint, CheckpointState};
 pub use config::{ModelSection, TokenizerSection, TrainConfig, TrainSection};
 pub use corpus::{CorpusFile, read_corpus};
-pub use data::{Batch, Dataset, DialogData, PretrainData};
+pub use data::{Batch, Dataset, DialogData, PretrainData, training_examples};
 pub use device::TrainDevice;
 pub use jobs::{
     FinetuneJob, JobReport, PretrainJob, RaftJob, finetune, finetune_defaults, pretrain,

@@ -1618,7 +1618,7 @@ async fn store_schemas_match() {
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name::text IN \
              ('conversations', 'messages', 'moderation_events', 'feedback', \
-             'store_settings', 'audit_events', 'operators', 'reviews', 'inbound_updates') ORDER BY 1, 2",
+             'store_settings', 'audit_events', 'operators', 'reviews', 'inbound_updates', 'chat_leases') ORDER BY 1, 2",
         )
         .fetch_all(pg.pool())
         .await
@@ -1645,12 +1645,12 @@ async fn store_schemas_match() {
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name IN \
          ('conversations', 'messages', 'moderation_events', 'feedback', \
-         'store_settings', 'audit_events', 'operators', 'reviews', 'inbound_updates') ORDER BY 1, 2",
+         'store_settings', 'audit_events', 'operators', 'reviews', 'inbound_updates', 'chat_leases') ORDER BY 1, 2",
     )
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 73, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 76, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 

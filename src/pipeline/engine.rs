@@ -514,6 +514,14 @@ pub(crate) mod testing {
             // the pipeline gave the model.
             let text = match dialog.context.first() {
                 Some(c) if last.contains("quote!") => c.lines().last().unwrap_or("").to_string(),
+                // "turns!" answers with the turns the model was given.
+                _ if last.contains("turns!") => dialog
+                    .messages
+                    .iter()
+                    .filter(|m| m.role != crate::text::Role::System)
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
                 _ => (self.reply_for)(&last),
             };
             let mut sent = String::new();

@@ -678,3 +678,81 @@ async fn test_a_restarted_pipeline_keeps_a_handed_off_chat_with_the_humans() {
         (Role::User, "still there?")
     );
 }
+
+/// Two replicas over one store (Telegram webhooks): the second continues
+/// the conversation the first began, with its turns, and finds the reply
+/// the first sent when it is rated; a reset on one ends it for the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_replicas_share_a_chat_through_the_store() {
+    let h = Harness::new(PipelineConfig::default(), Gate::off()).await;
+    let replica = || {
+        let engine =
+            Engine::with_opener(Path::new("scripted"), testing::opener("v1", echo), 1).unwrap();
+        Pipeline::new(
+            PipelineConfig::default(),
+            Arc::new(engine),
+            Gate::off(),
+            h.writer.handle(),
+        )
+        .unwrap()
+        .with_store(h.store.clone())
+        .with_shared_sessions(Platform::Telegram)
+    };
+    let (a, b) = (replica(), replica());
+    let first = events_of(
+        &a,
+        ChatRequest::Message(incoming("9", "where is my parcel")),
+    )
+    .await;
+    let reply_id = first
+        .iter()
+        .find_map(|e| match e {
+            ChatEvent::Reply { message_id, .. } => Some(message_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    h.writer.handle().flush().await.unwrap();
+    let events = events_of(&b, ChatRequest::Message(incoming("9", "turns! and now"))).await;
+    assert_eq!(
+        reply_text(&events),
+        Some(
+            format!(
+                "where is my parcel | {} | turns! and now",
+                echo("where is my parcel")
+            )
+            .as_str()
+        )
+    );
+    // Rated on b, sent by a.
+    b.handle(
+        ChatRequest::Feedback(chatforge_channel::Feedback {
+            platform: Platform::Telegram,
+            conversation_key: "9".into(),
+            user_key: "user-9".into(),
+            message_id: reply_id,
+            rating: chatforge_channel::Rating::Good,
+            comment: None,
+        }),
+        event_channel().0,
+    )
+    .await;
+    let stored = h.stored().await;
+    assert_eq!(stored.len(), 1, "one conversation across both");
+    assert_eq!(
+        h.store.feedback(&stored[0].record.id).await.unwrap().len(),
+        1
+    );
+    // A reset on b ends the conversation; a starts a new one.
+    events_of(
+        &b,
+        ChatRequest::Command {
+            message: incoming("9", "/reset"),
+            command: Command::Reset,
+        },
+    )
+    .await;
+    h.writer.handle().flush().await.unwrap();
+    let events = events_of(&a, ChatRequest::Message(incoming("9", "turns! fresh"))).await;
+    assert_eq!(reply_text(&events), Some("turns! fresh"));
+    assert_eq!(h.stored().await.len(), 2);
+}

@@ -157,6 +157,38 @@ fn encode_with_context(tok: &ChatTokenizer, d: &Dialog, max_len: usize) -> Resul
     }
 }
 
+/// What fine-tuning trains on, in the dialogs' order: each dialog encoded
+/// (a RAFT example learns only its last reply and loses turns, then
+/// passages, to fit), cut to `max_len`, and dropped when nothing in it is
+/// learned. `scripts/finetune_hf.py` builds the same for transformers.
+pub fn training_examples(
+    tok: &ChatTokenizer,
+    dialogs: &[Dialog],
+    max_len: usize,
+) -> Result<Vec<EncodedDialog>> {
+    let mut encoded = Vec::with_capacity(dialogs.len());
+    let mut cut = 0;
+    for d in dialogs {
+        let mut e = if d.context.is_empty() {
+            encode_dialog(tok, d)?
+        } else {
+            encode_with_context(tok, d, max_len)?
+        };
+        if e.ids.len() > max_len {
+            cut += 1;
+            e.ids.truncate(max_len);
+            e.loss_mask.truncate(max_len);
+        }
+        if e.loss_mask[1..].iter().any(|&m| m) {
+            encoded.push(e);
+        }
+    }
+    if cut > 0 {
+        tracing::warn!("{cut} dialogs were longer than {max_len} tokens and were cut");
+    }
+    Ok(encoded)
+}
+
 /// Encoded dialogs for fine-tuning; only assistant tokens carry weight.
 pub struct DialogData {
     train: Vec<(Vec<u32>, Vec<bool>)>,
@@ -179,26 +211,10 @@ impl DialogData {
         if dialogs.is_empty() {
             return Err(Error::Data("no dialogs to fine-tune on".into()));
         }
-        let mut encoded = Vec::with_capacity(dialogs.len());
-        let mut cut = 0;
-        for d in dialogs {
-            let mut e = if d.context.is_empty() {
-                encode_dialog(tok, d)?
-            } else {
-                encode_with_context(tok, d, max_len)?
-            };
-            if e.ids.len() > max_len {
-                cut += 1;
-                e.ids.truncate(max_len);
-                e.loss_mask.truncate(max_len);
-            }
-            if e.loss_mask[1..].iter().any(|&m| m) {
-                encoded.push((e.ids, e.loss_mask));
-            }
-        }
-        if cut > 0 {
-            tracing::warn!("{cut} dialogs were longer than {max_len} tokens and were cut");
-        }
+        let encoded: Vec<(Vec<u32>, Vec<bool>)> = training_examples(tok, dialogs, max_len)?
+            .into_iter()
+            .map(|e| (e.ids, e.loss_mask))
+            .collect();
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ VAL_SEED);
         for i in (1..order.len()).rev() {
