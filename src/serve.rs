@@ -447,12 +447,7 @@ async fn start_adapters(
         let tc = telegram
             .take()
             .ok_or_else(|| ServeError::Other("webhook mode without a [telegram] section".into()))?;
-        let adapter = chatforge_telegram::TelegramAdapter::connect(tc, Arc::clone(handler))
-            .await
-            .map_err(|e| ServeError::Adapter {
-                adapter: "telegram",
-                reason: e.to_string(),
-            })?;
+        let adapter = connect_telegram(tc, handler).await?;
         let replica = w
             .replica
             .unwrap_or_else(|| crate::inbox::default_replica(hs.listen.port()));
@@ -516,12 +511,7 @@ async fn start_adapters(
         ));
     }
     if let Some(tc) = telegram {
-        let adapter = chatforge_telegram::TelegramAdapter::connect(tc, Arc::clone(handler))
-            .await
-            .map_err(|e| ServeError::Adapter {
-                adapter: "telegram",
-                reason: e.to_string(),
-            })?;
+        let adapter = connect_telegram(tc, handler).await?;
         tracing::info!(bot = adapter.username(), "Telegram adapter started");
         if let Some((c, ..)) = &console {
             c.add_outbox(adapter.outbox());
@@ -550,6 +540,18 @@ async fn start_adapters(
         ));
     }
     Ok(())
+}
+
+async fn connect_telegram(
+    config: chatforge_telegram::TelegramConfig,
+    handler: &Arc<dyn ChatHandler>,
+) -> Result<chatforge_telegram::TelegramAdapter, ServeError> {
+    chatforge_telegram::TelegramAdapter::connect(config, Arc::clone(handler))
+        .await
+        .map_err(|e| ServeError::Adapter {
+            adapter: "telegram",
+            reason: e.to_string(),
+        })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -282,6 +282,25 @@ fn template_dialogs(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs scripts/finetune_hf.py on `bundle` and `dialogs` with `args`.
+fn finetune_hf(python: &str, bundle: &Path, dialogs: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(python)
+        .arg(repo_path("scripts/finetune_hf.py"))
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--dialogs")
+        .arg(dialogs)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// scripts/finetune_hf.py (the transformers path for teams with many GPUs)
 /// trains on exactly what chatforge's fine-tuning trains on: the same ids
 /// and the same learned positions (as `labels`, -100 elsewhere).
@@ -297,19 +316,11 @@ fn test_hf_finetune_script_encodes_dialogs_as_chatforge_does() {
     let tmp = tempfile::tempdir().unwrap();
     let dialogs_path = template_dialogs(tmp.path());
     let max_len = 96;
-    let out = std::process::Command::new(&python)
-        .arg(repo_path("scripts/finetune_hf.py"))
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--dialogs")
-        .arg(&dialogs_path)
-        .args(["--max-len", &max_len.to_string(), "--dump-examples", "1000"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = finetune_hf(
+        &python,
+        &bundle,
+        &dialogs_path,
+        &["--max-len", &max_len.to_string(), "--dump-examples", "1000"],
     );
     let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -357,15 +368,13 @@ fn test_hf_trained_checkpoint_exports_and_serves_with_parity() {
     let tmp = tempfile::tempdir().unwrap();
     let dialogs_path = template_dialogs(tmp.path());
     let out_dir = tmp.path().join("hf-chat");
-    let out = std::process::Command::new(&python)
-        .arg(repo_path("scripts/finetune_hf.py"))
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--dialogs")
-        .arg(&dialogs_path)
-        .arg("--out")
-        .arg(&out_dir)
-        .args([
+    finetune_hf(
+        &python,
+        &bundle,
+        &dialogs_path,
+        &[
+            "--out",
+            out_dir.to_str().unwrap(),
             "--max-len",
             "96",
             "--max-steps",
@@ -374,13 +383,7 @@ fn test_hf_trained_checkpoint_exports_and_serves_with_parity() {
             "4",
             "--lr",
             "1e-3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let training: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("training.json")).unwrap())
