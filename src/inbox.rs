@@ -119,15 +119,30 @@ impl Inbox {
             chat_key: chat.to_string(),
             payload: value.to_string(),
         };
-        if !self.store.accept_update(&row, &self.replica).await? {
-            return Ok(Accepted::Resent);
-        }
+        // Held before it is kept: a worker already answering the chat may
+        // take it the moment it is in the store.
         lock(&self.received)
             .entry(row.chat_key.clone())
             .or_default()
             .insert(row.update_id, update);
-        self.wake(row.chat_key);
-        Ok(Accepted::New)
+        let kept = self.store.accept_update(&row, &self.replica).await;
+        if !matches!(kept, Ok(true)) {
+            // Kept before (a resend: whoever answers it reads the kept
+            // copy), or not kept at all.
+            let mut received = lock(&self.received);
+            if let Some(held) = received.get_mut(&row.chat_key) {
+                held.remove(&row.update_id);
+                if held.is_empty() {
+                    received.remove(&row.chat_key);
+                }
+            }
+        }
+        if kept? {
+            self.wake(row.chat_key);
+            Ok(Accepted::New)
+        } else {
+            Ok(Accepted::Resent)
+        }
     }
 
     /// Wakes every chat with updates no live replica answers: at start-up
