@@ -297,7 +297,7 @@ impl Pipeline {
     /// A new session of a chat that waits for or is with a human (the
     /// store says so: serve restarted) continues that conversation; a
     /// shared chat's session is read from the store at every turn.
-    async fn restore_handoff(&self, s: &mut Session, m: &IncomingMessage) {
+    async fn restore_session(&self, s: &mut Session, m: &IncomingMessage) {
         if self.shared.contains(&m.platform) {
             return self.load_shared(s, m).await;
         }
@@ -440,7 +440,7 @@ impl Pipeline {
         }
         let session = self.session_of(m.platform, &m.conversation_key);
         let mut s = session.lock().await;
-        self.restore_handoff(&mut s, &m).await;
+        self.restore_session(&mut s, &m).await;
         let conversation = self.open_conversation(&mut s, &m);
         if let Some(history) = opts.and_then(|o| o.history.as_ref()) {
             // The API's client holds the conversation; the bot's persona

@@ -307,10 +307,8 @@ pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
 }
 
 /// `[telegram]` webhook settings with the secret read from the
-/// environment: the route's path, the secret and the public URL.
-pub fn webhook_settings(
-    t: &config::TelegramSection,
-) -> Result<(String, String, url::Url), ServeError> {
+/// environment: the public URL (its path is serve's route) and the secret.
+pub fn webhook_settings(t: &config::TelegramSection) -> Result<(url::Url, String), ServeError> {
     // A key that must be set, its ${VAR}s read.
     let required = |key: &str, value: &Option<String>, why: &str| match value {
         Some(v) => expand_env(key, v).map_err(ServeError::from),
@@ -333,7 +331,7 @@ pub fn webhook_settings(
         "a secret (e.g. \"${TELEGRAM_WEBHOOK_SECRET}\") so that only Telegram can post updates",
     )?;
     check_webhook_secret(&secret).map_err(|r| key_err("telegram.webhook_secret", r))?;
-    Ok((url.path().to_string(), secret, url))
+    Ok((url, secret))
 }
 
 /// The adapters' settings with secrets read from the environment; checked
@@ -363,11 +361,11 @@ fn resolve_adapters(cfg: &Config) -> Result<Adapters, ServeError> {
                     "webhook mode answers on the HTTP server: add an [http] section",
                 ));
             }
-            let (path, secret, _) = webhook_settings(t)?;
+            let (url, secret) = webhook_settings(t)?;
             let lease = config::bounded_secs("telegram.lease_secs", t.lease_secs, 0.5, 600.0)
                 .map_err(|r| ServeError::Config(config::Error::Value(r)))?;
             Some(WebhookSettings {
-                path,
+                path: url.path().to_string(),
                 secret,
                 replica: t.replica.clone(),
                 lease,

@@ -503,20 +503,10 @@ async fn test_card_number_never_stored_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_card_number_never_stored_postgres() {
-    let Some(db) = common::ScratchDb::create().await else {
-        return;
-    };
-    let url = db.url.clone();
-    let outcome = tokio::spawn(async move {
-        tokio::time::timeout(TEST_TIMEOUT, card_number_never_stored(Some(&url)))
-            .await
-            .expect("test ran past its time limit");
+    common::with_scratch_db(TEST_TIMEOUT, |url| async move {
+        card_number_never_stored(Some(&url)).await
     })
     .await;
-    db.drop_db().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 #[test]
@@ -694,6 +684,29 @@ fn update(id: i64, chat: i64, text: &str) -> Value {
     u
 }
 
+/// Waits until the SQLite store in `dir` keeps no unanswered update.
+async fn wait_unanswered_none(dir: &Path) {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("chat.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM inbound_updates WHERE done_at IS NULL")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} updates unanswered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
+}
+
 /// The user texts stored for `chat`, in the order they were answered.
 async fn asked_in(dir: &Path, chat: i64) -> Vec<String> {
     stored(dir)
@@ -787,7 +800,6 @@ async fn test_webhook_mode_acknowledges_kept_updates_and_recovers_after_a_kill()
                 200
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
         serve.kill();
         assert!(shown(&fake, 44).is_empty());
         fake.hold_chat_actions(Duration::ZERO);
@@ -801,7 +813,9 @@ async fn test_webhook_mode_acknowledges_kept_updates_and_recovers_after_a_kill()
             assert!(tokio::time::Instant::now() < deadline, "not stored");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Marked answered only once its reply is sent and logged: then
+        // nothing more can be sent for it.
+        wait_unanswered_none(dir.path()).await;
         // The killed serve may have logged its unsent replies before it
         // died; what the customer saw is the restarted serve's, in order.
         let asked = asked_in(dir.path(), 44).await;
@@ -981,20 +995,10 @@ async fn stored_per_chat(url: &str) -> std::collections::BTreeMap<String, (Vec<S
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn test_two_replicas_behind_nginx_answer_each_message_once_in_order() {
     let Some(nginx) = nginx_binary() else { return };
-    let Some(db) = common::ScratchDb::create().await else {
-        return;
-    };
-    let url = db.url.clone();
-    let outcome = tokio::spawn(async move {
-        tokio::time::timeout(Duration::from_secs(400), replicas_run(&nginx, &url))
-            .await
-            .expect("test ran past its time limit");
+    common::with_scratch_db(Duration::from_secs(400), |url| async move {
+        replicas_run(&nginx, &url).await
     })
     .await;
-    db.drop_db().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 async fn replicas_run(nginx: &Path, url: &str) {
@@ -1096,9 +1100,8 @@ async fn replicas_run(nginx: &Path, url: &str) {
     }
     first.kill();
     sender.await.unwrap();
+    // An update is marked answered only once its reply was sent and logged.
     wait_all_answered(&pool, CHATS * PER_CHAT).await;
-    // Replies in flight settle (sends, edits, the store).
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let stored = stored_per_chat(url).await;
     let (mut repeated, mut out_of_order, mut extra_replies) = (0, 0, 0);
@@ -1127,7 +1130,7 @@ async fn replicas_run(nginx: &Path, url: &str) {
         extra_replies += replies - PER_CHAT;
     }
     eprintln!(
-        "second half with a replica killed: answered in {:.1} s (2 s settling included); {} messages in all, 0 unanswered, {out_of_order} chats lost or out of order, {repeated} messages answered twice in the store, {extra_replies} replies sent twice",
+        "second half with a replica killed: answered in {:.1} s; {} messages in all, 0 unanswered, {out_of_order} chats lost or out of order, {repeated} messages answered twice in the store, {extra_replies} replies sent twice",
         started.elapsed().as_secs_f64(),
         CHATS * PER_CHAT
     );

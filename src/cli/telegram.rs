@@ -49,7 +49,7 @@ pub fn run(cmd: TelegramCommand) -> Result<()> {
         } => {
             let section = telegram_section(&config)?;
             let tc = chatforge::serve::telegram_config(&section)?;
-            let (_, secret, url) = chatforge::serve::webhook_settings(&section)?;
+            let (url, secret) = chatforge::serve::webhook_settings(&section)?;
             if url.scheme() != "https" {
                 eprintln!(
                     "warning: {url} is not https; Telegram's Bot API accepts only https webhooks (a local Bot API server may accept others)"

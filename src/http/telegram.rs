@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::inbox::{Inbox, InboxError};
+use crate::inbox::{Accepted, Inbox, InboxError};
 
 /// The header Telegram sends the registered secret in.
 const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
@@ -52,33 +52,25 @@ pub(super) async fn update(
         .get(SECRET_HEADER)
         .map(|v| Sha256::digest(v.as_bytes()).into())
         .unwrap_or([0; 32]);
-    if !bool::from(given.ct_eq(&hook.secret)) {
-        metrics::counter!(super::metrics::TELEGRAM_UPDATES, "outcome" => "unauthorized")
-            .increment(1);
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    match hook.inbox.accept(&body).await {
-        Ok(accepted) => {
-            let outcome = match accepted {
-                crate::inbox::Accepted::New => "kept",
-                crate::inbox::Accepted::Resent => "resent",
-                crate::inbox::Accepted::Ignored => "ignored",
-            };
-            metrics::counter!(super::metrics::TELEGRAM_UPDATES, "outcome" => outcome).increment(1);
-            StatusCode::OK.into_response()
+    let (outcome, response) = if !bool::from(given.ct_eq(&hook.secret)) {
+        ("unauthorized", StatusCode::UNAUTHORIZED.into_response())
+    } else {
+        match hook.inbox.accept(&body).await {
+            Ok(Accepted::New) => ("kept", StatusCode::OK.into_response()),
+            Ok(Accepted::Resent) => ("resent", StatusCode::OK.into_response()),
+            Ok(Accepted::Ignored) => ("ignored", StatusCode::OK.into_response()),
+            Err(InboxError::Malformed) => (
+                "malformed",
+                (StatusCode::BAD_REQUEST, "not a Telegram update\n").into_response(),
+            ),
+            Err(InboxError::Store(e)) => {
+                tracing::warn!(error = %e, "a Telegram update could not be kept; Telegram will resend it");
+                ("unavailable", retry_later())
+            }
         }
-        Err(InboxError::Malformed) => {
-            metrics::counter!(super::metrics::TELEGRAM_UPDATES, "outcome" => "malformed")
-                .increment(1);
-            (StatusCode::BAD_REQUEST, "not a Telegram update\n").into_response()
-        }
-        Err(InboxError::Store(e)) => {
-            tracing::warn!(error = %e, "a Telegram update could not be kept; Telegram will resend it");
-            metrics::counter!(super::metrics::TELEGRAM_UPDATES, "outcome" => "unavailable")
-                .increment(1);
-            retry_later()
-        }
-    }
+    };
+    metrics::counter!(super::metrics::TELEGRAM_UPDATES, "outcome" => outcome).increment(1);
+    response
 }
 
 fn retry_later() -> Response {

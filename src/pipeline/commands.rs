@@ -14,7 +14,7 @@ impl Pipeline {
         }
         let session = self.session_of(m.platform, &m.conversation_key);
         let mut s = session.lock().await;
-        self.restore_handoff(&mut s, &m).await;
+        self.restore_session(&mut s, &m).await;
         let lang = s.lang;
         let text = |key| self.text(lang, key);
         match command {

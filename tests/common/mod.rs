@@ -596,3 +596,27 @@ pub async fn wait_healthy(base: &str, child: &mut std::process::Child) {
     let _ = child.wait();
     panic!("serve did not answer {base}/healthz within 30 s");
 }
+
+/// Runs `body` on the URL of a fresh database on the `DATABASE_URL` server,
+/// within `limit`, and drops the database after, also when the body panics
+/// or runs out of time. Does nothing where [`database_url`] says to skip.
+pub async fn with_scratch_db<F, Fut>(limit: std::time::Duration, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(db) = ScratchDb::create().await else {
+        return;
+    };
+    let run = body(db.url.clone());
+    let outcome = tokio::spawn(async move {
+        tokio::time::timeout(limit, run)
+            .await
+            .expect("test ran past its time limit");
+    })
+    .await;
+    db.drop_db().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
