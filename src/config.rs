@@ -64,6 +64,9 @@ pub struct ModelConfig {
     /// With `continuous`: token positions (rows × cached length) a batch
     /// may hold; newcomers wait past it.
     pub max_batch_tokens: usize,
+    /// Replies that may wait for the workers; past it the customer gets
+    /// the busy notice at once (the HTTP API answers 429).
+    pub queue: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -85,6 +88,12 @@ impl ModelConfig {
         }
         if self.max_batch_tokens < 64 {
             return Err("model.max_batch_tokens must be at least 64".into());
+        }
+        if self.queue == 0 || self.queue > 1 << 20 {
+            return Err(format!(
+                "model.queue must be between 1 and 1048576, got {}",
+                self.queue
+            ));
         }
         Ok(match self.scheduler {
             SchedulerKind::Pool => crate::pipeline::Scheduler::Pool,
@@ -115,6 +124,7 @@ impl Default for ModelConfig {
             scheduler: SchedulerKind::default(),
             max_batch: crate::runtime::BatchLimits::default().max_batch,
             max_batch_tokens: crate::runtime::BatchLimits::default().max_tokens,
+            queue: crate::pipeline::DEFAULT_QUEUE,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatforge_telegram::{TelegramWebhook, Update};
+use chatforge_telegram::{ReplyJournal, TelegramWebhook, Update};
 
 use crate::store::{self, ConversationStore, InboundUpdate, WriterHandle};
 
@@ -118,6 +118,7 @@ impl Inbox {
             update_id: i64::from(update.id.0),
             chat_key: chat.to_string(),
             payload: value.to_string(),
+            sent: Vec::new(),
         };
         // Held before it is kept: a worker already answering the chat may
         // take it the moment it is in the store.
@@ -283,7 +284,14 @@ impl Inbox {
                 .and_then(|m| m.remove(&id));
             match as_received.or_else(|| chatforge_telegram::parse_update(kept.payload.as_bytes()))
             {
-                Some(update) => self.answer(chat, update).await,
+                Some(update) => {
+                    let journal = Journal {
+                        store: self.store.as_ref(),
+                        update_id: id,
+                        earlier: kept.sent,
+                    };
+                    self.answer(chat, update, &journal).await
+                }
                 None => tracing::warn!(
                     update_id = id,
                     "a kept update no longer parses; skipping it"
@@ -313,7 +321,7 @@ impl Inbox {
 
     /// Answers one update, renewing the chat's lease meanwhile, and writes
     /// the turn to the store before the chat's next update is taken.
-    async fn answer(&self, chat: &str, update: Update) {
+    async fn answer(&self, chat: &str, update: Update, journal: &Journal<'_>) {
         let renew = async {
             let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(100)));
             tick.tick().await;
@@ -329,7 +337,7 @@ impl Inbox {
             }
         };
         tokio::select! {
-            () = self.webhook.handle(update) => {}
+            () = self.webhook.handle(update, journal) => {}
             () = renew => {}
         }
         match self.writer.flush().await {
@@ -360,6 +368,32 @@ impl Inbox {
                 }
             }
         }
+    }
+}
+
+/// The messages sent in answer to one kept update, noted in the store.
+struct Journal<'a> {
+    store: &'a dyn ConversationStore,
+    update_id: i64,
+    earlier: Vec<i64>,
+}
+
+impl ReplyJournal for Journal<'_> {
+    fn earlier(&self) -> Vec<i64> {
+        self.earlier.clone()
+    }
+
+    fn note<'a>(
+        &'a self,
+        sent: &'a [i64],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            // Not kept: answering the update again would send this message
+            // twice; the reply goes on all the same.
+            if let Err(e) = self.store.note_sent(PLATFORM, self.update_id, sent).await {
+                tracing::warn!(update_id = self.update_id, error = %e, "could not note a sent message");
+            }
+        })
     }
 }
 

@@ -45,7 +45,9 @@ use chatforge_channel::{
 };
 
 pub use config::{ChannelProfile, Durations, PipelineConfig, Profile, RateLimitConfig};
-pub use engine::{Backend, Engine, EngineError, Opener, Pool, Scheduler, onnx_opener};
+pub use engine::{
+    Backend, DEFAULT_QUEUE, Engine, EngineError, Opener, Pool, Scheduler, onnx_opener,
+};
 pub use gate::{Checker, Gate};
 pub use hours::AgentHours;
 pub use operator::{ChatRef, ConsoleEvent, ConsoleEventKind};

@@ -98,9 +98,10 @@ pub async fn start_services(cfg: &Config) -> Result<Services, ServeError> {
     let runtime = cfg.runtime.clone();
     let workers = cfg.model.workers;
     let scheduler = cfg.model.scheduler().map_err(config::Error::Value)?;
+    let queue = cfg.model.queue;
     let dir = bundle.clone();
     let engine = tokio::task::spawn_blocking(move || {
-        Engine::open_scheduled(&dir, &runtime, workers, scheduler)
+        Engine::open_scheduled(&dir, &runtime, workers, scheduler, queue)
     })
     .await
     .map_err(|e| ServeError::Other(format!("model loading panicked: {e}")))??;

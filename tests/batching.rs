@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chatforge::pipeline::{Engine, Scheduler};
+use chatforge::pipeline::{DEFAULT_QUEUE, Engine, Scheduler};
 use chatforge::runtime::{BatchLimits, Generation, Generator, SamplingParams, StopReason};
 use chatforge::text::{Dialog, Message, Role};
 
@@ -72,7 +72,13 @@ async fn test_a_reply_is_the_same_alone_and_in_a_changing_batch() {
     };
     let bundle = f.bundle.clone();
     let engine = tokio::task::spawn_blocking(move || {
-        Engine::open_scheduled(&bundle, &common::cpu(), 1, Scheduler::Continuous(limits))
+        Engine::open_scheduled(
+            &bundle,
+            &common::cpu(),
+            1,
+            Scheduler::Continuous(limits),
+            DEFAULT_QUEUE,
+        )
     })
     .await
     .unwrap()
@@ -148,6 +154,7 @@ async fn test_a_batch_does_not_stall_behind_an_idle_worker() {
             &common::cpu(),
             2,
             Scheduler::Continuous(BatchLimits::default()),
+            DEFAULT_QUEUE,
         )
     })
     .await
@@ -191,14 +198,18 @@ fn test_bench_serve_runs_both_schedulers() {
         "8",
         "--max-batch",
         "4",
+        "--rounds",
+        "2",
         "--json",
     ]);
     assert!(ok, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["rounds"], 2, "{v}");
+    // Each scheduler's figures cover both of its rounds.
     for s in ["pool", "continuous"] {
-        assert_eq!(v[s]["replies"], 12, "{v}");
+        assert_eq!(v[s]["replies"], 2 * 12, "{v}");
         assert_eq!(v[s]["failed"], 0, "{v}");
-        assert_eq!(v[s]["tokens"], 12 * 8, "{v}");
+        assert_eq!(v[s]["tokens"], 2 * 12 * 8, "{v}");
         assert!(v[s]["tokens_per_s"].as_f64().unwrap() > 0.0);
     }
     assert!(v["throughput_ratio"].as_f64().unwrap() > 0.0);

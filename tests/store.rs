@@ -651,6 +651,7 @@ async fn store_inbox_leases_chats_in_order(ctx: Ctx) {
         update_id: id,
         chat_key: chat.into(),
         payload: format!("{{\"update_id\":{id}}}"),
+        sent: Vec::new(),
     };
     assert!(store.accept_update(&update(8, "1"), "a").await.unwrap());
     assert!(store.accept_update(&update(7, "1"), "b").await.unwrap());
@@ -679,6 +680,17 @@ async fn store_inbox_leases_chats_in_order(ctx: Ctx) {
     let mut own = store.waiting_chats("telegram", "a", 10).await.unwrap();
     own.sort();
     assert_eq!(own, ["1", "2"]);
+    // The messages sent in answer are noted as they go, and read back by
+    // whoever answers the update again.
+    store.note_sent("telegram", 7, &[501]).await.unwrap();
+    store.note_sent("telegram", 7, &[501, 502]).await.unwrap();
+    assert_eq!(
+        store.next_update("telegram", "1").await.unwrap(),
+        Some(InboundUpdate {
+            sent: vec![501, 502],
+            ..update(7, "1")
+        })
+    );
     store.finish_update("telegram", 7).await.unwrap();
     assert_eq!(
         store.next_update("telegram", "1").await.unwrap(),
@@ -892,6 +904,14 @@ impl ConversationStore for Flaky {
         chat: &'a str,
     ) -> StoreFuture<'a, Option<InboundUpdate>> {
         self.inner.next_update(platform, chat)
+    }
+    fn note_sent<'a>(
+        &'a self,
+        platform: &'a str,
+        update_id: i64,
+        sent: &'a [i64],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.note_sent(platform, update_id, sent)
     }
     fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()> {
         self.inner.finish_update(platform, update_id)
@@ -1650,7 +1670,7 @@ async fn store_schemas_match() {
     .fetch_all(lite.pool())
     .await
     .unwrap();
-    assert_eq!(pg_cols.len(), 76, "{pg_cols:?}");
+    assert_eq!(pg_cols.len(), 77, "{pg_cols:?}");
     assert_eq!(pg_cols, lite_cols);
 }
 

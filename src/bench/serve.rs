@@ -1,7 +1,9 @@
 //! `chatforge bench serve`: many conversations at once against the model
 //! engine, with the continuous scheduler and with the one-reply-at-a-time
 //! worker pool, side by side in one run: generated tokens/s, time to the
-//! first text, and per-reply latency.
+//! first text, and per-reply latency. The two take turns, round after
+//! round, so that a machine whose speed drifts (a shared VM's neighbours,
+//! clock boost) weighs on both alike.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::percentile;
-use crate::pipeline::{Engine, EngineError, Scheduler};
+use crate::pipeline::{DEFAULT_QUEUE, Engine, EngineError, Scheduler};
 use crate::runtime::{BatchLimits, RuntimeConfig};
 use crate::text::{Dialog, Message, Role};
 
@@ -26,6 +28,9 @@ pub struct ServeBench {
     pub new_tokens: usize,
     pub workers: usize,
     pub limits: BatchLimits,
+    /// Rounds of pool then continuous; each scheduler's figures cover all
+    /// of its rounds.
+    pub rounds: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +55,7 @@ pub struct ServeFigures {
     pub new_tokens: usize,
     pub workers: usize,
     pub max_batch: usize,
+    pub rounds: usize,
     pub pool: SchedulerFigures,
     pub continuous: SchedulerFigures,
     /// Continuous tokens/s over the pool's.
@@ -75,10 +81,44 @@ fn dialog(c: usize, t: usize) -> Dialog {
     }
 }
 
-async fn run(b: &ServeBench, scheduler: Scheduler) -> Result<SchedulerFigures, EngineError> {
+/// What one scheduler's rounds measured, before the percentiles.
+#[derive(Default)]
+struct Samples {
+    ttft: Vec<f64>,
+    total: Vec<f64>,
+    per_token: Vec<f64>,
+    tokens: usize,
+    failed: usize,
+    seconds: f64,
+}
+
+impl Samples {
+    fn figures(mut self, scheduler: &'static str) -> SchedulerFigures {
+        self.ttft.sort_by(f64::total_cmp);
+        self.total.sort_by(f64::total_cmp);
+        SchedulerFigures {
+            scheduler,
+            replies: self.total.len(),
+            failed: self.failed,
+            seconds: self.seconds,
+            tokens: self.tokens,
+            tokens_per_s: self.tokens as f64 / self.seconds.max(1e-9),
+            ttft_p50_ms: percentile(&self.ttft, 0.5),
+            ttft_p99_ms: percentile(&self.ttft, 0.99),
+            reply_p50_ms: percentile(&self.total, 0.5),
+            reply_p99_ms: percentile(&self.total, 0.99),
+            per_token_ms: self.per_token.iter().sum::<f64>() / self.per_token.len().max(1) as f64,
+        }
+    }
+}
+
+/// One round of the load on `scheduler`, added to `into`.
+async fn run(b: &ServeBench, scheduler: Scheduler, into: &mut Samples) -> Result<(), EngineError> {
     let (dir, runtime, workers) = (b.bundle.clone(), b.runtime.clone(), b.workers);
+    // Room for every conversation: the bench measures speed, not refusals.
+    let queue = DEFAULT_QUEUE.max(b.conversations);
     let engine = tokio::task::spawn_blocking(move || {
-        Engine::open_scheduled(&dir, &runtime, workers, scheduler)
+        Engine::open_scheduled(&dir, &runtime, workers, scheduler, queue)
     })
     .await
     .map_err(|e| EngineError::Generate(e.to_string()))??;
@@ -112,59 +152,44 @@ async fn run(b: &ServeBench, scheduler: Scheduler) -> Result<SchedulerFigures, E
             out
         }));
     }
-    let mut ttft = Vec::new();
-    let mut total = Vec::new();
-    let mut per_token = Vec::new();
-    let (mut tokens, mut failed) = (0, 0);
     for t in tasks {
         for r in t.await.map_err(|e| EngineError::Generate(e.to_string()))? {
             match r {
                 Ok((first, all, n)) => {
-                    ttft.push(ms(first));
-                    total.push(ms(all));
-                    tokens += n;
+                    into.ttft.push(ms(first));
+                    into.total.push(ms(all));
+                    into.tokens += n;
                     if n > 1 {
-                        per_token.push(ms(all.saturating_sub(first)) / (n - 1) as f64);
+                        into.per_token
+                            .push(ms(all.saturating_sub(first)) / (n - 1) as f64);
                     }
                 }
-                Err(_) => failed += 1,
+                Err(_) => into.failed += 1,
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    ttft.sort_by(f64::total_cmp);
-    total.sort_by(f64::total_cmp);
-    Ok(SchedulerFigures {
-        scheduler: match scheduler {
-            Scheduler::Pool => "pool",
-            Scheduler::Continuous(_) => "continuous",
-        },
-        replies: total.len(),
-        failed,
-        seconds,
-        tokens,
-        tokens_per_s: tokens as f64 / seconds.max(1e-9),
-        ttft_p50_ms: percentile(&ttft, 0.5),
-        ttft_p99_ms: percentile(&ttft, 0.99),
-        reply_p50_ms: percentile(&total, 0.5),
-        reply_p99_ms: percentile(&total, 0.99),
-        per_token_ms: per_token.iter().sum::<f64>() / per_token.len().max(1) as f64,
-    })
+    into.seconds += started.elapsed().as_secs_f64();
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Both schedulers over the same load, the pool first.
+/// Both schedulers over the same load, taking turns (the pool first).
 pub async fn bench_serve(b: ServeBench) -> Result<ServeFigures, EngineError> {
-    let pool = run(&b, Scheduler::Pool).await?;
-    let continuous = run(&b, Scheduler::Continuous(b.limits)).await?;
+    let (mut pool, mut continuous) = (Samples::default(), Samples::default());
+    for _ in 0..b.rounds.max(1) {
+        run(&b, Scheduler::Pool, &mut pool).await?;
+        run(&b, Scheduler::Continuous(b.limits), &mut continuous).await?;
+    }
+    let (pool, continuous) = (pool.figures("pool"), continuous.figures("continuous"));
     Ok(ServeFigures {
         conversations: b.conversations,
         new_tokens: b.new_tokens,
         workers: b.workers,
         max_batch: b.limits.max_batch,
+        rounds: b.rounds.max(1),
         throughput_ratio: continuous.tokens_per_s / pool.tokens_per_s.max(1e-9),
         pool,
         continuous,

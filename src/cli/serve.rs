@@ -106,11 +106,15 @@ pub struct BenchServeArgs {
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Rows of the continuous batch at most.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = chatforge::runtime::BatchLimits::default().max_batch)]
     max_batch: usize,
     /// Token positions the continuous batch may hold.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = chatforge::runtime::BatchLimits::default().max_tokens)]
     max_batch_tokens: usize,
+    /// Rounds of the load on each scheduler, taking turns (the figures
+    /// cover all rounds).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// chatforge.toml for the [runtime] settings.
     #[arg(long, env = "CHATFORGE_CONFIG")]
     config: Option<PathBuf>,
@@ -120,8 +124,8 @@ pub struct BenchServeArgs {
 
 pub fn bench_serve_cmd(a: BenchServeArgs) -> Result<()> {
     anyhow::ensure!(
-        a.conversations > 0 && a.replies > 0 && a.new_tokens > 0 && a.workers > 0,
-        "--conversations, --replies, --new-tokens and --workers must be at least 1"
+        a.conversations > 0 && a.replies > 0 && a.new_tokens > 0 && a.workers > 0 && a.rounds > 0,
+        "--conversations, --replies, --new-tokens, --workers and --rounds must be at least 1"
     );
     let config = Config::load(a.config.as_deref())?;
     let rt = crate::store_cmd::runtime()?;
@@ -137,6 +141,7 @@ pub fn bench_serve_cmd(a: BenchServeArgs) -> Result<()> {
                 max_batch: a.max_batch.max(1),
                 max_tokens: a.max_batch_tokens,
             },
+            rounds: a.rounds,
         },
     ))?;
     if a.json {

@@ -123,13 +123,16 @@ struct Job {
     done: oneshot::Sender<Result<Generation, EngineError>>,
 }
 
-/// Replies queued for a pool before [`Pool::reply`] answers [`EngineError::Busy`].
-const QUEUE: usize = 1024;
+/// Replies waiting for a pool's workers, by default, before
+/// [`Pool::reply`] answers [`EngineError::Busy`] (`[model] queue`).
+pub const DEFAULT_QUEUE: usize = 1024;
 
 /// One loaded bundle and its workers. Dropping the last handle closes the
 /// queue; workers finish what is queued and exit.
 pub struct Pool {
     tx: mpsc::Sender<Job>,
+    /// Replies that may wait for the workers.
+    queue: usize,
     dir: PathBuf,
     model_version: String,
     defaults: SamplingParams,
@@ -144,12 +147,14 @@ impl Pool {
         opener: &Opener,
         workers: usize,
         scheduler: Scheduler,
+        queue: usize,
     ) -> Result<Self, EngineError> {
         let open_err = |reason: String| EngineError::Open {
             dir: dir.display().to_string(),
             reason,
         };
-        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let queue = queue.max(1);
+        let (tx, rx) = mpsc::channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let restarts = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -184,6 +189,7 @@ impl Pool {
         let (model_version, defaults) = info.ok_or_else(|| open_err("no worker started".into()))?;
         Ok(Self {
             tx,
+            queue,
             dir: dir.to_path_buf(),
             model_version,
             defaults,
@@ -228,7 +234,7 @@ impl Pool {
             done,
         };
         self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Busy(QUEUE),
+            mpsc::error::TrySendError::Full(_) => EngineError::Busy(self.queue),
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
         })?;
         metrics::gauge!(crate::http::metrics::REQUESTS_WAITING).increment(1.0);
@@ -407,6 +413,7 @@ pub struct Engine {
     opener: Opener,
     workers: usize,
     scheduler: Scheduler,
+    queue: usize,
 }
 
 impl Engine {
@@ -416,34 +423,39 @@ impl Engine {
         Self::with_opener(dir, onnx_opener(runtime), workers)
     }
 
-    /// [`Self::open`] with the workers scheduling as `scheduler` says.
+    /// [`Self::open`] with the workers scheduling as `scheduler` says, and
+    /// at most `queue` replies waiting for them.
     pub fn open_scheduled(
         dir: &Path,
         runtime: &RuntimeConfig,
         workers: usize,
         scheduler: Scheduler,
+        queue: usize,
     ) -> Result<Self, EngineError> {
-        Self::build(dir, onnx_opener(runtime), workers, scheduler)
+        Self::with_opener_scheduled(dir, onnx_opener(runtime), workers, scheduler, queue)
     }
 
     /// [`Self::open`] with any backend.
     pub fn with_opener(dir: &Path, opener: Opener, workers: usize) -> Result<Self, EngineError> {
-        Self::build(dir, opener, workers, Scheduler::Pool)
+        Self::with_opener_scheduled(dir, opener, workers, Scheduler::Pool, DEFAULT_QUEUE)
     }
 
-    fn build(
+    /// [`Self::open_scheduled`] with any backend.
+    pub fn with_opener_scheduled(
         dir: &Path,
         opener: Opener,
         workers: usize,
         scheduler: Scheduler,
+        queue: usize,
     ) -> Result<Self, EngineError> {
-        let pool = Pool::open(dir, &opener, workers, scheduler)?;
-        tracing::info!(bundle = %dir.display(), version = pool.model_version(), workers, ?scheduler, "model loaded");
+        let pool = Pool::open(dir, &opener, workers, scheduler, queue)?;
+        tracing::info!(bundle = %dir.display(), version = pool.model_version(), workers, ?scheduler, queue, "model loaded");
         Ok(Self {
             current: RwLock::new(Arc::new(pool)),
             opener,
             workers,
             scheduler,
+            queue,
         })
     }
 
@@ -457,7 +469,7 @@ impl Engine {
     /// and switches new replies to it; on error the old model stays. Blocks
     /// while the model loads. Returns the new model version.
     pub fn reload(&self, dir: &Path) -> Result<String, EngineError> {
-        let pool = Pool::open(dir, &self.opener, self.workers, self.scheduler)?;
+        let pool = Pool::open(dir, &self.opener, self.workers, self.scheduler, self.queue)?;
         let version = pool.model_version().to_string();
         let old = {
             let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());

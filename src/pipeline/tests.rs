@@ -251,6 +251,56 @@ async fn test_a_reply_past_its_timeout_is_abandoned_with_the_apology() {
     assert_eq!(reply_text(&events), Some(echo("quick one").as_str()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_full_model_queue_answers_busy_at_once() {
+    let mut h = Harness::new(PipelineConfig::default(), Gate::off()).await;
+    // One worker, one reply waiting at most.
+    let engine = Engine::with_opener_scheduled(
+        Path::new("scripted"),
+        testing::opener("v1", echo),
+        1,
+        Scheduler::Pool,
+        1,
+    )
+    .unwrap();
+    h.pipeline = Pipeline::new(
+        PipelineConfig::default(),
+        Arc::new(engine),
+        Gate::off(),
+        h.writer.handle(),
+    )
+    .unwrap();
+    let h = Arc::new(h);
+    // The scripted backend takes 500 ms a word for "slow!": the first
+    // reply holds the worker for seconds, the second waits in the queue,
+    // and the third finds it full.
+    let (one, two) = ("slow! one", "slow! two");
+    let first = tokio::spawn({
+        let h = Arc::clone(&h);
+        async move { h.say("1", one).await }
+    });
+    let second = tokio::spawn({
+        let h = Arc::clone(&h);
+        async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            h.say("2", two).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let third = h.say("3", "a third customer").await;
+    assert_eq!(
+        notice(&third),
+        Some(Texts::default().get("en", TextKey::Busy))
+    );
+    assert!(reply_text(&third).is_none());
+    // Those already taken are answered.
+    assert_eq!(reply_text(&first.await.unwrap()), Some(echo(one).as_str()));
+    assert_eq!(reply_text(&second.await.unwrap()), Some(echo(two).as_str()));
+    // Once the queue has room, the next customer is answered.
+    let later = h.say("3", "a third customer").await;
+    assert_eq!(reply_text(&later), Some(echo("a third customer").as_str()));
+}
+
 const HELP_CENTRE: &str = "# Help centre
 
 ## Returns

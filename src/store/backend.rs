@@ -223,6 +223,15 @@ pub trait ConversationStore: Send + Sync {
         chat: &'a str,
     ) -> StoreFuture<'a, Option<InboundUpdate>>;
 
+    /// Notes the ids of the messages sent so far in answer to an update
+    /// (all of them, oldest first), so that answering it again edits them.
+    fn note_sent<'a>(
+        &'a self,
+        platform: &'a str,
+        update_id: i64,
+        sent: &'a [i64],
+    ) -> StoreFuture<'a, ()>;
+
     /// Marks an update answered and drops its payload.
     fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()>;
 
@@ -305,8 +314,9 @@ pub const OPERATORS_SCHEMA: i64 = 4;
 /// The schema version with operators' messages, claims and `reviews`.
 pub const CONSOLE_SCHEMA: i64 = 5;
 
-/// The schema version with the webhook inbox (`inbound_updates`).
-pub const INBOX_SCHEMA: i64 = 6;
+/// The schema version with the webhook inbox (`inbound_updates`) and the
+/// ids of the messages sent in answer to each update.
+pub const INBOX_SCHEMA: i64 = 7;
 
 /// Fails with [`Error::NotMigrated`] on a database without the current
 /// schema (reads of messages join their reviews).

@@ -12,4 +12,21 @@ pub struct InboundUpdate {
     pub chat_key: String,
     /// The update as received (JSON), redacted.
     pub payload: String,
+    /// The ids of the messages already sent in answer, oldest first: set
+    /// when a replica died mid-reply (read back only; ignored when kept).
+    pub sent: Vec<i64>,
+}
+
+/// `sent` as stored: the ids comma-separated.
+pub(crate) fn sent_column(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The stored `sent` column back as ids.
+pub(crate) fn parse_sent(column: Option<&str>) -> Option<Vec<i64>> {
+    column
+        .filter(|c| !c.is_empty())
+        .map_or(Some(Vec::new()), |c| {
+            c.split(',').map(|id| id.trim().parse().ok()).collect()
+        })
 }

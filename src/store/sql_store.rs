@@ -913,12 +913,38 @@ macro_rules! sql_store {
                     let payload = payload.ok_or_else(|| {
                         corrupt("unanswered update without payload", &update_id.to_string())
                     })?;
+                    let sent: Option<String> = row.try_get("sent").map_err(read_err)?;
+                    let sent = super::inbox::parse_sent(sent.as_deref()).ok_or_else(|| {
+                        corrupt(
+                            "update with unreadable sent message ids",
+                            &update_id.to_string(),
+                        )
+                    })?;
                     Ok(Some(InboundUpdate {
                         platform: platform.to_string(),
                         update_id,
                         chat_key: row.try_get("chat_key").map_err(read_err)?,
                         payload,
+                        sent,
                     }))
+                }))
+            }
+
+            fn note_sent<'a>(
+                &'a self,
+                platform: &'a str,
+                update_id: i64,
+                sent: &'a [i64],
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(self.timed(async move {
+                    sqlx::query(sql!("note_sent"))
+                        .bind(platform)
+                        .bind(update_id)
+                        .bind(super::inbox::sent_column(sent))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(())
                 }))
             }
 

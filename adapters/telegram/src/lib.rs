@@ -329,16 +329,32 @@ pub struct TelegramWebhook {
 
 impl TelegramWebhook {
     /// Answers a message or a button press, returning once the reply was
-    /// sent (or failed, which is logged); other kinds are ignored.
-    pub async fn handle(&self, update: Update) {
+    /// sent (or failed, which is logged); other kinds are ignored. Each
+    /// message sent in answer is noted in `journal` before the reply goes
+    /// on, and the messages it noted before are edited, not sent again.
+    pub async fn handle(&self, update: Update, journal: &dyn ReplyJournal) {
         let bot = self.bot.clone();
         let ctx = self.ctx.clone();
-        let _ = match update.kind {
-            UpdateKind::Message(msg) => on_message(bot, ctx, msg).await,
-            UpdateKind::CallbackQuery(q) => on_callback(bot, ctx, q).await,
-            _ => Ok(()),
-        };
+        match update.kind {
+            UpdateKind::Message(msg) => answer_message(bot, ctx, msg, Some(journal)).await,
+            UpdateKind::CallbackQuery(q) => answer_callback(bot, ctx, q, Some(journal)).await,
+            _ => {}
+        }
     }
+}
+
+/// Where the ids of the messages sent in answer to one update are kept as
+/// they are sent. Sending has no idempotency key on Telegram: a replica
+/// that answers an update again, because the one answering it died before
+/// marking it answered, edits the messages noted here instead of sending
+/// the reply twice (only a death between a send and its note still
+/// duplicates a message).
+pub trait ReplyJournal: Send + Sync {
+    /// The ids already sent in answer, oldest first.
+    fn earlier(&self) -> Vec<i64>;
+    /// Keeps `sent`, every id of the answer so far, oldest first; returns
+    /// once it is kept.
+    fn note<'a>(&'a self, sent: &'a [i64]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// An update pushed to a webhook, parsed: `None` for a body that is not
@@ -431,13 +447,32 @@ fn schema() -> UpdateHandler<Infallible> {
 }
 
 async fn on_message(bot: TgBot, ctx: Arc<Context>, msg: Message) -> Result<(), Infallible> {
-    if let Some(request) = to_request(&msg, &ctx.me) {
-        render::serve(&bot, &ctx, msg.chat.id, request).await;
-    }
+    answer_message(bot, ctx, msg, None).await;
     Ok(())
 }
 
 async fn on_callback(bot: TgBot, ctx: Arc<Context>, q: CallbackQuery) -> Result<(), Infallible> {
+    answer_callback(bot, ctx, q, None).await;
+    Ok(())
+}
+
+async fn answer_message(
+    bot: TgBot,
+    ctx: Arc<Context>,
+    msg: Message,
+    journal: Option<&dyn ReplyJournal>,
+) {
+    if let Some(request) = to_request(&msg, &ctx.me) {
+        render::serve(&bot, &ctx, msg.chat.id, request, journal).await;
+    }
+}
+
+async fn answer_callback(
+    bot: TgBot,
+    ctx: Arc<Context>,
+    q: CallbackQuery,
+    journal: Option<&dyn ReplyJournal>,
+) {
     let parsed = q.data.as_deref().and_then(parse_feedback_data);
     let answer = match parsed {
         Some(_) => bot
@@ -451,7 +486,7 @@ async fn on_callback(bot: TgBot, ctx: Arc<Context>, q: CallbackQuery) -> Result<
     }
     let (Some((rating, message_id)), Some(message)) = (parsed, q.message.as_ref()) else {
         tracing::debug!("callback query that is not feedback on a chat message; ignored");
-        return Ok(());
+        return;
     };
     let chat = message.chat().id;
     // One rating per reply: the keyboard goes once it was used.
@@ -466,8 +501,7 @@ async fn on_callback(bot: TgBot, ctx: Arc<Context>, q: CallbackQuery) -> Result<
         rating,
         comment: None,
     });
-    render::serve(&bot, &ctx, chat, request).await;
-    Ok(())
+    render::serve(&bot, &ctx, chat, request, journal).await;
 }
 
 #[cfg(test)]

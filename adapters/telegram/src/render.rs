@@ -6,24 +6,55 @@
 use std::time::Duration;
 
 use chatforge_channel::{ChatRequest, Pacing, Rating, Surface, render_request};
-use teloxide::RequestError;
 use teloxide::prelude::*;
 use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
+use teloxide::{ApiError, RequestError};
 
 use crate::inbound::feedback_data;
-use crate::{Context, TgBot};
+use crate::{Context, ReplyJournal, TgBot};
 
 /// Sends `request` to the handler and renders its events in `chat` until
 /// the handler is done. Platform errors are logged (token redacted) and
 /// never reach the handler: the reply just goes on with what can be shown.
-pub(crate) async fn serve(bot: &TgBot, ctx: &Context, chat: ChatId, request: ChatRequest) {
-    render_request(ctx.handler.as_ref(), request, Chat { bot, ctx, chat }).await;
+/// With a `journal`, the messages it holds from an earlier try are reused
+/// in order, and those this answer did not need are deleted.
+pub(crate) async fn serve(
+    bot: &TgBot,
+    ctx: &Context,
+    chat: ChatId,
+    request: ChatRequest,
+    journal: Option<&dyn ReplyJournal>,
+) {
+    let earlier = journal.map(|j| j.earlier()).unwrap_or_default();
+    let surface = Chat {
+        bot,
+        ctx,
+        chat,
+        journal,
+        earlier: earlier
+            .iter()
+            .filter_map(|&id| i32::try_from(id).ok().map(MessageId))
+            .collect(),
+        sent: Vec::new(),
+    };
+    let mut done = render_request(ctx.handler.as_ref(), request, surface).await;
+    for id in done
+        .earlier
+        .split_off(done.sent.len().min(done.earlier.len()))
+    {
+        done.delete(&id).await;
+    }
 }
 
 struct Chat<'a> {
     bot: &'a TgBot,
     ctx: &'a Context,
     chat: ChatId,
+    journal: Option<&'a dyn ReplyJournal>,
+    /// Messages an earlier try at this answer sent.
+    earlier: Vec<MessageId>,
+    /// Messages this answer shows, in order.
+    sent: Vec<MessageId>,
 }
 
 impl Surface for Chat<'_> {
@@ -44,7 +75,28 @@ impl Surface for Chat<'_> {
     }
 
     async fn send(&mut self, text: &str) -> Option<MessageId> {
-        self.send_retrying(text).await
+        let reused = match self.earlier.get(self.sent.len()).copied() {
+            Some(old) if self.reuse(old, text).await => Some(old),
+            _ => None,
+        };
+        let fresh = reused.is_none();
+        let id = match reused {
+            Some(id) => id,
+            None => self.send_retrying(text).await?,
+        };
+        self.sent.push(id);
+        if let (Some(journal), true) = (self.journal, fresh) {
+            // Every message either try sent, so that a third try still
+            // finds them all.
+            let ids: Vec<i64> = self
+                .sent
+                .iter()
+                .chain(self.earlier.iter().skip(self.sent.len()))
+                .map(|m| i64::from(m.0))
+                .collect();
+            journal.note(&ids).await;
+        }
+        Some(id)
     }
 
     async fn edit(&mut self, id: &MessageId, text: &str) -> bool {
@@ -84,6 +136,18 @@ impl Surface for Chat<'_> {
 }
 
 impl Chat<'_> {
+    /// Shows `text` in a message an earlier try sent; false when that
+    /// message is gone (deleted by the customer or by that try).
+    async fn reuse(&self, id: MessageId, text: &str) -> bool {
+        match self.bot.edit_message_text(self.chat, id, text).await {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => true,
+            Err(e) => {
+                self.log_error("editMessageText", Some(e));
+                false
+            }
+        }
+    }
+
     /// Sends `text`, retrying network failures and flood waits with backoff.
     async fn send_retrying(&self, text: &str) -> Option<MessageId> {
         let mut backoff = Duration::from_millis(500);
