@@ -913,6 +913,14 @@ impl ConversationStore for Flaky {
     ) -> StoreFuture<'a, ()> {
         self.inner.note_sent(platform, update_id, sent)
     }
+    fn forget_chat_updates<'a>(
+        &'a self,
+        platform: &'a str,
+        chat: &'a str,
+        dry_run: bool,
+    ) -> StoreFuture<'a, u64> {
+        self.inner.forget_chat_updates(platform, chat, dry_run)
+    }
     fn finish_update<'a>(&'a self, platform: &'a str, update_id: i64) -> StoreFuture<'a, ()> {
         self.inner.finish_update(platform, update_id)
     }
@@ -1182,6 +1190,7 @@ async fn store_purge_deletes_idle_conversations(ctx: Ctx) {
         messages: 2 + 520,
         feedback: 1,
         moderation_events: 521,
+        kept_updates: 0,
     };
     assert_eq!(dry, want);
     assert!(
@@ -1273,6 +1282,20 @@ async fn store_forget_and_subject_access(ctx: Ctx) {
     assert_eq!(seen[0].conversation.messages.len(), 3);
     assert_eq!((seen[0].feedback.len(), seen[0].moderation.len()), (1, 1));
 
+    // Updates kept from u1's private chat (its id is theirs), one answered
+    // and one waiting; another chat's stays.
+    for (id, chat) in [(1, "u1"), (2, "u1"), (3, "u2")] {
+        let kept = InboundUpdate {
+            platform: "telegram".into(),
+            update_id: id,
+            chat_key: chat.into(),
+            payload: "{}".into(),
+            sent: Vec::new(),
+        };
+        assert!(s.accept_update(&kept, "r").await.unwrap());
+    }
+    s.finish_update("telegram", 1).await.unwrap();
+
     let dry = store::retention::forget(s, &h, "telegram", "u1", true, "test")
         .await
         .unwrap();
@@ -1281,6 +1304,7 @@ async fn store_forget_and_subject_access(ctx: Ctx) {
         messages: 4,
         feedback: 2,
         moderation_events: 2,
+        kept_updates: 2,
     };
     assert_eq!(dry, want);
     assert!(s.audit_events(10).await.unwrap().is_empty());
@@ -1288,6 +1312,23 @@ async fn store_forget_and_subject_access(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(done, want);
+    assert_eq!(s.next_update("telegram", "u1").await.unwrap(), None);
+    assert!(s.next_update("telegram", "u2").await.unwrap().is_some());
+    assert!(
+        s.accept_update(
+            &InboundUpdate {
+                platform: "telegram".into(),
+                update_id: 1,
+                chat_key: "u1".into(),
+                payload: "{}".into(),
+                sent: Vec::new(),
+            },
+            "r"
+        )
+        .await
+        .unwrap(),
+        "the answered update's row is gone too"
+    );
     assert!(s.conversation(&tg1).await.unwrap().is_none());
     assert!(s.conversation(&tg2).await.unwrap().is_none());
     assert!(s.conversation(&dc).await.unwrap().is_some());

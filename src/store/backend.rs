@@ -270,6 +270,15 @@ pub trait ConversationStore: Send + Sync {
         channel: &'a str,
     ) -> StoreFuture<'a, Option<StoredConversation>>;
 
+    /// Deletes every update kept from one chat, answered or not (with
+    /// `dry_run`, only counts them); returns how many.
+    fn forget_chat_updates<'a>(
+        &'a self,
+        platform: &'a str,
+        chat: &'a str,
+        dry_run: bool,
+    ) -> StoreFuture<'a, u64>;
+
     /// Deletes answered updates older than `before`; returns how many.
     fn purge_updates(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
 

@@ -27,6 +27,8 @@ pub struct Deleted {
     pub messages: u64,
     pub feedback: u64,
     pub moderation_events: u64,
+    /// Webhook updates kept from the person's chat (erasure only).
+    pub kept_updates: u64,
 }
 
 impl Deleted {
@@ -35,6 +37,7 @@ impl Deleted {
         self.messages += other.messages;
         self.feedback += other.feedback;
         self.moderation_events += other.moderation_events;
+        self.kept_updates += other.kept_updates;
     }
 }
 
@@ -44,7 +47,11 @@ impl std::fmt::Display for Deleted {
             f,
             "{} conversations, {} messages, {} feedback, {} moderation events",
             self.conversations, self.messages, self.feedback, self.moderation_events
-        )
+        )?;
+        if self.kept_updates > 0 {
+            write!(f, ", {} kept updates", self.kept_updates)?;
+        }
+        Ok(())
     }
 }
 
@@ -179,9 +186,17 @@ pub async fn forget(
     verify_user_key(store, hasher, false).await?;
     let key = hasher.key(platform, user_id);
     let ids = store.user_conversations(platform, &key).await?;
-    let deleted = store
+    let mut deleted = store
         .delete_conversations(&ids, Some(&key), dry_run)
         .await?;
+    // The person's private chat with the bot has their id: what the
+    // webhook inbox kept from it goes too (an answered update keeps only
+    // its ids, a day).
+    if matches!(store.schema_version().await?, Some(v) if v >= super::INBOX_SCHEMA) {
+        deleted.kept_updates = store
+            .forget_chat_updates(platform, user_id, dry_run)
+            .await?;
+    }
     if !dry_run {
         store
             .write_audit(&AuditEvent::new(

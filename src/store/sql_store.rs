@@ -588,6 +588,7 @@ macro_rules! sql_store {
                             messages: n("messages")?,
                             feedback: n("feedback")?,
                             moderation_events: n("moderation_events")?,
+                            kept_updates: 0,
                         });
                     }
                     // Children first: the foreign keys hold throughout.
@@ -624,6 +625,7 @@ macro_rules! sql_store {
                         messages,
                         feedback,
                         moderation_events,
+                        kept_updates: 0,
                     })
                 }))
             }
@@ -927,6 +929,32 @@ macro_rules! sql_store {
                         payload,
                         sent,
                     }))
+                }))
+            }
+
+            fn forget_chat_updates<'a>(
+                &'a self,
+                platform: &'a str,
+                chat: &'a str,
+                dry_run: bool,
+            ) -> StoreFuture<'a, u64> {
+                Box::pin(self.timed(async move {
+                    if dry_run {
+                        let n: i64 = sqlx::query_scalar(sql!("count_chat_updates"))
+                            .bind(platform)
+                            .bind(chat)
+                            .fetch_one(&self.pool)
+                            .await
+                            .map_err(read_err)?;
+                        return Ok(u64::try_from(n).unwrap_or(0));
+                    }
+                    let done = sqlx::query(sql!("delete_chat_updates"))
+                        .bind(platform)
+                        .bind(chat)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(read_err)?;
+                    Ok(done.rows_affected())
                 }))
             }
 
