@@ -823,6 +823,22 @@ mod tests {
     }
 
     #[test]
+    fn test_model_counts_are_bounded() {
+        for (text, key) in [
+            ("[model]\nqueue = 0\n", "model.queue"),
+            ("[model]\nmax_batch = 0\n", "model.max_batch"),
+            ("[model]\nworkers = 0\n", "model.workers"),
+        ] {
+            let cfg: Config = toml::from_str(text).unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let cfg: Config = toml::from_str("[model]\nqueue = 8\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.model.queue, 8);
+    }
+
+    #[test]
     fn test_unknown_keys_are_named() {
         let err = toml::from_str::<Config>("[telegram]\ntoken = \"x\"\napi_ur = \"y\"\n")
             .unwrap_err()

@@ -22,11 +22,25 @@ pub(crate) fn sent_column(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// The stored `sent` column back as ids.
-pub(crate) fn parse_sent(column: Option<&str>) -> Option<Vec<i64>> {
+/// The stored `sent` column back as ids. An id that does not read is
+/// skipped: that message is then sent anew, rather than the chat held up.
+pub(crate) fn parse_sent(column: Option<&str>) -> Vec<i64> {
     column
-        .filter(|c| !c.is_empty())
-        .map_or(Some(Vec::new()), |c| {
-            c.split(',').map(|id| id.trim().parse().ok()).collect()
-        })
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_sent_ids_round_trip_and_bad_ones_are_skipped() {
+        assert_eq!(parse_sent(Some(&sent_column(&[501, 502]))), [501, 502]);
+        assert_eq!(parse_sent(Some(&sent_column(&[]))), Vec::<i64>::new());
+        assert_eq!(parse_sent(None), Vec::<i64>::new());
+        assert_eq!(parse_sent(Some("501,x,503")), [501, 503]);
+    }
 }

@@ -916,12 +916,7 @@ macro_rules! sql_store {
                         corrupt("unanswered update without payload", &update_id.to_string())
                     })?;
                     let sent: Option<String> = row.try_get("sent").map_err(read_err)?;
-                    let sent = super::inbox::parse_sent(sent.as_deref()).ok_or_else(|| {
-                        corrupt(
-                            "update with unreadable sent message ids",
-                            &update_id.to_string(),
-                        )
-                    })?;
+                    let sent = super::inbox::parse_sent(sent.as_deref());
                     Ok(Some(InboundUpdate {
                         platform: platform.to_string(),
                         update_id,
