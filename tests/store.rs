@@ -1284,15 +1284,15 @@ async fn store_forget_and_subject_access(ctx: Ctx) {
 
     // Updates kept from u1's private chat (its id is theirs), one answered
     // and one waiting; another chat's stays.
+    let kept = |id: i64, chat: &str| InboundUpdate {
+        platform: "telegram".into(),
+        update_id: id,
+        chat_key: chat.into(),
+        payload: "{}".into(),
+        sent: Vec::new(),
+    };
     for (id, chat) in [(1, "u1"), (2, "u1"), (3, "u2")] {
-        let kept = InboundUpdate {
-            platform: "telegram".into(),
-            update_id: id,
-            chat_key: chat.into(),
-            payload: "{}".into(),
-            sent: Vec::new(),
-        };
-        assert!(s.accept_update(&kept, "r").await.unwrap());
+        assert!(s.accept_update(&kept(id, chat), "r").await.unwrap());
     }
     s.finish_update("telegram", 1).await.unwrap();
 
@@ -1315,18 +1315,7 @@ async fn store_forget_and_subject_access(ctx: Ctx) {
     assert_eq!(s.next_update("telegram", "u1").await.unwrap(), None);
     assert!(s.next_update("telegram", "u2").await.unwrap().is_some());
     assert!(
-        s.accept_update(
-            &InboundUpdate {
-                platform: "telegram".into(),
-                update_id: 1,
-                chat_key: "u1".into(),
-                payload: "{}".into(),
-                sent: Vec::new(),
-            },
-            "r"
-        )
-        .await
-        .unwrap(),
+        s.accept_update(&kept(1, "u1"), "r").await.unwrap(),
         "the answered update's row is gone too"
     );
     assert!(s.conversation(&tg1).await.unwrap().is_none());
