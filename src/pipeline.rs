@@ -582,7 +582,6 @@ impl Pipeline {
         let generated = match generated {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!(%conversation, error = %e, "reply failed");
                 let outcome = match e {
                     GenerateError::Timeout(_) => "timed_out",
                     GenerateError::Engine(EngineError::Busy(_)) => {
@@ -591,6 +590,13 @@ impl Pipeline {
                     }
                     _ => "failed",
                 };
+                // A full queue is load, not a fault: one warning per
+                // refusal, not an error.
+                if out.busy {
+                    tracing::warn!(%conversation, error = %e, "answered busy");
+                } else {
+                    tracing::error!(%conversation, error = %e, "reply failed");
+                }
                 crate::http::metrics::reply(
                     platform_name(m.platform),
                     outcome,

@@ -32,6 +32,11 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path, extra: &str) -> Self {
+        Self::start_with(dir, extra, "").await
+    }
+
+    /// [`Self::start`] with `model` lines added to `[model]`.
+    async fn start_with(dir: &Path, extra: &str, model: &str) -> Self {
         let f = common::chat_fixture();
         let port = common::free_port();
         let config = common::write_serve_config(
@@ -41,6 +46,12 @@ impl Server {
                 "[http]\nlisten = \"127.0.0.1:{port}\"\napi_keys = [\"{KEY}\", \"second-key\"]\nmax_body_bytes = 4096\n{extra}\n"
             ),
         );
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replacen("[model]\n", &format!("[model]\n{model}"), 1),
+        )
+        .unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatforge"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "warn")
@@ -195,6 +206,78 @@ async fn test_openai_client_streamed_and_not_and_stored_as_api() {
         assert!(!format!("{:?}", c.record.user_key).contains("customer-42"));
         assert_eq!(c.messages.len(), 2);
     }
+}
+
+/// One worker and room for one waiting reply: requests sent at once past
+/// that are refused with 429, Retry-After and an OpenAI error at once, and
+/// counted; the others are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_full_model_queue_answers_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        "rate_limit = { burst = 1000, per_seconds = 1 }",
+        "workers = 1\nscheduler = \"pool\"\nqueue = 1\n",
+    )
+    .await;
+    let f = common::chat_fixture();
+    let http = reqwest::Client::new();
+    let ask = |i: usize| {
+        let body = json!({
+            "model": "x", "max_tokens": 64, "user": format!("customer-{i}"),
+            "messages": [{"role": "user", "content": f.ask_ok}],
+        });
+        http.post(format!("{}/v1/chat/completions", server.base))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+    };
+    // Bursts of 40 at once until one is refused (the first burst, unless
+    // the model answers faster than requests arrive).
+    let mut refused = None;
+    let mut answered = 0;
+    for burst in 0..10 {
+        let replies = futures::future::join_all((0..40).map(|i| ask(burst * 40 + i))).await;
+        for r in replies {
+            let r = r.unwrap();
+            match r.status().as_u16() {
+                200 => answered += 1,
+                429 => {
+                    let retry = r.headers().get("retry-after").cloned();
+                    refused = Some((retry, r.json::<Value>().await.unwrap()));
+                }
+                other => panic!("status {other}: {}", r.text().await.unwrap()),
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    let (retry, error) = refused.expect("400 requests never filled a queue of one");
+    assert!(answered >= 1, "none was answered");
+    assert_eq!(retry.unwrap(), "1");
+    assert_eq!(error["error"]["type"], "rate_limit_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests"),
+        "{error}"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chatforge_replies_total{") && l.contains("outcome=\"busy\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
