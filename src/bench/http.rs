@@ -159,17 +159,20 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(b.concurrency.max(b.idle))
         .build_http();
-    let ask = |i: usize, stream: bool| {
+    // Question `i` from user `user`. Each client is one user, as a person
+    // asks again only once answered: two requests of one user in flight
+    // would wait for each other, and that wait is not the server's.
+    let ask = |i: usize, user: usize, stream: bool| {
         json!({
             "messages": [{"role": "user", "content": QUESTIONS[i % QUESTIONS.len()]}],
             "stream": stream,
             "max_tokens": b.new_tokens,
-            "user": format!("bench-{}", i % 200),
+            "user": format!("bench-{user}"),
         })
     };
     // Warm up: the first turns pay for ONNX Runtime's first runs.
     for i in 0..4 {
-        complete(&client, addr, &ask(i, true)).await;
+        complete(&client, addr, &ask(i, i, true)).await;
     }
     probe.take_timings();
 
@@ -177,9 +180,10 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..b.concurrency.max(1))
-        .map(|_| {
+        .map(|slot| {
             let (client, next) = (client.clone(), Arc::clone(&next));
-            let asks: Vec<serde_json::Value> = (0..b.requests).map(|i| ask(i, true)).collect();
+            let asks: Vec<serde_json::Value> =
+                (0..b.requests).map(|i| ask(i, slot, true)).collect();
             tokio::spawn(async move {
                 let mut e2e = Vec::new();
                 let mut errors = 0;
@@ -233,7 +237,7 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
         let at = Instant::now();
         let streams: Vec<_> = (0..b.idle)
             .map(|i| {
-                let (client, opened, body) = (client.clone(), Arc::clone(&opened), ask(i, true));
+                let (client, opened, body) = (client.clone(), Arc::clone(&opened), ask(i, i, true));
                 tokio::spawn(async move {
                     let request =
                         axum::http::Request::post(format!("http://{addr}/v1/chat/completions"))
@@ -280,7 +284,7 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
     let rss_before = proc_status("VmRSS") as f64 / 1024.0;
     let mut sequential_errors = 0;
     for i in 0..b.sequential {
-        let (status, _) = complete(&client, addr, &ask(i, false)).await;
+        let (status, _) = complete(&client, addr, &ask(i, i % 200, false)).await;
         sequential_errors += usize::from(status != 200);
     }
     let rss_after = proc_status("VmRSS") as f64 / 1024.0;
