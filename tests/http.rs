@@ -73,6 +73,16 @@ impl Server {
         )
     }
 
+    /// The Prometheus text of `/metrics`.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// SIGTERM, then the exit status (replies drained, the store flushed).
     fn stop(&mut self) -> bool {
         let pid = self.child.id() as i32;
@@ -264,14 +274,7 @@ async fn test_a_full_model_queue_answers_429() {
             .contains("too many requests"),
         "{error}"
     );
-    let metrics = http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()
@@ -410,14 +413,7 @@ async fn test_sse_order_errors_metrics_and_health() {
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for name in [
         "chatforge_e2e_request_latency_seconds_bucket",
         "chatforge_time_to_first_token_seconds_bucket",
