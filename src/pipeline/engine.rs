@@ -201,6 +201,11 @@ impl Pool {
         &self.model_version
     }
 
+    /// Replies waiting for a worker now.
+    pub fn waiting(&self) -> usize {
+        self.queue.saturating_sub(self.tx.capacity())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -263,30 +263,47 @@ async fn test_a_full_model_queue_answers_busy_at_once() {
         1,
     )
     .unwrap();
-    h.pipeline = Pipeline::new(
-        PipelineConfig::default(),
-        Arc::new(engine),
-        Gate::off(),
-        h.writer.handle(),
-    )
-    .unwrap();
+    // Every word streams, so the first piece shows the worker has the reply.
+    let cfg = PipelineConfig {
+        stream_chunk_chars: 1,
+        ..PipelineConfig::default()
+    };
+    h.pipeline = Pipeline::new(cfg, Arc::new(engine), Gate::off(), h.writer.handle()).unwrap();
     let h = Arc::new(h);
+    let pool = h.pipeline.engine().current();
     // The scripted backend takes 500 ms a word for "slow!": the first
     // reply holds the worker for seconds, the second waits in the queue,
     // and the third finds it full.
     let (one, two) = ("slow! one", "slow! two");
+    let (sink, mut first_events) = event_channel();
     let first = tokio::spawn({
         let h = Arc::clone(&h);
-        async move { h.say("1", one).await }
-    });
-    let second = tokio::spawn({
-        let h = Arc::clone(&h);
         async move {
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            h.say("2", two).await
+            h.pipeline
+                .handle(ChatRequest::Message(incoming("1", one)), sink)
+                .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut first_seen = Vec::new();
+    while let Some(e) = first_events.next().await {
+        let generating = matches!(e, ChatEvent::ReplyChunk { .. });
+        first_seen.push(e);
+        if generating {
+            break;
+        }
+    }
+    let second = tokio::spawn({
+        let h = Arc::clone(&h);
+        async move { h.say("2", two).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.waiting() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second reply never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let third = h.say("3", "a third customer").await;
     assert_eq!(
         notice(&third),
@@ -294,7 +311,11 @@ async fn test_a_full_model_queue_answers_busy_at_once() {
     );
     assert!(reply_text(&third).is_none());
     // Those already taken are answered.
-    assert_eq!(reply_text(&first.await.unwrap()), Some(echo(one).as_str()));
+    first.await.unwrap();
+    while let Some(e) = first_events.next().await {
+        first_seen.push(e);
+    }
+    assert_eq!(reply_text(&first_seen), Some(echo(one).as_str()));
     assert_eq!(reply_text(&second.await.unwrap()), Some(echo(two).as_str()));
     // Once the queue has room, the next customer is answered.
     let later = h.say("3", "a third customer").await;
