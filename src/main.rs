@@ -103,11 +103,15 @@ enum Command {
         #[arg(long)]
         kb: Option<PathBuf>,
         /// With --kb: share of grounded turns given their gold passages.
-        #[arg(long, default_value_t = 0.8, requires = "kb")]
+        #[arg(long, default_value_t = train::RaftSettings::GOLD_SHARE, requires = "kb")]
         gold_share: f64,
         /// With --kb: passages per context (as `[kb] passages` serves).
         #[arg(long, default_value_t = 2, requires = "kb")]
         passages: usize,
+        /// With --kb: chance that an example loses each control tag
+        /// (topic, style), so the model also answers without them.
+        #[arg(long, default_value_t = train::RaftSettings::TAG_DROPOUT, requires = "kb")]
+        tag_dropout: f64,
         /// With --kb: the serve config whose [pipeline.texts] abstain text
         /// the abstaining examples learn (default: the built-in text).
         #[arg(long, requires = "kb")]
@@ -420,6 +424,7 @@ fn main() -> Result<()> {
             kb,
             gold_share,
             passages,
+            tag_dropout,
             serve_config,
         } => {
             let mut train = config
@@ -440,6 +445,7 @@ fn main() -> Result<()> {
                         settings: train::RaftSettings {
                             gold_share,
                             passages,
+                            tag_dropout,
                             seed: train.as_ref().map_or(0, |t| t.seed),
                             texts,
                         },

@@ -550,6 +550,7 @@ impl Pipeline {
                     .iter()
                     .filter(|m| m.role == Role::User)
                     .map(|m| m.content.as_str()),
+                self.text(s.lang, TextKey::Abstain),
             )
         });
         let mut grounding_time = grounding_started.elapsed();

@@ -385,7 +385,8 @@ impl Quickstart {
         };
         let fine = self.stage(
             Stage::Finetune,
-            json!({"base": pre_out, "dialogs": file_hashes(&self.opts.dialogs)?, "train": finetune_train, "kb": kb}),
+            json!({"base": pre_out, "dialogs": file_hashes(&self.opts.dialogs)?, "train": finetune_train, "kb": kb,
+                "raft": {"gold_share": train::RaftSettings::GOLD_SHARE, "tag_dropout": train::RaftSettings::TAG_DROPOUT}}),
             &bundle_files(&l.bundle),
             |resume| self.finetune(&finetune_train, resume),
         )?;
@@ -576,8 +577,9 @@ impl Quickstart {
             Some(train::RaftJob {
                 dir: self.layout.kb.clone(),
                 settings: train::RaftSettings {
-                    gold_share: 0.8,
+                    gold_share: train::RaftSettings::GOLD_SHARE,
                     passages: crate::config::KbSection::DEFAULT_PASSAGES,
+                    tag_dropout: train::RaftSettings::TAG_DROPOUT,
                     seed: t.seed,
                     texts: crate::pipeline::Texts::new(&Default::default())
                         .map_err(Error::Texts)?,

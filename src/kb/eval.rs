@@ -147,12 +147,15 @@ fn measure(
         let mut extract_all = None;
         if !q.facts.is_empty() {
             m.with_facts += 1;
-            if let Some(top) = r.hits.first() {
-                let answer = crate::ground::normalize(&crate::ground::extract(
-                    &kb.passages[top.passage],
-                    &q.text,
-                    2,
-                ));
+            // The passages a reply is given with `[kb] passages` at its default.
+            let served: Vec<usize> = r
+                .hits
+                .iter()
+                .take(crate::config::KbSection::DEFAULT_PASSAGES)
+                .map(|h| h.passage)
+                .collect();
+            if let Some((answer, _)) = crate::ground::answer(&kb.passages, &served, &q.text, 2) {
+                let answer = crate::ground::normalize(&answer);
                 let all = q
                     .facts
                     .iter()

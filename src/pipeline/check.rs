@@ -114,7 +114,7 @@ impl<'a> Streamer<'a> {
                 self.stopped = true;
             }
             // Held, not stopped: the next pieces may state the fact.
-            Ok(_) if self.evidence.is_some_and(|e| e.awaits_fact(&self.text)) => {}
+            Ok(_) if self.evidence.is_some_and(|e| e.holds_back(&self.text)) => {}
             Ok(_) => {
                 let delta = self.text[self.released..].to_string();
                 self.released = self.text.len();
@@ -184,7 +184,7 @@ mod tests {
             answerable: true,
             smalltalk: false,
         };
-        let evidence = Evidence::new(&grounded, ["do you ship abroad?"]);
+        let evidence = Evidence::new(&grounded, ["do you ship abroad?"], "I don't know.");
         let (sink, mut events) = event_channel();
         let mut s = Streamer::new(&gate, Some(&evidence), &sink, 10);
         assert!(s.push("Great question, we love travelling too! ").await);

@@ -336,14 +336,21 @@ Express delivery costs $14.95 and arrives in 2-3 business days.
 
 **Do you ship abroad?**
 We ship to the EU, the UK and Canada; delivery takes 7-14 business days.
+
+## Gift cards
+
+**Do gift cards expire?**
+No, our gift cards never expire.
 ";
 
 /// What the scripted model says: an invented return window, a shipping
-/// answer that the knowledge base states, an answer with no fact, and
-/// small talk.
+/// answer that the knowledge base states, an answer with no fact, a
+/// needless "I don't know", and small talk.
 fn grounded_model(q: &str) -> String {
     let q = q.to_lowercase();
-    if q.contains("abroad") {
+    if q.contains("gift card") {
+        "I don\u{2019}t have that information; type /human to reach a person.".into()
+    } else if q.contains("abroad") {
         "Great question, we love travelling too!".into()
     } else if q.contains("return") {
         "You can return unworn items within 45 days. Just ask!".into()
@@ -483,6 +490,26 @@ async fn test_a_reply_without_the_passages_facts_gets_the_passage() {
     let reply = reply_text(&events).unwrap();
     assert!(reply.contains("7-14 business days"), "{reply}");
     assert!(!reply.contains("travelling"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+}
+
+/// The model declines a question the passage answers (with no number to
+/// check): the passage goes instead, and the refusal is never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_needless_refusal_gets_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "do gift cards expire?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("never expire"), "{reply}");
+    for e in &events {
+        if let ChatEvent::ReplyChunk { delta } = e {
+            assert!(
+                !delta.contains("have that information"),
+                "streamed: {delta}"
+            );
+        }
+    }
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }

@@ -199,7 +199,7 @@ pub fn finetune(job: FinetuneJob) -> Result<JobReport> {
             report.unknown_passages,
             report.retrieved_gold_first
         );
-        manifest.push(json!({"kb": r.dir.display().to_string(), "raft": report, "gold_share": r.settings.gold_share, "passages": r.settings.passages}));
+        manifest.push(json!({"kb": r.dir.display().to_string(), "raft": report, "gold_share": r.settings.gold_share, "passages": r.settings.passages, "tag_dropout": r.settings.tag_dropout}));
         dialogs = examples;
     }
     let block = config.train.block_size(model.n_positions);

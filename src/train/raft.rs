@@ -25,6 +25,11 @@ pub struct RaftSettings {
     pub gold_share: f64,
     /// Passages in each context (as `[kb] passages` serves them).
     pub passages: usize,
+    /// Chance that an example loses each of its control tags (topic,
+    /// style). Served replies usually come without tags (only `[pipeline]
+    /// topic`/`style` set them): a model that always saw them wrote fluent
+    /// answers with its tags and word salad without.
+    pub tag_dropout: f64,
     pub seed: u64,
     /// Their abstain text is the reply when the context lacks the answer
     /// (in the customer's language).
@@ -46,6 +51,16 @@ pub struct RaftReport {
     pub unknown_passages: usize,
     /// Turns whose gold passage retrieval ranked first.
     pub retrieved_gold_first: usize,
+    /// Control tags left out of examples (see `tag_dropout`).
+    pub tags_dropped: usize,
+}
+
+impl RaftSettings {
+    /// The default `gold_share`.
+    pub const GOLD_SHARE: f64 = 0.8;
+    /// The default `tag_dropout`: half the examples learn each tag, the
+    /// other half to answer without it.
+    pub const TAG_DROPOUT: f64 = 0.5;
 }
 
 /// The examples for `dialogs`: one dialog per assistant turn, ending with
@@ -55,13 +70,18 @@ pub fn raft_examples(
     dialogs: &[Dialog],
     s: &RaftSettings,
 ) -> Result<(Vec<Dialog>, RaftReport)> {
-    if s.passages == 0 || !(0.0..=1.0).contains(&s.gold_share) {
+    if s.passages == 0
+        || !(0.0..=1.0).contains(&s.gold_share)
+        || !(0.0..=1.0).contains(&s.tag_dropout)
+    {
         return Err(Error::Config(format!(
-            "RAFT needs at least one passage and a gold share in [0, 1] (got {} and {})",
-            s.passages, s.gold_share
+            "RAFT needs at least one passage, and a gold share and tag dropout in [0, 1] (got {}, {} and {})",
+            s.passages, s.gold_share, s.tag_dropout
         )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    // Its own stream: the tag dropout leaves the contexts as they were.
+    let mut tag_rng = ChaCha8Rng::seed_from_u64(s.seed ^ 0x7461_6773);
     let mut out = Vec::new();
     let mut report = RaftReport::default();
     for d in dialogs {
@@ -149,10 +169,16 @@ pub fn raft_examples(
                 role: Role::Assistant,
                 content: reply,
             });
+            let mut tag = |t: &Option<String>| {
+                let drop = t.is_some() && tag_rng.random_bool(s.tag_dropout);
+                report.tags_dropped += usize::from(drop);
+                t.clone().filter(|_| !drop)
+            };
+            let (topic, style) = (tag(&d.topic), tag(&d.style));
             out.push(Dialog {
                 messages,
-                topic: d.topic.clone(),
-                style: d.style.clone(),
+                topic,
+                style,
                 context: context
                     .iter()
                     .map(|&p| kb.passages[p].context_text())
@@ -206,6 +232,7 @@ mod tests {
         RaftSettings {
             gold_share,
             passages: 2,
+            tag_dropout: 0.0,
             seed: 1,
             texts: Texts::new(&TextOverrides::default()).unwrap(),
         }
@@ -238,6 +265,40 @@ mod tests {
             ex.iter()
                 .all(|e| e.context.len() <= 2 && e.passages.is_empty())
         );
+    }
+
+    /// Tags are dropped per example at the configured rate, and only
+    /// tags: the messages and context stay as they were.
+    #[test]
+    fn test_control_tags_are_dropped_at_the_configured_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let kb = kb(dir.path());
+        let tagged: Vec<Dialog> = dialogs()
+            .into_iter()
+            .map(|mut d| {
+                d.topic = Some("returns".into());
+                d.style = Some("formal".into());
+                d
+            })
+            .collect();
+        let many: Vec<Dialog> = tagged.iter().cycle().take(200).cloned().collect();
+        let mut s = settings(1.0);
+        let (kept, r) = raft_examples(&kb, &many, &s).unwrap();
+        assert_eq!(r.tags_dropped, 0);
+        assert!(kept.iter().all(|e| e.topic.is_some() && e.style.is_some()));
+        s.tag_dropout = 1.0;
+        let (bare, r) = raft_examples(&kb, &many, &s).unwrap();
+        assert_eq!(r.tags_dropped, 2 * bare.len());
+        assert!(bare.iter().all(|e| e.topic.is_none() && e.style.is_none()));
+        for (a, b) in kept.iter().zip(&bare) {
+            assert_eq!((&a.messages, &a.context), (&b.messages, &b.context));
+        }
+        s.tag_dropout = 0.5;
+        let (half, r) = raft_examples(&kb, &many, &s).unwrap();
+        let share = r.tags_dropped as f64 / (2 * half.len()) as f64;
+        assert!((0.4..0.6).contains(&share), "{share}");
+        s.tag_dropout = 1.5;
+        assert!(raft_examples(&kb, &many, &s).is_err());
     }
 
     #[test]
