@@ -18,11 +18,12 @@ pub struct Evidence {
     /// quickstart's model wrote fact-free sentences for 19% of customer
     /// questions).
     needs_fact: bool,
-    /// The first clause of the abstain text ("I don't have that
-    /// information"), lower-cased, when retrieval was confident: the model
-    /// learnt to decline (RAFT) and does so for questions the passage
-    /// answers (12 of the 221 customer-words questions), but the
-    /// calibrated retrieval is the better judge of that.
+    /// The abstain text without its closing punctuation, lower-cased, when
+    /// retrieval was confident: the model learnt to say it word for word
+    /// (RAFT) and does so for questions the passage answers (12 of the 221
+    /// customer-words questions), but the calibrated retrieval is the
+    /// better judge of that. The whole text, not a clause of it: "Sorry"
+    /// may open a good answer.
     decline: Option<String>,
 }
 
@@ -50,16 +51,12 @@ impl Evidence {
             && g.context
                 .first()
                 .is_some_and(|c| !ground::facts(c, &names).is_empty());
-        let clause = abstain
-            .split([';', '.', ',', '；', '。', '，'])
-            .next()
-            .map(str::trim)
-            .filter(|c| !c.is_empty());
+        let abstain = abstain.trim().trim_end_matches(['.', '!', '。', '！']);
         Self {
             support: ground::support_texts(passages.chain(user_turns)),
             names,
             needs_fact,
-            decline: clause.filter(|_| g.answerable && !g.smalltalk).map(fold),
+            decline: (g.answerable && !g.smalltalk && !abstain.is_empty()).then(|| fold(abstain)),
         }
     }
 

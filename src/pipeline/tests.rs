@@ -106,6 +106,17 @@ fn reply_text(events: &[ChatEvent]) -> Option<&str> {
     })
 }
 
+/// Everything shown while the reply streamed, pieces joined.
+fn streamed(events: &[ChatEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ChatEvent::ReplyChunk { delta } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn notice(events: &[ChatEvent]) -> Option<&str> {
     events.iter().find_map(|e| match e {
         ChatEvent::Error { notice } | ChatEvent::Handoff { notice } => Some(notice.as_str()),
@@ -430,11 +441,8 @@ async fn test_invented_fact_is_replaced_by_the_passage() {
         "the invented window was sent: {reply}"
     );
     // Nothing of the invented reply was shown while it streamed.
-    for e in &events {
-        if let ChatEvent::ReplyChunk { delta } = e {
-            assert!(!delta.contains("45"), "streamed: {delta}");
-        }
-    }
+    let shown = streamed(&events);
+    assert!(!shown.contains("45"), "streamed: {shown}");
     let (content, g) = last_reply(&h.stored().await);
     assert_eq!(content, reply);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
@@ -502,14 +510,11 @@ async fn test_a_needless_refusal_gets_the_passage() {
     let events = h.say("1", "do gift cards expire?").await;
     let reply = reply_text(&events).unwrap();
     assert!(reply.contains("never expire"), "{reply}");
-    for e in &events {
-        if let ChatEvent::ReplyChunk { delta } = e {
-            assert!(
-                !delta.contains("have that information"),
-                "streamed: {delta}"
-            );
-        }
-    }
+    let shown = streamed(&events);
+    assert!(
+        !shown.contains("have that information"),
+        "streamed: {shown}"
+    );
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
