@@ -348,6 +348,32 @@ fn test_eval_asks_through_the_pipeline_and_no_unsupported_fact_is_sent() {
     assert_eq!(saved["bundle"]["answers"].as_array().unwrap().len(), 40);
 }
 
+/// Through the pipeline only the sampling flags it has keys for apply; the
+/// others are refused rather than ignored.
+#[test]
+fn test_eval_questions_refuses_sampling_flags_the_pipeline_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    // Refused before anything is opened: no model or knowledge base needed.
+    let cfg = dir.path().join("chatforge.toml");
+    std::fs::write(&cfg, "[kb]\ndir = \"missing-kb\"\n").unwrap();
+    let (ok, _, err) = chatforge(&[
+        "eval",
+        "--config",
+        s(&cfg),
+        "--questions",
+        s(&common::repo("data/support/questions/out_of_scope.jsonl")),
+        "--top-k",
+        "5",
+        "--out",
+        s(&dir.path().join("report")),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("only --temperature and --max-new-tokens apply"),
+        "{err}"
+    );
+}
+
 #[test]
 fn test_chat_with_a_config_answers_through_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();

@@ -118,7 +118,9 @@ pub struct EvalArgs {
     /// Porter-stem ROUGE tokens.
     #[arg(long)]
     stem: bool,
-    /// Greedy unless --temperature is given.
+    /// Greedy unless --temperature is given (with --questions: as the
+    /// config's `[pipeline]` samples, or the bundle's generation.json,
+    /// unless --temperature or --max-new-tokens is given).
     #[command(flatten)]
     sampling: SamplingOverrides,
     /// Moderation model folder: report the share of replies it flags.
@@ -189,6 +191,24 @@ fn grounded(a: &EvalArgs, mut cfg: Config) -> Result<()> {
     }
     if let Some(b) = &a.bundle {
         cfg.model.bundle = Some(b.clone());
+    }
+    // The pipeline samples as `[pipeline]` says; the flags it has keys for
+    // override them, the others would be ignored without a word.
+    let s = &a.sampling;
+    if s.top_k.is_some()
+        || s.top_p.is_some()
+        || s.repetition_penalty.is_some()
+        || !s.stop.is_empty()
+    {
+        bail!(
+            "with --questions only --temperature and --max-new-tokens apply (as [pipeline] temperature and max_new_tokens); set the rest in the bundle's generation.json"
+        );
+    }
+    if let Some(t) = s.temperature {
+        cfg.pipeline.temperature = Some(t);
+    }
+    if let Some(n) = s.max_new_tokens {
+        cfg.pipeline.max_new_tokens = Some(n);
     }
     let Some(kb_section) = cfg.kb.clone() else {
         bail!(
