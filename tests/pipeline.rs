@@ -182,13 +182,7 @@ fn notices(events: &[ChatEvent]) -> Vec<&str> {
 }
 
 fn streamed(events: &[ChatEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            ChatEvent::ReplyChunk { delta } => Some(delta.as_str()),
-            _ => None,
-        })
-        .collect()
+    events.iter().filter_map(ChatEvent::delta).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

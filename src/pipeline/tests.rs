@@ -108,13 +108,7 @@ fn reply_text(events: &[ChatEvent]) -> Option<&str> {
 
 /// Everything shown while the reply streamed, pieces joined.
 fn streamed(events: &[ChatEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            ChatEvent::ReplyChunk { delta } => Some(delta.as_str()),
-            _ => None,
-        })
-        .collect()
+    events.iter().filter_map(ChatEvent::delta).collect()
 }
 
 fn notice(events: &[ChatEvent]) -> Option<&str> {

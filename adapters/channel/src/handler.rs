@@ -125,13 +125,7 @@ mod tests {
         }
         assert_eq!(events.len(), 5);
         assert_eq!(events[0], ChatEvent::Typing);
-        let streamed: String = events
-            .iter()
-            .filter_map(|e| match e {
-                ChatEvent::ReplyChunk { delta } => Some(delta.as_str()),
-                _ => None,
-            })
-            .collect();
+        let streamed: String = events.iter().filter_map(ChatEvent::delta).collect();
         assert_eq!(streamed, "hello there world");
         assert!(matches!(&events[4], ChatEvent::Reply { message_id, .. } if message_id == "r1"));
     }

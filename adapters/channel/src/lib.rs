@@ -142,6 +142,16 @@ pub enum ChatEvent {
     Error { notice: String },
 }
 
+impl ChatEvent {
+    /// The piece of reply text a `ReplyChunk` carries.
+    pub fn delta(&self) -> Option<&str> {
+        match self {
+            ChatEvent::ReplyChunk { delta } => Some(delta),
+            _ => None,
+        }
+    }
+}
+
 /// Feedback a user left on a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
