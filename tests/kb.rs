@@ -40,6 +40,16 @@ fn trained_faq_kb() -> PathBuf {
         assert!(ok, "{err}");
         let r = json(&out);
         assert!(r["parity"].as_f64().unwrap() <= 1e-4, "{r}");
+        // The served router was trained again on every labelled question
+        // and negative (held-aside ones too), besides one example per
+        // passage; the first one saw only what was not held aside.
+        let n = |k: &str| r[k].as_u64().unwrap();
+        assert_eq!(r["refit"], true, "{r}");
+        assert!(n("validation") > 0, "{r}");
+        assert!(
+            n("train_examples") >= n("entries") - 1 + n("labelled") + n("negatives"),
+            "{r}"
+        );
     })
 }
 

@@ -57,6 +57,11 @@ pub struct TrainArgs {
     negatives: Vec<PathBuf>,
     #[arg(long, default_value_t = RouterSettings::default().epochs)]
     epochs: usize,
+    /// Serve the router trained without the held-aside questions, instead
+    /// of training it again on all of them once fusion and confidence are
+    /// fitted.
+    #[arg(long)]
+    no_refit: bool,
     #[arg(long, default_value_t = RouterSettings::default().dim)]
     dim: usize,
     /// Precision answered questions must reach at the confidence threshold.
@@ -133,6 +138,7 @@ pub fn run(command: KbCommand) -> Result<()> {
             let mut o = TrainOptions::new(a.kb.clone(), a.questions);
             o.negatives = a.negatives;
             o.settings.epochs = a.epochs;
+            o.refit = !a.no_refit;
             o.settings.dim = a.dim;
             o.target_precision = a.target_precision;
             o.runtime = cfg.runtime;
@@ -142,7 +148,7 @@ pub fn run(command: KbCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "router over {} passages: {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}",
+                    "router over {} passages: {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
                     r.entries,
                     r.train_examples,
                     r.labelled,
@@ -151,7 +157,12 @@ pub fn run(command: KbCommand) -> Result<()> {
                     r.seconds,
                     r.router_accuracy,
                     r.fused_accuracy,
-                    r.calibration.threshold
+                    r.calibration.threshold,
+                    if r.refit {
+                        "; served router trained again on all labelled questions"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -31,6 +31,10 @@ pub struct TrainOptions {
     pub validation_fraction: f32,
     /// Precision the answered questions must reach at the threshold.
     pub target_precision: f32,
+    /// After fusion and calibration are fitted on the held-aside questions,
+    /// train the served router again on all labelled questions (the
+    /// held-aside ones too), with the same settings.
+    pub refit: bool,
     pub runtime: RuntimeConfig,
     pub progress: bool,
 }
@@ -44,6 +48,7 @@ impl TrainOptions {
             settings: RouterSettings::default(),
             validation_fraction: 0.15,
             target_precision: 0.9,
+            refit: true,
             runtime: RuntimeConfig::default(),
             progress: false,
         }
@@ -54,8 +59,12 @@ impl TrainOptions {
 pub struct TrainReport {
     pub entries: usize,
     pub labelled: usize,
+    /// Examples the served router was trained on.
     pub train_examples: usize,
     pub validation: usize,
+    /// Whether the served router was trained again on the held-aside
+    /// questions too (the accuracies below are the first router's).
+    pub refit: bool,
     pub negatives: usize,
     /// Router alone, top-1, on the validation questions.
     pub router_accuracy: f32,
@@ -187,43 +196,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         .iter()
         .partition(|n| held_out(n, o.validation_fraction));
 
-    // Each passage asks for itself by its title and text, so that passages
-    // nobody asked about in the examples still have a chance.
-    let mut examples: Vec<Example> = passages
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Example {
-            text: format!(
-                "{}\n{}",
-                p.title.last().cloned().unwrap_or_default(),
-                p.text
-            ),
-            entries: vec![i],
-        })
-        .collect();
-    for q in &train {
-        examples.push(Example {
-            text: q.text.clone(),
-            entries: q.passages.clone(),
-        });
-        if let Some(prev) = &q.previous {
-            examples.push(Example {
-                text: format!("{prev}\n{}", q.text),
-                entries: q.passages.clone(),
-            });
-        }
-    }
-    // With negatives the router gets one more output, "none of these":
-    // its probability tells questions the knowledge base cannot answer.
-    let mut ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
-    if !train_negatives.is_empty() {
-        let none = ids.len();
-        ids.push(NONE_ENTRY.to_string());
-        examples.extend(train_negatives.iter().map(|n| Example {
-            text: (*n).clone(),
-            entries: vec![none],
-        }));
-    }
+    let ids = router_outputs(&passages, !train_negatives.is_empty());
     let val_examples: Vec<Example> = val
         .iter()
         .map(|q| Example {
@@ -231,26 +204,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
             entries: q.passages.clone(),
         })
         .collect();
-    // The training questions also expand BM25's documents (customers'
-    // words beside the documents' own).
-    let mut expansions: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for q in &train {
-        for &p in &q.passages {
-            expansions
-                .entry(passages[p].id.clone())
-                .or_default()
-                .push(q.text.clone());
-        }
-    }
-    crate::fsio::write_json_atomic(&o.kb.join(EXPANSIONS), &expansions)?;
-    let extra: Vec<Vec<String>> = passages
-        .iter()
-        .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
-        .collect();
-    Bm25::build(&o.kb.join(EXPANDED_DIR), &passages, &extra)?;
-    let trained = train_router(&ids, &examples, &val_examples, &o.settings, o.progress)?;
-    let sample: Vec<&str> = examples.iter().take(8).map(|e| e.text.as_str()).collect();
-    let parity = trained.write(&o.kb, &sample)?;
+    let first = fit_router(o, &passages, &ids, &train, &train_negatives, &val_examples)?;
     manifest.router_stale = false;
     crate::fsio::write_json_atomic(&o.kb.join(MANIFEST), &manifest)?;
 
@@ -302,14 +256,28 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         weights,
         calibration,
     };
+    // The served router learns from the held-aside questions too: on
+    // questions it never saw it scores like the first router on those, so
+    // the weights and calibration fitted above carry over (cross-fitting's
+    // last step), and from the negatives held aside.
+    drop(kb);
+    let served = if o.refit && !val.is_empty() {
+        let all: Vec<&Labelled> = labelled.iter().collect();
+        let mut all_negatives = train_negatives.clone();
+        all_negatives.extend(val_negatives.iter().copied());
+        fit_router(o, &passages, &ids, &all, &all_negatives, &[])?
+    } else {
+        first
+    };
     crate::fsio::write_json_atomic(&o.kb.join(SEARCH_JSON), &settings)?;
     Ok(TrainReport {
         entries: ids.len(),
         labelled: labelled.len(),
-        train_examples: examples.len(),
+        train_examples: served.examples,
         validation: val.len(),
+        refit: o.refit && !val.is_empty(),
         negatives: negatives.len(),
-        router_accuracy: trained.meta.validation_accuracy,
+        router_accuracy: first.validation_accuracy,
         fused_accuracy: if val.is_empty() {
             0.0
         } else {
@@ -317,7 +285,95 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         },
         weights,
         calibration,
-        parity,
+        parity: served.parity.max(first.parity),
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The router's outputs: the passages, then "none of these" when there are
+/// negatives to learn it from.
+fn router_outputs(passages: &[super::Passage], negatives: bool) -> Vec<String> {
+    let mut ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
+    if negatives {
+        ids.push(NONE_ENTRY.to_string());
+    }
+    ids
+}
+
+/// What one router fit left in the folder.
+#[derive(Clone, Copy)]
+struct Fitted {
+    examples: usize,
+    validation_accuracy: f32,
+    parity: f32,
+}
+
+/// Trains the router on `questions` (and `negatives` as "none of these"),
+/// writes it, and expands BM25's documents with the same questions.
+fn fit_router(
+    o: &TrainOptions,
+    passages: &[super::Passage],
+    ids: &[String],
+    questions: &[&Labelled],
+    negatives: &[&String],
+    val: &[Example],
+) -> Result<Fitted> {
+    // Each passage asks for itself by its title and text, so that passages
+    // nobody asked about in the examples still have a chance.
+    let mut examples: Vec<Example> = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Example {
+            text: format!(
+                "{}\n{}",
+                p.title.last().cloned().unwrap_or_default(),
+                p.text
+            ),
+            entries: vec![i],
+        })
+        .collect();
+    for q in questions {
+        examples.push(Example {
+            text: q.text.clone(),
+            entries: q.passages.clone(),
+        });
+        if let Some(prev) = &q.previous {
+            examples.push(Example {
+                text: format!("{prev}\n{}", q.text),
+                entries: q.passages.clone(),
+            });
+        }
+    }
+    if ids.len() > passages.len() {
+        let none = passages.len();
+        examples.extend(negatives.iter().map(|n| Example {
+            text: (*n).clone(),
+            entries: vec![none],
+        }));
+    }
+    // The training questions also expand BM25's documents (customers'
+    // words beside the documents' own).
+    let mut expansions: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for q in questions {
+        for &p in &q.passages {
+            expansions
+                .entry(passages[p].id.clone())
+                .or_default()
+                .push(q.text.clone());
+        }
+    }
+    crate::fsio::write_json_atomic(&o.kb.join(EXPANSIONS), &expansions)?;
+    let extra: Vec<Vec<String>> = passages
+        .iter()
+        .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
+        .collect();
+    Bm25::build(&o.kb.join(EXPANDED_DIR), passages, &extra)?;
+    let trained = train_router(ids, &examples, val, &o.settings, o.progress)?;
+    let sample: Vec<&str> = examples.iter().take(8).map(|e| e.text.as_str()).collect();
+    let parity = trained.write(&o.kb, &sample)?;
+    Ok(Fitted {
+        examples: examples.len(),
+        validation_accuracy: trained.meta.validation_accuracy,
+        parity,
     })
 }
