@@ -261,7 +261,8 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
     // the weights and calibration fitted above carry over (cross-fitting's
     // last step), and from the negatives held aside.
     drop(kb);
-    let served = if o.refit && !val.is_empty() {
+    let refit = o.refit && !val.is_empty();
+    let served = if refit {
         let all: Vec<&Labelled> = labelled.iter().collect();
         let mut all_negatives = train_negatives.clone();
         all_negatives.extend(val_negatives.iter().copied());
@@ -275,7 +276,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         labelled: labelled.len(),
         train_examples: served.examples,
         validation: val.len(),
-        refit: o.refit && !val.is_empty(),
+        refit,
         negatives: negatives.len(),
         router_accuracy: first.validation_accuracy,
         fused_accuracy: if val.is_empty() {
