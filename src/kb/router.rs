@@ -77,7 +77,9 @@ pub struct RouterMeta {
     /// titles), and how many it kept aside for validation.
     pub trained_questions: usize,
     pub validation_questions: usize,
-    /// Top-1 accuracy on the validation questions.
+    /// Top-1 accuracy on the validation questions. A router refit on all
+    /// questions (`kb train` without `--no-refit`) records the first fit's
+    /// held-aside figures here.
     pub validation_accuracy: f32,
     pub train_seconds: f64,
 }

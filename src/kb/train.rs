@@ -204,7 +204,15 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
             entries: q.passages.clone(),
         })
         .collect();
-    let first = fit_router(o, &passages, &ids, &train, &train_negatives, &val_examples)?;
+    let first = fit_router(
+        o,
+        &passages,
+        &ids,
+        &train,
+        &train_negatives,
+        &val_examples,
+        None,
+    )?;
     manifest.router_stale = false;
     crate::fsio::write_json_atomic(&o.kb.join(MANIFEST), &manifest)?;
 
@@ -266,7 +274,15 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         let all: Vec<&Labelled> = labelled.iter().collect();
         let mut all_negatives = train_negatives.clone();
         all_negatives.extend(val_negatives.iter().copied());
-        fit_router(o, &passages, &ids, &all, &all_negatives, &[])?
+        fit_router(
+            o,
+            &passages,
+            &ids,
+            &all,
+            &all_negatives,
+            &[],
+            Some((val.len(), first.validation_accuracy)),
+        )?
     } else {
         first
     };
@@ -310,7 +326,9 @@ struct Fitted {
 }
 
 /// Trains the router on `questions` (and `negatives` as "none of these"),
-/// writes it, and expands BM25's documents with the same questions.
+/// writes it, and expands BM25's documents with the same questions. A refit
+/// holds nothing aside, so `router.json` records the first fit's held-aside
+/// count and accuracy (`first_fit`): the only measure of the recipe there is.
 fn fit_router(
     o: &TrainOptions,
     passages: &[super::Passage],
@@ -318,6 +336,7 @@ fn fit_router(
     questions: &[&Labelled],
     negatives: &[&String],
     val: &[Example],
+    first_fit: Option<(usize, f32)>,
 ) -> Result<Fitted> {
     // Each passage asks for itself by its title and text, so that passages
     // nobody asked about in the examples still have a chance.
@@ -369,7 +388,11 @@ fn fit_router(
         .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
         .collect();
     Bm25::build(&o.kb.join(EXPANDED_DIR), passages, &extra)?;
-    let trained = train_router(ids, &examples, val, &o.settings, o.progress)?;
+    let mut trained = train_router(ids, &examples, val, &o.settings, o.progress)?;
+    if let Some((questions, accuracy)) = first_fit {
+        trained.meta.validation_questions = questions;
+        trained.meta.validation_accuracy = accuracy;
+    }
     let sample: Vec<&str> = examples.iter().take(8).map(|e| e.text.as_str()).collect();
     let parity = trained.write(&o.kb, &sample)?;
     Ok(Fitted {
