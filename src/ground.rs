@@ -155,8 +155,12 @@ pub fn normalize(text: &str) -> String {
 /// Whether `fact` is stated in one of the `support` texts, as a whole
 /// token: "$14" is not stated by "$14.95", nor "30 days" by "130 days".
 pub fn supported(fact: &Fact, support: &[String]) -> bool {
-    let f = normalize(&fact.text);
-    !f.is_empty() && support.iter().any(|s| states(s, &f))
+    states_normalized(support, &normalize(&fact.text))
+}
+
+/// One of `support` states the already [`normalize`]d fact `fact`.
+pub fn states_normalized(support: &[String], fact: &str) -> bool {
+    !fact.is_empty() && support.iter().any(|s| states(s, fact))
 }
 
 /// `needle` occurs in `hay` with no digit glued to a number at either

@@ -349,8 +349,9 @@ No, our gift cards never expire.
 ";
 
 /// What the scripted model says: an invented return window, a shipping
-/// answer that the knowledge base states, an answer with no fact, a
-/// needless "I don't know", and small talk.
+/// answer that the knowledge base states, one that states a true price but
+/// not the delivery time asked for, an answer with no fact, a needless "I
+/// don't know", and small talk.
 fn grounded_model(q: &str) -> String {
     let q = q.to_lowercase();
     if q.contains("gift card") {
@@ -359,6 +360,8 @@ fn grounded_model(q: &str) -> String {
         "Great question, we love travelling too!".into()
     } else if q.contains("return") {
         "You can return unworn items within 45 days. Just ask!".into()
+    } else if q.contains("how fast") {
+        "Express is only $14.95!".into()
     } else if q.contains("cost of express") {
         "Oh darn, express costs $14.95.".into()
     } else if q.contains("express") {
@@ -492,6 +495,20 @@ async fn test_a_reply_without_the_passages_facts_gets_the_passage() {
     let reply = reply_text(&events).unwrap();
     assert!(reply.contains("7-14 business days"), "{reply}");
     assert!(!reply.contains("travelling"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+}
+
+/// Every fact of the reply is in the passage, but it leaves out the one
+/// asked for: the passage goes instead, and the model's words never show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_reply_leaving_out_the_answers_fact_gets_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "how fast is express delivery?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("2-3 business days"), "{reply}");
+    let shown = streamed(&events);
+    assert!(!shown.contains("only"), "streamed: {shown}");
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
