@@ -607,6 +607,12 @@ impl Config {
         if self.model.workers == 0 {
             return Err(Error::Value("model.workers must be at least 1".into()));
         }
+        if !(0..=19).contains(&self.runtime.generator_nice) {
+            return Err(Error::Value(format!(
+                "runtime.generator_nice must be between 0 and 19, got {}",
+                self.runtime.generator_nice
+            )));
+        }
         if self.kb.as_ref().is_some_and(|k| k.passages == 0) {
             return Err(Error::Value("kb.passages must be at least 1".into()));
         }

@@ -13,7 +13,9 @@ pub use batch::{BatchLimits, BatchRequest, Intake};
 pub use decoder::{KvCache, OnnxDecoder};
 pub use generate::{Generation, Generator, StopReason};
 pub use library::{OrtLibrary, chatforge_home};
-pub use providers::{LoadedSession, Provider, RuntimeConfig, open_file, open_memory};
+pub use providers::{
+    LoadedSession, Provider, RuntimeConfig, open_file, open_memory, set_thread_nice,
+};
 pub use sampling::{Sampler, SamplingOverrides, SamplingParams};
 
 #[derive(Debug, thiserror::Error)]

@@ -109,6 +109,11 @@ pub type Opener = Arc<dyn Fn(&Path) -> Result<Box<dyn Backend>, String> + Send +
 pub fn onnx_opener(runtime: &RuntimeConfig) -> Opener {
     let runtime = runtime.clone();
     Arc::new(move |dir: &Path| {
+        // Opened on the worker's own thread, before ONNX Runtime starts
+        // the session's threads, so they inherit it.
+        if runtime.generator_nice != 0 {
+            crate::runtime::set_thread_nice(runtime.generator_nice);
+        }
         Generator::open(dir, &runtime)
             .map(|g| Box::new(g) as Box<dyn Backend>)
             .map_err(|e| e.to_string())

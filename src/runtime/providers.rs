@@ -70,6 +70,12 @@ pub struct RuntimeConfig {
     /// Which graph of a bundle generation runs: `fp32` (`model.onnx`) or
     /// `int8` (`model.int8.onnx`, from `chatforge export --int8`).
     pub precision: crate::bundle::Precision,
+    /// Nice value (0–19) of the generator threads and of the ONNX Runtime
+    /// threads they start: the async workers that read requests, moderate
+    /// and check replies then get a core at once when the model holds them
+    /// all, instead of waiting for the scheduler's next turn. 0 leaves them
+    /// at the process's priority.
+    pub generator_nice: i32,
 }
 
 impl RuntimeConfig {
@@ -93,8 +99,26 @@ impl Default for RuntimeConfig {
             intra_threads: 0,
             spin: true,
             precision: crate::bundle::Precision::Fp32,
+            generator_nice: 10,
         }
     }
+}
+
+/// Sets the calling thread's nice value; on Linux it is per thread, and
+/// threads it starts afterwards inherit it. A failure is logged: the
+/// thread runs on at its priority.
+pub fn set_thread_nice(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: both calls only read their integer arguments.
+        let rc =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+        if rc != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "cannot set the thread's nice value");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// A session and the provider it runs on.
@@ -199,4 +223,29 @@ pub fn open_file(cfg: &RuntimeConfig, path: &Path) -> Result<LoadedSession> {
 
 pub fn open_memory(cfg: &RuntimeConfig, bytes: &[u8], what: &str) -> Result<LoadedSession> {
     open(cfg, Model::Memory(bytes), what)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: reads this thread's priority; no pointers.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    /// The generator's nice value reaches the threads ONNX Runtime starts
+    /// from it, and only those: the calling thread's others keep theirs.
+    #[test]
+    fn test_thread_nice_is_set_and_inherited_by_threads_it_starts() {
+        let here = nice_of_this_thread();
+        let want = (here + 3).min(19);
+        let (set, child) = std::thread::spawn(move || {
+            super::set_thread_nice(want);
+            let child = std::thread::spawn(nice_of_this_thread).join().unwrap();
+            (nice_of_this_thread(), child)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((set, child), (want, want));
+        assert_eq!(nice_of_this_thread(), here);
+    }
 }
