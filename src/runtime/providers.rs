@@ -104,15 +104,20 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// Sets the calling thread's nice value; on Linux it is per thread, and
-/// threads it starts afterwards inherit it. A failure is logged: the
-/// thread runs on at its priority.
+/// Lowers the calling thread's priority to nice value `nice`; on Linux it
+/// is per thread, and threads it starts afterwards inherit it. A thread
+/// already at that value or lower in priority is left alone (raising it
+/// back needs privileges); a failure is logged and the thread runs on.
 pub fn set_thread_nice(nice: i32) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: both calls only read their integer arguments.
-        let rc =
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+        // SAFETY: these calls only read their integer arguments.
+        let tid = unsafe { libc::gettid() } as libc::id_t;
+        let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        if current >= nice {
+            return;
+        }
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
         if rc != 0 {
             tracing::warn!(nice, error = %std::io::Error::last_os_error(), "cannot set the thread's nice value");
         }
@@ -238,14 +243,17 @@ mod tests {
     fn test_thread_nice_is_set_and_inherited_by_threads_it_starts() {
         let here = nice_of_this_thread();
         let want = (here + 3).min(19);
-        let (set, child) = std::thread::spawn(move || {
+        let (set, child, kept) = std::thread::spawn(move || {
             super::set_thread_nice(want);
             let child = std::thread::spawn(nice_of_this_thread).join().unwrap();
-            (nice_of_this_thread(), child)
+            let set = nice_of_this_thread();
+            // A higher priority than it has is not asked for.
+            super::set_thread_nice(here);
+            (set, child, nice_of_this_thread())
         })
         .join()
         .unwrap();
-        assert_eq!((set, child), (want, want));
+        assert_eq!((set, child, kept), (want, want, want));
         assert_eq!(nice_of_this_thread(), here);
     }
 }
