@@ -268,7 +268,54 @@ impl Inbox {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(1));
         }
-        while !self.stopping.load(Ordering::SeqCst) {
+        // Renewed for the whole hold, the store's writes and the marking
+        // included: a lease that runs out between a reply and its mark lets
+        // another replica answer the same update again.
+        let lost = AtomicBool::new(false);
+        let held = tokio::select! {
+            held = self.answer_kept(chat, &lost) => held,
+            () = self.keep_lease(chat, &lost) => false,
+        };
+        if !held {
+            tracing::warn!(
+                chat,
+                "the chat's lease ran out while answering and another replica took it"
+            );
+            return;
+        }
+        if let Err(e) = self.store.release_chat(PLATFORM, chat, &self.replica).await {
+            tracing::warn!(chat, error = %e, "could not give a chat's lease back; it expires");
+        }
+    }
+
+    /// Renews the chat's lease every third of it, until another replica
+    /// holds it (`lost` is then set; the update being answered is finished
+    /// but no other is taken).
+    async fn keep_lease(&self, chat: &str, lost: &AtomicBool) {
+        let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self
+                .store
+                .lease_chat(PLATFORM, chat, &self.replica, self.until())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    lost.store(true, Ordering::SeqCst);
+                    return std::future::pending().await;
+                }
+                Err(e) => tracing::warn!(chat, error = %e, "could not renew a chat's lease"),
+            }
+        }
+    }
+
+    /// Answers the chat's kept updates, oldest first, while the lease is
+    /// held; false when it was lost.
+    async fn answer_kept(&self, chat: &str, lost: &AtomicBool) -> bool {
+        while !self.stopping.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst) {
             let kept = match self.store.next_update(PLATFORM, chat).await {
                 Ok(Some(kept)) => kept,
                 Ok(None) => break,
@@ -290,7 +337,7 @@ impl Inbox {
                         update_id: id,
                         earlier: kept.sent,
                     };
-                    self.answer(chat, update, &journal).await
+                    self.answer(update, &journal).await
                 }
                 None => tracing::warn!(
                     update_id = id,
@@ -298,48 +345,24 @@ impl Inbox {
                 ),
             }
             self.mark_answered(id).await;
+            // A full lease for the next update.
             match self
                 .store
                 .lease_chat(PLATFORM, chat, &self.replica, self.until())
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(
-                        chat,
-                        "the chat's lease ran out while answering and another replica took it"
-                    );
-                    return;
-                }
+                Ok(false) => return false,
                 Err(e) => tracing::warn!(chat, error = %e, "could not renew a chat's lease"),
             }
         }
-        if let Err(e) = self.store.release_chat(PLATFORM, chat, &self.replica).await {
-            tracing::warn!(chat, error = %e, "could not give a chat's lease back; it expires");
-        }
+        !lost.load(Ordering::SeqCst)
     }
 
-    /// Answers one update, renewing the chat's lease meanwhile, and writes
-    /// the turn to the store before the chat's next update is taken.
-    async fn answer(&self, chat: &str, update: Update, journal: &Journal<'_>) {
-        let renew = async {
-            let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(100)));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = self
-                    .store
-                    .lease_chat(PLATFORM, chat, &self.replica, self.until())
-                    .await
-                {
-                    tracing::warn!(chat, error = %e, "could not renew a chat's lease");
-                }
-            }
-        };
-        tokio::select! {
-            () = self.webhook.handle(update, journal) => {}
-            () = renew => {}
-        }
+    /// Answers one update and writes the turn to the store before the
+    /// chat's next update is taken.
+    async fn answer(&self, update: Update, journal: &Journal<'_>) {
+        self.webhook.handle(update, journal).await;
         match self.writer.flush().await {
             Ok(f) if f.pending > 0 => tracing::warn!(
                 pending = f.pending,

@@ -30,7 +30,10 @@ pub use bench::{KbBenchReport, bench_kb};
 pub use build::{BuildOptions, BuildReport, MANIFEST, Manifest, SourceEntry, build};
 pub use eval::{EvalReport, Metrics, evaluate};
 pub use fuse::{Calibration, Signals, Weights};
-pub use ingest::{Kind, Passage, SplitSettings, TITLE_SEP, Warning, sentences as sentences_of};
+pub use ingest::{
+    Kind, Passage, SPLIT_REVISION, SplitSettings, TITLE_SEP, Warning, plain_label,
+    sentences as sentences_of,
+};
 pub use questions::{Labelled, read as read_questions, resolve};
 pub use router::{RouterMeta, RouterSettings};
 pub use search::{Hit, Kb, Query, Retrieval, SEARCH_JSON, SearchSettings};

@@ -364,6 +364,7 @@ impl Quickstart {
                     "questions": file_hashes(&self.kb_questions())?,
                     "negatives": file_hashes(&self.opts.kb_negatives)?,
                     "epochs": self.opts.kb_epochs,
+                    "split": crate::kb::SPLIT_REVISION,
                 }),
                 &[
                     l.kb.join(crate::kb::MANIFEST),

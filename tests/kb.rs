@@ -161,6 +161,19 @@ fn test_build_is_incremental_and_structured() {
         (Some(1), Some(1))
     );
     assert_eq!(build(&["--force"])["read"], 2);
+    // A knowledge base cut by an older splitter is cut again, unchanged
+    // sources too.
+    let manifest_path = out.join("kb.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["split_revision"], chatforge::kb::SPLIT_REVISION);
+    manifest.as_object_mut().unwrap().remove("split_revision");
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let r = build(&[]);
+    assert_eq!(
+        (r["read"].as_u64(), r["unchanged"].as_bool()),
+        (Some(2), Some(false))
+    );
 }
 
 #[test]

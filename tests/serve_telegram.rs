@@ -1042,7 +1042,7 @@ async fn replicas_run(nginx: &Path, url: &str) {
             dir.path(),
             &f.bundle,
             &format!(
-                "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[telegram]\ntoken = \"${{CHATFORGE_TEST_TG_TOKEN}}\"\napi_url = \"{}\"\nedit_interval_secs = 0.2\nmode = \"webhook\"\nwebhook_url = \"http://127.0.0.1:{lb}/tg/hook\"\nwebhook_secret = \"${{CHATFORGE_TEST_HOOK_SECRET}}\"\nreplica = \"replica-{i}\"\nlease_secs = 1.0\n",
+                "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[telegram]\ntoken = \"${{CHATFORGE_TEST_TG_TOKEN}}\"\napi_url = \"{}\"\nedit_interval_secs = 0.2\nmode = \"webhook\"\nwebhook_url = \"http://127.0.0.1:{lb}/tg/hook\"\nwebhook_secret = \"${{CHATFORGE_TEST_HOOK_SECRET}}\"\nreplica = \"replica-{i}\"\nlease_secs = 2.0\n",
                 fake.url
             ),
         );

@@ -19,7 +19,8 @@ static STOP: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         "then", "there", "these", "they", "this", "to", "u", "ur", "us", "was", "we", "were",
         "what", "when", "where", "which", "who", "will", "with", "would", "you", "your", "thanks",
         "thank", "thx", "ok", "okay", "yes", "also", "some", "need", "want", "know", "tell",
-        "there's", "it's", "i'm", "can't", "don't",
+        // Contractions customers write without the apostrophe.
+        "whats", "hows", "wheres", "dont", "doesnt", "didnt", "isnt", "cant", "wont",
     ]
     .into_iter()
     .collect()
@@ -38,7 +39,7 @@ pub fn terms(text: &str) -> Vec<String> {
     let flush_word = |word: &mut String, out: &mut Vec<String>| {
         if !word.is_empty() {
             let w = std::mem::take(word);
-            let w = w.trim_matches('.').to_string();
+            let w = without_clitic(w.trim_matches(['.', '\'']));
             if !w.is_empty() && !STOP.contains(w.as_str()) {
                 if w.chars().all(|c| c.is_ascii_alphabetic()) {
                     out.push(porter::stem(&w));
@@ -68,8 +69,10 @@ pub fn terms(text: &str) -> Vec<String> {
         let digit_dot = c == '.'
             && word.chars().last().is_some_and(|p| p.is_ascii_digit())
             && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
-        let apostrophe = c == '\'' && !word.is_empty();
-        if c.is_alphanumeric() || digit_dot || apostrophe {
+        let apostrophe = matches!(c, '\'' | '\u{2019}') && !word.is_empty();
+        if apostrophe {
+            word.push('\'');
+        } else if c.is_alphanumeric() || digit_dot {
             word.extend(lower);
         } else {
             flush_word(&mut word, &mut out);
@@ -78,6 +81,23 @@ pub fn terms(text: &str) -> Vec<String> {
     flush_word(&mut word, &mut out);
     flush_han(&mut han, &mut out);
     out
+}
+
+/// The word without its possessive or contraction: "chair's" and
+/// "customers'" are about a chair and customers, "what's" and "doesn't"
+/// ask as "what" and "does" do. Kept whole, such a word matched no
+/// passage, so "what's the camp chair's price?" ranked the stove (it has
+/// "camp" and a price) over the chair.
+fn without_clitic(w: &str) -> String {
+    match w {
+        "can't" => return "can".into(),
+        "won't" => return "will".into(),
+        _ => {}
+    }
+    if let Some(base) = w.strip_suffix("n't") {
+        return base.to_string();
+    }
+    w.split('\'').next().unwrap_or(w).to_string()
 }
 
 #[cfg(test)]
@@ -97,5 +117,9 @@ mod tests {
             vec!["nw", "123456", "到", "到了", "了", "了吗", "吗"]
         );
         assert!(terms("can I, please?").is_empty());
+        assert_eq!(
+            terms("What's the camp chair\u{2019}s price? Customers' boots don't leak"),
+            vec!["camp", "chair", "price", "custom", "boot", "leak"]
+        );
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::index::Bm25;
-use super::ingest::{Passage, SplitSettings, Warning, ingest_file};
+use super::ingest::{Passage, SPLIT_REVISION, SplitSettings, Warning, ingest_file};
 use super::{Error, FORMAT, Result};
 
 pub const MANIFEST: &str = "kb.json";
@@ -68,6 +68,11 @@ pub struct Manifest {
     /// `text,label`).
     pub questions: usize,
     pub split: SplitSettings,
+    /// The splitter's [`SPLIT_REVISION`] the passages were cut with (0: a
+    /// build from before it was recorded): a source cut by another is read
+    /// again, changed or not.
+    #[serde(default)]
+    pub split_revision: u32,
     /// Warnings of the last build (file, line, what).
     #[serde(default)]
     pub warnings: Vec<Warning>,
@@ -259,7 +264,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let shown = f.display().to_string();
         let (sha, bytes) = sha256_file(f)?;
         let keep = old_sources.get(&shown).filter(|s| {
-            s.sha256 == sha && old.as_ref().is_some_and(|(m, _)| m.split == opts.split)
+            s.sha256 == sha
+                && old.as_ref().is_some_and(|(m, _)| {
+                    m.split == opts.split && m.split_revision == SPLIT_REVISION
+                })
         });
         let mine: Vec<Passage> = match keep {
             Some(_) => {
@@ -331,6 +339,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         kinds,
         sources: sources.clone(),
         split: opts.split,
+        split_revision: SPLIT_REVISION,
         warnings: warnings.clone(),
         router_stale,
     };

@@ -255,6 +255,24 @@ impl Inline {
         self.text.push_str(s);
     }
 
+    /// A soft line break is a space (CommonMark), none beside Chinese,
+    /// which is written without spaces: Markdown prose is hard-wrapped, and
+    /// a wrap inside a sentence ("within 30 days of" / "delivery.") cut as
+    /// a sentence end made passages and quotes that began mid-sentence. A
+    /// bold line of its own ("**Gift cards**" above its answer) keeps its
+    /// break: it opens an entry.
+    fn soft_break(&mut self) {
+        let after_bold = self
+            .lead_bold
+            .as_ref()
+            .is_some_and(|(_, end)| *end == self.text.len());
+        if after_bold {
+            self.push("\n");
+        } else if !self.text.ends_with(|c: char| c > '\u{2e80}') {
+            self.push(" ");
+        }
+    }
+
     fn start_strong(&mut self) {
         self.in_strong = true;
         self.strong_buf.clear();
@@ -510,7 +528,7 @@ fn markdown(text: &str, source: &str, stem: &str, split: SplitSettings) -> Inges
                     inline.push(&t);
                 }
             }
-            Event::SoftBreak if heading.is_none() && !in_cell => inline.push("\n"),
+            Event::SoftBreak if heading.is_none() && !in_cell => inline.soft_break(),
             Event::HardBreak => inline.push("\n"),
             Event::Start(Tag::CodeBlock(_)) => {
                 inline = Inline::default();
@@ -595,7 +613,7 @@ fn list_item(md: &mut Md<'_>, item: Inline, line: usize) {
 
 /// `Label: text`, where the label is a short name (at most 4 words, no
 /// sentence punctuation).
-fn plain_label(text: &str) -> Option<(String, String)> {
+pub fn plain_label(text: &str) -> Option<(String, String)> {
     let (label, body) = text.split_once(':')?;
     let words = label.split_whitespace().count();
     let ok = (1..=4).contains(&words)
@@ -630,8 +648,19 @@ fn table_passages(md: &mut Md<'_>, header: &[String], rows: &[Vec<String>], line
     md.add_text(rendered.join("\n"), line, false);
 }
 
+/// Raised whenever the same documents would split into other passages or
+/// index into other terms: `kb build` reads again every source cut by
+/// another revision, and the quickstart's `kb` stage counts it among its
+/// inputs. 2: hard-wrapped lines are unwrapped before splitting, list
+/// items are kept whole, and the analyzer drops possessives and
+/// contractions ("chair's" → "chair").
+pub const SPLIT_REVISION: u32 = 2;
+
 /// Splits `text` into parts of at most `max_words` words at sentence ends
-/// (a sentence longer than the cap is cut at the cap).
+/// (a sentence longer than the cap is cut at the cap). Its lines stay lines
+/// (list items), so `text` must be unwrapped ([`unwrap_lines`]) first: a
+/// hard-wrapped line break is no sentence end, and parts cut there began
+/// mid-sentence ("dirt, let them dry away from heat…").
 pub fn split_sentences(text: &str, max_words: usize) -> Vec<String> {
     let max_words = max_words.max(8);
     let words = |s: &str| s.split_whitespace().count();
@@ -640,24 +669,72 @@ pub fn split_sentences(text: &str, max_words: usize) -> Vec<String> {
     }
     let mut parts = Vec::new();
     let mut current = String::new();
-    for sentence in sentences(text) {
-        if words(&current) + words(&sentence) > max_words && !current.trim().is_empty() {
+    let add = |piece: &str, new_line: bool, current: &mut String, parts: &mut Vec<String>| {
+        if words(current) + words(piece) > max_words && !current.trim().is_empty() {
             parts.push(current.trim().to_string());
             current.clear();
         }
-        if words(&sentence) > max_words {
-            let ws: Vec<&str> = sentence.split_whitespace().collect();
+        if words(piece) > max_words {
+            let ws: Vec<&str> = piece.split_whitespace().collect();
             for chunk in ws.chunks(max_words) {
                 parts.push(chunk.join(" "));
             }
+            return;
+        }
+        if !current.is_empty() {
+            current.truncate(current.trim_end().len());
+            current.push(if new_line { '\n' } else { ' ' });
+        }
+        current.push_str(piece.trim());
+    };
+    // A line (a list item) goes whole when it fits, so an item is never
+    // split between two parts; a longer one goes sentence by sentence.
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if words(line) <= max_words {
+            add(line, true, &mut current, &mut parts);
             continue;
         }
-        current.push_str(&sentence);
+        for (i, sentence) in sentences(line).into_iter().enumerate() {
+            add(&sentence, i == 0, &mut current, &mut parts);
+        }
     }
     if !current.trim().is_empty() {
         parts.push(current.trim().to_string());
     }
     parts
+}
+
+/// Markdown prose is hard-wrapped: a line break inside a paragraph is not
+/// a sentence end ("within 30 days of" / "delivery."). Blank lines, list
+/// items and table rows keep theirs.
+pub fn unwrap_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous_blank = true;
+    for (i, line) in text.split('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 {
+            let item = t.starts_with(['-', '*', '+', '|', '#', '>'])
+                || t.split_once(". ")
+                    .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            // Chinese is written without spaces between words.
+            let cjk = out.chars().last().is_some_and(|c| c > '\u{2e80}')
+                || t.chars().next().is_some_and(|c| c > '\u{2e80}');
+            if t.is_empty() || previous_blank || item {
+                out.push('\n');
+            } else {
+                if !cjk {
+                    out.push(' ');
+                }
+                // A continuation's indentation is no text.
+                out.push_str(t.trim_end());
+                previous_blank = false;
+                continue;
+            }
+        }
+        out.push_str(line.trim_end());
+        previous_blank = t.is_empty();
+    }
+    out
 }
 
 /// Sentences with their trailing space: cut after `.`, `!`, `?` followed by
@@ -698,7 +775,7 @@ fn plain_text(text: &str, source: &str, stem: &str, split: SplitSettings) -> Ing
         if p.is_empty() {
             continue;
         }
-        for part in split_sentences(p, split.max_words) {
+        for part in split_sentences(&unwrap_lines(p), split.max_words) {
             out.passages.push(Passage {
                 id: String::new(),
                 source: source.to_string(),
@@ -954,6 +1031,65 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("q.jsonl:2"), "{err}");
+    }
+
+    /// A hard-wrapped Markdown paragraph or list item is one line of text;
+    /// a table's rows stay lines; a bold line of its own still opens an
+    /// entry.
+    #[test]
+    fn test_markdown_soft_breaks_join_lines_but_not_table_rows() {
+        let ps = ingest(
+            "# Help\n\n**Gift cards**\nThey never\nexpire. Check the\nbalance online.\n\n| Option | Price |\n|---|---|\n| Standard | $5 |\n| Express | $15 |\n\n- Tent: Yes, its rainfly is\n  waterproof.\n- Stove: Let it cool.\n\n退货期限为\n30天。\n",
+        );
+        let entry = ps
+            .iter()
+            .find(|p| p.kind == Kind::Faq)
+            .expect("the bold line opens an entry");
+        assert_eq!(entry.title.last().map(String::as_str), Some("Gift cards"));
+        assert!(
+            entry.text.starts_with(
+                "Gift cards\nThey never expire. Check the balance online.\nOption: Standard; Price: $5\nOption: Express; Price: $15"
+            ),
+            "{:?}",
+            entry.text
+        );
+        let tent = ps
+            .iter()
+            .find(|p| p.title.last().is_some_and(|t| t == "Tent"))
+            .unwrap();
+        assert_eq!(tent.text, "Tent: Yes, its rainfly is waterproof.");
+        assert!(
+            ps.iter().any(|p| p.text.contains("退货期限为30天。")),
+            "{ps:#?}"
+        );
+    }
+
+    #[test]
+    fn test_hard_wrapped_lines_are_one_sentence() {
+        let t = unwrap_lines(
+            "You can return items within 30 days of\ndelivery. Returns are free.\n\n- Express: $14.95\n- Standard: $5.95\n退货期限为\n30天。",
+        );
+        assert_eq!(
+            t,
+            "You can return items within 30 days of delivery. Returns are free.\n\n- Express: $14.95\n- Standard: $5.95退货期限为30天。"
+        );
+    }
+
+    /// A long entry of hard-wrapped list items splits between items, each
+    /// part starting where an item or a sentence does.
+    #[test]
+    fn test_a_long_list_splits_between_items() {
+        let text = unwrap_lines(
+            "- Tent: Yes, its rainfly is fully waterproof with\n  taped seams. Dry it fully.\n- Boots: Yes, they have a membrane. Brush off\n  dirt, and use leather conditioner.\n- Jacket: Machine wash it cold.",
+        );
+        let parts = split_sentences(&text, 20);
+        assert_eq!(
+            parts,
+            vec![
+                "- Tent: Yes, its rainfly is fully waterproof with taped seams. Dry it fully.",
+                "- Boots: Yes, they have a membrane. Brush off dirt, and use leather conditioner.\n- Jacket: Machine wash it cold.",
+            ]
+        );
     }
 
     #[test]
