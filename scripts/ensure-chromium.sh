@@ -12,6 +12,9 @@ if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&
   exit 0
 fi
 say "installing Debian's chromium and chromium-driver"
+# An install cut short (a killed run) leaves dpkg "interrupted", and
+# apt-get refuses to install anything until it is finished.
+as_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
 as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
   && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
   || { say "error: could not install chromium (needs root and apt-get)"; exit 1; }

@@ -14,6 +14,9 @@ if found; then
   exit 0
 fi
 say "installing Debian's nginx"
+# An install cut short (a killed run) leaves dpkg "interrupted", and
+# apt-get refuses to install anything until it is finished.
+as_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
 as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
   && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
   || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null \

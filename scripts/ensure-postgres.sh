@@ -19,6 +19,9 @@ else
   installed_here=0
   if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
     say "PostgreSQL is not installed; installing Debian's postgresql package"
+    # An install cut short (a killed run) leaves dpkg "interrupted", and
+    # apt-get refuses to install anything until it is finished.
+    as_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null 2>&1 || true
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
       && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
       || { say "error: could not install postgresql (needs root and apt-get)"; exit 1; }
