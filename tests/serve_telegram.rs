@@ -611,9 +611,12 @@ fn test_bench_pipeline_reports_figures() {
     assert!(n("messages_per_s") > 0.0);
     assert!(n("e2e_p50_ms") > 0.0 && n("e2e_p50_ms") <= n("e2e_p99_ms"));
     assert!(n("overhead_p50_ms") <= n("overhead_p99_ms"));
-    // The pipeline's part of a reply is less than the whole trip.
+    // Each part of a reply (the model's, the pipeline's) takes less than
+    // the whole trip of that reply. The medians of the parts come from
+    // different replies, so their sum may exceed the trip's p99 (CI:
+    // 2.03 + 16.22 ms > 17.04 ms); each alone may not.
     assert!(
-        n("overhead_p50_ms") + n("model_p50_ms") <= n("e2e_p99_ms"),
+        n("overhead_p50_ms") <= n("e2e_p99_ms") && n("model_p50_ms") <= n("e2e_p99_ms"),
         "{r}"
     );
 }
