@@ -651,16 +651,17 @@ fn table_passages(md: &mut Md<'_>, header: &[String], rows: &[Vec<String>], line
 /// Raised whenever the same documents would split into other passages or
 /// index into other terms: `kb build` reads again every source cut by
 /// another revision, and the quickstart's `kb` stage counts it among its
-/// inputs. 2: hard-wrapped lines are unwrapped before splitting, list
+/// inputs. 2: Markdown soft breaks are spaces (plain text is unwrapped), list
 /// items are kept whole, and the analyzer drops possessives and
 /// contractions ("chair's" → "chair").
 pub const SPLIT_REVISION: u32 = 2;
 
 /// Splits `text` into parts of at most `max_words` words at sentence ends
 /// (a sentence longer than the cap is cut at the cap). Its lines stay lines
-/// (list items), so `text` must be unwrapped ([`unwrap_lines`]) first: a
-/// hard-wrapped line break is no sentence end, and parts cut there began
-/// mid-sentence ("dirt, let them dry away from heat…").
+/// (list items), so a line break in `text` must be a real one: Markdown's
+/// soft breaks are spaces from the parser on ([`Inline::soft_break`]), and
+/// plain text goes through [`unwrap_lines`] first. Parts cut at a wrap
+/// began mid-sentence ("dirt, let them dry away from heat…").
 pub fn split_sentences(text: &str, max_words: usize) -> Vec<String> {
     let max_words = max_words.max(8);
     let words = |s: &str| s.split_whitespace().count();
@@ -704,10 +705,10 @@ pub fn split_sentences(text: &str, max_words: usize) -> Vec<String> {
     parts
 }
 
-/// Markdown prose is hard-wrapped: a line break inside a paragraph is not
-/// a sentence end ("within 30 days of" / "delivery."). Blank lines, list
-/// items and table rows keep theirs.
-pub fn unwrap_lines(text: &str) -> String {
+/// Plain text is hard-wrapped as Markdown prose is: a line break inside a
+/// paragraph is not a sentence end ("within 30 days of" / "delivery.").
+/// Blank lines, list items and table rows keep theirs.
+fn unwrap_lines(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut previous_blank = true;
     for (i, line) in text.split('\n').enumerate() {
