@@ -256,24 +256,44 @@ fn adds_to(quoted: &[&Passage], next: &Passage, question: &str) -> bool {
     if quoted.iter().any(|q| q.title == next.title) {
         return true;
     }
+    // The passages' own text, not their title paths: a section's name
+    // ("Your account") is not an answer to the words it shares.
     let terms = |p: &Passage| -> std::collections::HashSet<String> {
-        crate::kb::analyze_terms(&p.context_text())
-            .into_iter()
-            .collect()
+        crate::kb::analyze_terms(&p.text).into_iter().collect()
     };
     let have: std::collections::HashSet<String> = quoted.iter().flat_map(|q| terms(q)).collect();
     let more = terms(next);
-    crate::kb::analyze_terms(question)
+    question_terms(question)
         .iter()
         .any(|t| !have.contains(t) && more.contains(t))
+}
+
+/// A question's terms, with what it asks for in the words passages label
+/// it with: "how much" and "cost" ask for a price, "heavy" and "weigh" for
+/// a weight. Without them the second half of "how much is the mug set and
+/// can it go in the microwave?" found no passage term to fetch the price
+/// row by.
+fn question_terms(question: &str) -> std::collections::HashSet<String> {
+    let mut q: std::collections::HashSet<String> =
+        crate::kb::analyze_terms(question).into_iter().collect();
+    let lower = question.to_lowercase();
+    let asks = |q: &std::collections::HashSet<String>, stems: &[&str]| {
+        stems.iter().any(|t| q.contains(*t))
+    };
+    if lower.contains("how much") || asks(&q, &["cost", "price", "pricei", "expens", "cheap"]) {
+        q.insert("price".into());
+    }
+    if asks(&q, &["weigh", "heavi"]) {
+        q.insert("weight".into());
+    }
+    q
 }
 
 /// The sentences of `passage` that answer `question` best (at most `max`,
 /// in the passage's order): those sharing the most of its terms, the
 /// passage's first sentence when none does; a short answer whole.
 pub fn extract(passage: &Passage, question: &str, max: usize) -> String {
-    let q: std::collections::HashSet<String> =
-        crate::kb::analyze_terms(question).into_iter().collect();
+    let q = question_terms(question);
     let body = match passage.kind {
         // The first line of a FAQ entry repeats its question.
         crate::kb::Kind::Faq | crate::kb::Kind::Qa => passage
@@ -420,6 +440,47 @@ mod tests {
         assert_eq!(used, vec![0, 1]);
         assert!(text.contains("7-14 business days"), "{text}");
         assert!(answer(&passages, &[], "anything", 2).is_none());
+    }
+
+    /// What a question asks for counts in the words passages label it
+    /// with ("how much" fetches the row with the price), and a passage's
+    /// section name is not part of what it answers.
+    #[test]
+    fn test_answer_fetches_what_the_question_asks_for() {
+        let mut row = faq("Lakeside Mug Set", "");
+        row.kind = crate::kb::Kind::TableRow;
+        row.text = "Product: Lakeside Mug Set; Price: $36; Weight: 1.1 kg".into();
+        let mut care = faq("Lakeside Mug Set care", "");
+        care.kind = crate::kb::Kind::Bullet;
+        care.text = "Lakeside Mug Set: They are dishwasher and microwave safe.".into();
+        let passages = vec![care, row];
+        let q = "How much is the mug set and can the mugs go in the microwave?";
+        let (text, used) = answer(&passages, &[0, 1], q, 2).unwrap();
+        assert_eq!(used, vec![0, 1], "{text}");
+        assert!(
+            text.contains("$36") && text.contains("microwave safe"),
+            "{text}"
+        );
+        let q = "how heavy are the mugs, can they go in the microwave?";
+        let (text, _) = answer(&passages, &[0, 1], q, 2).unwrap();
+        assert!(text.contains("1.1 kg"), "{text}");
+        // Without a price or weight asked for, the row stays out.
+        let (_, used) = answer(&passages, &[0, 1], "can the mugs go in the microwave?", 2).unwrap();
+        assert_eq!(used, vec![0]);
+
+        let mut rewards = faq("What is Northwind Rewards?", "Members earn 1 point per $1.");
+        rewards.title = vec![
+            "FAQ".into(),
+            "Your account".into(),
+            "What is Northwind Rewards?".into(),
+        ];
+        let guest = faq(
+            "Do I need an account to order?",
+            "No, guest checkout works.",
+        );
+        let q = "How do the rewards points work, and do I even need an account to shop?";
+        let (text, used) = answer(&[rewards, guest], &[0, 1], q, 2).unwrap();
+        assert_eq!(used, vec![0, 1], "{text}");
     }
 
     /// A list passage is answered by whole items: the one naming what the

@@ -36,7 +36,7 @@ pub use ingest::{
 };
 pub use questions::{Labelled, read as read_questions, resolve};
 pub use router::{RouterMeta, RouterSettings};
-pub use search::{Hit, Kb, Query, Retrieval, SEARCH_JSON, SearchSettings};
+pub use search::{Hit, Kb, Query, Retrieval, SEARCH_JSON, SIGNALS_REVISION, SearchSettings};
 pub use train::{TrainOptions, TrainReport, train};
 
 /// The knowledge-base format this chatforge reads and writes.

@@ -365,6 +365,7 @@ impl Quickstart {
                     "negatives": file_hashes(&self.opts.kb_negatives)?,
                     "epochs": self.opts.kb_epochs,
                     "split": crate::kb::SPLIT_REVISION,
+                    "signals": crate::kb::SIGNALS_REVISION,
                 }),
                 &[
                     l.kb.join(crate::kb::MANIFEST),

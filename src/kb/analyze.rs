@@ -83,6 +83,28 @@ pub fn terms(text: &str) -> Vec<String> {
     out
 }
 
+/// Shortest term a one-letter typo is read in: below it, one edit turns
+/// too many words into others ("bag" and "tag").
+const TYPO_MIN_CHARS: usize = 4;
+
+/// `term` (an analysed query term) is a one-edit misspelling of `known`
+/// (a letter left out, added, changed, or two swapped: "retrun", "accpet",
+/// "skilet"). Only plain words of at least [`TYPO_MIN_CHARS`] letters.
+pub fn is_typo_of(term: &str, known: &str) -> bool {
+    let plain = |w: &str| w.len() >= TYPO_MIN_CHARS && w.bytes().all(|b| b.is_ascii_lowercase());
+    plain(term)
+        && plain(known)
+        && term.len().abs_diff(known.len()) <= 1
+        && term != known
+        && strsim::osa_distance(term, known) == 1
+}
+
+/// `term` is a misspelt stop word ("wich", "whta"): a word that asks, not
+/// one the passage must have.
+pub fn is_stop_word_typo(term: &str) -> bool {
+    STOP.iter().any(|w| is_typo_of(term, w))
+}
+
 /// The word without its possessive or contraction: "chair's" and
 /// "customers'" are about a chair and customers, "what's" and "doesn't"
 /// ask as "what" and "does" do. Kept whole, such a word matched no
@@ -103,6 +125,29 @@ fn without_clitic(w: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_one_edit_typos_of_plain_words() {
+        for (typo, word) in [
+            ("retrun", "return"),
+            ("accpet", "accept"),
+            ("skilet", "skillet"),
+            ("warrenti", "warranti"),
+        ] {
+            assert!(is_typo_of(typo, word), "{typo} {word}");
+        }
+        // Two edits, short words, numbers and the word itself are not typos.
+        for (a, b) in [
+            ("ertrun", "return"),
+            ("bag", "tag"),
+            ("1495", "1496"),
+            ("return", "return"),
+        ] {
+            assert!(!is_typo_of(a, b), "{a} {b}");
+        }
+        assert!(is_stop_word_typo("wich"));
+        assert!(!is_stop_word_typo("boot"));
+    }
 
     #[test]
     fn test_terms() {

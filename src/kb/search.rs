@@ -28,13 +28,23 @@ const CANDIDATES: usize = 20;
 pub struct SearchSettings {
     pub weights: Weights,
     pub calibration: Calibration,
+    /// The [`SIGNALS_REVISION`] the calibration was fitted with (0: before
+    /// revisions were recorded).
+    #[serde(default)]
+    pub signals: u32,
 }
+
+/// Revision of how the confidence's inputs are computed; a calibration
+/// fitted with an older one is refitted by `kb train`. 1: a one-edit
+/// misspelling counts as the word in the term coverage.
+pub const SIGNALS_REVISION: u32 = 1;
 
 impl Default for SearchSettings {
     fn default() -> Self {
         Self {
             weights: Weights::BM25,
             calibration: Calibration::DEFAULT,
+            signals: SIGNALS_REVISION,
         }
     }
 }
@@ -152,6 +162,9 @@ impl Kb {
                 .map_err(|e| Error::Format(format!("{}: {e}", dir.join(SEARCH_JSON).display())))?,
             Err(_) => SearchSettings::default(),
         };
+        if router.is_some() && settings.signals < SIGNALS_REVISION {
+            tracing::warn!(kb = %dir.display(), "the confidence was calibrated by an older `kb train`; retrain it with `chatforge kb train` for thresholds that fit this version");
+        }
         let terms: Vec<HashSet<String>> = passages
             .iter()
             .enumerate()
@@ -303,21 +316,32 @@ impl Kb {
     }
 
     /// Share of the query's distinct terms, weighted by IDF, that
-    /// `passage` contains.
+    /// `passage` contains, a one-edit misspelling counting as the word
+    /// (and a misspelt stop word as none).
     fn coverage(&self, query: &str, passage: usize) -> f32 {
         let mut terms = analyze::terms(query);
         terms.sort_unstable();
         terms.dedup();
         let idf = |t: &str| self.idf.get(t).copied().unwrap_or(3.0);
-        let total: f32 = terms.iter().map(|t| idf(t)).sum();
+        let has = &self.terms[passage];
+        let (mut found, mut total) = (0f32, 0f32);
+        for t in &terms {
+            if has.contains(t.as_str()) {
+                found += idf(t);
+                total += idf(t);
+            } else if let Some(p) = has.iter().find(|p| analyze::is_typo_of(t, p)) {
+                // A misspelling of the passage's word counts as that word
+                // (customers write "retrun" and "warrenty"): without it a
+                // typo lowered the confidence of a right passage.
+                found += idf(p);
+                total += idf(p);
+            } else if !analyze::is_stop_word_typo(t) {
+                total += idf(t);
+            }
+        }
         if total <= 0.0 {
             return 0.0;
         }
-        let found: f32 = terms
-            .iter()
-            .filter(|t| self.terms[passage].contains(t.as_str()))
-            .map(|t| idf(t))
-            .sum();
         found / total
     }
 

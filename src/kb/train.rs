@@ -263,6 +263,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
     let settings = SearchSettings {
         weights,
         calibration,
+        signals: super::search::SIGNALS_REVISION,
     };
     // The served router learns from the held-aside questions too: on
     // questions it never saw it scores like the first router on those, so
