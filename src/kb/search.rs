@@ -36,8 +36,9 @@ pub struct SearchSettings {
 
 /// Revision of how the confidence's inputs are computed; a calibration
 /// fitted with an older one is refitted by `kb train`. 1: a one-edit
-/// misspelling counts as the word in the term coverage.
-pub const SIGNALS_REVISION: u32 = 1;
+/// misspelling counts as the word in the term coverage; 2: list parts that
+/// only repeat their items are no candidates.
+pub const SIGNALS_REVISION: u32 = 2;
 
 impl Default for SearchSettings {
     fn default() -> Self {
@@ -94,6 +95,42 @@ pub struct Kb {
     idf: HashMap<String, f32>,
     /// The distinct analysed terms of each passage.
     terms: Vec<HashSet<String>>,
+    /// Passages that only repeat other passages: a part of a labelled
+    /// list whose every item is a passage of its own.
+    repeats: Vec<bool>,
+}
+
+/// Which passages are parts of a labelled list whose every item is also
+/// its own passage. Such a part ranks beside its items and crowds the few
+/// passages a reply is grounded on: for "how much is the mug set and can it
+/// go in the microwave?" four parts of the care list filled the places
+/// after the mug's care item, and the price row was left out.
+fn list_repeats(passages: &[Passage]) -> Vec<bool> {
+    let items: HashSet<&str> = passages
+        .iter()
+        .filter(|p| p.kind == super::Kind::Bullet)
+        .map(|p| p.text.trim())
+        .collect();
+    passages
+        .iter()
+        .map(|p| {
+            let heading = p.title.last().map_or("", String::as_str);
+            let mut listed = 0;
+            let all = p
+                .text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .all(|l| match l.strip_prefix("- ") {
+                    Some(item) => {
+                        listed += 1;
+                        items.contains(item.trim())
+                    }
+                    None => l == heading,
+                });
+            p.kind != super::Kind::Bullet && listed > 0 && all
+        })
+        .collect()
 }
 
 impl Kb {
@@ -191,9 +228,11 @@ impl Kb {
                 )
             })
             .collect();
+        let repeats = list_repeats(&passages);
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
+            repeats,
             passages,
             bm25,
             expanded,
@@ -224,7 +263,8 @@ impl Kb {
         self.search_with(q, k, &SearchSettings::default(), false)
     }
 
-    /// Candidate features for `q` (every candidate either side proposes),
+    /// Candidate features for `q` (every candidate either side proposes but
+    /// the list parts that only repeat their items),
     /// and the router's probability that none answers.
     pub(crate) fn candidates(
         &self,
@@ -288,7 +328,10 @@ impl Kb {
                 }
             }
         }
-        let mut out: Vec<(usize, Features)> = feats.into_iter().collect();
+        let mut out: Vec<(usize, Features)> = feats
+            .into_iter()
+            .filter(|(p, _)| !self.repeats[*p])
+            .collect();
         out.sort_by_key(|(p, _)| *p);
         Ok((out, none_p))
     }
@@ -387,5 +430,54 @@ impl Kb {
             confidence,
             answerable: confidence >= calibration.threshold,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kb::Kind;
+
+    fn passage(title: &[&str], text: &str, kind: Kind) -> Passage {
+        Passage {
+            id: title.join("/"),
+            source: "faq.md".into(),
+            line: 1,
+            anchor: String::new(),
+            title: title.iter().map(|t| t.to_string()).collect(),
+            text: text.into(),
+            kind,
+            questions: Vec::new(),
+        }
+    }
+
+    /// A list part whose items are all passages repeats them; a part with
+    /// an item of its own, prose, or an item itself does not.
+    #[test]
+    fn test_list_parts_that_repeat_their_items() {
+        let passages = vec![
+            passage(&["Care", "Mug"], "Mug: Dishwasher safe.", Kind::Bullet),
+            passage(&["Care", "Board"], "Board: Never soak it.", Kind::Bullet),
+            passage(
+                &["Care"],
+                "Care\n- Mug: Dishwasher safe.\n- Board: Never soak it.",
+                Kind::Prose,
+            ),
+            passage(
+                &["Care"],
+                "- Mug: Dishwasher safe.\n- Stove: Store it dry.",
+                Kind::Prose,
+            ),
+            passage(
+                &["Care"],
+                "Wash everything by hand.\n- Mug: Dishwasher safe.",
+                Kind::Prose,
+            ),
+            passage(&["Shipping"], "We ship worldwide.", Kind::Prose),
+        ];
+        assert_eq!(
+            list_repeats(&passages),
+            vec![false, false, true, false, false, false]
+        );
     }
 }
