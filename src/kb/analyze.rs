@@ -95,7 +95,6 @@ pub fn is_typo_of(term: &str, known: &str) -> bool {
     plain(term)
         && plain(known)
         && term.len().abs_diff(known.len()) <= 1
-        && term != known
         && strsim::osa_distance(term, known) == 1
 }
 

@@ -114,21 +114,21 @@ fn list_repeats(passages: &[Passage]) -> Vec<bool> {
     passages
         .iter()
         .map(|p| {
+            if p.kind == super::Kind::Bullet {
+                return false;
+            }
             let heading = p.title.last().map_or("", String::as_str);
-            let mut listed = 0;
-            let all = p
+            let lines: Vec<&str> = p
                 .text
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
-                .all(|l| match l.strip_prefix("- ") {
-                    Some(item) => {
-                        listed += 1;
-                        items.contains(item.trim())
-                    }
-                    None => l == heading,
-                });
-            p.kind != super::Kind::Bullet && listed > 0 && all
+                .collect();
+            lines.iter().any(|l| l.starts_with("- "))
+                && lines.iter().all(|l| match l.strip_prefix("- ") {
+                    Some(item) => items.contains(item.trim()),
+                    None => *l == heading,
+                })
         })
         .collect()
 }
