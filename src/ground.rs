@@ -218,14 +218,17 @@ const WHOLE_UP_TO: usize = 4;
 /// passage's best sentences, then those of each next one that is the
 /// rest of an entry already quoted (a long entry is split) or has
 /// question terms none quoted has, as a two-part question needs ("how
-/// much is express, and can it go to my PO box?"). Quoting the first
-/// passage alone left a required fact out for 22 of the 173 answerable
-/// customer-words questions whose facts the second passage held.
+/// much is express, and can it go to my PO box?"), or is in `parts` (the
+/// best passage of a part of the question, [`crate::kb::Retrieval::parts`]).
+/// Quoting the first passage alone left a required fact out for 22 of the
+/// 173 answerable customer-words questions whose facts the second passage
+/// held.
 pub fn answer(
     passages: &[Passage],
     candidates: &[usize],
     question: &str,
     max: usize,
+    parts: &[usize],
 ) -> Option<(String, Vec<usize>)> {
     let (&top, rest) = candidates.split_first()?;
     let first = passages.get(top)?;
@@ -236,7 +239,7 @@ pub fn answer(
             continue;
         };
         let quoted: Vec<&Passage> = used.iter().filter_map(|&u| passages.get(u)).collect();
-        if !adds_to(&quoted, next, question) {
+        if !parts.contains(&p) && !adds_to(&quoted, next, question) {
             continue;
         }
         let more = extract(next, question, max);
@@ -422,6 +425,7 @@ mod tests {
             &[0, 1],
             "how much is express and can it go to my po box",
             2,
+            &[],
         )
         .unwrap();
         assert_eq!(used, vec![0, 1]);
@@ -429,17 +433,31 @@ mod tests {
             text.contains("$14.95") && text.contains("street address"),
             "{text}"
         );
-        let (text, used) = answer(&passages, &[0, 2], "how much is express?", 2).unwrap();
+        let (text, used) = answer(&passages, &[0, 2], "how much is express?", 2, &[]).unwrap();
         assert_eq!(used, vec![0]);
         assert_eq!(text, "Express costs $14.95.");
         // The parts of one split entry belong together.
         let mut split = passages[2].clone();
         split.text = "Delivery takes 7-14 business days.".into();
         let both = vec![passages[2].clone(), split];
-        let (text, used) = answer(&both, &[0, 1], "shipping to canada", 2).unwrap();
+        let (text, used) = answer(&both, &[0, 1], "shipping to canada", 2, &[]).unwrap();
         assert_eq!(used, vec![0, 1]);
         assert!(text.contains("7-14 business days"), "{text}");
-        assert!(answer(&passages, &[], "anything", 2).is_none());
+        assert!(answer(&passages, &[], "anything", 2, &[]).is_none());
+        // The best passage of a part of the question belongs, with no word
+        // of the question in it.
+        let currency = faq(
+            "Which currency do you charge in?",
+            "We charge in US dollars.",
+        );
+        let cards = faq("Which payment methods do you accept?", "Visa and PayPal.");
+        let q = "What payment methods do you take, and can I pay in euros?";
+        let both = [cards, currency];
+        let (_, used) = answer(&both, &[0, 1], q, 2, &[]).unwrap();
+        assert_eq!(used, vec![0]);
+        let (text, used) = answer(&both, &[0, 1], q, 2, &[1]).unwrap();
+        assert_eq!(used, vec![0, 1]);
+        assert!(text.contains("US dollars"), "{text}");
     }
 
     /// What a question asks for counts in the words passages label it
@@ -455,17 +473,24 @@ mod tests {
         care.text = "Lakeside Mug Set: They are dishwasher and microwave safe.".into();
         let passages = vec![care, row];
         let q = "How much is the mug set and can the mugs go in the microwave?";
-        let (text, used) = answer(&passages, &[0, 1], q, 2).unwrap();
+        let (text, used) = answer(&passages, &[0, 1], q, 2, &[]).unwrap();
         assert_eq!(used, vec![0, 1], "{text}");
         assert!(
             text.contains("$36") && text.contains("microwave safe"),
             "{text}"
         );
         let q = "how heavy are the mugs, can they go in the microwave?";
-        let (text, _) = answer(&passages, &[0, 1], q, 2).unwrap();
+        let (text, _) = answer(&passages, &[0, 1], q, 2, &[]).unwrap();
         assert!(text.contains("1.1 kg"), "{text}");
         // Without a price or weight asked for, the row stays out.
-        let (_, used) = answer(&passages, &[0, 1], "can the mugs go in the microwave?", 2).unwrap();
+        let (_, used) = answer(
+            &passages,
+            &[0, 1],
+            "can the mugs go in the microwave?",
+            2,
+            &[],
+        )
+        .unwrap();
         assert_eq!(used, vec![0]);
 
         let mut rewards = faq("What is Northwind Rewards?", "Members earn 1 point per $1.");
@@ -479,7 +504,7 @@ mod tests {
             "No, guest checkout works.",
         );
         let q = "How do the rewards points work, and do I even need an account to shop?";
-        let (text, used) = answer(&[rewards, guest], &[0, 1], q, 2).unwrap();
+        let (text, used) = answer(&[rewards, guest], &[0, 1], q, 2, &[]).unwrap();
         assert_eq!(used, vec![0, 1], "{text}");
     }
 

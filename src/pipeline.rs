@@ -729,6 +729,7 @@ impl Pipeline {
             model: generated.model_time,
             grounding_time,
             grounding,
+            draft: Some(text.to_string()),
         });
         out
     }
@@ -799,6 +800,7 @@ impl Pipeline {
             model: Duration::ZERO,
             grounding_time,
             grounding,
+            draft: None,
         });
     }
 

@@ -388,7 +388,7 @@ impl Quickstart {
         let fine = self.stage(
             Stage::Finetune,
             json!({"base": pre_out, "dialogs": file_hashes(&self.opts.dialogs)?, "train": finetune_train, "kb": kb,
-                "raft": {"gold_share": train::RaftSettings::GOLD_SHARE, "tag_dropout": train::RaftSettings::TAG_DROPOUT}}),
+                "raft": {"gold_share": train::RaftSettings::GOLD_SHARE, "tag_dropout": train::RaftSettings::TAG_DROPOUT, "targets": "quoted"}}),
             &bundle_files(&l.bundle),
             |resume| self.finetune(&finetune_train, resume),
         )?;

@@ -193,6 +193,31 @@ fn test_trained_router_finds_passages_for_customer_questions() {
         Some("how much is shipping in the us?"),
     );
     assert!(title.contains("internationally"), "{title}");
+    // A question asking two things gets each part's passage: the first
+    // hit answers one, `parts` the other.
+    let (ok, out, err) = chatforge(&[
+        "kb",
+        "search",
+        "--kb",
+        s(&kb),
+        "Which payment methods do you accept, and which currency do you charge in?",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r = json(&out);
+    let mut answered = vec![r["hits"][0]["id"].as_str().unwrap_or_default().to_string()];
+    answered.extend(
+        r["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap_or_default().to_string()),
+    );
+    let answered = answered.join(" ");
+    assert!(
+        answered.contains("payment-methods") && answered.contains("currency"),
+        "{r}"
+    );
     // The eval reports the fused retriever and BM25 side by side.
     let (ok, out, err) = chatforge(&[
         "kb",

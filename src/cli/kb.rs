@@ -191,7 +191,8 @@ pub fn run(command: KbCommand) -> Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"confidence": r.confidence, "answerable": r.answerable, "hits": hits})
+                    serde_json::json!({"confidence": r.confidence, "answerable": r.answerable, "hits": hits,
+                        "parts": r.parts.iter().map(|&p| &kb.passages[p].id).collect::<Vec<_>>()})
                 );
             } else {
                 println!(
@@ -213,6 +214,12 @@ pub fn run(command: KbCommand) -> Result<()> {
                         p.source,
                         p.line,
                         p.text.replace('\n', " ")
+                    );
+                }
+                for &p in &r.parts {
+                    println!(
+                        "a part of the question: {}",
+                        kb.passages[p].title.join(TITLE_SEP)
                     );
                 }
             }

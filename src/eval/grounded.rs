@@ -25,6 +25,10 @@ pub struct Answer {
     pub id: String,
     pub question: String,
     pub reply: String,
+    /// What the model wrote before the fact guard, when the guard sent
+    /// something else (an extract or the handoff offer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     /// `generated`, `extracted`, `abstained`, or `ungrounded` (no knowledge
     /// base).
     pub kind: String,
@@ -156,10 +160,15 @@ pub async fn evaluate_grounded(
         let said = ground::normalize(&reply);
         let states_facts = (!q.facts.is_empty())
             .then(|| q.facts.iter().all(|f| said.contains(&ground::normalize(f))));
+        let draft = trace
+            .as_ref()
+            .and_then(|t| t.draft.clone())
+            .filter(|_| kind != "generated" && kind != "ungrounded");
         answers.push(Answer {
             id: q.id.clone(),
             question: q.text.clone(),
             reply,
+            draft,
             kind: kind.to_string(),
             out_of_scope: q.passages.is_empty(),
             states_facts,

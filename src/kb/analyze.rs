@@ -26,6 +26,55 @@ static STOP: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     .collect()
 });
 
+/// Words that open a question of its own after "and" or a comma ("…, and
+/// can I pay in euros?").
+const CLAUSE_OPENERS: &[&str] = &[
+    "can", "could", "do", "does", "did", "is", "are", "will", "would", "should", "how", "what",
+    "whats", "when", "where", "which", "who", "why", "if",
+];
+
+/// The questions `text` asks, when it asks more than one: split at sentence
+/// ends and where "and", "or", "also" or a comma opens a new question
+/// ("how long does standard take and if i order at 4pm when does it
+/// ship"). Each part has at least one index term; one part means one
+/// question. Plain "and" between nouns ("express and overnight") is no
+/// split.
+pub fn clauses(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for sentence in text.split_inclusive(['?', '!', ';']) {
+        let mut start = 0;
+        let words: Vec<(usize, &str)> = sentence
+            .split_whitespace()
+            .map(|w| (w.as_ptr() as usize - sentence.as_ptr() as usize, w))
+            .collect();
+        for (i, &(at, w)) in words.iter().enumerate() {
+            let Some(&(_, next)) = words.get(i + 1) else {
+                break;
+            };
+            let bare = |w: &str| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            };
+            let opens = CLAUSE_OPENERS.contains(&bare(next).as_str());
+            let joins = matches!(bare(w).as_str(), "and" | "or" | "also" | "plus");
+            if opens && joins {
+                out.push(&sentence[start..at]);
+                start = at + w.len();
+            } else if opens && w.ends_with(',') {
+                out.push(&sentence[start..at + w.len()]);
+                start = at + w.len();
+            }
+        }
+        out.push(&sentence[start..]);
+    }
+    let out: Vec<&str> = out
+        .into_iter()
+        .map(|c| c.trim_matches(|c: char| c.is_whitespace() || c == ','))
+        .filter(|c| !terms(c).is_empty())
+        .collect();
+    if out.len() < 2 { Vec::new() } else { out }
+}
+
 fn is_han(c: char) -> bool {
     matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
@@ -124,6 +173,29 @@ fn without_clitic(w: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_clauses_split_questions_not_noun_lists() {
+        assert_eq!(
+            clauses("What payment methods do you take, and can I pay in euros?"),
+            vec!["What payment methods do you take", "can I pay in euros?"]
+        );
+        assert_eq!(
+            clauses("how long does standard take and if i order at 4pm when does it ship"),
+            vec![
+                "how long does standard take",
+                "if i order at 4pm when does it ship"
+            ]
+        );
+        assert_eq!(
+            clauses("Which things can't be returned? Do gift cards expire?"),
+            vec!["Which things can't be returned?", "Do gift cards expire?"]
+        );
+        // One question: nouns joined by "and", a greeting with no terms.
+        assert!(clauses("whats the price of express and overnight shipping").is_empty());
+        assert!(clauses("hi! and can you help?").is_empty());
+        assert!(clauses("能退货吗？").is_empty());
+    }
 
     #[test]
     fn test_one_edit_typos_of_plain_words() {

@@ -148,13 +148,10 @@ fn measure(
         if !q.facts.is_empty() {
             m.with_facts += 1;
             // The passages a reply is given with `[kb] passages` at its default.
-            let served: Vec<usize> = r
-                .hits
-                .iter()
-                .take(crate::config::KbSection::DEFAULT_PASSAGES)
-                .map(|h| h.passage)
-                .collect();
-            if let Some((answer, _)) = crate::ground::answer(&kb.passages, &served, &q.text, 2) {
+            let served = r.served(crate::config::KbSection::DEFAULT_PASSAGES);
+            if let Some((answer, _)) =
+                crate::ground::answer(&kb.passages, &served, &q.text, 2, &r.parts)
+            {
                 let answer = crate::ground::normalize(&answer);
                 let all = q
                     .facts

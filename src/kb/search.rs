@@ -74,6 +74,29 @@ pub struct Retrieval {
     pub confidence: f32,
     /// `confidence` is at or above the threshold.
     pub answerable: bool,
+    /// For a question that asks several things ("which cards do you take,
+    /// and can I pay in euros?"): the answerable best passage of each part
+    /// that is not the first hit, in the question's order. The whole
+    /// question's ranking put the second part's passage fourth or lower, or
+    /// second with no word in common ("euros" is not in "we charge in US
+    /// dollars"): with the parts, the extractive answers that state every
+    /// required fact went from 186 to 190 of the 221 customer-words
+    /// questions.
+    pub parts: Vec<usize>,
+}
+
+impl Retrieval {
+    /// The passages a reply is given: the first `k` hits, then the parts'
+    /// passages among them or after them.
+    pub fn served(&self, k: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = self.hits.iter().take(k).map(|h| h.passage).collect();
+        for &p in &self.parts {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
 }
 
 /// An opened knowledge base.
@@ -254,7 +277,37 @@ impl Kb {
 
     /// The `k` best passages for `q` with the confidence of the first.
     pub fn search(&self, q: &Query<'_>, k: usize) -> Result<Retrieval> {
-        self.search_with(q, k, &self.settings, true)
+        let mut r = self.search_with(q, k, &self.settings, true)?;
+        r.parts = self.part_answers(q, &r)?;
+        Ok(r)
+    }
+
+    /// [`Retrieval::parts`]: each part is asked as a follow-up of the one
+    /// before it ("…weigh, and do they need special care?": "they" are the
+    /// boots).
+    fn part_answers(&self, q: &Query<'_>, whole: &Retrieval) -> Result<Vec<usize>> {
+        let first = whole.hits.first().map(|h| h.passage);
+        let mut out: Vec<usize> = Vec::new();
+        let mut previous = q.previous;
+        for part in analyze::clauses(q.text) {
+            let r = self.search_with(
+                &Query {
+                    text: part,
+                    previous,
+                },
+                1,
+                &self.settings,
+                true,
+            )?;
+            previous = Some(part);
+            if let Some(h) = r.hits.first().filter(|_| r.answerable)
+                && Some(h.passage) != first
+                && !out.contains(&h.passage)
+            {
+                out.push(h.passage);
+            }
+        }
+        Ok(out)
     }
 
     /// BM25 alone, with the default calibration: the baseline `kb eval`
@@ -429,6 +482,7 @@ impl Kb {
             hits,
             confidence,
             answerable: confidence >= calibration.threshold,
+            parts: Vec::new(),
         })
     }
 }

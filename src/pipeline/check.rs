@@ -182,6 +182,7 @@ mod tests {
             context: vec!["Shipping abroad\nDelivery takes 7-14 business days.".into()],
             confidence: 0.9,
             answerable: true,
+            parts: Vec::new(),
             smalltalk: false,
         };
         let evidence = Evidence::new(&grounded, ["do you ship abroad?"], "I don't know.");

@@ -158,7 +158,7 @@ pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) ->
 /// sent.
 pub fn passage_answer(g: &Grounded, question: &str) -> Option<Decision> {
     let l = g.loaded.as_ref().filter(|_| g.answerable)?;
-    let (text, used) = ground::answer(&l.kb.passages, &g.passages, question, 2)?;
+    let (text, used) = ground::answer(&l.kb.passages, &g.passages, question, 2, &g.parts)?;
     Some(Decision::Extracted {
         text,
         passage: used[0],

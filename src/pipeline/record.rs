@@ -211,6 +211,10 @@ pub struct ReplyTrace {
     pub grounding_time: Duration,
     /// The knowledge-base side of the reply, as stored.
     pub grounding: Option<crate::store::Grounding>,
+    /// What the model wrote, before moderation and the fact guard (`None`
+    /// for a reply made without the model): the evaluation shows what the
+    /// guard replaced.
+    pub draft: Option<String>,
 }
 
 impl ReplyTrace {
@@ -273,6 +277,7 @@ mod tests {
             model: Duration::ZERO,
             grounding_time: Duration::ZERO,
             grounding: None,
+            draft: None,
         });
         assert!(t.take().is_empty(), "kept before keep()");
         t.keep();
@@ -282,6 +287,7 @@ mod tests {
                 model: Duration::ZERO,
                 grounding_time: Duration::ZERO,
                 grounding: None,
+                draft: None,
             });
         }
         let kept: Vec<u128> = t.take().iter().map(|t| t.total.as_millis()).collect();

@@ -89,6 +89,9 @@ pub struct Grounded {
     pub context: Vec<String>,
     pub confidence: f32,
     pub answerable: bool,
+    /// The passages among `passages` that best answer a part of a message
+    /// asking several things ([`crate::kb::Retrieval::parts`]).
+    pub parts: Vec<usize>,
     /// The message has no content words ("thanks!", "hi"): the model may
     /// answer it without the knowledge base, and the guard still checks it.
     pub smalltalk: bool,
@@ -112,7 +115,7 @@ pub fn retrieve(k: &Knowledge, text: &str, previous: Option<&str>) -> crate::kb:
     let r = loaded
         .kb
         .search(&Query { text, previous }, k.max_passages)?;
-    let passages: Vec<usize> = r.hits.iter().map(|h| h.passage).collect();
+    let passages = r.served(k.max_passages);
     let context = passages
         .iter()
         .map(|&p| loaded.kb.passages[p].context_text())
@@ -121,6 +124,7 @@ pub fn retrieve(k: &Knowledge, text: &str, previous: Option<&str>) -> crate::kb:
         smalltalk: crate::kb::analyze_terms(text).is_empty(),
         confidence: r.confidence,
         answerable: r.answerable,
+        parts: r.parts,
         passages,
         context,
         loaded: Some(loaded),

@@ -3,10 +3,16 @@
 //! becomes one example whose context is what the knowledge base retrieves
 //! for the customer's message (with the turn before it, as `serve` asks).
 //! In most examples the turn's gold passages are among the distractors, and
-//! the target is the reference reply, which states their facts; in the rest
-//! only distractors are there and the target is the abstain text. The model
-//! learns to copy facts from its context, and to say it does not know when
-//! they are missing.
+//! the target is the reference reply with its facts replaced by the gold
+//! passages' own sentences (as the extractive answer quotes them, framed by
+//! the reply's greeting and closing question); in the rest only distractors
+//! are there and the target is the abstain text. The model learns to copy
+//! facts from its context, and to say it does not know when they are
+//! missing. Quoting, not the reference's paraphrase: the demo model wrote
+//! word salad around the facts when it had to paraphrase (fine-tuned
+//! validation loss 0.76), and copied runs of the passage when it had to quote
+//! (0.33); replies that passed the guard in its own words went from 3 to 10
+//! of the 269 customer-words and out-of-scope questions.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -148,6 +154,11 @@ pub fn raft_examples(
                 }
                 if rng.random_bool(s.gold_share) {
                     report.with_gold += 1;
+                    if let Some((quote, _)) =
+                        crate::ground::answer(&kb.passages, &gold, &question.content, 2, &gold)
+                    {
+                        reply = quoted(&m.content, &quote);
+                    }
                     let mut c: Vec<usize> = gold.iter().copied().take(s.passages).collect();
                     let room = s.passages.saturating_sub(c.len());
                     c.extend(distractors.iter().copied().take(room));
@@ -196,6 +207,31 @@ pub fn raft_examples(
     Ok((out, report))
 }
 
+/// `reference` with its facts replaced by `quote`: the sentences before its
+/// first fact that greet or thank (short, fact-free) and the fact-free
+/// questions after its last fact ("Anything else?") frame the passage's
+/// own sentences.
+fn quoted(reference: &str, quote: &str) -> String {
+    let sentences = crate::kb::sentences_of(reference);
+    let plain = |t: &str| crate::ground::facts(t, &[]).is_empty();
+    let opening: Vec<&str> = sentences
+        .iter()
+        .map(|t| t.trim())
+        .take_while(|t| plain(t) && !t.ends_with('?') && t.split_whitespace().count() <= 6)
+        .collect();
+    let rest = &sentences[opening.len()..];
+    let closing = rest
+        .iter()
+        .rev()
+        .map(|t| t.trim())
+        .take_while(|t| plain(t) && t.ends_with('?'))
+        .collect::<Vec<_>>();
+    let mut parts: Vec<&str> = opening;
+    parts.push(quote.trim());
+    parts.extend(closing.into_iter().rev());
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +264,18 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn test_quoted_keeps_the_greeting_and_closing_around_the_passage() {
+        let reference = "Good day. Thank you. Refunds are sent within 3 business days, banks take 5-10 more. Is there anything further I may help you with?";
+        let quote = "We process refunds within 3 business days after the return arrives.";
+        assert_eq!(
+            quoted(reference, quote),
+            "Good day. Thank you. We process refunds within 3 business days after the return arrives. Is there anything further I may help you with?"
+        );
+        // A first sentence with a fact is no greeting.
+        assert_eq!(quoted("Returns take 30 days.", quote), quote);
+    }
+
     fn settings(gold_share: f64) -> RaftSettings {
         RaftSettings {
             gold_share,
@@ -246,8 +294,13 @@ mod tests {
         assert_eq!(r.examples, 3);
         assert_eq!((r.with_gold, r.distractor_only, r.ungrounded), (2, 0, 1));
         assert_eq!(r.unknown_passages, 1);
-        // Each example ends with its own reply, unchanged, after its history.
+        // Each example ends with its own reply after its history: a grounded
+        // one quotes its passage, the others are unchanged.
         assert_eq!(ex[0].messages.len(), 2);
+        assert_eq!(
+            ex[0].messages[1].content,
+            "Return unworn items within 30 days."
+        );
         assert_eq!(ex[1].messages.len(), 4);
         assert_eq!(ex[1].messages[3].content, "You're welcome.");
         assert!(
@@ -260,7 +313,7 @@ mod tests {
             "{:?}",
             ex[2].context
         );
-        assert_eq!(ex[2].messages[1].content, "Express costs $14.95.");
+        assert_eq!(ex[2].messages[1].content, "Express delivery costs $14.95.");
         assert!(
             ex.iter()
                 .all(|e| e.context.len() <= 2 && e.passages.is_empty())
