@@ -85,6 +85,9 @@ pub struct Retrieval {
     pub parts: Vec<usize>,
 }
 
+/// The most parts of one message searched on their own.
+const MAX_PARTS: usize = 4;
+
 impl Retrieval {
     /// The passages a reply is given: the first `k` hits, then the parts'
     /// passages among them or after them.
@@ -289,7 +292,9 @@ impl Kb {
         let first = whole.hits.first().map(|h| h.passage);
         let mut out: Vec<usize> = Vec::new();
         let mut previous = q.previous;
-        for part in analyze::clauses(q.text) {
+        // A long message is not searched sentence by sentence: each part
+        // costs a router run.
+        for part in analyze::clauses(q.text).into_iter().take(MAX_PARTS) {
             let r = self.search_with(
                 &Query {
                     text: part,
