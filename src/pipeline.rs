@@ -729,7 +729,7 @@ impl Pipeline {
             model: generated.model_time,
             grounding_time,
             grounding,
-            draft: Some(text.to_string()),
+            draft: self.traces.kept().then(|| text.to_string()),
         });
         out
     }

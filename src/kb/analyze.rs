@@ -40,6 +40,10 @@ const CLAUSE_OPENERS: &[&str] = &[
 /// question. Plain "and" between nouns ("express and overnight") is no
 /// split.
 pub fn clauses(text: &str) -> Vec<&str> {
+    let bare = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
     let mut out = Vec::new();
     for sentence in text.split_inclusive(['?', '!', ';']) {
         let mut start = 0;
@@ -50,10 +54,6 @@ pub fn clauses(text: &str) -> Vec<&str> {
         for (i, &(at, w)) in words.iter().enumerate() {
             let Some(&(_, next)) = words.get(i + 1) else {
                 break;
-            };
-            let bare = |w: &str| {
-                w.trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
             };
             let opens = CLAUSE_OPENERS.contains(&bare(next).as_str());
             let joins = matches!(bare(w).as_str(), "and" | "or" | "also" | "plus");

@@ -247,8 +247,14 @@ impl Traces {
         self.on.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Traces are kept (what only a trace needs is not worth building
+    /// otherwise).
+    pub fn kept(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn push(&self, t: ReplyTrace) {
-        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.kept() {
             return;
         }
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
