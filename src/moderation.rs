@@ -32,7 +32,9 @@ pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, R
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};
 pub(crate) use onnx::{classifier_graph, run_scores};
 pub(crate) use train::{Classifier, SparseAdam, SparseBatch, batch_tensors};
-pub use train::{JSON_FILE, LabelModel, ModelMeta, TrainJob, TrainReport, TrainSettings, train};
+pub use train::{
+    JSON_FILE, LabelModel, ModelMeta, Pooling, TrainJob, TrainReport, TrainSettings, train,
+};
 
 /// Errors of the moderation stage.
 #[derive(Debug, thiserror::Error)]

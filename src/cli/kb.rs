@@ -9,6 +9,7 @@ use chatforge::kb::{
     BuildOptions, EvalReport, Kb, Metrics, Query, RouterSettings, SplitSettings, TITLE_SEP,
     TrainOptions, build, evaluate, read_questions, train,
 };
+use chatforge::moderation::Pooling;
 
 #[derive(clap::Subcommand)]
 pub enum KbCommand {
@@ -64,6 +65,9 @@ pub struct TrainArgs {
     no_refit: bool,
     #[arg(long, default_value_t = RouterSettings::default().dim)]
     dim: usize,
+    /// How a question's n-gram embeddings are pooled.
+    #[arg(long, value_enum, default_value_t = RouterSettings::default().pooling)]
+    pooling: Pooling,
     /// Precision answered questions must reach at the confidence threshold.
     #[arg(long, default_value_t = 0.9)]
     target_precision: f32,
@@ -140,6 +144,7 @@ pub fn run(command: KbCommand) -> Result<()> {
             o.settings.epochs = a.epochs;
             o.refit = !a.no_refit;
             o.settings.dim = a.dim;
+            o.settings.pooling = a.pooling;
             o.target_precision = a.target_precision;
             o.runtime = cfg.runtime;
             o.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());

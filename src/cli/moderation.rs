@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use chatforge::config::Config;
 use chatforge::moderation::{
-    Blocklist, EvalSets, FeaturizerConfig, Moderator, PiiAction, Rules, SplitConfig, TrainJob,
-    TrainSettings, Verdict, evaluate, train,
+    Blocklist, EvalSets, FeaturizerConfig, Moderator, PiiAction, Pooling, Rules, SplitConfig,
+    TrainJob, TrainSettings, Verdict, evaluate, train,
 };
 
 #[derive(clap::Subcommand)]
@@ -51,6 +51,9 @@ pub struct TrainArgs {
     /// Embedding width.
     #[arg(long, default_value_t = 64)]
     dim: usize,
+    /// How a text's n-gram embeddings are pooled.
+    #[arg(long, value_enum, default_value_t = TrainSettings::default().pooling)]
+    pooling: Pooling,
     /// log2 of the number of hash buckets.
     #[arg(long, default_value_t = 18)]
     buckets_log2: u32,
@@ -270,6 +273,7 @@ pub fn run(cmd: ModerationCommand, progress: bool) -> Result<()> {
                     test_fraction: a.test_fraction,
                 },
                 dim: a.dim,
+                pooling: a.pooling,
                 epochs: a.epochs,
                 batch_size: a.batch_size,
                 lr: a.lr,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Error, Result};
 use crate::moderation::{
-    Classifier, Features, FeaturizerConfig, SparseAdam, SparseBatch, classifier_graph, pad,
+    Classifier, Features, FeaturizerConfig, Pooling, SparseAdam, SparseBatch, classifier_graph, pad,
 };
 use crate::runtime::{self, RuntimeConfig};
 
@@ -38,6 +38,8 @@ pub const ROUTER_JSON: &str = "router.json";
 pub struct RouterSettings {
     pub featurizer: FeaturizerConfig,
     pub dim: usize,
+    #[serde(default)]
+    pub pooling: Pooling,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -58,6 +60,7 @@ impl Default for RouterSettings {
                 max_chars: 1000,
             },
             dim: 96,
+            pooling: Pooling::Mean,
             epochs: 20,
             batch_size: 32,
             lr: 0.01,
@@ -159,6 +162,7 @@ pub fn train(
         s.featurizer.buckets as usize,
         s.dim,
         n_entries,
+        s.pooling,
         s.seed,
         &dev,
     )
@@ -222,6 +226,7 @@ pub fn train(
                 embedding: embedding.clone(),
                 weight: weight.clone(),
                 bias: bias.clone(),
+                pooling: s.pooling,
             };
             let mut onehot = vec![0f32; rows.len() * n_entries];
             for (r, &i) in batch.iter().enumerate() {
@@ -260,7 +265,7 @@ pub fn train(
     }
     bar.finish_and_clear();
     let model = table
-        .into_classifier(weight, bias, &dev)
+        .into_classifier(weight, bias, s.pooling, &dev)
         .map_err(candle_err)?;
     let correct = if val.is_empty() {
         0

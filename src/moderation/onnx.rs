@@ -1,13 +1,14 @@
 //! The classifier as a standard-op ONNX graph:
 //! `ids` int64 `[batch, n]`, `weights` float `[batch, n]` (0 on padding) →
-//! Gather → ×weights → ReduceSum / max(Σweights, 1) → Gemm → Platt scale →
-//! Sigmoid → `scores` float `[batch, labels]`.
+//! Gather → ×weights → ReduceSum / max(Σweights, 1) [, ReduceMax over the
+//! present features, concatenated] → Gemm → Platt scale → Sigmoid →
+//! `scores` float `[batch, labels]`.
 
 use candle_core::{Device, Tensor};
 use ort::session::Session;
 
 use super::features::{Features, pad};
-use super::train::{Classifier, LabelModel, batch_tensors, sigmoid};
+use super::train::{Classifier, LabelModel, MASKED, Pooling, batch_tensors, sigmoid};
 use super::{Error, Result, candle_err};
 use crate::export::{Attr, Dim, Elem, GraphBuilder, ModelProto, OPSET as GPT_OPSET, model};
 use crate::runtime::{self, Provider, RuntimeConfig};
@@ -35,7 +36,9 @@ pub(crate) fn classifier_graph(
     let dims = |v: &candle_core::Var| v.as_tensor().dims().to_vec();
     let (edims, wdims) = (dims(&m.embedding), dims(&m.weight));
     let n_labels = wdims.get(1).copied().unwrap_or(0);
-    if wdims.first() != Some(&edims[1]) || labels.is_some_and(|l| l.len() != n_labels) {
+    if wdims.first() != Some(&m.pooling.width(edims[1]))
+        || labels.is_some_and(|l| l.len() != n_labels)
+    {
         return Err(Error::Train(format!(
             "classifier weight {wdims:?} does not fit the embedding {edims:?} and labels"
         )));
@@ -64,9 +67,34 @@ pub(crate) fn classifier_graph(
     let one = g.const_f32("one", &[], &[1.0]);
     let count = g.op("Max", &[&count, &one], vec![]);
     let mean = g.op("Div", &[&sum, &count], vec![]);
+    let pooled = match m.pooling {
+        Pooling::Mean => mean,
+        Pooling::MeanMax => {
+            // As `Classifier::logits`: padding pushed down by MASKED, an
+            // empty text's maximum zeroed.
+            let present = g.op("Min", &[&weights, &one], vec![]); // [b, n]
+            let absent = g.op("Sub", &[&present, &one], vec![]);
+            let masked = g.const_f32("masked", &[], &[MASKED as f32]);
+            let penalty = g.op("Mul", &[&absent, &masked], vec![]);
+            let penalty = g.op("Unsqueeze", &[&penalty, &axis2], vec![]); // [b, n, 1]
+            let shifted = g.op("Add", &[&e, &penalty], vec![]);
+            let max = g.op(
+                "ReduceMax",
+                &[&shifted],
+                vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 0)],
+            ); // [b, dim]
+            let any = g.op(
+                "ReduceMax",
+                &[&present],
+                vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 1)],
+            ); // [b, 1]
+            let max = g.op("Mul", &[&max, &any], vec![]);
+            g.op("Concat", &[&mean, &max], vec![Attr::Int("axis", 1)]) // [b, 2·dim]
+        }
+    };
     match labels {
         Some(labels) => {
-            let logits = g.op("Gemm", &[&mean, &weight, &bias], vec![]); // [b, labels]
+            let logits = g.op("Gemm", &[&pooled, &weight, &bias], vec![]); // [b, labels]
             let a: Vec<f32> = labels.iter().map(|l| l.platt_a).collect();
             let c: Vec<f32> = labels.iter().map(|l| l.platt_b).collect();
             let a = g.const_f32("platt_a", &[n_labels], &a);
@@ -75,7 +103,7 @@ pub(crate) fn classifier_graph(
             let shifted = g.op("Add", &[&scaled, &c], vec![]);
             g.op_into("Sigmoid", &[&shifted], &["scores"], vec![]);
         }
-        None => g.op_into("Gemm", &[&mean, &weight, &bias], &["scores"], vec![]),
+        None => g.op_into("Gemm", &[&pooled, &weight, &bias], &["scores"], vec![]),
     }
     g.output(
         "scores",

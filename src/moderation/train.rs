@@ -34,6 +34,8 @@ pub struct TrainSettings {
     pub split: SplitConfig,
     /// Width of the n-gram embeddings.
     pub dim: usize,
+    #[serde(default)]
+    pub pooling: Pooling,
     pub epochs: usize,
     pub batch_size: usize,
     /// Peak learning rate; decays linearly to a tenth over the run.
@@ -66,6 +68,7 @@ impl Default for TrainSettings {
             featurizer: FeaturizerConfig::default(),
             split: SplitConfig::default(),
             dim: 64,
+            pooling: Pooling::MeanMax,
             epochs: 5,
             batch_size: 128,
             lr: 0.01,
@@ -256,11 +259,36 @@ pub struct TrainReport {
     pub meta: ModelMeta,
 }
 
+/// How a text's n-gram embeddings become the one vector the output layer
+/// reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Their weighted mean (fastText). Models written before pooling was
+    /// a setting use it.
+    #[default]
+    Mean,
+    /// The mean beside their element-wise maximum, so one strong n-gram
+    /// (an insult inside a long, polite request) is not averaged away.
+    MeanMax,
+}
+
+impl Pooling {
+    /// Width of the pooled vector for embeddings of width `dim`.
+    pub fn width(self, dim: usize) -> usize {
+        match self {
+            Pooling::Mean => dim,
+            Pooling::MeanMax => 2 * dim,
+        }
+    }
+}
+
 /// The classifier's parameters in candle.
 pub(crate) struct Classifier {
     pub embedding: Var,
     pub weight: Var,
     pub bias: Var,
+    pub pooling: Pooling,
 }
 
 impl Classifier {
@@ -269,6 +297,7 @@ impl Classifier {
         buckets: usize,
         dim: usize,
         labels: usize,
+        pooling: Pooling,
         seed: u64,
         dev: &Device,
     ) -> Result<Self> {
@@ -280,12 +309,14 @@ impl Classifier {
         };
         // fastText's initialisation: uniform ±1/dim for the embeddings.
         let embedding = uniform(buckets * dim, 1.0 / dim as f32, (buckets, dim))?;
-        let weight = uniform(dim * labels, (1.0 / dim as f32).sqrt(), (dim, labels))?;
+        let width = pooling.width(dim);
+        let weight = uniform(width * labels, (1.0 / width as f32).sqrt(), (width, labels))?;
         let bias = Var::zeros(labels, DType::F32, dev).map_err(candle_err)?;
         Ok(Self {
             embedding,
             weight,
             bias,
+            pooling,
         })
     }
 
@@ -303,7 +334,20 @@ impl Classifier {
         // Mean over the features; an empty text (all weights 0) divides by 1.
         let count = weights.sum_keepdim(1)?.maximum(1f32)?; // [b, 1]
         let mean = sum.broadcast_div(&count)?;
-        mean.matmul(self.weight.as_tensor())?
+        let pooled = match self.pooling {
+            Pooling::Mean => mean,
+            Pooling::MeanMax => {
+                // Padding (weight 0) is pushed far below any embedding
+                // before the maximum; an empty text's maximum is 0.
+                let present = weights.minimum(1f32)?; // [b, n]
+                let penalty = ((present.clone() - 1.0)? * MASKED)?.unsqueeze(2)?;
+                let max = e.broadcast_add(&penalty)?.max(1)?; // [b, dim]
+                let any = present.max_keepdim(1)?; // [b, 1]
+                Tensor::cat(&[mean, max.broadcast_mul(&any)?], 1)?
+            }
+        };
+        pooled
+            .matmul(self.weight.as_tensor())?
             .broadcast_add(self.bias.as_tensor())
     }
 
@@ -317,6 +361,10 @@ impl Classifier {
         Ok((v(&self.embedding)?, v(&self.weight)?, v(&self.bias)?))
     }
 }
+
+/// What padding adds to an embedding before the max-pool: far below any
+/// trained value, small enough to stay exact in f32 beside one.
+pub(crate) const MASKED: f64 = 1e4;
 
 /// Batch tensors: ids, weights, and for training targets and mask.
 pub(crate) fn batch_tensors(rows: &[&Features], dev: &Device) -> Result<(Tensor, Tensor)> {
@@ -429,7 +477,14 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     };
 
     let dev = Device::Cpu;
-    let init = Classifier::new(s.featurizer.buckets as usize, s.dim, labels, s.seed, &dev)?;
+    let init = Classifier::new(
+        s.featurizer.buckets as usize,
+        s.dim,
+        labels,
+        s.pooling,
+        s.seed,
+        &dev,
+    )?;
     let (table, _, _) = init.to_vecs()?;
     let mut table = SparseAdam::new(table, s.dim);
     let (weight, bias) = (init.weight, init.bias);
@@ -484,6 +539,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
                 embedding: embedding.clone(),
                 weight: weight.clone(),
                 bias: bias.clone(),
+                pooling: s.pooling,
             };
             let (y, mask) = targets(&ds, batch, &dev)?;
             let loss = step_model
@@ -523,7 +579,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     }
     bar.finish_and_clear();
     let model = table
-        .into_classifier(weight, bias, &dev)
+        .into_classifier(weight, bias, s.pooling, &dev)
         .map_err(candle_err)?;
 
     // Calibration and thresholds on the validation split.
@@ -737,6 +793,7 @@ impl SparseAdam {
         self,
         weight: Var,
         bias: Var,
+        pooling: Pooling,
         dev: &Device,
     ) -> candle_core::Result<Classifier> {
         let rows = self.data.len() / self.dim;
@@ -745,10 +802,69 @@ impl SparseAdam {
             embedding: Var::from_tensor(&Tensor::from_vec(self.data, (rows, dim), dev)?)?,
             weight,
             bias,
+            pooling,
         })
     }
 }
 
 pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(ids: &[u32]) -> Features {
+        Features {
+            ids: ids.to_vec(),
+            weights: vec![1.0; ids.len()],
+            truncated: false,
+        }
+    }
+
+    fn logits(m: &Classifier, rows: &[&Features]) -> Vec<f32> {
+        let (ids, w) = batch_tensors(rows, &Device::Cpu).unwrap();
+        m.logits(&ids, &w)
+            .and_then(|z| z.flatten_all())
+            .and_then(|z| z.to_vec1::<f32>())
+            .unwrap()
+    }
+
+    #[test]
+    fn test_max_pooling_ignores_padding_and_keeps_one_strong_feature() {
+        let dev = Device::Cpu;
+        let m = Classifier::new(16, 4, 1, Pooling::MeanMax, 3, &dev).unwrap();
+        // Bucket 5 alone pushes dimension 0 far up; every other bucket is
+        // the initialisation's small noise.
+        let mut table = m.to_vecs().unwrap().0;
+        table[5 * 4] = 3.0;
+        let table = Var::from_tensor(&Tensor::from_vec(table, (16, 4), &dev).unwrap()).unwrap();
+        let weight = vec![0.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let weight = Var::from_tensor(&Tensor::from_vec(weight, (8, 1), &dev).unwrap()).unwrap();
+        let m = Classifier {
+            embedding: table,
+            weight,
+            bias: m.bias,
+            pooling: Pooling::MeanMax,
+        };
+        let short = features(&[1, 5]);
+        let long = features(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        let clean = features(&[1, 2, 3]);
+        let empty = Features::default();
+        // Alone, and padded beside a longer row: the same logits.
+        let alone: Vec<f32> = [&short, &clean, &empty]
+            .iter()
+            .map(|f| logits(&m, &[f])[0])
+            .collect();
+        let padded = logits(&m, &[&short, &long, &clean, &empty]);
+        for (a, p) in alone.iter().zip([padded[0], padded[2], padded[3]]) {
+            assert!((a - p).abs() < 1e-6, "{a} alone vs {p} padded");
+        }
+        // The max channel reads bucket 5 however many others surround it.
+        assert!((padded[0] - 3.0).abs() < 1e-6, "{}", padded[0]);
+        assert!((padded[1] - 3.0).abs() < 1e-6, "{}", padded[1]);
+        assert!(padded[2].abs() < 0.5, "no strong feature: {}", padded[2]);
+        assert_eq!(padded[3], 0.0, "an empty text's maximum is 0");
+    }
 }
