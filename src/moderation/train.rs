@@ -1,4 +1,5 @@
-//! Training with candle: mean of hashed n-gram embeddings → linear →
+//! Training with candle: hashed n-gram embeddings pooled (mean, and by
+//! default the element-wise maximum beside it, see [`Pooling`]) → linear →
 //! per-label logits, binary cross-entropy with a mask for labels a source
 //! does not provide, AdamW; then Platt calibration and thresholds on the
 //! validation split, ONNX export with a parity check, and the model folder.
