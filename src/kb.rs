@@ -25,6 +25,7 @@ mod router;
 mod search;
 mod train;
 
+pub(crate) use analyze::is_han;
 pub use analyze::terms as analyze_terms;
 pub use bench::{KbBenchReport, bench_kb};
 pub use build::{BuildOptions, BuildReport, MANIFEST, Manifest, SourceEntry, build};

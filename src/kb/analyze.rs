@@ -75,7 +75,7 @@ pub fn clauses(text: &str) -> Vec<&str> {
     if out.len() < 2 { Vec::new() } else { out }
 }
 
-fn is_han(c: char) -> bool {
+pub(crate) fn is_han(c: char) -> bool {
     matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
 

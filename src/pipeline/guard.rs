@@ -20,7 +20,7 @@ pub struct Evidence {
     /// all in the passages but which left out the one asked for was the
     /// commonest wrong answer: of the quickstart model's 24 such replies
     /// to customer questions, 1 stated the facts the question needed.
-    needs: Option<Vec<String>>,
+    needs: Option<Needs>,
     /// The abstain text without its closing punctuation, lower-cased, when
     /// retrieval was confident: the model learnt to say it word for word
     /// (RAFT) and does so for questions the passage answers (12 of the 221
@@ -28,6 +28,30 @@ pub struct Evidence {
     /// better judge of that. The whole text, not a clause of it: "Sorry"
     /// may open a good answer.
     decline: Option<String>,
+    /// The passages' and the user's words ([`ground::words`]), when
+    /// retrieval was confident: a reply in the model's words must take
+    /// all but [`FRAMING_WORDS`] of its words from them.
+    sources: Option<Vec<Vec<String>>>,
+}
+
+/// Words of a reply to a confident retrieval that need not be quoted from
+/// the passages or the customer: a greeting and a closing question ("Hi
+/// there! … Anything else?"). A small model's paraphrase garbles (in the
+/// quickstart model's 75 guard-passed replies, the 10 with 9 or more such
+/// words were word salad: "Charged at inconvenience. I'm welcome. Lake we
+/// get a lovely."; those with 7 or fewer had a greeting, now and then one
+/// misspelt word).
+pub const FRAMING_WORDS: usize = 8;
+
+/// What a reply to a question retrieval was confident about must state.
+enum Needs {
+    /// The passage answer's facts, normalized.
+    Facts(Vec<String>),
+    /// An answer with no checkable facts ("Visa, Mastercard, PayPal …"):
+    /// its index terms, every one of which the reply must use. Without
+    /// this, the model's word-for-word copy of such an answer was never
+    /// sent (the extract went instead).
+    Terms(Vec<String>),
 }
 
 /// Lower-cased, with typographic apostrophes made plain.
@@ -58,15 +82,29 @@ impl Evidence {
                 Some(Decision::Extracted { text, .. }) => text,
                 _ => g.context.first().cloned().unwrap_or_default(),
             };
-            ground::facts(&answer, &names)
+            let facts: Vec<String> = ground::facts(&answer, &names)
                 .iter()
                 .map(|f| ground::normalize(&f.text))
                 .filter(|f| !f.is_empty())
-                .collect()
+                .collect();
+            if facts.is_empty() {
+                Needs::Terms(crate::kb::analyze_terms(&answer))
+            } else {
+                Needs::Facts(facts)
+            }
         });
         let passages = g.context.iter().map(String::as_str);
         let abstain = abstain.trim().trim_end_matches(['.', '!', '。', '！']);
+        let sources = needs.is_some().then(|| {
+            g.context
+                .iter()
+                .map(String::as_str)
+                .chain(said.iter().copied())
+                .map(ground::words)
+                .collect()
+        });
         Self {
+            sources,
             support: ground::support_texts(passages.chain(said)),
             names,
             needs,
@@ -78,16 +116,30 @@ impl Evidence {
     /// the passage answer, or while it declines a question retrieval is
     /// confident about (the guard replaces either).
     pub fn holds_back(&self, text: &str) -> bool {
-        self.falls_short(text) || self.declines(text)
+        self.falls_short(text) || self.declines(text) || self.garbled(text)
     }
 
-    /// `text` leaves out a fact of the passage answer (or that answer has
-    /// none to check it by).
+    /// `text` has more than [`FRAMING_WORDS`] words it did not quote.
+    fn garbled(&self, text: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_some_and(|s| ground::uncovered_words(text, s) > FRAMING_WORDS)
+    }
+
+    /// `text` leaves out a fact of the passage answer (or, when that
+    /// answer has none, one of its terms; or it has neither).
     fn falls_short(&self, text: &str) -> bool {
-        self.needs.as_ref().is_some_and(|facts| {
-            let said = ground::support_texts([text]);
-            facts.is_empty() || !facts.iter().all(|f| ground::states_normalized(&said, f))
-        })
+        match &self.needs {
+            None => false,
+            Some(Needs::Facts(facts)) => {
+                let said = ground::support_texts([text]);
+                !facts.iter().all(|f| ground::states_normalized(&said, f))
+            }
+            Some(Needs::Terms(terms)) => {
+                let said = crate::kb::analyze_terms(text);
+                terms.is_empty() || !terms.iter().all(|t| said.contains(t))
+            }
+        }
     }
 
     /// `text` declines although retrieval was confident.
@@ -131,18 +183,29 @@ pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) ->
         .iter()
         .filter(|f| !ground::supported(f, &evidence.support))
         .collect();
-    let evasive = evidence.falls_short(reply) || evidence.declines(reply);
+    let evasive = evidence.holds_back(reply);
     if missing.is_empty() && !evasive {
         // Cite the first passage that states one of the reply's facts.
-        let cite = g.passages.iter().zip(&g.context).find_map(|(&p, text)| {
-            let s = ground::support_texts([text.as_str()]);
-            facts.iter().any(|f| ground::supported(f, &s)).then_some(p)
-        });
+        // A reply held to the passage answer without facts (a list of
+        // payment methods) cites the passage that answer starts from.
+        let cite = g
+            .passages
+            .iter()
+            .zip(&g.context)
+            .find_map(|(&p, text)| {
+                let s = ground::support_texts([text.as_str()]);
+                facts.iter().any(|f| ground::supported(f, &s)).then_some(p)
+            })
+            .or_else(|| {
+                matches!(evidence.needs, Some(Needs::Terms(_)))
+                    .then(|| g.passages.first().copied())
+                    .flatten()
+            });
         return Decision::Generated { cite };
     }
     if evasive {
         tracing::info!(
-            "reply declines or leaves out a fact of the passage's answer; the answer goes instead"
+            "reply declines, leaves out a fact of the passage's answer, or is not in the passages' words; the answer goes instead"
         );
     } else {
         // A reply can echo the customer's card number or address: the log

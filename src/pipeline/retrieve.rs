@@ -116,12 +116,23 @@ pub fn retrieve(k: &Knowledge, text: &str, previous: Option<&str>) -> crate::kb:
         .kb
         .search(&Query { text, previous }, k.max_passages)?;
     let passages = r.served(k.max_passages);
-    let context = passages
+    let smalltalk = crate::kb::analyze_terms(text).is_empty();
+    let mut context: Vec<String> = passages
         .iter()
         .map(|&p| loaded.kb.passages[p].context_text())
         .collect();
+    // A confident retrieval's answer comes first, as fine-tuning put it
+    // (`train::raft`); the whole passages follow.
+    if r.answerable && !smalltalk {
+        let all = &loaded.kb.passages;
+        if let Some((answer, used)) = crate::ground::answer(all, &passages, text, 2, &r.parts)
+            && let Some(first) = context.first_mut()
+        {
+            *first = crate::ground::answer_context(all, &used, &answer);
+        }
+    }
     Ok(Grounded {
-        smalltalk: crate::kb::analyze_terms(text).is_empty(),
+        smalltalk,
         confidence: r.confidence,
         answerable: r.answerable,
         parts: r.parts,

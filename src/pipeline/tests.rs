@@ -360,6 +360,8 @@ fn grounded_model(q: &str) -> String {
         "Great question, we love travelling too!".into()
     } else if q.contains("return") {
         "You can return unworn items within 45 days. Just ask!".into()
+    } else if q.contains("price please") {
+        "Lovely express yes the days we are delivery happy costs the $14.95 arrives in 2-3 business days thanks lovely".into()
     } else if q.contains("how fast") {
         "Express is only $14.95!".into()
     } else if q.contains("cost of express") {
@@ -511,6 +513,35 @@ async fn test_a_reply_leaving_out_the_answers_fact_gets_the_passage() {
     assert!(!shown.contains("only"), "streamed: {shown}");
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
+}
+
+/// Every fact of the passage answer is there, in word salad: the passage
+/// goes instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_word_salad_around_the_facts_gets_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "express delivery price please").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("Express delivery costs $14.95"), "{reply}");
+    assert!(!streamed(&events).contains("ovely"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+}
+
+/// An answer with no fact to check ("never expire") is sent in the model's
+/// words when they state it, and cites its passage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_fact_free_answer_quoted_is_sent_and_cited() {
+    let (h, _kb) = grounded_harness(Cite::Title).await;
+    let events = h.say("1", "do gift cards expire at all? quote!").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(
+        reply.starts_with("No, our gift cards never expire."),
+        "{reply}"
+    );
+    assert!(reply.contains("Gift cards"), "no citation: {reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Generated);
 }
 
 /// The model declines a question the passage answers (with no number to

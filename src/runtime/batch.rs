@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ort::value::Tensor;
 
 use super::decoder::KvCache;
-use super::generate::{Generation, Generator, Row, RowRule, StopReason, TextStream};
+use super::generate::{Generation, Generator, Row, RowRule, StopReason};
 use super::sampling::{Sampler, SamplingParams};
 use super::{Error, Result};
 use crate::text::Dialog;
@@ -271,14 +271,7 @@ impl Generator {
             };
             let n = w.prompt.len();
             rows.push(Live {
-                row: Row {
-                    sampler: Sampler::new(&w.req.params, 0),
-                    history: w.prompt,
-                    tokens: Vec::new(),
-                    stream: TextStream::default(),
-                    stop: None,
-                    last_pos: n as i64 - 1,
-                },
+                row: self.row(Sampler::new(&w.req.params, 0), w.prompt),
                 budget: w.req.params.max_new_tokens.min(ctx - n),
                 params: w.req.params,
                 stop_ids,

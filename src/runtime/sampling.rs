@@ -22,6 +22,14 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// > 1 discourages tokens already in the context (1 = off).
     pub repetition_penalty: f32,
+    /// Added to the logit of each token that would continue a run of at
+    /// least [`COPY_MIN_RUN`] tokens the reply shares with its context
+    /// passages (the longest such runs; 0 = off). A small model starts to
+    /// quote a passage and loses the thread halfway ("Weight: 2-layer"
+    /// for "Weight: 2.1 kg"); this keeps it on the run it chose, and it
+    /// still chooses where to start and when to stop.
+    #[serde(default)]
+    pub copy_bias: f32,
     pub seed: u64,
     /// Tokens that end the reply (e.g. `<|end|>`).
     pub stop_tokens: Vec<String>,
@@ -37,6 +45,7 @@ impl From<&GenerationDefaults> for SamplingParams {
             top_k: d.top_k,
             top_p: d.top_p,
             repetition_penalty: d.repetition_penalty,
+            copy_bias: d.copy_bias,
             seed: 0,
             stop_tokens: d.stop_tokens.clone(),
             stop_strings: Vec::new(),
@@ -116,6 +125,33 @@ impl SamplingOverrides {
         p.stop_strings.extend(self.stop.iter().cloned());
         p
     }
+}
+
+/// The shortest run of reply tokens [`SamplingParams::copy_bias`] follows:
+/// single tokens ("the", "$") recur everywhere.
+pub const COPY_MIN_RUN: usize = 2;
+
+/// The longest run [`copy_continuations`] looks back over.
+const COPY_MAX_RUN: usize = 16;
+
+/// The tokens of `source` that follow the longest runs (of at least
+/// [`COPY_MIN_RUN`] tokens) that end `generated`.
+pub fn copy_continuations(source: &[u32], generated: &[u32]) -> Vec<u32> {
+    let longest = generated.len().min(COPY_MAX_RUN);
+    for n in (COPY_MIN_RUN..=longest).rev() {
+        let tail = &generated[generated.len() - n..];
+        let mut next: Vec<u32> = source
+            .windows(n + 1)
+            .filter(|w| &w[..n] == tail)
+            .map(|w| w[n])
+            .collect();
+        if !next.is_empty() {
+            next.sort_unstable();
+            next.dedup();
+            return next;
+        }
+    }
+    Vec::new()
 }
 
 /// Picks tokens for one sequence.
@@ -227,6 +263,21 @@ pub(crate) fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_copy_continuations_follow_the_longest_shared_run() {
+        // The context holds "5 . 9 5" and "5 . 1 0": after "5 ." both
+        // runs continue; after "$ 5 ." only the one that also has "$".
+        let source = [40, 5, 6, 9, 5, 41, 7, 5, 6, 1, 0];
+        assert_eq!(copy_continuations(&source, &[3, 5, 6]), vec![1, 9]);
+        assert_eq!(copy_continuations(&source, &[3, 40, 5, 6]), vec![9]);
+        // One shared token is no run; nothing shared, nothing to follow.
+        assert!(copy_continuations(&source, &[3, 6]).is_empty());
+        assert!(copy_continuations(&source, &[]).is_empty());
+        assert!(copy_continuations(&source, &[2, 3]).is_empty());
+        // A run that ends the source has no continuation.
+        assert!(copy_continuations(&source, &[6, 1, 0]).is_empty());
+    }
 
     fn params(temperature: f32, top_k: usize, top_p: f32, rep: f32) -> SamplingParams {
         SamplingParams {

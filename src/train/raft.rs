@@ -2,11 +2,14 @@
 //! "Adapt language models to domain-specific RAG"). Each assistant turn
 //! becomes one example whose context is what the knowledge base retrieves
 //! for the customer's message (with the turn before it, as `serve` asks).
-//! In most examples the turn's gold passages are among the distractors, and
-//! the target is the reference reply with its facts replaced by the gold
-//! passages' own sentences (as the extractive answer quotes them, framed by
-//! the reply's greeting and closing question); in the rest only distractors
-//! are there and the target is the abstain text. The model learns to copy
+//! In most examples the turn's gold passages come first, before
+//! distractors, and the target is the reference reply with its facts
+//! replaced by the gold passages' own sentences (as the extractive answer
+//! quotes them, framed by the reply's greeting and closing question); the
+//! first entry of the context is that answer under its passage's title, as
+//! `serve` puts a confident retrieval's answer first
+//! ([`crate::ground::answer_context`]). In the rest only distractors are
+//! there and the target is the abstain text. The model learns to copy
 //! facts from its context, and to say it does not know when they are
 //! missing. Quoting, not the reference's paraphrase: the demo model wrote
 //! word salad around the facts when it had to paraphrase (fine-tuned
@@ -145,6 +148,7 @@ pub fn raft_examples(
                 }
             }
             let mut reply = m.content.clone();
+            let mut answer: Option<String> = None;
             let context: Vec<usize> = if gold.is_empty() {
                 report.ungrounded += 1;
                 retrieved.iter().copied().take(s.passages).collect()
@@ -154,17 +158,21 @@ pub fn raft_examples(
                 }
                 if rng.random_bool(s.gold_share) {
                     report.with_gold += 1;
-                    if let Some((quote, _)) =
+                    // The gold passages, then the distractors: as `serve`
+                    // gives the best first.
+                    let mut c: Vec<usize> = gold.iter().copied().take(s.passages).collect();
+                    let room = s.passages.saturating_sub(c.len());
+                    let mut more: Vec<usize> = distractors.iter().copied().take(room).collect();
+                    more.shuffle(&mut rng);
+                    c.extend(more);
+                    if let Some((quote, used)) =
                         crate::ground::answer(&kb.passages, &gold, &question.content, 2, &gold)
                     {
                         reply = quoted(&m.content, &quote);
+                        // As served: the answer first, in place of the
+                        // passage it quotes.
+                        answer = Some(crate::ground::answer_context(&kb.passages, &used, &quote));
                     }
-                    let mut c: Vec<usize> = gold.iter().copied().take(s.passages).collect();
-                    let room = s.passages.saturating_sub(c.len());
-                    c.extend(distractors.iter().copied().take(room));
-                    // The gold passage is not always first: the model must
-                    // find it, as it must when retrieval ranks it lower.
-                    c.shuffle(&mut rng);
                     c
                 } else {
                     report.distractor_only += 1;
@@ -192,7 +200,11 @@ pub fn raft_examples(
                 style,
                 context: context
                     .iter()
-                    .map(|&p| kb.passages[p].context_text())
+                    .enumerate()
+                    .map(|(i, &p)| match (&answer, i) {
+                        (Some(a), 0) => a.clone(),
+                        _ => kb.passages[p].context_text(),
+                    })
                     .collect(),
                 passages: Vec::new(),
             });
@@ -303,8 +315,10 @@ mod tests {
         );
         assert_eq!(ex[1].messages.len(), 4);
         assert_eq!(ex[1].messages[3].content, "You're welcome.");
-        assert!(
-            ex[0].context.iter().any(|c| c.contains("within 30 days")),
+        // The answer comes first, under its passage's title, as served.
+        assert_eq!(
+            ex[0].context[0],
+            "Returns › What is your return policy?\nReturn unworn items within 30 days.",
             "{:?}",
             ex[0].context
         );
