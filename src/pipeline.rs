@@ -633,7 +633,7 @@ impl Pipeline {
                 match (&grounded, &evidence) {
                     (Some(g), Some(ev)) => {
                         let at = Instant::now();
-                        let d = guard::decide(g, ev, text, &input.text);
+                        let d = guard::decide(g, ev, text);
                         kind = Some(d.kind());
                         guarded = self.guarded(g, &d, text, s.lang);
                         grounding_time += at.elapsed();
@@ -646,8 +646,9 @@ impl Pipeline {
                 // The model's words were flagged, but a confident question
                 // can still get the team's own passage (checked too).
                 let answer = match &grounded {
-                    Some(g) => guard::passage_answer(g, &input.text)
-                        .map(|d| (self.guarded(g, &d, text, s.lang), d)),
+                    Some(g) => {
+                        guard::passage_answer(g).map(|d| (self.guarded(g, &d, text, s.lang), d))
+                    }
                     None => None,
                 };
                 let answer = match answer {

@@ -216,8 +216,8 @@ mod tests {
             context: vec!["Shipping abroad\nDelivery takes 7-14 business days.".into()],
             confidence: 0.9,
             answerable: true,
-            parts: Vec::new(),
             smalltalk: false,
+            answer: None,
         };
         let evidence = Evidence::new(&grounded, ["do you ship abroad?"], "I don't know.");
         let (sink, mut events) = event_channel();

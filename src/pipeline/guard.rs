@@ -73,14 +73,19 @@ impl Evidence {
             .as_ref()
             .map(|l| l.names.clone())
             .unwrap_or_default();
-        let said: Vec<&str> = user_turns.into_iter().collect();
-        let question = said.last().copied().unwrap_or_default();
+        // The context passages' texts, then what the user said.
+        let texts: Vec<&str> = g
+            .context
+            .iter()
+            .map(String::as_str)
+            .chain(user_turns)
+            .collect();
         // Without the knowledge base's passages (tests build evidence from
         // context text alone) the first passage is the answer.
         let needs = (g.answerable && !g.smalltalk).then(|| {
-            let answer = match passage_answer(g, question) {
-                Some(Decision::Extracted { text, .. }) => text,
-                _ => g.context.first().cloned().unwrap_or_default(),
+            let answer = match &g.answer {
+                Some((text, _)) => text.clone(),
+                None => g.context.first().cloned().unwrap_or_default(),
             };
             let facts: Vec<String> = ground::facts(&answer, &names)
                 .iter()
@@ -93,19 +98,13 @@ impl Evidence {
                 Needs::Facts(facts)
             }
         });
-        let passages = g.context.iter().map(String::as_str);
         let abstain = abstain.trim().trim_end_matches(['.', '!', '。', '！']);
-        let sources = needs.is_some().then(|| {
-            g.context
-                .iter()
-                .map(String::as_str)
-                .chain(said.iter().copied())
-                .map(ground::words)
-                .collect()
-        });
+        let sources = needs
+            .is_some()
+            .then(|| texts.iter().copied().map(ground::words).collect());
         Self {
             sources,
-            support: ground::support_texts(passages.chain(said)),
+            support: ground::support_texts(texts.iter().copied()),
             names,
             needs,
             decline: (g.answerable && !g.smalltalk && !abstain.is_empty()).then(|| fold(abstain)),
@@ -176,8 +175,8 @@ impl Decision {
     }
 }
 
-/// Decides about `reply` to `question`.
-pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) -> Decision {
+/// Decides about `reply`.
+pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str) -> Decision {
     let facts = ground::facts(reply, &evidence.names);
     let missing: Vec<&ground::Fact> = facts
         .iter()
@@ -213,17 +212,17 @@ pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str, question: &str) ->
         let redactor = crate::text::Redactor::new();
         tracing::info!(missing = ?missing.iter().map(|f| redactor.redact(&f.text)).collect::<Vec<_>>(), "reply states facts the passages do not; not sent");
     }
-    passage_answer(g, question).unwrap_or(Decision::Abstained)
+    passage_answer(g).unwrap_or(Decision::Abstained)
 }
 
-/// The passages' best sentences for `question` ([`ground::answer`]), when
-/// retrieval was confident: what goes instead of a reply that cannot be
-/// sent.
-pub fn passage_answer(g: &Grounded, question: &str) -> Option<Decision> {
-    let l = g.loaded.as_ref().filter(|_| g.answerable)?;
-    let (text, used) = ground::answer(&l.kb.passages, &g.passages, question, 2, &g.parts)?;
-    Some(Decision::Extracted {
-        text,
-        passage: used[0],
-    })
+/// The passages' best sentences for the message ([`Grounded::answer`]),
+/// when retrieval was confident: what goes instead of a reply that cannot
+/// be sent.
+pub fn passage_answer(g: &Grounded) -> Option<Decision> {
+    g.answer
+        .as_ref()
+        .map(|(text, passage)| Decision::Extracted {
+            text: text.clone(),
+            passage: *passage,
+        })
 }

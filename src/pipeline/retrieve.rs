@@ -81,20 +81,23 @@ impl Knowledge {
 #[derive(Clone, Default)]
 pub struct Grounded {
     /// The knowledge base answering (kept for the guard's names and the
-    /// extractive fallback).
+    /// citations).
     pub loaded: Option<Arc<Loaded>>,
     /// Positions of the passages in the model's context, best first.
     pub passages: Vec<usize>,
-    /// The context block's entries: each passage's title and text.
+    /// The context block's entries: each passage's title and text, the
+    /// first one's text replaced by [`Self::answer`] when there is one.
     pub context: Vec<String>,
     pub confidence: f32,
     pub answerable: bool,
-    /// The passages among `passages` that best answer a part of a message
-    /// asking several things ([`crate::kb::Retrieval::parts`]).
-    pub parts: Vec<usize>,
     /// The message has no content words ("thanks!", "hi"): the model may
     /// answer it without the knowledge base, and the guard still checks it.
     pub smalltalk: bool,
+    /// When retrieval was confident: the passages' best sentences for the
+    /// message ([`crate::ground::answer`]) and the passage they start from,
+    /// found once for the model's context, the fact guard and the
+    /// extractive fallback.
+    pub answer: Option<(String, usize)>,
 }
 
 impl Grounded {
@@ -121,21 +124,23 @@ pub fn retrieve(k: &Knowledge, text: &str, previous: Option<&str>) -> crate::kb:
         .iter()
         .map(|&p| loaded.kb.passages[p].context_text())
         .collect();
+    let all = &loaded.kb.passages;
+    let answer = r
+        .answerable
+        .then(|| crate::ground::answer(all, &passages, text, 2, &r.parts))
+        .flatten();
     // A confident retrieval's answer comes first, as fine-tuning put it
     // (`train::raft`); the whole passages follow.
-    if r.answerable && !smalltalk {
-        let all = &loaded.kb.passages;
-        if let Some((answer, used)) = crate::ground::answer(all, &passages, text, 2, &r.parts)
-            && let Some(first) = context.first_mut()
-        {
-            *first = crate::ground::answer_context(all, &used, &answer);
-        }
+    if let Some((text, used)) = answer.as_ref().filter(|_| !smalltalk)
+        && let Some(first) = context.first_mut()
+    {
+        *first = crate::ground::answer_context(all, used, text);
     }
     Ok(Grounded {
+        answer: answer.map(|(text, used)| (text, used[0])),
         smalltalk,
         confidence: r.confidence,
         answerable: r.answerable,
-        parts: r.parts,
         passages,
         context,
         loaded: Some(loaded),
