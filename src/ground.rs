@@ -232,7 +232,7 @@ pub fn answer(
 ) -> Option<(String, Vec<usize>)> {
     let (&top, rest) = candidates.split_first()?;
     let first = passages.get(top)?;
-    let mut text = extract(first, question, max);
+    let mut text = extract(first, question, max).join(" ");
     let mut used = vec![top];
     for &p in rest {
         let Some(next) = passages.get(p) else {
@@ -242,10 +242,16 @@ pub fn answer(
         if !parts.contains(&p) && !adds_to(&quoted, next, question) {
             continue;
         }
-        let more = extract(next, question, max);
-        if !normalize(&text).contains(&normalize(&more)) {
+        // A table row is also a line of its table's passage: what is
+        // already quoted is not said twice.
+        let said = normalize(&text);
+        let more: Vec<String> = extract(next, question, max)
+            .into_iter()
+            .filter(|piece| !said.contains(&normalize(piece)))
+            .collect();
+        if !more.is_empty() {
             text.push(' ');
-            text.push_str(&more);
+            text.push_str(&more.join(" "));
             used.push(p);
         }
     }
@@ -361,10 +367,11 @@ fn question_terms(question: &str) -> std::collections::HashSet<String> {
     q
 }
 
-/// The sentences of `passage` that answer `question` best (at most `max`,
-/// in the passage's order): those sharing the most of its terms, the
-/// passage's first sentence when none does; a short answer whole.
-pub fn extract(passage: &Passage, question: &str, max: usize) -> String {
+/// The sentences (or list items) of `passage` that answer `question` best
+/// (at most `max`, in the passage's order): those sharing the most of its
+/// terms, the passage's first sentence when none does; a short answer
+/// whole.
+pub fn extract(passage: &Passage, question: &str, max: usize) -> Vec<String> {
     let q = question_terms(question);
     let body = match passage.kind {
         // The first line of a FAQ entry repeats its question.
@@ -379,40 +386,60 @@ pub fn extract(passage: &Passage, question: &str, max: usize) -> String {
     }
     let sentences = crate::kb::sentences_of(body);
     if sentences.is_empty() {
-        return passage.text.clone();
+        return vec![passage.text.clone()];
     }
     if sentences.len() <= WHOLE_UP_TO.max(max) {
-        return sentences
-            .iter()
-            .map(|s| s.trim())
-            .collect::<Vec<_>>()
-            .join(" ");
+        return sentences.iter().map(|s| s.trim().to_string()).collect();
     }
-    let mut scored: Vec<(usize, usize)> = sentences
+    let terms: Vec<std::collections::HashSet<String>> = sentences
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let terms: std::collections::HashSet<String> =
-                crate::kb::analyze_terms(s).into_iter().collect();
-            (i, terms.intersection(&q).count())
+        .map(|s| {
+            crate::kb::analyze_terms(s)
+                .into_iter()
+                .filter(|t| q.contains(t))
+                .collect()
         })
         .collect();
-    scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut keep: Vec<usize> = if scored.first().is_some_and(|s| s.1 > 0) {
-        scored
-            .iter()
-            .take(max.max(1))
-            .filter(|s| s.1 > 0)
-            .map(|s| s.0)
-            .collect()
-    } else {
-        vec![0]
-    };
+    let mut keep = cover(&terms, max.max(1));
+    if keep.is_empty() {
+        keep.push(0);
+    }
     keep.sort_unstable();
     keep.iter()
-        .map(|&i| sentences[i].trim())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(|&i| sentences[i].trim().to_string())
+        .collect()
+}
+
+/// Which of the sentences whose question terms are `terms` to quote, at
+/// most `max`: each next one is the sentence with the most question terms
+/// not yet quoted (the earliest on a tie), then, while room is left, those
+/// with the most terms at all. Ranked by their own counts alone, two
+/// sentences about shipping prices outranked the only one that names the
+/// country a customer asked to ship to, and the answer missed it.
+fn cover(terms: &[std::collections::HashSet<String>], max: usize) -> Vec<usize> {
+    let mut keep: Vec<usize> = Vec::new();
+    let mut covered: std::collections::HashSet<&String> = std::collections::HashSet::new();
+    while keep.len() < max {
+        let best = terms
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !keep.contains(i))
+            .map(|(i, t)| (i, t.iter().filter(|w| !covered.contains(w)).count()))
+            .filter(|&(_, new)| new > 0)
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+        let Some((i, _)) = best else { break };
+        covered.extend(&terms[i]);
+        keep.push(i);
+    }
+    let mut rest: Vec<(usize, usize)> = terms
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| !keep.contains(i) && !t.is_empty())
+        .map(|(i, t)| (i, t.len()))
+        .collect();
+    rest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    keep.extend(rest.iter().take(max - keep.len()).map(|r| r.0));
+    keep
 }
 
 /// The items of a passage that is a list of labelled bullets (care
@@ -433,7 +460,7 @@ fn list_items(body: &str) -> Option<Vec<&str>> {
 
 /// The items sharing the most terms with the question `q` (at most `max`,
 /// ties kept in order), the first when none shares any.
-fn best_items(items: &[&str], q: &std::collections::HashSet<String>, max: usize) -> String {
+fn best_items(items: &[&str], q: &std::collections::HashSet<String>, max: usize) -> Vec<String> {
     let score = |item: &str| {
         crate::kb::analyze_terms(item)
             .into_iter()
@@ -443,14 +470,13 @@ fn best_items(items: &[&str], q: &std::collections::HashSet<String>, max: usize)
     };
     let scores: Vec<usize> = items.iter().map(|i| score(i)).collect();
     let best = scores.iter().copied().max().unwrap_or(0);
-    let keep: Vec<&str> = items
+    items
         .iter()
         .zip(&scores)
         .filter(|(_, s)| **s == best)
-        .map(|(i, _)| i.trim_start_matches(['-', '*', '+']).trim())
+        .map(|(i, _)| i.trim_start_matches(['-', '*', '+']).trim().to_string())
         .take(max.max(1))
-        .collect();
-    keep.join(" ")
+        .collect()
 }
 
 #[cfg(test)]
@@ -577,6 +603,55 @@ mod tests {
         assert_eq!(used, vec![0, 1], "{text}");
     }
 
+    /// A row quoted from its own passage is not quoted again from its
+    /// table's; the table's other lines still are.
+    #[test]
+    fn test_answer_says_a_table_row_once() {
+        let po = faq(
+            "Do you ship to PO boxes?",
+            "Standard shipping can be delivered to PO boxes. Express needs a street address.",
+        );
+        let mut row = faq("Express", "");
+        row.kind = crate::kb::Kind::TableRow;
+        row.text = "Option: Express; Delivery time: 2-3 business days; Price: $14.95".into();
+        let mut table = faq("Which shipping options do you offer?", "");
+        table.text = "Which shipping options do you offer?\n\
+             Option: Standard; Delivery time: 5-7 business days; Price: $5.95\n\
+             Option: Express; Delivery time: 2-3 business days; Price: $14.95\n\
+             Delivery times count from the day the order ships."
+            .into();
+        let q = "How much is express shipping and can it go to my PO box?";
+        let (text, used) = answer(&[po, row, table], &[0, 1, 2], q, 2, &[2]).unwrap();
+        assert_eq!(used, vec![0, 1, 2], "{text}");
+        assert_eq!(text.matches("$14.95").count(), 1, "{text}");
+        assert!(text.contains("count from the day"), "{text}");
+    }
+
+    /// Sentences are quoted for the question's terms they add: a second
+    /// sentence about the same term loses to one naming another.
+    #[test]
+    fn test_the_extract_covers_the_question_before_repeating_it() {
+        let p = faq(
+            "Shipping costs",
+            "Orders ship from Ohio. Shipping prices depend on the weight. \
+             All prices are in US dollars and include the shipping box. \
+             We deliver to Canada in 7-14 days. Returns are free.",
+        );
+        let got = extract(&p, "how much does shipping to canada cost", 2);
+        assert_eq!(
+            got,
+            [
+                "Shipping prices depend on the weight.",
+                "We deliver to Canada in 7-14 days."
+            ]
+        );
+        // Nothing of the question in any sentence: the first one.
+        assert_eq!(
+            extract(&p, "tell me about gift wrap", 2),
+            ["Orders ship from Ohio."]
+        );
+    }
+
     /// A list passage is answered by whole items: the one naming what the
     /// question asks about, not a sentence of each item it shares a word with.
     #[test]
@@ -594,10 +669,12 @@ mod tests {
         let text = extract(&care, "can i chuck the rain jacket in the washer", 2);
         assert_eq!(
             text,
-            "Cascade Rain Jacket: Yes, it is fully waterproof with taped seams. Machine wash it cold and tumble dry low."
+            [
+                "Cascade Rain Jacket: Yes, it is fully waterproof with taped seams. Machine wash it cold and tumble dry low."
+            ]
         );
         // Tied items are all quoted, in order.
-        let text = extract(&care, "how do i clean the headlamp", 2);
+        let text = extract(&care, "how do i clean the headlamp", 2).join(" ");
         assert!(text.contains("damp cloth"), "{text}");
     }
 
