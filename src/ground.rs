@@ -368,9 +368,9 @@ fn question_terms(question: &str) -> std::collections::HashSet<String> {
 }
 
 /// The sentences (or list items) of `passage` that answer `question` best
-/// (at most `max`, in the passage's order): those sharing the most of its
-/// terms, the passage's first sentence when none does; a short answer
-/// whole.
+/// (at most `max`, in the passage's order): those covering the most of its
+/// terms (`cover`), the passage's first sentence when none has any; a
+/// short answer whole.
 pub fn extract(passage: &Passage, question: &str, max: usize) -> Vec<String> {
     let q = question_terms(question);
     let body = match passage.kind {
