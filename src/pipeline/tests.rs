@@ -450,14 +450,22 @@ async fn test_invented_fact_is_replaced_by_the_passage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_supported_reply_is_sent_and_cited() {
+    assert_generated_and_cited(
+        "how much is express delivery?",
+        "Express delivery takes 2-3 business days and costs $14.95.",
+        "Shipping",
+    )
+    .await;
+}
+
+/// The model's reply to `question` is sent as written (it starts with
+/// `starts`), cited by `cite`, and stored as generated.
+async fn assert_generated_and_cited(question: &str, starts: &str, cite: &str) {
     let (h, _kb) = grounded_harness(Cite::Title).await;
-    let events = h.say("1", "how much is express delivery?").await;
+    let events = h.say("1", question).await;
     let reply = reply_text(&events).unwrap();
-    assert!(
-        reply.starts_with("Express delivery takes 2-3 business days and costs $14.95."),
-        "{reply}"
-    );
-    assert!(reply.contains("Shipping"), "no citation: {reply}");
+    assert!(reply.starts_with(starts), "{reply}");
+    assert!(reply.contains(cite), "no citation: {reply}");
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Generated);
 }
@@ -532,16 +540,12 @@ async fn test_word_salad_around_the_facts_gets_the_passage() {
 /// words when they state it, and cites its passage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_fact_free_answer_quoted_is_sent_and_cited() {
-    let (h, _kb) = grounded_harness(Cite::Title).await;
-    let events = h.say("1", "do gift cards expire at all? quote!").await;
-    let reply = reply_text(&events).unwrap();
-    assert!(
-        reply.starts_with("No, our gift cards never expire."),
-        "{reply}"
-    );
-    assert!(reply.contains("Gift cards"), "no citation: {reply}");
-    let (_, g) = last_reply(&h.stored().await);
-    assert_eq!(g.kind, store::ReplyKind::Generated);
+    assert_generated_and_cited(
+        "do gift cards expire at all? quote!",
+        "No, our gift cards never expire.",
+        "Gift cards",
+    )
+    .await;
 }
 
 /// The model declines a question the passage answers (with no number to
