@@ -571,6 +571,16 @@ impl Pipeline {
             &sink,
             self.cfg.stream_chunk_chars,
         );
+        let redraft = evidence.as_ref().filter(|_| self.cfg.drafts > 1).map(|ev| {
+            let r = generate::Redraft {
+                drafts: self.cfg.drafts,
+                gate: &self.gate,
+                evidence: ev,
+                chunk_chars: self.cfg.stream_chunk_chars,
+                deadline: started + self.durations.reply_timeout,
+            };
+            (r, dialog.clone(), params.clone())
+        });
         let generated = generate::reply(
             &pool,
             dialog,
@@ -580,6 +590,15 @@ impl Pipeline {
             &sink,
         )
         .await;
+        let generated = match (generated, &redraft) {
+            (Ok(g), Some((r, dialog, params))) => {
+                Ok(
+                    generate::redraft(&pool, dialog, params.clone(), r, &sink, g, &mut stream)
+                        .await,
+                )
+            }
+            (generated, _) => generated,
+        };
         let generated = match generated {
             Ok(g) => g,
             Err(e) => {
@@ -611,6 +630,11 @@ impl Pipeline {
                 return out;
             }
         };
+        crate::http::metrics::redrafts(
+            platform_name(m.platform),
+            pool.model_version(),
+            generated.drafts - 1,
+        );
         let g = &generated.generation;
         out.prompt_tokens = g.prompt_tokens;
         out.model_time = generated.model_time;
@@ -731,6 +755,7 @@ impl Pipeline {
             grounding_time,
             grounding,
             draft: self.traces.kept().then(|| text.to_string()),
+            drafts: generated.drafts,
         });
         out
     }
@@ -802,6 +827,7 @@ impl Pipeline {
             grounding_time,
             grounding,
             draft: None,
+            drafts: 0,
         });
     }
 

@@ -311,6 +311,12 @@ fn print_grounded(bundle: &GroundedScores, baseline: Option<&GroundedScores>) {
     row("own words (generated share)", &|r| {
         format!("{:.3}", r.own_words)
     });
+    row("  passed at the first draft", &|r| {
+        r.generated_first_draft.to_string()
+    });
+    row("drafts per model reply", &|r| {
+        format!("{:.2}", r.drafts_per_reply)
+    });
     row("out-of-scope questions", &|r| r.out_of_scope.to_string());
     row("out-of-scope declined", &|r| {
         format!("{:.3}", r.out_of_scope_declined)

@@ -42,6 +42,9 @@ pub struct Answer {
     pub facts: Vec<String>,
     /// Those its passages and the user's messages do not state.
     pub unsupported: Vec<String>,
+    /// Drafts the model wrote for the reply (`[pipeline] drafts`; 0: the
+    /// reply was made without the model).
+    pub drafts: usize,
 }
 
 /// The scores of one bundle (with or without retrieval) on a question set.
@@ -68,6 +71,11 @@ pub struct GroundedScores {
     /// Share of replies that are the model's own words passed by the guard
     /// (generated) among those the knowledge base grounded.
     pub own_words: f64,
+    /// Generated replies whose first draft the guard passed (the rest
+    /// passed a later one).
+    pub generated_first_draft: usize,
+    /// Drafts per reply the model wrote.
+    pub drafts_per_reply: f64,
     pub out_of_scope: usize,
     /// Share of out-of-scope questions declined or handed off.
     pub out_of_scope_declined: f64,
@@ -175,6 +183,7 @@ pub async fn evaluate_grounded(
             declined,
             facts: facts.into_iter().map(|f| f.text).collect(),
             unsupported,
+            drafts: trace.as_ref().map_or(0, |t| t.drafts),
         });
         traces.extend(trace);
         progress.inc(1);
@@ -248,6 +257,11 @@ fn score(
         .map(|k| kinds.get(*k).copied().unwrap_or(0))
         .sum();
     let oos: Vec<&Answer> = answers.iter().filter(|a| a.out_of_scope).collect();
+    let drafted: Vec<usize> = answers
+        .iter()
+        .map(|a| a.drafts)
+        .filter(|&d| d > 0)
+        .collect();
     let ms = |d: &Duration| d.as_secs_f64() * 1e3;
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -274,6 +288,15 @@ fn score(
             grounded_replies,
         ),
         kinds,
+        generated_first_draft: answers
+            .iter()
+            .filter(|a| a.kind == "generated" && a.drafts == 1)
+            .count(),
+        drafts_per_reply: if drafted.is_empty() {
+            0.0
+        } else {
+            drafted.iter().sum::<usize>() as f64 / drafted.len() as f64
+        },
         out_of_scope: oos.len(),
         out_of_scope_declined: share(oos.iter().filter(|a| a.declined).count(), oos.len()),
         latency_p50_ms: crate::bench::percentile(&latency, 0.5),

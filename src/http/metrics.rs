@@ -20,6 +20,9 @@ pub const HTTP_REQUESTS: &str = "chatforge_http_requests_total";
 /// timed_out, busy (the model queue was full), failed.
 pub const REPLIES: &str = "chatforge_replies_total";
 pub const HANDOFFS: &str = "chatforge_handoffs_total";
+/// Further drafts written because the fact guard refused the last one
+/// (`[pipeline] drafts`), by platform and model version.
+pub const REDRAFTS: &str = "chatforge_redrafts_total";
 pub const FEEDBACK: &str = "chatforge_feedback_total";
 pub const STORE_QUEUE: &str = "chatforge_store_queue_depth";
 pub const STORE_SPILLED: &str = "chatforge_store_spilled_records";
@@ -67,4 +70,12 @@ pub fn handle() -> &'static PrometheusHandle {
 pub fn reply(platform: &'static str, outcome: &'static str, model_version: &str) {
     metrics::counter!(REPLIES, "platform" => platform, "outcome" => outcome, "model_version" => model_version.to_string())
         .increment(1);
+}
+
+/// Counts the further drafts of a reply of `platform`.
+pub fn redrafts(platform: &'static str, model_version: &str, n: usize) {
+    if n > 0 {
+        metrics::counter!(REDRAFTS, "platform" => platform, "model_version" => model_version.to_string())
+            .increment(n as u64);
+    }
 }

@@ -84,6 +84,11 @@ impl<'a> Streamer<'a> {
         }
     }
 
+    /// Whether any of the text has been shown.
+    pub fn shown(&self) -> bool {
+        self.released > 0
+    }
+
     /// Adds generated text and releases what is ready; `false` once
     /// streaming stopped (flagged, personal data found, or moderation
     /// unavailable): the final check decides what is shown.

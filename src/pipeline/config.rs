@@ -48,7 +48,19 @@ pub struct PipelineConfig {
     /// With a knowledge base: show the source of a grounded reply
     /// (`"off"`, `"title"`, or `"link"`).
     pub cite: Cite,
+    /// With a knowledge base: drafts the model may write for one reply.
+    /// When the fact guard would refuse a draft of which nothing was
+    /// shown, another is sampled (a new seed), while the model's queue is
+    /// empty and the reply's time allows; the first the guard passes is
+    /// sent, else the passage's sentences as before. 1 = one draft. A
+    /// greedy reply's further drafts sample at temperature 0.7.
+    pub drafts: usize,
 }
+
+/// [`PipelineConfig::drafts`] by default.
+pub const DEFAULT_DRAFTS: usize = 3;
+/// The most [`PipelineConfig::drafts`] may be.
+pub const MAX_DRAFTS: usize = 8;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -67,6 +79,7 @@ impl Default for PipelineConfig {
             stream_chunk_chars: 48,
             texts: TextOverrides::new(),
             cite: Cite::Off,
+            drafts: DEFAULT_DRAFTS,
         }
     }
 }
@@ -150,6 +163,12 @@ impl PipelineConfig {
             .is_some_and(|t| !(t.is_finite() && t >= 0.0))
         {
             return Err("pipeline.temperature must be a number ≥ 0".into());
+        }
+        if !(1..=MAX_DRAFTS).contains(&self.drafts) {
+            return Err(format!(
+                "pipeline.drafts must be between 1 and {MAX_DRAFTS}, got {}",
+                self.drafts
+            ));
         }
         if self.max_new_tokens == Some(0) {
             return Err("pipeline.max_new_tokens must be at least 1".into());

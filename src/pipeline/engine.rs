@@ -498,10 +498,13 @@ pub(crate) mod testing {
     /// A backend that answers from a script: `reply_for(last user text)`,
     /// streamed word by word. A user text containing `"panic!"` panics
     /// mid-reply; one containing `"error!"` fails; `"slow!"` sleeps 500 ms
-    /// per word.
+    /// per word; `"again!"` gets an invented price in its first draft and
+    /// the context's last line in every later one.
     pub struct Scripted {
         pub version: String,
         pub reply_for: fn(&str) -> String,
+        /// Drafts written so far per user text.
+        drafts: std::collections::HashMap<String, usize>,
     }
 
     pub fn opener(version: &str, reply_for: fn(&str) -> String) -> Opener {
@@ -510,6 +513,7 @@ pub(crate) mod testing {
             Ok(Box::new(Scripted {
                 version: version.clone(),
                 reply_for,
+                drafts: Default::default(),
             }) as Box<dyn Backend>)
         })
     }
@@ -532,10 +536,17 @@ pub(crate) mod testing {
             if last.contains("error!") {
                 return Err("scripted failure".into());
             }
+            let drafts = self.drafts.entry(last.clone()).or_default();
+            *drafts += 1;
             // "quote!" answers with the first line of the context block
             // the pipeline gave the model.
             let text = match dialog.context.first() {
-                Some(c) if last.contains("quote!") => c.lines().last().unwrap_or("").to_string(),
+                Some(_) if last.contains("again!") && *drafts == 1 => {
+                    "That costs $99.99.".to_string()
+                }
+                Some(c) if last.contains("quote!") || last.contains("again!") => {
+                    c.lines().last().unwrap_or("").to_string()
+                }
                 // "turns!" answers with the turns the model was given.
                 _ if last.contains("turns!") => dialog
                     .messages

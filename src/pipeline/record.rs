@@ -215,6 +215,9 @@ pub struct ReplyTrace {
     /// for a reply made without the model): the evaluation shows what the
     /// guard replaced.
     pub draft: Option<String>,
+    /// Drafts the model wrote (`[pipeline] drafts`); 0 for a reply made
+    /// without the model.
+    pub drafts: usize,
 }
 
 impl ReplyTrace {
@@ -284,6 +287,7 @@ mod tests {
             grounding_time: Duration::ZERO,
             grounding: None,
             draft: None,
+            drafts: 1,
         });
         assert!(t.take().is_empty(), "kept before keep()");
         t.keep();
@@ -294,6 +298,7 @@ mod tests {
                 grounding_time: Duration::ZERO,
                 grounding: None,
                 draft: None,
+                drafts: 1,
             });
         }
         let kept: Vec<u128> = t.take().iter().map(|t| t.total.as_millis()).collect();

@@ -376,6 +376,15 @@ fn grounded_model(q: &str) -> String {
 /// A pipeline answering from a knowledge base built from [`HELP_CENTRE`]
 /// (BM25 alone, no router).
 async fn grounded_harness(cite: Cite) -> (Harness, tempfile::TempDir) {
+    grounded_harness_with(PipelineConfig {
+        cite,
+        ..PipelineConfig::default()
+    })
+    .await
+}
+
+/// [`grounded_harness`] with the pipeline configured as `cfg`.
+async fn grounded_harness_with(cfg: PipelineConfig) -> (Harness, tempfile::TempDir) {
     let kb_dir = tempfile::tempdir().unwrap();
     let docs = kb_dir.path().join("help.md");
     std::fs::write(&docs, HELP_CENTRE).unwrap();
@@ -400,17 +409,9 @@ async fn grounded_harness(cite: Cite) -> (Harness, tempfile::TempDir) {
         1,
     )
     .unwrap();
-    h.pipeline = Pipeline::new(
-        PipelineConfig {
-            cite,
-            ..PipelineConfig::default()
-        },
-        Arc::new(engine),
-        gate("darn"),
-        h.writer.handle(),
-    )
-    .unwrap()
-    .with_knowledge(Arc::new(knowledge));
+    h.pipeline = Pipeline::new(cfg, Arc::new(engine), gate("darn"), h.writer.handle())
+        .unwrap()
+        .with_knowledge(Arc::new(knowledge));
     (h, kb_dir)
 }
 
@@ -505,6 +506,51 @@ async fn test_a_reply_without_the_passages_facts_gets_the_passage() {
     let reply = reply_text(&events).unwrap();
     assert!(reply.contains("7-14 business days"), "{reply}");
     assert!(!reply.contains("travelling"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+}
+
+/// The first draft invents a price; the second quotes the passage and is
+/// sent as the model's words. With one draft allowed, the passage's
+/// sentences go instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_refused_draft_is_written_again() {
+    let question = "return policy for unworn items? again!";
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    h.pipeline.keep_traces();
+    let events = h.say("1", question).await;
+    let reply = reply_text(&events).unwrap();
+    assert!(
+        reply.contains("within 30 days of delivery for a full refund"),
+        "{reply}"
+    );
+    assert!(!streamed(&events).contains("99"), "{events:?}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Generated);
+    let trace = h.pipeline.take_traces().pop();
+    assert_eq!(trace.map(|t| t.drafts), Some(2));
+
+    // A greedy reply's further drafts are sampled: the same happens.
+    let (h, _kb) = grounded_harness_with(PipelineConfig {
+        temperature: Some(0.0),
+        ..PipelineConfig::default()
+    })
+    .await;
+    let events = h.say("1", question).await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("within 30 days of delivery"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Generated);
+
+    let (h, _kb) = grounded_harness_with(PipelineConfig {
+        drafts: 1,
+        ..PipelineConfig::default()
+    })
+    .await;
+    let events = h.say("1", question).await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("30 days"), "{reply}");
+    assert!(!reply.contains("99"), "{reply}");
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
