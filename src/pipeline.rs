@@ -590,12 +590,9 @@ impl Pipeline {
             &sink,
         )
         .await;
-        let generated = match (generated, &redraft) {
+        let generated = match (generated, redraft) {
             (Ok(g), Some((r, dialog, params))) => {
-                Ok(
-                    generate::redraft(&pool, dialog, params.clone(), r, &sink, g, &mut stream)
-                        .await,
-                )
+                Ok(generate::redraft(&pool, &dialog, params, &r, &sink, g, &mut stream).await)
             }
             (generated, _) => generated,
         };

@@ -175,24 +175,18 @@ impl Decision {
     }
 }
 
-/// The facts of `facts` the evidence does not state.
-fn missing<'f>(evidence: &Evidence, facts: &'f [ground::Fact]) -> Vec<&'f ground::Fact> {
-    facts
-        .iter()
-        .filter(|f| !ground::supported(f, &evidence.support))
-        .collect()
-}
-
 /// Whether [`decide`] would send `reply` as written, without its log lines.
 pub fn passes(evidence: &Evidence, reply: &str) -> bool {
-    missing(evidence, &ground::facts(reply, &evidence.names)).is_empty()
-        && !evidence.holds_back(reply)
+    evidence.unsupported(reply).is_empty() && !evidence.holds_back(reply)
 }
 
 /// Decides about `reply`.
 pub fn decide(g: &Grounded, evidence: &Evidence, reply: &str) -> Decision {
     let facts = ground::facts(reply, &evidence.names);
-    let missing = missing(evidence, &facts);
+    let missing: Vec<&ground::Fact> = facts
+        .iter()
+        .filter(|f| !ground::supported(f, &evidence.support))
+        .collect();
     let evasive = evidence.holds_back(reply);
     if missing.is_empty() && !evasive {
         // Cite the first passage that states one of the reply's facts.
