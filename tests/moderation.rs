@@ -164,6 +164,44 @@ fn moderate_json(args: &[&str], input: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// An insult in one clause of a long, polite request is flagged: the text
+/// scores as its most offensive clause, where the whole text's score
+/// averages the insult away among the request's words.
+#[test]
+fn test_an_insult_in_one_clause_of_a_long_request_is_flagged() {
+    let (_, dir, _) = model();
+    let request = "thanks order shipping boots refund tent ".repeat(4);
+    let text = format!("{request}, moron");
+    let m = Moderator::open(dir, &cpu()).unwrap();
+    let v = m.check_batch(&[&text, &request, "moron"]).unwrap();
+    let off = |v: &[chatforge::moderation::Verdict], i: usize| v[i].categories[0].score;
+    assert!(v[0].categories[0].flagged, "{:?}", v[0]);
+    assert!(!v[1].flagged, "{:?}", v[1]);
+    assert!(off(&v, 0) >= off(&v, 2) - 1e-6, "the clause's score: {v:?}");
+
+    // The same model told to score whole texts only.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["moderation.onnx", "moderation.json"] {
+        std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let json = tmp.path().join("moderation.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(meta["featurizer"]["clauses"], true);
+    meta["featurizer"]["clauses"] = false.into();
+    std::fs::write(&json, meta.to_string()).unwrap();
+    let whole = Moderator::open(tmp.path(), &cpu())
+        .unwrap()
+        .check_batch(&[&text])
+        .unwrap();
+    assert!(
+        off(&whole, 0) < off(&v, 0),
+        "whole text {} vs clauses {}",
+        off(&whole, 0),
+        off(&v, 0)
+    );
+}
+
 #[test]
 fn test_moderate_cli_json_lines_in_order() {
     let (tmp, dir, _) = model();

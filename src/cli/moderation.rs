@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// log2 of the number of hash buckets.
     #[arg(long, default_value_t = 18)]
     buckets_log2: u32,
+    /// Score whole texts only, not also each clause (the highest score of
+    /// the text and its clauses counts, in training and when checking).
+    #[arg(long)]
+    whole_texts: bool,
     /// Seed of the train/validation/test split.
     #[arg(long, default_value_t = 1337)]
     split_seed: u64,
@@ -265,6 +269,7 @@ pub fn run(cmd: ModerationCommand, progress: bool) -> Result<()> {
                         .checked_shl(a.buckets_log2)
                         .filter(|_| (1..=24).contains(&a.buckets_log2))
                         .context("--buckets-log2 must be 1..=24")?,
+                    clauses: !a.whole_texts,
                     ..FeaturizerConfig::default()
                 },
                 split: SplitConfig {

@@ -58,6 +58,7 @@ impl Default for RouterSettings {
                 char_ngrams: (2, 5),
                 word_ngrams: (1, 2),
                 max_chars: 1000,
+                clauses: false,
             },
             dim: 96,
             pooling: Pooling::Mean,

@@ -22,6 +22,12 @@ pub struct FeaturizerConfig {
     /// Characters scored per text; a longer text is cut to this window (the
     /// verdict says so) to bound latency.
     pub max_chars: usize,
+    /// Also score each clause of a text on its own and keep the highest
+    /// score (trained the same way), so an insult in one clause of a long,
+    /// polite request is not averaged away by the request's words. Models
+    /// written before this setting score whole texts only.
+    #[serde(default)]
+    pub clauses: bool,
 }
 
 impl Default for FeaturizerConfig {
@@ -32,8 +38,40 @@ impl Default for FeaturizerConfig {
             char_ngrams: (1, 3),
             word_ngrams: (1, 2),
             max_chars: 1000,
+            clauses: true,
         }
     }
+}
+
+/// Clauses scored beside the whole text at most; a longer text's later
+/// clauses are left to the whole-text score (latency stays bounded).
+pub const MAX_CLAUSES: usize = 16;
+
+/// A text's clauses: the parts between sentence and clause punctuation
+/// (Latin and CJK) that hold a letter or digit.
+fn clauses(text: &str) -> Vec<&str> {
+    text.split(|c: char| {
+        matches!(
+            c,
+            '.' | '!'
+                | '?'
+                | ';'
+                | ','
+                | ':'
+                | '\n'
+                | '…'
+                | '，'
+                | '。'
+                | '！'
+                | '？'
+                | '；'
+                | '：'
+                | '、'
+        )
+    })
+    .map(str::trim)
+    .filter(|c| c.chars().any(char::is_alphanumeric))
+    .collect()
 }
 
 /// The features of one text: distinct buckets with occurrence counts.
@@ -125,6 +163,28 @@ impl FeaturizerConfig {
             return Err("max_chars must be positive".into());
         }
         Ok(())
+    }
+
+    /// What `text` is scored by: its features, then, with `clauses` and
+    /// more than one clause, each clause's (at most [`MAX_CLAUSES`]). The
+    /// text's score is the highest of theirs.
+    pub fn windows(&self, text: &str) -> Vec<Features> {
+        let whole = self.featurize(text);
+        if !self.clauses {
+            return vec![whole];
+        }
+        let parts = clauses(text);
+        if parts.len() < 2 {
+            return vec![whole];
+        }
+        std::iter::once(whole)
+            .chain(
+                parts
+                    .into_iter()
+                    .take(MAX_CLAUSES)
+                    .map(|c| self.featurize(c)),
+            )
+            .collect()
     }
 
     /// The hashed features of `text`, sorted by bucket.
@@ -223,6 +283,28 @@ mod tests {
         assert!(cfg.featurize("").ids.is_empty());
         // Control characters and emoji featurize without panicking.
         assert!(!cfg.featurize("\u{0}\u{7}😀\u{202e}").ids.is_empty());
+    }
+
+    #[test]
+    fn test_windows_are_the_text_then_its_clauses() {
+        let cfg = FeaturizerConfig::default();
+        let text = "I need to change my address, dumbass. 快递到哪了？你这个笨蛋";
+        let w = cfg.windows(text);
+        assert_eq!(w.len(), 5);
+        assert_eq!(w[0], cfg.featurize(text), "the whole text first");
+        assert_eq!(w[2], cfg.featurize("dumbass"));
+        assert_eq!(w[4], cfg.featurize("你这个笨蛋"));
+        // One clause, no letters between the marks, or clauses off: the
+        // text alone.
+        assert_eq!(cfg.windows("where is my order?").len(), 1);
+        assert_eq!(cfg.windows("?!, ...").len(), 1);
+        let off = FeaturizerConfig {
+            clauses: false,
+            ..FeaturizerConfig::default()
+        };
+        assert_eq!(off.windows(text), vec![off.featurize(text)]);
+        // Bounded however many clauses a text has.
+        assert_eq!(cfg.windows(&"a, ".repeat(100)).len(), 1 + MAX_CLAUSES);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::data::language_of;
 use super::features::{Features, FeaturizerConfig, is_cjk};
 use super::onnx::{ONNX_FILE, run_scores};
-use super::train::ModelMeta;
+use super::train::{ModelMeta, max_per_text};
 use super::{Error, Result};
 use crate::runtime::{self, Provider, RuntimeConfig};
 use crate::text::pii::{PiiCounts, Redactor};
@@ -265,22 +265,25 @@ impl Moderator {
 
     /// Calibrated classifier scores, `[texts][labels]`.
     pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let feats: Vec<Features> = texts
+        let windows: Vec<Vec<Features>> = texts
             .iter()
-            .map(|t| self.meta.featurizer.featurize(t))
+            .map(|t| self.meta.featurizer.windows(t))
             .collect();
-        self.score_features(&feats)
+        self.score_windows(&windows)
     }
 
-    fn score_features(&self, feats: &[Features]) -> Result<Vec<Vec<f32>>> {
+    /// Each text's scores: the highest over its windows (the whole text,
+    /// and its clauses when the model was trained on them).
+    fn score_windows(&self, texts: &[Vec<Features>]) -> Result<Vec<Vec<f32>>> {
         let n = self.meta.labels.len();
         let mut session = self.session();
-        let mut out = Vec::with_capacity(feats.len());
+        let mut out = Vec::with_capacity(texts.len());
         // Bounded batches keep the padded input small whatever the caller passes.
-        for chunk in feats.chunks(256) {
-            let rows: Vec<&Features> = chunk.iter().collect();
+        for chunk in texts.chunks(64) {
+            let rows: Vec<&Features> = chunk.iter().flat_map(|w| w.iter()).collect();
             let flat = run_scores(&mut session, &rows, n)?;
-            out.extend(flat.chunks(n).map(<[f32]>::to_vec));
+            let best = max_per_text(&flat, chunk.iter().map(Vec::len), n);
+            out.extend(best.chunks(n).map(<[f32]>::to_vec));
         }
         Ok(out)
     }
@@ -305,16 +308,20 @@ impl Moderator {
 
     /// A verdict per text, in input order.
     pub fn check_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
-        let feats: Vec<Features> = texts
+        let windows: Vec<Vec<Features>> = texts
             .iter()
-            .map(|t| self.meta.featurizer.featurize(t))
+            .map(|t| self.meta.featurizer.windows(t))
             .collect();
-        let scores = self.score_features(&feats)?;
+        let scores = self.score_windows(&windows)?;
         Ok(texts
             .iter()
-            .zip(&feats)
+            .zip(&windows)
             .zip(scores)
-            .map(|((text, f), s)| self.verdict(text, f.truncated, &s))
+            .map(|((text, w), s)| {
+                // The first window is the whole text.
+                let truncated = w.first().is_some_and(|f| f.truncated);
+                self.verdict(text, truncated, &s)
+            })
             .collect())
     }
 

@@ -401,19 +401,114 @@ fn targets(ds: &Dataset, idx: &[usize], dev: &Device) -> Result<(Tensor, Tensor)
     Ok((y, m))
 }
 
-/// Raw logits of `rows`, row-major `[rows, labels]`.
-fn predict(model: &Classifier, feats: &[&Features], dev: &Device) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for chunk in feats.chunks(512) {
-        let (ids, w) = batch_tensors(chunk, dev)?;
+/// Raw logits of `texts`, each the highest over its windows, row-major
+/// `[texts, labels]`.
+fn predict(
+    model: &Classifier,
+    texts: &[&[Features]],
+    labels: usize,
+    dev: &Device,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(texts.len() * labels);
+    for chunk in texts.chunks(256) {
+        let rows: Vec<&Features> = chunk.iter().flat_map(|w| w.iter()).collect();
+        let (ids, w) = batch_tensors(&rows, dev)?;
         let z = model
             .logits(&ids, &w)
             .and_then(|z| z.flatten_all())
             .and_then(|z| z.to_vec1::<f32>())
             .map_err(candle_err)?;
-        out.extend(z);
+        out.extend(max_per_text(&z, chunk.iter().map(|w| w.len()), labels));
     }
     Ok(out)
+}
+
+/// Each text's highest score per label over its consecutive windows' rows
+/// of `scores` (`[windows, labels]`, row-major).
+pub(crate) fn max_per_text(
+    scores: &[f32],
+    windows: impl Iterator<Item = usize>,
+    labels: usize,
+) -> Vec<f32> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for k in windows {
+        let rows = scores.get(at * labels..(at + k) * labels).unwrap_or(&[]);
+        at += k;
+        out.extend((0..labels).map(|l| {
+            rows.iter()
+                .skip(l)
+                .step_by(labels)
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+        }));
+    }
+    out
+}
+
+/// Training rows of one batch are padded in this many parts of similar
+/// length, so a short clause is not padded to the batch's longest text.
+const LENGTH_PARTS: usize = 4;
+
+/// One batch's windows as padded parts (`(rows, n, ids, weights)`, shortest
+/// first), and each text's windows as rows of the parts' logits stacked.
+struct WindowBatch {
+    parts: Vec<(usize, usize, Vec<u32>, Vec<f32>)>,
+    windows: Vec<Vec<u32>>,
+}
+
+fn window_batch(texts: &[&[Features]]) -> WindowBatch {
+    let rows: Vec<&Features> = texts.iter().flat_map(|w| w.iter()).collect();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&r| rows[r].ids.len());
+    let mut position = vec![0u32; rows.len()];
+    for (p, &r) in order.iter().enumerate() {
+        position[r] = p as u32;
+    }
+    let per = order.len().div_ceil(LENGTH_PARTS).max(1);
+    let parts = order
+        .chunks(per)
+        .map(|chunk| {
+            let feats: Vec<&Features> = chunk.iter().map(|&r| rows[r]).collect();
+            let (n, ids, w) = pad(&feats);
+            (chunk.len(), n, ids, w)
+        })
+        .collect();
+    let mut at = 0;
+    let windows = texts
+        .iter()
+        .map(|w| {
+            let rows = position[at..at + w.len()].to_vec();
+            at += w.len();
+            rows
+        })
+        .collect();
+    WindowBatch { parts, windows }
+}
+
+/// The training graph's form of [`max_per_text`]: logits `[rows, labels]`
+/// → `[texts, labels]`, each text the maximum over its `windows` rows (the
+/// gradient reaches the highest window only).
+fn max_over_windows(z: &Tensor, windows: &[Vec<u32>]) -> candle_core::Result<Tensor> {
+    let k = windows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let (_, labels) = z.dims2()?;
+    let (mut idx, mut penalty) = (Vec::new(), Vec::new());
+    for rows in windows {
+        for j in 0..k {
+            // A text with fewer windows repeats its first, pushed far
+            // below every real one so it is never the maximum.
+            let real = rows.get(j);
+            idx.push(real.or(rows.first()).copied().unwrap_or(0));
+            penalty.push(if real.is_some() { 0f32 } else { -MASKED as f32 });
+        }
+    }
+    let b = windows.len();
+    let idx = Tensor::from_vec(idx, b * k, z.device())?;
+    let penalty = Tensor::from_vec(penalty, (b, k, 1), z.device())?;
+    z.index_select(&idx, 0)?
+        .reshape((b, k, labels))?
+        .broadcast_add(&penalty)?
+        .max(1)
 }
 
 /// Trains on `job.data`, writes `moderation.onnx` and `moderation.json`
@@ -459,7 +554,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
             val_idx.len()
         )));
     }
-    let feats: Vec<Option<Features>> = {
+    let feats: Vec<Option<Vec<Features>>> = {
         let mut keep = vec![false; ds.examples.len()];
         train_idx
             .iter()
@@ -468,12 +563,12 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         ds.examples
             .iter()
             .zip(&keep)
-            .map(|(ex, &k)| k.then(|| s.featurizer.featurize(&ex.text)))
+            .map(|(ex, &k)| k.then(|| s.featurizer.windows(&ex.text)))
             .collect()
     };
-    let feat = |i: usize| -> Result<&Features> {
+    let feat = |i: usize| -> Result<&[Features]> {
         feats[i]
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| Error::Train(format!("row {i} was not featurized")))
     };
 
@@ -526,16 +621,13 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         }
         train_idx.shuffle(&mut rng);
         for batch in train_idx.chunks(s.batch_size) {
-            let rows = batch.iter().map(|&i| feat(i)).collect::<Result<Vec<_>>>()?;
-            let (n, ids, w) = pad(&rows);
-            let SparseBatch {
+            let texts = batch.iter().map(|&i| feat(i)).collect::<Result<Vec<_>>>()?;
+            let WindowBatch { parts, windows } = window_batch(&texts);
+            let SparseParts {
                 touched,
                 embedding,
-                ids,
-                w,
-            } = table
-                .batch(rows.len(), n, &ids, w, &dev)
-                .map_err(candle_err)?;
+                parts,
+            } = table.batch_parts(parts, &dev).map_err(candle_err)?;
             let step_model = Classifier {
                 embedding: embedding.clone(),
                 weight: weight.clone(),
@@ -543,8 +635,12 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
                 pooling: s.pooling,
             };
             let (y, mask) = targets(&ds, batch, &dev)?;
-            let loss = step_model
-                .logits(&ids, &w)
+            let loss = parts
+                .iter()
+                .map(|(ids, w)| step_model.logits(ids, w))
+                .collect::<candle_core::Result<Vec<_>>>()
+                .and_then(|z| Tensor::cat(&z, 0))
+                .and_then(|z| max_over_windows(&z, &windows))
                 .and_then(|z| masked_bce(&z, &y, &mask))
                 .map_err(candle_err)?;
             let value = loss.to_scalar::<f32>().map_err(candle_err)?;
@@ -589,7 +685,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
         .iter()
         .map(|&i| feat(i))
         .collect::<Result<Vec<_>>>()?;
-    let val_logits = predict(&model, &val_feats, &dev)?;
+    let val_logits = predict(&model, &val_feats, labels, &dev)?;
     let mut label_models = Vec::with_capacity(labels);
     let mut val_loss_sum = 0f64;
     let mut val_loss_n = 0usize;
@@ -653,7 +749,7 @@ pub fn train(job: TrainJob) -> Result<TrainReport> {
     let proto = classifier_model(&model, &label_models)?;
     let bytes = prost::Message::encode_to_vec(&proto);
     let empty = Features::default();
-    let mut sample: Vec<&Features> = val_feats.iter().take(63).copied().collect();
+    let mut sample: Vec<&Features> = val_feats.iter().flat_map(|w| w.iter()).take(63).collect();
     sample.push(&empty);
     let parity = check_parity(&bytes, &model, &label_models, &sample)?;
 
@@ -702,6 +798,14 @@ pub(crate) struct SparseBatch {
     pub w: Tensor,
 }
 
+/// [`SparseBatch`] in several padded parts.
+pub(crate) struct SparseParts {
+    pub touched: Vec<u32>,
+    pub embedding: Var,
+    /// Ids into `embedding` and weights, per part.
+    pub parts: Vec<(Tensor, Tensor)>,
+}
+
 /// Adam for the embedding table, updating only the rows a batch touched
 /// (PyTorch's `SparseAdam`, TensorFlow's `LazyAdam`): an untouched row keeps
 /// its moments, so rare n-grams are not dragged by stale momentum.
@@ -741,23 +845,54 @@ impl SparseAdam {
         w: Vec<f32>,
         dev: &Device,
     ) -> candle_core::Result<SparseBatch> {
-        let mut touched = ids.to_vec();
+        let SparseParts {
+            touched,
+            embedding,
+            mut parts,
+        } = self.batch_parts(vec![(rows, n, ids.to_vec(), w)], dev)?;
+        let (ids, w) = parts
+            .pop()
+            .ok_or_else(|| candle_core::Error::Msg("a batch without rows".into()))?;
+        Ok(SparseBatch {
+            touched,
+            embedding,
+            ids,
+            w,
+        })
+    }
+
+    /// [`Self::batch`] for several padded parts sharing one `Var` (rows of
+    /// different lengths padded apart): `(rows, n, ids, weights)` each.
+    pub(crate) fn batch_parts(
+        &self,
+        parts: Vec<(usize, usize, Vec<u32>, Vec<f32>)>,
+        dev: &Device,
+    ) -> candle_core::Result<SparseParts> {
+        let mut touched: Vec<u32> = parts.iter().flat_map(|p| p.2.iter().copied()).collect();
         touched.sort_unstable();
         touched.dedup();
-        let local: Vec<u32> = ids
-            .iter()
-            .map(|id| touched.binary_search(id).unwrap_or(0) as u32)
-            .collect();
         let embedding = Var::from_tensor(&Tensor::from_vec(
             self.gather(&touched),
             (touched.len(), self.dim),
             dev,
         )?)?;
-        Ok(SparseBatch {
-            ids: Tensor::from_vec(local, (rows, n), dev)?,
-            w: Tensor::from_vec(w, (rows, n), dev)?,
+        let parts = parts
+            .into_iter()
+            .map(|(rows, n, ids, w)| {
+                let local: Vec<u32> = ids
+                    .iter()
+                    .map(|id| touched.binary_search(id).unwrap_or(0) as u32)
+                    .collect();
+                Ok((
+                    Tensor::from_vec(local, (rows, n), dev)?,
+                    Tensor::from_vec(w, (rows, n), dev)?,
+                ))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(SparseParts {
             touched,
             embedding,
+            parts,
         })
     }
 
@@ -867,5 +1002,60 @@ mod tests {
         assert!((padded[1] - 3.0).abs() < 1e-6, "{}", padded[1]);
         assert!(padded[2].abs() < 0.5, "no strong feature: {}", padded[2]);
         assert_eq!(padded[3], 0.0, "an empty text's maximum is 0");
+    }
+
+    /// The training batch (rows padded in parts by length, the maximum
+    /// taken in the graph) gives each text the same logits as scoring its
+    /// windows one by one and keeping the highest, as the served model does.
+    #[test]
+    fn test_training_batch_takes_each_texts_highest_window() {
+        let dev = Device::Cpu;
+        let m = Classifier::new(256, 4, 2, Pooling::MeanMax, 5, &dev).unwrap();
+        let cfg = FeaturizerConfig {
+            buckets: 256,
+            clauses: true,
+            ..FeaturizerConfig::default()
+        };
+        let texts: Vec<Vec<Features>> = [
+            "where is my order",
+            "hi, where is my parcel, it is late. please check",
+            "",
+            "one; two; three; four; five; six; seven; eight; nine",
+            "refund please, you idiot",
+        ]
+        .iter()
+        .map(|t| cfg.windows(t))
+        .collect();
+        assert_eq!(
+            texts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1, 5, 1, 10, 3]
+        );
+        let one_by_one: Vec<f32> = texts
+            .iter()
+            .flat_map(|w| {
+                let rows: Vec<f32> = w.iter().flat_map(|f| logits(&m, &[f])).collect();
+                max_per_text(&rows, std::iter::once(w.len()), 2)
+            })
+            .collect();
+        let refs: Vec<&[Features]> = texts.iter().map(Vec::as_slice).collect();
+        let WindowBatch { parts, windows } = window_batch(&refs);
+        assert!(parts.len() > 1, "rows are padded in parts");
+        let z: Vec<Tensor> = parts
+            .into_iter()
+            .map(|(rows, n, ids, w)| {
+                let ids = Tensor::from_vec(ids, (rows, n), &dev).unwrap();
+                let w = Tensor::from_vec(w, (rows, n), &dev).unwrap();
+                m.logits(&ids, &w).unwrap()
+            })
+            .collect();
+        let batched = max_over_windows(&Tensor::cat(&z, 0).unwrap(), &windows)
+            .and_then(|z| z.flatten_all())
+            .and_then(|z| z.to_vec1::<f32>())
+            .unwrap();
+        assert_eq!(batched.len(), one_by_one.len());
+        for (b, o) in batched.iter().zip(&one_by_one) {
+            assert!((b - o).abs() < 1e-5, "{batched:?} vs {one_by_one:?}");
+        }
+        assert_eq!(predict(&m, &refs, 2, &dev).unwrap().len(), one_by_one.len());
     }
 }
