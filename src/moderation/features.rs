@@ -47,31 +47,18 @@ impl Default for FeaturizerConfig {
 /// clauses are left to the whole-text score (latency stays bounded).
 pub const MAX_CLAUSES: usize = 16;
 
-/// A text's clauses: the parts between sentence and clause punctuation
-/// (Latin and CJK) that hold a letter or digit.
+/// Where clauses end: sentence and clause punctuation, Latin and CJK.
+const CLAUSE_ENDS: &[char] = &[
+    '.', '!', '?', ';', ',', ':', '\n', '…', '，', '。', '！', '？', '；', '：', '、',
+];
+
+/// A text's clauses: the parts between [`CLAUSE_ENDS`] that hold a letter
+/// or digit.
 fn clauses(text: &str) -> Vec<&str> {
-    text.split(|c: char| {
-        matches!(
-            c,
-            '.' | '!'
-                | '?'
-                | ';'
-                | ','
-                | ':'
-                | '\n'
-                | '…'
-                | '，'
-                | '。'
-                | '！'
-                | '？'
-                | '；'
-                | '：'
-                | '、'
-        )
-    })
-    .map(str::trim)
-    .filter(|c| c.chars().any(char::is_alphanumeric))
-    .collect()
+    text.split(CLAUSE_ENDS)
+        .map(str::trim)
+        .filter(|c| c.chars().any(char::is_alphanumeric))
+        .collect()
 }
 
 /// The features of one text: distinct buckets with occurrence counts.
