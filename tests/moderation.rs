@@ -164,6 +164,35 @@ fn moderate_json(args: &[&str], input: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Texts of very different lengths, with their clauses, score in one batch
+/// as each does alone: the batch runs in groups of similar length and every
+/// score must land back on its own text.
+#[test]
+fn test_a_batch_scores_each_text_as_it_scores_alone() {
+    let (_, dir, _) = model();
+    let m = Moderator::open(dir, &cpu()).unwrap();
+    let long = format!(
+        "{}, moron, {}",
+        "thanks order shipping boots refund tent ".repeat(12),
+        "where is my parcel".repeat(3)
+    );
+    let texts = [
+        "moron",
+        long.as_str(),
+        "hi",
+        "refund my tent, idiot",
+        "thanks",
+    ];
+    let together = m.score_batch(&texts).unwrap();
+    for (t, scores) in texts.iter().zip(&together) {
+        let alone = m.score_batch(&[t]).unwrap();
+        for (a, b) in alone[0].iter().zip(scores) {
+            assert!((a - b).abs() < 1e-5, "{t:?}: alone {a}, in the batch {b}");
+        }
+    }
+    assert!(together[0][0] > together[2][0], "{together:?}");
+}
+
 /// An insult in one clause of a long, polite request is flagged: the text
 /// scores as its most offensive clause, where the whole text's score
 /// averages the insult away among the request's words.

@@ -11,8 +11,12 @@ use super::Result;
 use super::moderator::{Moderator, Rules};
 use crate::runtime::RuntimeConfig;
 
-/// Chat-like messages of varied length and script.
-const SAMPLES: [&str; 12] = [
+/// Chat-like messages of varied length and script, and the bot's own
+/// replies, which are checked too: long, of many clauses, quoting the
+/// knowledge base.
+const SAMPLES: [&str; 14] = [
+    "Option: Standard; Delivery time: 5-7 business days; Price: $5.95, free on orders over $75. Option: Express; Delivery time: 2-3 business days; Price: $14.95. Delivery times count from the day the order ships, and orders placed before 2 pm ET on a business day ship the same day.",
+    "您可以在收货后30天内退货，商品必须未使用且保持原包装。请在账户的订单页面选择退货，打印退货标签，然后把包裹交给快递。我们收到包裹后3个工作日内处理退款。",
     "Where is my order? It was supposed to arrive on Monday.",
     "thanks!",
     "Can I return boots I bought three weeks ago if I wore them once outside?",
