@@ -350,8 +350,9 @@ No, our gift cards never expire.
 
 /// What the scripted model says: an invented return window, a shipping
 /// answer that the knowledge base states, one that states a true price but
-/// not the delivery time asked for, an answer with no fact, a needless "I
-/// don't know", and small talk.
+/// not the delivery time asked for, one that states the facts without the
+/// words around them, an answer with no fact, a needless "I don't know",
+/// and small talk.
 fn grounded_model(q: &str) -> String {
     let q = q.to_lowercase();
     if q.contains("gift card") {
@@ -362,6 +363,8 @@ fn grounded_model(q: &str) -> String {
         "You can return unworn items within 45 days. Just ask!".into()
     } else if q.contains("price please") {
         "Lovely express yes the days we are delivery happy costs the $14.95 arrives in 2-3 business days thanks lovely".into()
+    } else if q.contains("in short") {
+        "Hi! Express $14.95, 2-3 business days.".into()
     } else if q.contains("how fast") {
         "Express is only $14.95!".into()
     } else if q.contains("cost of express") {
@@ -565,6 +568,24 @@ async fn test_a_reply_leaving_out_the_answers_fact_gets_the_passage() {
     assert!(reply.contains("2-3 business days"), "{reply}");
     let shown = streamed(&events);
     assert!(!shown.contains("only"), "streamed: {shown}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_eq!(g.kind, store::ReplyKind::Extracted);
+}
+
+/// Every fact of the passage answer is there, but the words that say what
+/// they are are not: the passage goes instead, and the model's words never
+/// show. One word said otherwise passes
+/// ([`test_supported_reply_is_sent_and_cited`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_facts_without_the_answers_words_get_the_passage() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    let events = h.say("1", "express delivery in short?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(
+        reply.contains("Express delivery costs $14.95 and arrives in 2-3 business days"),
+        "{reply}"
+    );
+    assert!(!streamed(&events).contains("Express $14.95"), "{events:?}");
     let (_, g) = last_reply(&h.stored().await);
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
