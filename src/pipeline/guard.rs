@@ -157,11 +157,15 @@ impl Evidence {
         if facts.is_empty() && terms.is_empty() {
             return true;
         }
+        // Checked on every streamed piece: the terms are analysed only once
+        // the facts are all there.
         let said = ground::support_texts([text]);
+        if !facts.iter().all(|f| ground::states_normalized(&said, f)) {
+            return true;
+        }
         let used = crate::kb::analyze_terms(text);
         let missing = terms.iter().filter(|t| !used.contains(t)).count();
-        !facts.iter().all(|f| ground::states_normalized(&said, f))
-            || missing > if facts.is_empty() { 0 } else { TERMS_LEFT_OUT }
+        missing > if facts.is_empty() { 0 } else { TERMS_LEFT_OUT }
     }
 
     /// `text` declines although retrieval was confident.
