@@ -63,7 +63,7 @@ use self::guard::{Decision, Evidence};
 use self::moderate::InputCheck;
 use self::record::{Recorder, ReplyLog, Traces};
 use self::retrieve::Grounded;
-use self::session::{ReplyIndex, Session, SessionRef, Sessions};
+use self::session::{OpenHandoffs, ReplyIndex, Session, SessionRef, Sessions};
 use crate::runtime::{SamplingParams, StopReason};
 use crate::store::{Grounding, ReplyKind, Verdict as StoredVerdict, WriterHandle};
 use crate::text::{Dialog, Message, Role};
@@ -150,6 +150,8 @@ pub struct Pipeline {
     /// Read back which chats wait for a human when a session is new (after
     /// a restart); `None`: sessions start with the bot.
     store: Option<Arc<dyn crate::store::ConversationStore>>,
+    /// Which chats `store` may hold a handoff for.
+    open_handoffs: OpenHandoffs,
     /// Platforms whose chats any replica may answer: their sessions are
     /// read from `store` at every turn (memory is only a cache).
     shared: Vec<Platform>,
@@ -185,6 +187,7 @@ impl Pipeline {
             traces: Traces::new(TRACES_CAP),
             feed: operator::Feed::new(),
             store: None,
+            open_handoffs: OpenHandoffs::default(),
             shared: Vec::new(),
         })
     }
@@ -308,10 +311,15 @@ impl Pipeline {
         }
         s.restored = true;
         let Some(store) = &self.store else { return };
-        match store
-            .open_handoff(platform_name(m.platform), &m.conversation_key)
+        let platform = platform_name(m.platform);
+        if !self
+            .open_handoffs
+            .may_hold(store.as_ref(), platform, &m.conversation_key)
             .await
         {
+            return;
+        }
+        match store.open_handoff(platform, &m.conversation_key).await {
             Ok(Some(c)) => {
                 s.state = match c.claimed_by {
                     Some(operator) => State::WithOperator { operator },

@@ -3,7 +3,7 @@
 //! reply ids to conversations for feedback that arrives later. Both are
 //! capped, so a long-running `serve` holds bounded memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,54 @@ use chatforge_channel::Platform;
 use super::config::Profile;
 use crate::store::Handoff;
 use crate::text::Message;
+
+/// Open handoffs listed at most; with more, every new session asks the
+/// store about its own chat.
+const HANDOFFS_LISTED: u32 = 100_000;
+
+/// The chats that may wait for or be with a human in the store, so that a
+/// new session reads its chat's handoff only for those: a query per new
+/// session took a few milliseconds at the tail under load (the store's
+/// thread waits for a core the model holds). A chat handed to a human in
+/// this process keeps its session (one with humans is never evicted), so
+/// only the handoffs an earlier process left open need reading back; they
+/// are listed once, at the first new session. While they cannot be listed
+/// (a store error), every new session asks.
+#[derive(Default)]
+pub struct OpenHandoffs {
+    listed: tokio::sync::OnceCell<Option<HashSet<(String, String)>>>,
+}
+
+impl OpenHandoffs {
+    /// Whether `store` may hold an open handoff for the chat.
+    pub async fn may_hold(
+        &self,
+        store: &dyn crate::store::ConversationStore,
+        platform: &str,
+        channel: &str,
+    ) -> bool {
+        let listed = self
+            .listed
+            .get_or_try_init(|| async {
+                let queue = store.handoff_queue(HANDOFFS_LISTED).await?;
+                Ok::<_, crate::store::Error>((queue.len() < HANDOFFS_LISTED as usize).then(|| {
+                    queue
+                        .into_iter()
+                        .map(|c| (c.record.platform, c.record.channel))
+                        .collect()
+                }))
+            })
+            .await;
+        match listed {
+            Ok(Some(chats)) => chats.contains(&(platform.to_string(), channel.to_string())),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the chats waiting for a human; asking the store per chat");
+                true
+            }
+        }
+    }
+}
 
 /// Who answers a conversation. Every change is persisted
 /// ([`State::stored`]) so operators and later replicas see it.

@@ -893,6 +893,20 @@ async fn test_a_restarted_pipeline_keeps_a_handed_off_chat_with_the_humans() {
         (last.role, last.content.as_str()),
         (Role::User, "still there?")
     );
+    // Only the chat left with a human is read back from the store.
+    let store = h.store.as_ref();
+    assert!(
+        restarted
+            .open_handoffs
+            .may_hold(store, "telegram", "7")
+            .await
+    );
+    assert!(
+        !restarted
+            .open_handoffs
+            .may_hold(store, "telegram", "8")
+            .await
+    );
 }
 
 /// Two replicas over one store (Telegram webhooks): the second continues
