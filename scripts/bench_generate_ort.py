@@ -47,6 +47,9 @@ def decode(sess, prompt, new):
     for i in range(layers):
         for kind in ("key", "value"):
             feed[f"past_key_values.{i}.{kind}"] = np.zeros((1, heads, 0, dim), np.float32)
+    # The prefill needs only the last position's logits, as chatforge asks.
+    if any(i.name == "logits_to_keep" for i in sess.get_overridable_initializers()):
+        feed["logits_to_keep"] = np.array([1], dtype=np.int64)
     t0 = time.perf_counter()
     prefill = None
     for _ in range(new):

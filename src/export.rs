@@ -16,12 +16,12 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use gpt::{OPSET, decoder_model, decoder_model_in, quantize_columns};
+pub use gpt::{LOGITS_TO_KEEP, OPSET, decoder_model, decoder_model_in, quantize_columns};
 pub use graph::{Attr, Dim, Elem, GraphBuilder, model, tensor_f32, tensor_i64};
 pub use onnx::ModelProto;
 
 use crate::bundle::{Bundle, ONNX_FILE, ONNX_INT8_FILE, Precision};
-use crate::runtime::{self, OnnxDecoder, Provider, RuntimeConfig};
+use crate::runtime::{self, Logits, OnnxDecoder, Provider, RuntimeConfig};
 
 /// Largest difference allowed between ONNX Runtime's and candle's logits.
 pub const PARITY_TOLERANCE: f32 = 1e-4;
@@ -144,6 +144,7 @@ impl Sample {
             &positions(0..self.prefill),
             &vec![1; batch * self.prefill],
             cache,
+            Logits::All,
         )?;
         for r in 0..batch {
             let n = self.prefill * v;
@@ -155,6 +156,7 @@ impl Sample {
                 &positions(p..p + 1),
                 &vec![1; batch * (p + 1)],
                 cache,
+                Logits::All,
             )?;
             cache = next;
             for r in 0..batch {
@@ -163,6 +165,26 @@ impl Sample {
             }
         }
         Ok(got)
+    }
+
+    /// Largest |got − want| at the prefill's last position, with the
+    /// decoder asked for that position's logits only (as generation does).
+    fn last_only_diff(&self, decoder: &mut OnnxDecoder) -> Result<f32> {
+        let (batch, total, v) = (self.batch, self.total, decoder.config().vocab_size);
+        let n = self.prefill;
+        let ids: Vec<i64> = (0..batch)
+            .flat_map(|r| self.ids[r * total..r * total + n].iter().map(|&t| t as i64))
+            .collect();
+        let positions: Vec<i64> = (0..batch).flat_map(|_| 0..n as i64).collect();
+        let cache = decoder.empty_cache(batch)?;
+        let (got, _) =
+            decoder.forward(&ids, &positions, &vec![1; batch * n], cache, Logits::Last)?;
+        Ok((0..batch)
+            .map(|r| {
+                let at = (r * total + n - 1) * v;
+                max_diff(&got[r * v..(r + 1) * v], &self.want[at..at + v])
+            })
+            .fold(0.0, nan_max))
     }
 
     /// Largest |got − want| over positions `range` of every row.
@@ -200,8 +222,12 @@ pub fn export_bundle(dir: &Path, int8: bool) -> Result<ExportReport> {
     };
     let bytes = decoder_model(&cfg, &weights)?.encode_to_vec();
     let session = runtime::open_memory(&cpu, &bytes, "exported decoder")?;
-    let got = sample.run(&mut OnnxDecoder::new(session, &cfg)?)?;
-    let prefill_max_diff = sample.max_diff(&got, 0..sample.prefill, v);
+    let mut decoder = OnnxDecoder::new(session, &cfg)?;
+    let got = sample.run(&mut decoder)?;
+    let prefill_max_diff = nan_max(
+        sample.max_diff(&got, 0..sample.prefill, v),
+        sample.last_only_diff(&mut decoder)?,
+    );
     if prefill_max_diff > PARITY_TOLERANCE || prefill_max_diff.is_nan() {
         return Err(Error::Parity {
             stage: "prefill".into(),

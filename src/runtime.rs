@@ -10,7 +10,7 @@ mod providers;
 pub(crate) mod sampling;
 
 pub use batch::{BatchLimits, BatchRequest, Intake};
-pub use decoder::{KvCache, OnnxDecoder};
+pub use decoder::{KvCache, Logits, OnnxDecoder};
 pub use generate::{Generation, Generator, StopReason};
 pub use library::{OrtLibrary, chatforge_home};
 pub use providers::{

@@ -117,6 +117,57 @@ fn test_batch_equals_one_by_one_and_streams_the_same_text() {
     }
 }
 
+/// A bundle exported before `logits_to_keep` existed (its logits always
+/// cover every position) still generates, and the same tokens: generation
+/// asks for the last position's logits either way.
+#[test]
+fn test_an_export_without_logits_to_keep_generates_the_same_tokens() {
+    use prost::Message as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    for entry in std::fs::read_dir(bundle()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, old.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    // Without the graph input, the initializer is a constant 0: every
+    // position's logits, as the earlier graphs computed.
+    let bytes = std::fs::read(old.join("model.onnx")).unwrap();
+    let mut model = chatforge::export::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let inputs = graph.input.len();
+    graph
+        .input
+        .retain(|i| i.name.as_deref() != Some(chatforge::export::LOGITS_TO_KEEP));
+    assert_eq!(
+        graph.input.len(),
+        inputs - 1,
+        "the export takes logits_to_keep"
+    );
+    std::fs::write(old.join("model.onnx"), model.encode_to_vec()).unwrap();
+
+    let mut new_g = Generator::open(bundle(), &cpu()).unwrap();
+    let mut old_g = Generator::open(&old, &cpu()).unwrap();
+    let tok = new_g.tokenizer().clone();
+    let prompts: Vec<Vec<u32>> = ["Where is my order?", "Can I return a tent after 40 days?"]
+        .iter()
+        .map(|t| chatforge::text::encode_prompt(&tok, &dialog(&[t])).unwrap())
+        .collect();
+    let params = SamplingParams {
+        max_new_tokens: 12,
+        ..SamplingParams::default()
+    }
+    .greedy();
+    let new = new_g.generate(&prompts, &params, &mut |_, _| {}).unwrap();
+    let old = old_g.generate(&prompts, &params, &mut |_, _| {}).unwrap();
+    for (n, o) in new.iter().zip(&old) {
+        assert!(!n.tokens.is_empty());
+        assert_eq!(n.tokens, o.tokens);
+    }
+}
+
 #[test]
 fn test_sampling_is_seeded_and_respects_max_tokens() {
     let mut g = Generator::open(bundle(), &cpu()).unwrap();

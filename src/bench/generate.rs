@@ -17,7 +17,7 @@ use crate::bundle::{Bundle, ONNX_FILE, Precision};
 use crate::export::decoder_model_in;
 use crate::model::{Gpt, GptConfig, init_weights};
 use crate::runtime::sampling::argmax;
-use crate::runtime::{self, OnnxDecoder, RuntimeConfig};
+use crate::runtime::{self, Logits, OnnxDecoder, RuntimeConfig};
 
 /// Model shapes to measure without a trained bundle (random weights: speed
 /// does not depend on them).
@@ -153,12 +153,11 @@ fn bench_generate_python(
 /// Batch sizes measured.
 const BATCHES: [usize; 2] = [1, 8];
 
-fn argmax_rows(logits: &[f32], rows: usize, seq: usize, vocab: usize) -> Vec<i64> {
-    (0..rows)
-        .map(|r| {
-            let start = (r * seq + seq - 1) * vocab;
-            i64::from(argmax(&logits[start..start + vocab]))
-        })
+/// Each row's greedy next token from its last position's logits.
+fn argmax_rows(logits: &[f32], vocab: usize) -> Vec<i64> {
+    logits
+        .chunks_exact(vocab)
+        .map(|row| i64::from(argmax(row)))
         .collect()
 }
 
@@ -176,8 +175,14 @@ fn run(
     let t0 = Instant::now();
     let cache = dec.empty_cache(batch)?;
     let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
-    let (logits, mut cache) = dec.forward(prompt, &positions, &vec![1; batch * len], cache)?;
-    let mut next = argmax_rows(&logits, batch, len, vocab);
+    let (logits, mut cache) = dec.forward(
+        prompt,
+        &positions,
+        &vec![1; batch * len],
+        cache,
+        Logits::Last,
+    )?;
+    let mut next = argmax_rows(&logits, vocab);
     let prefill = t0.elapsed().as_secs_f64();
     let mut seqs: Vec<Vec<i64>> = (0..batch)
         .map(|r| prompt[r * len..(r + 1) * len].to_vec())
@@ -190,15 +195,17 @@ fn run(
         let total = len + step;
         if cached {
             let pos = vec![total as i64 - 1; batch];
-            let (logits, c) = dec.forward(&next, &pos, &vec![1; batch * total], cache)?;
+            let (logits, c) =
+                dec.forward(&next, &pos, &vec![1; batch * total], cache, Logits::Last)?;
             cache = c;
-            next = argmax_rows(&logits, batch, 1, vocab);
+            next = argmax_rows(&logits, vocab);
         } else {
             let ids: Vec<i64> = seqs.iter().flatten().copied().collect();
             let pos: Vec<i64> = (0..batch).flat_map(|_| 0..total as i64).collect();
             let empty = dec.empty_cache(batch)?;
-            let (logits, _) = dec.forward(&ids, &pos, &vec![1; batch * total], empty)?;
-            next = argmax_rows(&logits, batch, total, vocab);
+            let (logits, _) =
+                dec.forward(&ids, &pos, &vec![1; batch * total], empty, Logits::Last)?;
+            next = argmax_rows(&logits, vocab);
         }
     }
     Ok((prefill, t1.elapsed().as_secs_f64()))
@@ -337,7 +344,8 @@ pub fn bench_generate(
             .and_then(|l| l.flatten_all().map_err(Into::into))
             .and_then(|l| l.to_vec1::<f32>().map_err(Into::into))
             .map_err(|e| crate::export::Error::Model(e.to_string()))?;
-        ids.push(argmax_rows(&logits, 1, ids.len(), vocab)[0] as u32);
+        // candle returns every position's logits: the last one's next token.
+        ids.push(argmax(&logits[logits.len().saturating_sub(vocab)..]));
     }
     let candle = steps as f64 / t.elapsed().as_secs_f64();
     let threads = runtime_cfg.intra_threads_in_use();

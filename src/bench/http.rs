@@ -73,7 +73,13 @@ pub struct HttpFigures {
     pub rss_before_mb: f64,
     pub rss_after_mb: f64,
     pub rss_growth_mb: f64,
+    /// RSS before the sequential completions and after each twentieth of
+    /// them: a leak climbs steadily, a one-off allocation steps once.
+    pub rss_samples_mb: Vec<f64>,
 }
+
+/// How many times the sequential phase samples RSS.
+const RSS_SAMPLES: usize = 20;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -281,13 +287,19 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
     }
 
     // 3. sequential non-streamed completions: what memory they leave.
-    let rss_before = proc_status("VmRSS") as f64 / 1024.0;
+    let rss_mb = || proc_status("VmRSS") as f64 / 1024.0;
+    let rss_before = rss_mb();
+    let every = (b.sequential / RSS_SAMPLES).max(1);
+    let mut rss_samples = vec![rss_before];
     let mut sequential_errors = 0;
     for i in 0..b.sequential {
         let (status, _) = complete(&client, addr, &ask(i, i % 200, false)).await;
         sequential_errors += usize::from(status != 200);
+        if (i + 1) % every == 0 {
+            rss_samples.push(rss_mb());
+        }
     }
-    let rss_after = proc_status("VmRSS") as f64 / 1024.0;
+    let rss_after = rss_mb();
 
     let _ = stop_tx.send(());
     let _ = running.await;
@@ -317,5 +329,6 @@ pub async fn bench_http(b: HttpBench) -> Result<HttpFigures, ServeError> {
         rss_before_mb: rss_before,
         rss_after_mb: rss_after,
         rss_growth_mb: rss_after - rss_before,
+        rss_samples_mb: rss_samples,
     })
 }

@@ -282,9 +282,15 @@ pub fn bench_http_cmd(a: BenchHttpArgs) -> Result<()> {
             "{} streams at once: all open in {:.2} s, {} errors; threads {} before, {} with them open",
             r.idle_streams, r.idle_open_s, r.idle_errors, r.threads_before, r.threads_with_idle
         );
+        let samples: Vec<String> = r.rss_samples_mb.iter().map(|m| format!("{m:.0}")).collect();
         println!(
-            "{} sequential completions ({} errors): RSS {:.1} → {:.1} MB ({:+.1} MB)",
-            r.sequential, r.sequential_errors, r.rss_before_mb, r.rss_after_mb, r.rss_growth_mb
+            "{} sequential completions ({} errors): RSS {:.1} → {:.1} MB ({:+.1} MB; along the way {})",
+            r.sequential,
+            r.sequential_errors,
+            r.rss_before_mb,
+            r.rss_after_mb,
+            r.rss_growth_mb,
+            samples.join(" ")
         );
     }
     Ok(())

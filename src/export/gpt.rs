@@ -8,13 +8,16 @@
 
 use candle_core::Tensor;
 
-use super::graph::{Attr, Dim, Elem, GraphBuilder, model, tensor_f32, tensor_i8};
+use super::graph::{Attr, Dim, Elem, GraphBuilder, model, tensor_f32, tensor_i8, tensor_i64};
 use super::onnx::ModelProto;
 use super::{Error, Result};
 use crate::bundle::Precision;
 use crate::model::{Activation, GptConfig, Weights};
 
 pub const OPSET: i64 = 17;
+/// The decoder's optional input (an overridable initializer, default 0):
+/// how many of the last positions get logits, 0 for all.
+pub const LOGITS_TO_KEEP: &str = "logits_to_keep";
 
 /// Value added to attention scores where attention is not allowed. Finite
 /// (not −∞) so a row with nothing to attend to, such as a left-padding
@@ -355,6 +358,21 @@ pub fn decoder_model_in(
         )?;
         x = g.op("Add", &[&x, &m], vec![]);
     }
+    // Generation needs the next token's logits only: `logits_to_keep` = k
+    // keeps the last k positions (0, the default, keeps every one, as
+    // optimum's export does). The head is the widest product of a small
+    // model, and a prompt's other positions made most of a prefill's work
+    // and memory.
+    g.input(LOGITS_TO_KEEP, Elem::I64, &[1usize.into()]);
+    g.initializer(tensor_i64(LOGITS_TO_KEEP, &[1], &[0]));
+    let width = g.const_i64("width", &[1], &[c as i64]);
+    let rows_shape = g.op("Concat", &[&ids_shape, &width], vec![Attr::Int("axis", 0)]);
+    let rows = g.op("Reshape", &[&x, &rows_shape], vec![]);
+    let from = g.op("Neg", &[LOGITS_TO_KEEP], vec![]);
+    let to_end = g.const_i64("to_end", &[1], &[i64::MAX]);
+    let seq_axis = g.const_i64("seq_axis", &[1], &[1]);
+    let kept = g.op("Slice", &[&rows, &from, &to_end, &seq_axis], vec![]);
+    let x = g.op("Reshape", &[&kept, &shared.merge_shape], vec![]);
     let xf = layer_norm(&mut g, weights, &x, "ln_f", eps)?;
     let logits_flat = match precision {
         // The head is tied to wte: Gemm with transB reads wte in place
@@ -376,14 +394,19 @@ pub fn decoder_model_in(
             )
         }
     };
-    let vocab = g.const_i64("vocab", &[1], &[cfg.vocab_size as i64]);
-    let out_shape = g.op("Concat", &[&ids_shape, &vocab], vec![Attr::Int("axis", 0)]);
+    let batch_shape = g.op("Shape", &["input_ids"], vec![Attr::Int("end", 1)]);
+    let kept_vocab = g.const_i64("kept_vocab", &[2], &[-1, cfg.vocab_size as i64]);
+    let out_shape = g.op(
+        "Concat",
+        &[&batch_shape, &kept_vocab],
+        vec![Attr::Int("axis", 0)],
+    );
     g.op_into("Reshape", &[&logits_flat, &out_shape], &["logits"], vec![]);
 
     g.output(
         "logits",
         Elem::F32,
-        &[batch.clone(), seq, cfg.vocab_size.into()],
+        &[batch.clone(), "logits_length".into(), cfg.vocab_size.into()],
     );
     for i in 0..cfg.n_layer {
         for kind in ["key", "value"] {

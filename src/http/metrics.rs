@@ -57,13 +57,38 @@ pub fn handle() -> &'static PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new())
         };
         match builder().install_recorder() {
-            Ok(h) => h,
+            Ok(h) => {
+                spawn_upkeep(h.clone());
+                h
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics stays empty");
                 builder().build_recorder().handle()
             }
         }
     })
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until upkeep folds it into
+/// the buckets (rendering `/metrics` does too): a server nobody scrapes
+/// would hold a sample of every request for ever. `install_recorder`
+/// leaves upkeep to the caller; it runs on its own thread, as the
+/// recorder may outlive any one runtime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms grow until /metrics is read");
+    }
 }
 
 /// Counts a reply of `platform` by `outcome`.

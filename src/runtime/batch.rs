@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ort::value::Tensor;
 
-use super::decoder::KvCache;
+use super::decoder::{KvCache, Logits};
 use super::generate::{Generation, Generator, Row, RowRule, StopReason};
 use super::sampling::{Sampler, SamplingParams};
 use super::{Error, Result};
@@ -304,16 +304,19 @@ impl Generator {
             positions.extend(0..n as i64);
         }
         let empty = self.decoder().empty_cache(batch)?;
-        let (logits, cache) = match self.decoder_mut().forward(&ids, &positions, &mask, empty) {
-            Ok(x) => x,
-            Err(e) => {
-                fail_all(&mut rows, &e);
-                return Err(e);
-            }
-        };
+        let (logits, cache) =
+            match self
+                .decoder_mut()
+                .forward(&ids, &positions, &mask, empty, Logits::Last)
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    fail_all(&mut rows, &e);
+                    return Err(e);
+                }
+            };
         for (i, r) in rows.iter_mut().enumerate() {
-            let start = (i * width + width - 1) * vocab;
-            self.draw(r, &logits[start..start + vocab])?;
+            self.draw(r, &logits[i * vocab..(i + 1) * vocab])?;
         }
         Ok((rows, cache))
     }
@@ -348,7 +351,9 @@ impl Generator {
             positions.push(r.row.last_pos);
             mask.extend((0..total).map(|j| i64::from(j >= r.pad)));
         }
-        let (logits, cache) = self.decoder_mut().forward(&ids, &positions, &mask, cache)?;
+        let (logits, cache) =
+            self.decoder_mut()
+                .forward(&ids, &positions, &mask, cache, Logits::Last)?;
         // Drawing is per row and the cores are idle between forward passes:
         // spread it over them (a batch of 16 drew for longer than its
         // forward pass took, one row after the other).

@@ -8,6 +8,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::providers::{LoadedSession, Provider};
 use super::{Error, Result};
+use crate::export::LOGITS_TO_KEEP;
 use crate::model::GptConfig;
 
 /// Keys and values of every layer for the tokens seen so far,
@@ -35,6 +36,19 @@ pub struct OnnxDecoder {
     cfg: GptConfig,
     input_names: Vec<String>,
     output_names: Vec<String>,
+    /// The model takes `logits_to_keep` (exports before it compute the
+    /// logits of every position).
+    keeps_logits: bool,
+}
+
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// `[batch, seq, vocab]`.
+    All,
+    /// `[batch, vocab]`: each row's last position, the one generation
+    /// draws from.
+    Last,
 }
 
 fn ort_err(e: impl std::fmt::Display) -> Error {
@@ -85,12 +99,18 @@ impl OnnxDecoder {
                 )));
             }
         }
+        let keeps_logits = loaded
+            .session
+            .overridable_initializers()
+            .iter()
+            .any(|i| i.name() == LOGITS_TO_KEEP);
         Ok(Self {
             session: loaded.session,
             provider: loaded.provider,
             cfg: cfg.clone(),
             input_names,
             output_names,
+            keeps_logits,
         })
     }
 
@@ -121,13 +141,14 @@ impl OnnxDecoder {
 
     /// Runs `seq` new tokens per row. `ids` and `positions` are
     /// `[batch, seq]`, `mask` is `[batch, cache.len + seq]`, all row-major.
-    /// Returns the logits `[batch, seq, vocab]` and the grown cache.
+    /// Returns the logits `which` asks for and the grown cache.
     pub fn forward(
         &mut self,
         ids: &[i64],
         positions: &[i64],
         mask: &[i64],
         cache: KvCache,
+        which: Logits,
     ) -> Result<(Vec<f32>, KvCache)> {
         let batch = cache.batch;
         if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
@@ -174,13 +195,33 @@ impl OnnxDecoder {
         for (name, value) in self.input_names[3..].iter().zip(cache.values) {
             inputs.push((name.clone(), value.into()));
         }
+        let last_only = which == Logits::Last && seq > 1;
+        if last_only && self.keeps_logits {
+            let keep = Tensor::<i64>::from_array(([1usize], vec![1i64])).map_err(ort_err)?;
+            inputs.push((LOGITS_TO_KEEP.to_string(), keep.into()));
+        }
         let mut outputs = self.session.run(inputs).map_err(ort_err)?;
         let logits = {
             let value = outputs
                 .get("logits")
                 .ok_or_else(|| Error::Run("no logits output".into()))?;
             let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
-            data.to_vec()
+            let vocab = self.cfg.vocab_size;
+            let rows = if last_only { batch } else { batch * seq };
+            if data.len() == rows * vocab {
+                data.to_vec()
+            } else if last_only && data.len() == batch * seq * vocab {
+                // An export without `logits_to_keep`: every position came back.
+                data.chunks_exact(seq * vocab)
+                    .flat_map(|row| &row[(seq - 1) * vocab..])
+                    .copied()
+                    .collect()
+            } else {
+                return Err(Error::Run(format!(
+                    "{} logits for {batch}×{seq} tokens of a {vocab}-token vocabulary",
+                    data.len()
+                )));
+            }
         };
         let mut values = Vec::with_capacity(2 * self.cfg.n_layer);
         for name in &self.output_names[1..] {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::decoder::OnnxDecoder;
+use super::decoder::{Logits, OnnxDecoder};
 use super::providers::{RuntimeConfig, open_file};
 use super::sampling::{Sampler, SamplingParams, copy_continuations};
 use super::{Error, Result};
@@ -304,8 +304,9 @@ impl Generator {
         }
         let budget = params.max_new_tokens.min(ctx - width);
         let cache = self.decoder.empty_cache(batch)?;
-        let (mut logits, mut cache) = self.decoder.forward(&ids, &positions, &mask, cache)?;
-        let mut seq = width;
+        let (mut logits, mut cache) =
+            self.decoder
+                .forward(&ids, &positions, &mask, cache, Logits::Last)?;
         for step in 0..=budget {
             if cancel.load(Ordering::Relaxed) {
                 for row in rows.iter_mut().filter(|r| r.stop.is_none()) {
@@ -319,7 +320,7 @@ impl Generator {
             );
             let mut next = Vec::with_capacity(batch);
             for (r, row) in rows.iter_mut().enumerate() {
-                let start = (r * seq + seq - 1) * vocab;
+                let start = r * vocab;
                 let rule = RowRule {
                     params,
                     budget,
@@ -347,8 +348,9 @@ impl Generator {
                 let padding = width - p.len();
                 mask.extend((0..total).map(|j| i64::from(j >= padding)));
             }
-            (logits, cache) = self.decoder.forward(&next, &step_positions, &mask, cache)?;
-            seq = 1;
+            (logits, cache) =
+                self.decoder
+                    .forward(&next, &step_positions, &mask, cache, Logits::Last)?;
         }
         let mut out = Vec::with_capacity(batch);
         for (r, row) in rows.into_iter().enumerate() {
