@@ -123,37 +123,50 @@ impl Sample {
         self.total - self.prefill
     }
 
+    /// Every row's ids at positions `range`, `[batch, range.len()]`.
+    fn ids_in(&self, range: std::ops::Range<usize>) -> Vec<i64> {
+        (0..self.batch)
+            .flat_map(|r| self.ids[r * self.total..][range.clone()].iter())
+            .map(|&t| t as i64)
+            .collect()
+    }
+
+    fn positions_in(&self, range: std::ops::Range<usize>) -> Vec<i64> {
+        (0..self.batch)
+            .flat_map(|_| range.clone().map(|p| p as i64))
+            .collect()
+    }
+
+    /// The prefill's forward pass from an empty cache.
+    fn prefill(
+        &self,
+        decoder: &mut OnnxDecoder,
+        which: Logits,
+    ) -> Result<(Vec<f32>, runtime::KvCache)> {
+        let (batch, n) = (self.batch, self.prefill);
+        let cache = decoder.empty_cache(batch)?;
+        Ok(decoder.forward(
+            &self.ids_in(0..n),
+            &self.positions_in(0..n),
+            &vec![1; batch * n],
+            cache,
+            which,
+        )?)
+    }
+
     /// Runs the sample through `decoder`: logits laid out as `want`.
     fn run(&self, decoder: &mut OnnxDecoder) -> Result<Vec<f32>> {
         let (batch, total, v) = (self.batch, self.total, decoder.config().vocab_size);
-        let rows = |range: std::ops::Range<usize>| -> Vec<i64> {
-            (0..batch)
-                .flat_map(|r| range.clone().map(move |p| (r, p)))
-                .map(|(r, p)| self.ids[r * total + p] as i64)
-                .collect()
-        };
-        let positions = |range: std::ops::Range<usize>| -> Vec<i64> {
-            (0..batch)
-                .flat_map(|_| range.clone().map(|p| p as i64))
-                .collect()
-        };
         let mut got = vec![0f32; batch * total * v];
-        let cache = decoder.empty_cache(batch)?;
-        let (logits, mut cache) = decoder.forward(
-            &rows(0..self.prefill),
-            &positions(0..self.prefill),
-            &vec![1; batch * self.prefill],
-            cache,
-            Logits::All,
-        )?;
+        let (logits, mut cache) = self.prefill(decoder, Logits::All)?;
         for r in 0..batch {
             let n = self.prefill * v;
             got[r * total * v..r * total * v + n].copy_from_slice(&logits[r * n..(r + 1) * n]);
         }
         for p in self.prefill..total {
             let (logits, next) = decoder.forward(
-                &rows(p..p + 1),
-                &positions(p..p + 1),
+                &self.ids_in(p..p + 1),
+                &self.positions_in(p..p + 1),
                 &vec![1; batch * (p + 1)],
                 cache,
                 Logits::All,
@@ -170,18 +183,11 @@ impl Sample {
     /// Largest |got − want| at the prefill's last position, with the
     /// decoder asked for that position's logits only (as generation does).
     fn last_only_diff(&self, decoder: &mut OnnxDecoder) -> Result<f32> {
-        let (batch, total, v) = (self.batch, self.total, decoder.config().vocab_size);
-        let n = self.prefill;
-        let ids: Vec<i64> = (0..batch)
-            .flat_map(|r| self.ids[r * total..r * total + n].iter().map(|&t| t as i64))
-            .collect();
-        let positions: Vec<i64> = (0..batch).flat_map(|_| 0..n as i64).collect();
-        let cache = decoder.empty_cache(batch)?;
-        let (got, _) =
-            decoder.forward(&ids, &positions, &vec![1; batch * n], cache, Logits::Last)?;
-        Ok((0..batch)
+        let v = decoder.config().vocab_size;
+        let (got, _) = self.prefill(decoder, Logits::Last)?;
+        Ok((0..self.batch)
             .map(|r| {
-                let at = (r * total + n - 1) * v;
+                let at = (r * self.total + self.prefill - 1) * v;
                 max_diff(&got[r * v..(r + 1) * v], &self.want[at..at + v])
             })
             .fold(0.0, nan_max))
