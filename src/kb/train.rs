@@ -27,6 +27,9 @@ pub struct TrainOptions {
     /// know".
     pub negatives: Vec<PathBuf>,
     pub settings: RouterSettings,
+    /// The pretrained lexicon the router reads beside its n-grams
+    /// (`kb::lexicon`); None trains on n-grams alone.
+    pub lexicon: Option<std::sync::Arc<super::lexicon::Lexicon>>,
     /// Share of the labelled questions held aside for fusion and calibration.
     pub validation_fraction: f32,
     /// Precision the answered questions must reach at the threshold.
@@ -46,6 +49,7 @@ impl TrainOptions {
             questions,
             negatives: Vec::new(),
             settings: RouterSettings::default(),
+            lexicon: None,
             validation_fraction: 0.15,
             target_precision: 0.9,
             refit: true,
@@ -66,6 +70,8 @@ pub struct TrainReport {
     /// questions too (the accuracies below are the first router's).
     pub refit: bool,
     pub negatives: usize,
+    /// The pretrained lexicon the router reads, if any.
+    pub lexicon: Option<String>,
     /// Router alone, top-1, on the validation questions.
     pub router_accuracy: f32,
     /// The fused ranking, top-1, on the validation questions.
@@ -295,6 +301,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         validation: val.len(),
         refit,
         negatives: negatives.len(),
+        lexicon: o.lexicon.as_ref().map(|l| l.name.clone()),
         router_accuracy: first.validation_accuracy,
         fused_accuracy: if val.is_empty() {
             0.0
@@ -389,7 +396,14 @@ fn fit_router(
         .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
         .collect();
     Bm25::build(&o.kb.join(EXPANDED_DIR), passages, &extra)?;
-    let mut trained = train_router(ids, &examples, val, &o.settings, o.progress)?;
+    let mut trained = train_router(
+        ids,
+        &examples,
+        val,
+        &o.settings,
+        o.lexicon.as_ref(),
+        o.progress,
+    )?;
     if let Some((questions, accuracy)) = first_fit {
         trained.meta.validation_questions = questions;
         trained.meta.validation_accuracy = accuracy;

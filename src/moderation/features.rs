@@ -213,21 +213,28 @@ impl FeaturizerConfig {
                 push(hash(self.hash_seed, b'w', w));
             }
         }
-        buckets.sort_unstable();
-        let mut ids = Vec::new();
-        let mut weights: Vec<f32> = Vec::new();
-        for id in buckets {
-            if ids.last() == Some(&id) {
+        Features::counted(buckets, truncated)
+    }
+}
+
+impl Features {
+    /// Each distinct id (sorted) with its number of occurrences as weight.
+    pub fn counted(mut ids: Vec<u32>, truncated: bool) -> Self {
+        ids.sort_unstable();
+        let mut distinct = Vec::with_capacity(ids.len());
+        let mut weights: Vec<f32> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if distinct.last() == Some(&id) {
                 if let Some(w) = weights.last_mut() {
                     *w += 1.0;
                 }
             } else {
-                ids.push(id);
+                distinct.push(id);
                 weights.push(1.0);
             }
         }
         Features {
-            ids,
+            ids: distinct,
             weights,
             truncated,
         }

@@ -5,7 +5,7 @@
 //! `scores` float `[batch, labels]`.
 
 use candle_core::{Device, Tensor};
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue};
 
 use super::features::{Features, pad};
 use super::train::{Classifier, LabelModel, MASKED, Pooling, batch_tensors, sigmoid};
@@ -21,7 +21,38 @@ pub const OPSET: i64 = GPT_OPSET;
 pub use crate::export::PARITY_TOLERANCE;
 
 pub(crate) fn classifier_model(m: &Classifier, labels: &[LabelModel]) -> Result<ModelProto> {
-    classifier_graph(m, Some(labels), "moderation_classifier")
+    classifier_graph(m, Some(labels), None, "moderation_classifier")
+}
+
+/// A pretrained token table beside the n-gram one (the knowledge-base
+/// router's lexicon): inputs `tokens` int64 and `token_weights` float
+/// `[batch, tokens]` → the L2-normalised weighted mean of their rows →
+/// MatMul `weight` `[dim, labels]`, added to the raw scores.
+pub(crate) struct LexiconPart<'a> {
+    pub table: &'a [f32],
+    pub rows: usize,
+    pub dim: usize,
+    pub weight: &'a [f32],
+    /// Smallest norm divided by (an empty text stays zero).
+    pub norm_floor: f32,
+}
+
+/// `Σ e·weights / max(Σ weights, 1)` over the features axis of the
+/// gathered rows `e` `[batch, n, dim]`: `[batch, dim]`.
+fn weighted_mean(g: &mut GraphBuilder, e: &str, weights: &str) -> String {
+    let axis2 = g.const_i64("axis2", &[1], &[2]);
+    let w3 = g.op("Unsqueeze", &[weights, &axis2], vec![]); // [b, n, 1]
+    let ew = g.op("Mul", &[e, &w3], vec![]);
+    let axis1 = g.const_i64("axis1", &[1], &[1]);
+    let sum = g.op("ReduceSum", &[&ew, &axis1], vec![Attr::Int("keepdims", 0)]); // [b, dim]
+    let count = g.op(
+        "ReduceSum",
+        &[weights, &axis1],
+        vec![Attr::Int("keepdims", 1)],
+    ); // [b, 1]
+    let one = g.const_f32("one", &[], &[1.0]);
+    let count = g.op("Max", &[&count, &one], vec![]);
+    g.op("Div", &[&sum, &count], vec![])
 }
 
 /// The classifier graph: with `labels`, their Platt scaling and a sigmoid
@@ -30,6 +61,7 @@ pub(crate) fn classifier_model(m: &Classifier, labels: &[LabelModel]) -> Result<
 pub(crate) fn classifier_graph(
     m: &Classifier,
     labels: Option<&[LabelModel]>,
+    lexicon: Option<&LexiconPart>,
     name: &str,
 ) -> Result<ModelProto> {
     let (emb, w, b) = m.to_vecs()?;
@@ -38,6 +70,11 @@ pub(crate) fn classifier_graph(
     let n_labels = wdims.get(1).copied().unwrap_or(0);
     if wdims.first() != Some(&m.pooling.width(edims[1]))
         || labels.is_some_and(|l| l.len() != n_labels)
+        || lexicon.is_some_and(|x| {
+            labels.is_some()
+                || x.table.len() != x.rows * x.dim
+                || x.weight.len() != x.dim * n_labels
+        })
     {
         return Err(Error::Train(format!(
             "classifier weight {wdims:?} does not fit the embedding {edims:?} and labels"
@@ -54,22 +91,12 @@ pub(crate) fn classifier_graph(
         &b,
     ));
     let e = g.op("Gather", &[&table, &ids], vec![Attr::Int("axis", 0)]); // [b, n, dim]
-    let axis2 = g.const_i64("axis2", &[1], &[2]);
-    let w3 = g.op("Unsqueeze", &[&weights, &axis2], vec![]); // [b, n, 1]
-    let ew = g.op("Mul", &[&e, &w3], vec![]);
-    let axis1 = g.const_i64("axis1", &[1], &[1]);
-    let sum = g.op("ReduceSum", &[&ew, &axis1], vec![Attr::Int("keepdims", 0)]); // [b, dim]
-    let count = g.op(
-        "ReduceSum",
-        &[&weights, &axis1],
-        vec![Attr::Int("keepdims", 1)],
-    ); // [b, 1]
-    let one = g.const_f32("one", &[], &[1.0]);
-    let count = g.op("Max", &[&count, &one], vec![]);
-    let mean = g.op("Div", &[&sum, &count], vec![]);
+    let mean = weighted_mean(&mut g, &e, &weights);
     let pooled = match m.pooling {
         Pooling::Mean => mean,
         Pooling::MeanMax => {
+            let axis2 = g.const_i64("axis2", &[1], &[2]);
+            let one = g.const_f32("one", &[], &[1.0]);
             // As `Classifier::logits`: padding pushed down by MASKED, an
             // empty text's maximum zeroed.
             let present = g.op("Min", &[&weights, &one], vec![]); // [b, n]
@@ -103,7 +130,39 @@ pub(crate) fn classifier_graph(
             let shifted = g.op("Add", &[&scaled, &c], vec![]);
             g.op_into("Sigmoid", &[&shifted], &["scores"], vec![]);
         }
-        None => g.op_into("Gemm", &[&pooled, &weight, &bias], &["scores"], vec![]),
+        None => match lexicon {
+            None => g.op_into("Gemm", &[&pooled, &weight, &bias], &["scores"], vec![]),
+            Some(x) => {
+                let base = g.op("Gemm", &[&pooled, &weight, &bias], vec![]);
+                let tokens = g.input("tokens", Elem::I64, &["batch".into(), "tokens".into()]);
+                let tw = g.input(
+                    "token_weights",
+                    Elem::F32,
+                    &["batch".into(), "tokens".into()],
+                );
+                let lt = g.initializer(crate::export::tensor_f32(
+                    "lexicon.table",
+                    &[x.rows, x.dim],
+                    x.table,
+                ));
+                let lw = g.initializer(crate::export::tensor_f32(
+                    "lexicon.weight",
+                    &[x.dim, n_labels],
+                    x.weight,
+                ));
+                let le = g.op("Gather", &[&lt, &tokens], vec![Attr::Int("axis", 0)]);
+                let v = weighted_mean(&mut g, &le, &tw); // [b, dim]
+                let sq = g.op("Mul", &[&v, &v], vec![]);
+                let axis1 = g.const_i64("lexicon_axis1", &[1], &[1]);
+                let sum = g.op("ReduceSum", &[&sq, &axis1], vec![Attr::Int("keepdims", 1)]);
+                let norm = g.op("Sqrt", &[&sum], vec![]);
+                let floor = g.const_f32("lexicon_norm_floor", &[], &[x.norm_floor]);
+                let norm = g.op("Max", &[&norm, &floor], vec![]);
+                let unit = g.op("Div", &[&v, &norm], vec![]);
+                let lscores = g.op("MatMul", &[&unit, &lw], vec![]);
+                g.op_into("Add", &[&base, &lscores], &["scores"], vec![])
+            }
+        },
     }
     g.output(
         "scores",
@@ -123,17 +182,41 @@ pub(crate) fn run_scores(
     rows: &[&Features],
     n_labels: usize,
 ) -> Result<Vec<f32>> {
+    run_scores_with(session, rows, None, n_labels)
+}
+
+/// [`run_scores`] for a graph with a [`LexiconPart`]: `tokens` are the
+/// rows' lexicon token ids and counts.
+pub(crate) fn run_scores_with(
+    session: &mut Session,
+    rows: &[&Features],
+    tokens: Option<&[&Features]>,
+    n_labels: usize,
+) -> Result<Vec<f32>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let (n, ids, weights) = pad(rows);
-    let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
-    let shape = [rows.len(), n];
-    let ids = ort::value::Tensor::<i64>::from_array((shape, ids)).map_err(ort_err)?;
-    let weights = ort::value::Tensor::<f32>::from_array((shape, weights)).map_err(ort_err)?;
-    let outputs = session
-        .run(ort::inputs!["ids" => ids, "weights" => weights])
-        .map_err(ort_err)?;
+    let pair = |rows: &[&Features]| -> Result<[SessionInputValue<'static>; 2]> {
+        let (n, ids, weights) = pad(rows);
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        let shape = [rows.len(), n];
+        Ok([
+            ort::value::Tensor::<i64>::from_array((shape, ids))
+                .map_err(ort_err)?
+                .into(),
+            ort::value::Tensor::<f32>::from_array((shape, weights))
+                .map_err(ort_err)?
+                .into(),
+        ])
+    };
+    let [ids, weights] = pair(rows)?;
+    let mut inputs: Vec<(&str, SessionInputValue<'static>)> =
+        vec![("ids", ids), ("weights", weights)];
+    if let Some(tokens) = tokens {
+        let [t, tw] = pair(tokens)?;
+        inputs.extend([("tokens", t), ("token_weights", tw)]);
+    }
+    let outputs = session.run(inputs).map_err(ort_err)?;
     let value = outputs
         .get("scores")
         .ok_or_else(|| Error::Run("the model has no `scores` output".into()))?;

@@ -924,6 +924,11 @@ impl SparseAdam {
 }
 
 impl SparseAdam {
+    /// The trained table, row-major.
+    pub(crate) fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
     /// The trained classifier: the whole table as its embedding.
     pub(crate) fn into_classifier(
         self,
