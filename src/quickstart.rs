@@ -634,9 +634,13 @@ impl Quickstart {
         }
         let trained = crate::kb::train(&o)?;
         Ok(format!(
-            "{} passages from {} files; router on {} questions, fused top-1 {:.3} on the {} held aside",
+            "{} passages from {} files; router ({}) on {} questions, fused top-1 {:.3} on the {} held aside",
             built.passages,
             built.sources,
+            match &trained.lexicon {
+                Some(l) => format!("n-grams and the {l} lexicon"),
+                None => "n-grams".into(),
+            },
             trained.labelled,
             trained.fused_accuracy,
             trained.validation
