@@ -149,18 +149,12 @@ impl Lexicon {
             dim,
         })
     }
-
-    /// The L2-normalised mean of `text`'s token rows (zeros for a text
-    /// without tokens): the vector the exported graph computes.
-    pub fn vector(&self, text: &str) -> Vec<f32> {
-        let f = self.tokenizer.features(text);
-        pooled(&self.table, self.dim, &f.ids, &f.weights)
-    }
 }
 
-/// Count-weighted mean of `ids`' rows of `table`, L2-normalised; the
-/// graph's `lexicon_vector` ([`NORM_FLOOR`] keeps an empty text at zero).
-pub fn pooled(table: &[f32], dim: usize, ids: &[u32], counts: &[f32]) -> Vec<f32> {
+/// Count-weighted mean of `ids`' rows of `table`, L2-normalised, as the
+/// exported graph computes it ([`NORM_FLOOR`] keeps an empty text at
+/// zero). `ids` are rows of `table` ([`LexiconTokenizer::features`]).
+pub(crate) fn pooled(table: &[f32], dim: usize, ids: &[u32], counts: &[f32]) -> Vec<f32> {
     let mut v = vec![0f32; dim];
     let total: f32 = counts.iter().sum::<f32>().max(1.0);
     for (&id, &c) in ids.iter().zip(counts) {
