@@ -462,11 +462,18 @@ def build_chatterbot(wheel):
 # ONNX Runtime shared library
 # --------------------------------------------------------------------------
 
+def fresh_dir(home, rel_path):
+    """An empty folder at home/rel_path (what was there goes): produced files
+    never mix with a previous build's."""
+    path = os.path.join(home, rel_path)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.makedirs(path)
+    return path
+
+
 def install_ort(wheel, home):
-    lib_dir = os.path.join(home, ORT_LIB)
-    if os.path.isdir(lib_dir):
-        shutil.rmtree(lib_dir)
-    os.makedirs(lib_dir)
+    lib_dir = fresh_dir(home, ORT_LIB)
     produced = []
     main = None
     with zipfile.ZipFile(wheel) as z:
@@ -500,10 +507,7 @@ def install_ort(wheel, home):
 
 
 def install_lexicon(wheel, home):
-    out = os.path.join(home, LEXICON)
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
+    out = fresh_dir(home, LEXICON)
     produced = []
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
