@@ -251,8 +251,10 @@ fn print_summary(s: &Summary) {
     );
     // The binary's full path: after `scripts/quickstart.sh` it sits in the
     // target folder, not on the PATH.
-    let exe = std::env::current_exe()
-        .map_or_else(|_| "chatforge".to_string(), |e| e.display().to_string());
+    let exe = std::env::current_exe().map_or_else(
+        |_| "chatforge".to_string(),
+        |e| runnable(&e.display().to_string()).to_string(),
+    );
     let config = abs(&s.layout.config);
     println!(
         "next: {exe} serve --config {}   (the OpenAI-compatible API, /metrics and /healthz on http://{}; add a [telegram] or [discord] token for those platforms)",
@@ -265,6 +267,13 @@ fn print_summary(s: &Summary) {
     );
 }
 
+/// `exe` as a command to type: Linux names a binary that was replaced
+/// while it ran (rebuilt during a long quickstart) "PATH (deleted)", and
+/// the new one sits at PATH.
+fn runnable(exe: &str) -> &str {
+    exe.strip_suffix(" (deleted)").unwrap_or(exe)
+}
+
 /// `7m05s`, `42.1s`.
 fn clock(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -272,5 +281,19 @@ fn clock(d: Duration) -> String {
         format!("{s:.1}s")
     } else {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_replaced_binary_is_printed_as_its_path() {
+        assert_eq!(
+            runnable("/w/target/release/chatforge (deleted)"),
+            "/w/target/release/chatforge"
+        );
+        assert_eq!(runnable("/usr/bin/chatforge"), "/usr/bin/chatforge");
     }
 }
