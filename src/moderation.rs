@@ -31,7 +31,7 @@ pub use metrics::{BinaryMetrics, choose_threshold, roc_auc};
 pub use moderator::{Blocklist, CategoryVerdict, Moderator, PiiAction, RuleHit, Rules, Verdict};
 pub(crate) use onnx::{LexiconPart, classifier_graph, run_scores_with};
 pub use onnx::{ONNX_FILE, PARITY_TOLERANCE};
-pub(crate) use train::{Classifier, SparseAdam, SparseBatch, batch_tensors};
+pub(crate) use train::{Classifier, SparseAdam, SparseBatch, batch_tensors, gathered_mean};
 pub use train::{
     JSON_FILE, LabelModel, ModelMeta, Pooling, TrainJob, TrainReport, TrainSettings, train,
 };

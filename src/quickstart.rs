@@ -637,10 +637,7 @@ impl Quickstart {
             "{} passages from {} files; router ({}) on {} questions, fused top-1 {:.3} on the {} held aside",
             built.passages,
             built.sources,
-            match &trained.lexicon {
-                Some(l) => format!("n-grams and the {l} lexicon"),
-                None => "n-grams".into(),
-            },
+            trained.streams(),
             trained.labelled,
             trained.fused_accuracy,
             trained.validation

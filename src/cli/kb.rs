@@ -170,12 +170,9 @@ pub fn run(command: KbCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "router over {} passages{}: {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
+                    "router over {} passages ({}): {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
                     r.entries,
-                    r.lexicon
-                        .as_deref()
-                        .map(|l| format!(" (n-grams and the {l} lexicon)"))
-                        .unwrap_or_else(|| " (n-grams)".into()),
+                    r.streams(),
                     r.train_examples,
                     r.labelled,
                     r.validation,

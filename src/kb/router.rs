@@ -23,7 +23,7 @@ use super::lexicon::{KB_TOKENIZER_FILE, Lexicon, LexiconTokenizer, NORM_FLOOR, p
 use super::{Error, Result};
 use crate::moderation::{
     Classifier, Features, FeaturizerConfig, LexiconPart, Pooling, SparseAdam, SparseBatch,
-    classifier_graph, pad,
+    classifier_graph, gathered_mean, pad,
 };
 use crate::runtime::{self, RuntimeConfig};
 
@@ -151,13 +151,7 @@ struct Lexical {
 /// The L2-normalised weighted mean of `table`'s rows `ids` (`[b, n]`,
 /// weights `w`): [`super::lexicon::pooled`] in candle, for training.
 fn lexicon_vectors(table: &Tensor, ids: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, n) = ids.dims2()?;
-    let dim = table.dim(1)?;
-    let e = table
-        .index_select(&ids.flatten_all()?, 0)?
-        .reshape((b, n, dim))?;
-    let sum = e.broadcast_mul(&w.unsqueeze(2)?)?.sum(1)?;
-    let mean = sum.broadcast_div(&w.sum_keepdim(1)?.maximum(1f32)?)?;
+    let (_, mean) = gathered_mean(table, ids, w)?;
     // max(‖v‖, floor) as sqrt(max(‖v‖², floor²)): no infinite gradient
     // at an empty text's zero vector.
     let floor = f64::from(NORM_FLOOR) * f64::from(NORM_FLOOR);

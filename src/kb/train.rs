@@ -83,6 +83,16 @@ pub struct TrainReport {
     pub seconds: f64,
 }
 
+impl TrainReport {
+    /// What the router reads: "n-grams", or "n-grams and the NAME lexicon".
+    pub fn streams(&self) -> String {
+        match &self.lexicon {
+            Some(l) => format!("n-grams and the {l} lexicon"),
+            None => "n-grams".into(),
+        }
+    }
+}
+
 /// The same question (case and spacing aside) labelled twice keeps one
 /// entry with the union of its passages, so the hold-out cannot see a
 /// training question.

@@ -324,17 +324,7 @@ impl Classifier {
     /// Raw logits `[batch, labels]` for ids `[batch, n]` (u32) and weights
     /// `[batch, n]` (0 on padding).
     pub fn logits(&self, ids: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, n) = ids.dims2()?;
-        let dim = self.embedding.dim(1)?;
-        let e = self
-            .embedding
-            .as_tensor()
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, n, dim))?; // [b, n, dim]
-        let sum = e.broadcast_mul(&weights.unsqueeze(2)?)?.sum(1)?; // [b, dim]
-        // Mean over the features; an empty text (all weights 0) divides by 1.
-        let count = weights.sum_keepdim(1)?.maximum(1f32)?; // [b, 1]
-        let mean = sum.broadcast_div(&count)?;
+        let (e, mean) = gathered_mean(self.embedding.as_tensor(), ids, weights)?;
         let pooled = match self.pooling {
             Pooling::Mean => mean,
             Pooling::MeanMax => {
@@ -361,6 +351,25 @@ impl Classifier {
         };
         Ok((v(&self.embedding)?, v(&self.weight)?, v(&self.bias)?))
     }
+}
+
+/// `table`'s rows `ids` (`[b, n]`, u32) gathered, `[b, n, dim]`, and their
+/// mean weighted by `weights` (`[b, n]`, 0 on padding), `[b, dim]`; an
+/// empty text (all weights 0) divides by 1.
+pub(crate) fn gathered_mean(
+    table: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (b, n) = ids.dims2()?;
+    let dim = table.dim(1)?;
+    let e = table
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, n, dim))?;
+    let sum = e.broadcast_mul(&weights.unsqueeze(2)?)?.sum(1)?;
+    let count = weights.sum_keepdim(1)?.maximum(1f32)?; // [b, 1]
+    let mean = sum.broadcast_div(&count)?;
+    Ok((e, mean))
 }
 
 /// What padding adds to an embedding before the max-pool: far below any
