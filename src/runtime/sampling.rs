@@ -202,25 +202,21 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l / p.temperature))
-            .collect();
+        let cand = if p.top_k > 0 {
+            top_k(logits, p.top_k, p.temperature)
+        } else {
+            let mut all: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (i as u32, l / p.temperature))
+                .collect();
+            all.sort_by(order);
+            all
+        };
         if cand.is_empty() {
             return argmax(logits);
         }
-        // Highest first, ties by id: a total order, so the kept set and its
-        // order do not depend on how they were found.
-        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if p.top_k > 0 && cand.len() > p.top_k {
-            // Only the k kept need sorting (a whole vocabulary per token
-            // otherwise, for every row of a batch).
-            cand.select_nth_unstable_by(p.top_k - 1, order);
-            cand.truncate(p.top_k);
-        }
-        cand.sort_by(order);
         let max = cand[0].1;
         let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
         let sum: f64 = probs.iter().sum();
@@ -248,6 +244,70 @@ impl Sampler {
         }
         cand[probs.len() - 1].0
     }
+}
+
+/// Highest first, ties by id: a total order, so the kept set and its order
+/// do not depend on how they were found.
+fn order(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Where a non-finite logit was: [`sort_key`] puts it below every float.
+const EXCLUDED: f32 = f32::from_bits(u32::MAX);
+
+/// Tokens per block whose largest logit [`top_k`] looks at first.
+const BLOCK: usize = 16;
+
+/// The `k` first in [`order`] of the finite `logits` divided by
+/// `temperature`, in that order (`logits` is overwritten). A draw per row
+/// per step is what a large batch adds to its forward pass, and sorting
+/// or selecting over the whole vocabulary was most of it; here only
+/// passes that vectorize touch every token. k blocks reach the k-th
+/// largest block maximum, so k tokens do: no token below it can be among
+/// the k first, and only the few blocks above it are looked into.
+fn top_k(logits: &mut [f32], k: usize, temperature: f32) -> Vec<(u32, f32)> {
+    for l in logits.iter_mut() {
+        *l = if l.is_finite() {
+            *l / temperature
+        } else {
+            EXCLUDED
+        };
+    }
+    let maxima: Vec<i32> = logits
+        .chunks(BLOCK)
+        .map(|b| b.iter().fold(i32::MIN, |m, &x| m.max(sort_key(x))))
+        .collect();
+    let mut floor = i32::MIN + 1;
+    if maxima.len() > k {
+        let mut m = maxima.clone();
+        floor = floor.max(*m.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1);
+    }
+    let mut kept = Vec::with_capacity(2 * k);
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        if maxima[b] < floor {
+            continue;
+        }
+        kept.extend(
+            block
+                .iter()
+                .enumerate()
+                .filter(|&(_, &x)| sort_key(x) >= floor)
+                .map(|(j, &x)| ((b * BLOCK + j) as u32, x)),
+        );
+    }
+    if kept.len() > k {
+        kept.select_nth_unstable_by(k - 1, order);
+        kept.truncate(k);
+    }
+    kept.sort_by(order);
+    kept
+}
+
+/// `f32::total_cmp`'s order as an integer's, which a maximum over a block
+/// vectorizes.
+fn sort_key(x: f32) -> i32 {
+    let b = x.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
 }
 
 pub(crate) fn argmax(logits: &[f32]) -> u32 {
@@ -316,6 +376,55 @@ mod tests {
             seen.insert(s.pick(&mut logits.clone(), &[], &[false; 5]));
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn test_top_k_keeps_what_a_full_sort_keeps() {
+        // Coarse values, so many ties: they must go by id, as in a sort.
+        // A temperature that rounds distinct logits to one value, and
+        // banned (infinite) and NaN logits, which are never kept.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut logits: Vec<f32> = (0..500)
+            .map(|_| f32::from(rng.random_range(-20i8..20)) / 4.0)
+            .collect();
+        logits[3] = f32::NEG_INFINITY;
+        logits[7] = f32::NAN;
+        logits[9] = f32::INFINITY;
+        for t in [1.0, 0.7, 1e-39] {
+            let mut sorted: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (i as u32, l / t))
+                .collect();
+            sorted.sort_by(order);
+            for k in [1, 2, 40, 497, 600] {
+                let want = &sorted[..k.min(sorted.len())];
+                assert_eq!(top_k(&mut logits.clone(), k, t), want, "k = {k}, t = {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn test_sort_key_orders_as_total_cmp() {
+        let xs = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -f32::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            1e-42,
+            2.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        for a in xs {
+            assert!(sort_key(EXCLUDED) < sort_key(a));
+            for b in xs {
+                assert_eq!(sort_key(a).cmp(&sort_key(b)), a.total_cmp(&b), "{a} {b}");
+            }
+        }
+        assert_eq!(sort_key(EXCLUDED), i32::MIN);
     }
 
     #[test]
