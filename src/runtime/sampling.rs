@@ -202,18 +202,9 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        let cand = if p.top_k > 0 {
-            top_k(logits, p.top_k, p.temperature)
-        } else {
-            let mut all: Vec<(u32, f32)> = logits
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.is_finite())
-                .map(|(i, &l)| (i as u32, l / p.temperature))
-                .collect();
-            all.sort_by(order);
-            all
-        };
+        // Without top-k, every token is among the "k" first.
+        let k = if p.top_k > 0 { p.top_k } else { logits.len() };
+        let cand = top_k(logits, k, p.temperature);
         if cand.is_empty() {
             return argmax(logits);
         }
@@ -282,7 +273,7 @@ fn top_k(logits: &mut [f32], k: usize, temperature: f32) -> Vec<(u32, f32)> {
         let mut m = maxima.clone();
         floor = floor.max(*m.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1);
     }
-    let mut kept = Vec::with_capacity(2 * k);
+    let mut kept = Vec::with_capacity(k.saturating_mul(2).min(logits.len()));
     for (b, block) in logits.chunks(BLOCK).enumerate() {
         if maxima[b] < floor {
             continue;
