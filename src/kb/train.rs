@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_passages};
+use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_expansions, read_passages};
 use super::fuse::{Calibration, Signals, Weights, fit_calibration, fit_weights};
 use super::index::Bm25;
 use super::questions::{Labelled, read};
@@ -287,6 +287,10 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
     // last step), and from the negatives held aside.
     drop(kb);
     let refit = o.refit && !val.is_empty();
+    if !refit && !val.is_empty() {
+        let extra = read_expansions(&o.kb, &passages)?.unwrap_or_default();
+        build_expanded(&o.kb, &passages, &extra, |_| false)?;
+    }
     let served = if refit {
         let all: Vec<&Labelled> = labelled.iter().collect();
         let mut all_negatives = train_negatives.clone();
@@ -323,6 +327,25 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         parity: served.parity.max(first.parity),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// BM25 over the passages, their own example questions but those
+/// `hidden` picks, and `extra` questions per passage.
+fn build_expanded(
+    kb: &std::path::Path,
+    passages: &[super::Passage],
+    extra: &[Vec<String>],
+    hidden: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let shown: Vec<super::Passage> = passages
+        .iter()
+        .map(|p| super::Passage {
+            questions: p.questions.iter().filter(|q| !hidden(q)).cloned().collect(),
+            ..p.clone()
+        })
+        .collect();
+    Bm25::build(&kb.join(EXPANDED_DIR), &shown, extra)?;
+    Ok(())
 }
 
 /// The router's outputs: the passages, then "none of these" when there are
@@ -405,7 +428,15 @@ fn fit_router(
         .iter()
         .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
         .collect();
-    Bm25::build(&o.kb.join(EXPANDED_DIR), passages, &extra)?;
+    // While the weights and confidence are fitted on the held-aside
+    // questions, BM25 must not hold them either: a CSV `text,label` source
+    // writes every labelled question beside its passage, so BM25 would
+    // find them word for word and the fit would trust it more than new
+    // wordings bear out. The refit (or, without one, `train`) indexes all.
+    let fraction = o.validation_fraction;
+    build_expanded(&o.kb, passages, &extra, |q| {
+        first_fit.is_none() && !val.is_empty() && held_out(q, fraction)
+    })?;
     let mut trained = train_router(
         ids,
         &examples,
@@ -425,4 +456,46 @@ fn fit_router(
         validation_accuracy: trained.meta.validation_accuracy,
         parity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kb::{Kind, Passage};
+
+    fn intent(id: &str, questions: &[&str]) -> Passage {
+        Passage {
+            id: id.into(),
+            source: "b.csv".into(),
+            line: 2,
+            anchor: format!("#{id}"),
+            title: vec!["b".into(), id.into()],
+            text: id.replace('_', " "),
+            kind: Kind::Intent,
+            questions: questions.iter().map(|q| (*q).to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn test_the_fitting_index_leaves_out_the_held_aside_questions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let passages = [
+            intent(
+                "card_arrival",
+                &["where is my zanzibar card", "has my card shipped"],
+            ),
+            intent("exchange_rate", &["what rate do you give for euros"]),
+        ];
+        let extra = vec![vec!["my parcel of plastic".to_string()], Vec::new()];
+        let hits = |word: &str| {
+            let bm25 = Bm25::open(&tmp.path().join(EXPANDED_DIR)).unwrap();
+            bm25.search(word, 5).unwrap().len()
+        };
+        build_expanded(tmp.path(), &passages, &extra, |q| q.contains("zanzibar")).unwrap();
+        assert_eq!(hits("zanzibar"), 0, "a held-aside question is not indexed");
+        assert_eq!(hits("shipped"), 1, "the other questions are");
+        assert_eq!(hits("plastic"), 1, "and so are the extra ones");
+        build_expanded(tmp.path(), &passages, &extra, |_| false).unwrap();
+        assert_eq!(hits("zanzibar"), 1, "the served index holds every question");
+    }
 }
