@@ -23,6 +23,15 @@ pub const EXPANDED_DIR: &str = "index-expanded";
 /// `{passage id: [questions]}`, written by `kb train`.
 pub const EXPANSIONS: &str = "expansions.json";
 
+/// Rebuilds BM25 over the passages and the labelled questions of
+/// `expansions.json`, when `kb train` wrote one.
+pub(crate) fn reindex_expanded(dir: &Path, passages: &[Passage]) -> Result<()> {
+    if let Some(extra) = read_expansions(dir, passages)? {
+        Bm25::build(&dir.join(EXPANDED_DIR), passages, &extra)?;
+    }
+    Ok(())
+}
+
 /// The labelled questions per passage position, from `expansions.json`.
 pub(crate) fn read_expansions(
     dir: &Path,
@@ -319,9 +328,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         && super::router::RouterMeta::read(&opts.out)
             .is_ok_and(|m| m.entries != passages.iter().map(|p| p.id.clone()).collect::<Vec<_>>());
     Bm25::build(&opts.out.join(INDEX_DIR), &passages, &[])?;
-    if let Some(extra) = read_expansions(&opts.out, &passages)? {
-        Bm25::build(&opts.out.join(EXPANDED_DIR), &passages, &extra)?;
-    }
+    reindex_expanded(&opts.out, &passages)?;
     write_passages(&opts.out, &passages)?;
     let mut kinds = BTreeMap::new();
     for p in &passages {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_expansions, read_passages};
+use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_passages, reindex_expanded};
 use super::fuse::{Calibration, Signals, Weights, fit_calibration, fit_weights};
 use super::index::Bm25;
 use super::questions::{Labelled, read};
@@ -220,6 +220,11 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
             entries: q.passages.clone(),
         })
         .collect();
+    // While the weights and confidence are fitted on the held-aside
+    // questions, BM25 must not hold them either: a CSV `text,label` source
+    // writes every labelled question beside its passage, so BM25 would
+    // find them word for word and the fit would trust it more than new
+    // wordings bear out. The refit (or, without one, a rebuild) indexes all.
     let first = fit_router(
         o,
         &passages,
@@ -227,7 +232,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         &train,
         &train_negatives,
         &val_examples,
-        None,
+        Fit::First,
     )?;
     manifest.router_stale = false;
     crate::fsio::write_json_atomic(&o.kb.join(MANIFEST), &manifest)?;
@@ -287,9 +292,8 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
     // last step), and from the negatives held aside.
     drop(kb);
     let refit = o.refit && !val.is_empty();
-    if !refit && !val.is_empty() {
-        let extra = read_expansions(&o.kb, &passages)?.unwrap_or_default();
-        build_expanded(&o.kb, &passages, &extra, |_| false)?;
+    if !refit {
+        reindex_expanded(&o.kb, &passages)?;
     }
     let served = if refit {
         let all: Vec<&Labelled> = labelled.iter().collect();
@@ -302,7 +306,10 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
             &all,
             &all_negatives,
             &[],
-            Some((val.len(), first.validation_accuracy)),
+            Fit::Refit {
+                held_aside: val.len(),
+                accuracy: first.validation_accuracy,
+            },
         )?
     } else {
         first
@@ -366,10 +373,20 @@ struct Fitted {
     parity: f32,
 }
 
+/// Which fit of the router this is.
+#[derive(Clone, Copy)]
+enum Fit {
+    /// On all but the held-aside questions, which the fusion weights and
+    /// the confidence are then fitted on: BM25's index leaves them out too.
+    First,
+    /// The served router, on every question. It holds nothing aside, so
+    /// `router.json` records the first fit's held-aside count and accuracy:
+    /// the only measure of the recipe there is.
+    Refit { held_aside: usize, accuracy: f32 },
+}
+
 /// Trains the router on `questions` (and `negatives` as "none of these"),
-/// writes it, and expands BM25's documents with the same questions. A refit
-/// holds nothing aside, so `router.json` records the first fit's held-aside
-/// count and accuracy (`first_fit`): the only measure of the recipe there is.
+/// writes it, and expands BM25's documents with the same questions.
 fn fit_router(
     o: &TrainOptions,
     passages: &[super::Passage],
@@ -377,7 +394,7 @@ fn fit_router(
     questions: &[&Labelled],
     negatives: &[&String],
     val: &[Example],
-    first_fit: Option<(usize, f32)>,
+    fit: Fit,
 ) -> Result<Fitted> {
     // Each passage asks for itself by its title and text, so that passages
     // nobody asked about in the examples still have a chance.
@@ -428,14 +445,9 @@ fn fit_router(
         .iter()
         .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())
         .collect();
-    // While the weights and confidence are fitted on the held-aside
-    // questions, BM25 must not hold them either: a CSV `text,label` source
-    // writes every labelled question beside its passage, so BM25 would
-    // find them word for word and the fit would trust it more than new
-    // wordings bear out. The refit (or, without one, `train`) indexes all.
     let fraction = o.validation_fraction;
     build_expanded(&o.kb, passages, &extra, |q| {
-        first_fit.is_none() && !val.is_empty() && held_out(q, fraction)
+        matches!(fit, Fit::First) && held_out(q, fraction)
     })?;
     let mut trained = train_router(
         ids,
@@ -445,8 +457,12 @@ fn fit_router(
         o.lexicon.as_ref(),
         o.progress,
     )?;
-    if let Some((questions, accuracy)) = first_fit {
-        trained.meta.validation_questions = questions;
+    if let Fit::Refit {
+        held_aside,
+        accuracy,
+    } = fit
+    {
+        trained.meta.validation_questions = held_aside;
         trained.meta.validation_accuracy = accuracy;
     }
     let sample: Vec<&str> = examples.iter().take(8).map(|e| e.text.as_str()).collect();
