@@ -71,15 +71,17 @@ for f in "${LABELLED[@]}"; do
   [ -s "$f" ] || die "missing $f (part of the repository)"
 done
 TRAIN_FILES=("$DATA/train.csv" "$DATA/offensive.csv" "${LABELLED[@]}")
-# Trained on as clean beside the support turns, never validation rows (they
-# do not move the thresholds): the repository's customer-worded questions
-# (the knowledge base's training questions and out-of-scope negatives; the
-# same list as the quickstart's moderation stage).
-CLEAN_TRAIN=("$REPO/data/support/kb/train_questions.jsonl"
+# Clean beside the support turns, split like them (trained on, and their
+# validation part caps the thresholds' false positives): the repository's
+# customer-worded questions (the knowledge base's training questions and
+# out-of-scope negatives). Trained on only: the FAQ the bot's replies
+# quote. The same lists as the quickstart's moderation stage.
+CLEAN=("$DATA/support_clean.txt" "$REPO/data/support/kb/train_questions.jsonl"
   "$REPO/data/support/kb/train_questions_zh.jsonl" "$REPO/data/support/kb/out_of_scope_train.txt")
+CLEAN_TRAIN=("$REPO/data/support/faq.md" "$REPO/data/support/faq.zh.md")
 
 # 3. Up to date? (moderation.json records the sha256 of every training file)
-if [ "$FORCE" -eq 0 ] && [ -f "$OUT/moderation.json" ] && "$PY" - "$OUT/moderation.json" "${TRAIN_FILES[@]}" "$DATA/support_clean.txt" "${CLEAN_TRAIN[@]}" <<'EOF'
+if [ "$FORCE" -eq 0 ] && [ -f "$OUT/moderation.json" ] && "$PY" - "$OUT/moderation.json" "${TRAIN_FILES[@]}" "${CLEAN[@]}" "${CLEAN_TRAIN[@]}" <<'EOF'
 import hashlib, json, sys
 meta = json.load(open(sys.argv[1], encoding="utf-8"))
 have = sorted(d["sha256"] for d in meta.get("data", []))
@@ -96,14 +98,14 @@ mkdir -p "$(dirname "$OUT")"
 TMP="$OUT.new"
 rm -rf "$TMP"
 echo "moderation-default.sh: training with $BIN ..."
-"$BIN" moderation train --data "${TRAIN_FILES[@]}" --clean "$DATA/support_clean.txt" \
+"$BIN" moderation train --data "${TRAIN_FILES[@]}" --clean "${CLEAN[@]}" \
   --clean-train "${CLEAN_TRAIN[@]}" --out "$TMP" \
   || { rm -rf "$TMP"; die "chatforge moderation train failed"; }
 # 5. Report on what it never trained on: the labelled sets' test rows, the
 # insult-in-request set, the held-out support dialogs' customer turns and
 # the held-out customer-words questions (clean: none should be flagged).
 "$BIN" moderation eval --model "$TMP" --data "${LABELLED[@]}" --heldout \
-  --unseen "$REPO/data/moderation/insult_in_request_eval.csv" \
+  --unseen "$REPO/data/moderation/insult_in_request_eval.csv" "$REPO/data/moderation/insult_in_request_eval_v2.csv" \
   --clean "$REPO/data/support/heldout.jsonl" "$REPO/data/support/questions/customer_heldout.jsonl" \
   "$REPO/data/support/questions/customer_heldout_zh.jsonl" "$REPO/data/support/questions/out_of_scope.jsonl" \
   > "$TMP/eval.txt" \

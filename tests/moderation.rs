@@ -568,6 +568,8 @@ fn test_default_moderation_script_trains_once_and_flags() {
         common::repo("data/support/kb/train_questions.jsonl"),
         common::repo("data/support/kb/train_questions_zh.jsonl"),
         common::repo("data/support/kb/out_of_scope_train.txt"),
+        common::repo("data/support/faq.md"),
+        common::repo("data/support/faq.zh.md"),
     ]
     .iter()
     .map(|f| {
@@ -616,6 +618,7 @@ fn test_default_moderation_script_trains_once_and_flags() {
         "davidson.csv.gz",
         "cold.csv.gz",
         "insult_in_request_eval.csv",
+        "insult_in_request_eval_v2.csv",
         "heldout.jsonl",
         "customer_heldout.jsonl",
     ] {

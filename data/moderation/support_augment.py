@@ -33,7 +33,7 @@ import csv
 import random
 import sys
 
-PER_CLASS_PER_LANG = 1500  # 3,000 offensive + 3,000 clean rows in all
+PER_CLASS_PER_LANG = 2500  # 5,000 offensive + 5,000 clean rows in all
 SEED_DEFAULT = 20240601
 
 # ----------------------------------------------------------------- English
@@ -142,6 +142,80 @@ EN_INSULT_SENTENCES = [
     "Damn you and your useless answers.",
     "Nobody in your company has a brain.",
     "You're dumber than a bag of rocks.",
+]
+
+# Verb phrases a request can be built from after an inline insult ("can you
+# clowns check where order NW-123456 is").
+EN_ASKS = [
+    "check where order {order} is", "send me a new return label",
+    "refund the {item}", "fix my account", "cancel order {order}",
+    "read my last message", "tell me when the {item} ships",
+    "change the delivery address", "reset my password",
+    "explain this charge on my card", "find my parcel",
+    "swap the {item} for a bigger size", "give me a straight answer",
+    "put me through to a manager", "process my return",
+    "get the invoice for {order} right", "stop charging my card twice",
+    "answer a simple question about the {item}",
+]
+
+# Plural and singular insult nouns for people, used inline and about staff.
+EN_PEOPLE_INSULTS = [
+    "idiots", "morons", "clowns", "halfwits", "numpties", "muppets",
+    "dimwits", "fools", "jokers", "dunces", "nitwits", "bozos",
+    "dipshits", "jackasses", "imbeciles", "knobheads", "cretins", "buffoons",
+]
+EN_PERSON_INSULTS = [
+    "idiot", "moron", "clown", "halfwit", "numpty", "muppet", "dimwit",
+    "fool", "dunce", "nitwit", "bozo", "dipshit", "jackass", "imbecile",
+    "knobhead", "buffoon", "useless prat", "total tool", "lazy git",
+    "brainless twit", "complete waste of space", "arrogant prick",
+]
+
+# Staff a customer insults in the third person.
+EN_STAFF = [
+    "the driver", "your courier", "the agent I spoke to yesterday",
+    "whoever packed my box", "your warehouse guy", "the woman on the phone",
+    "the chat guy", "your manager", "whoever wrote this app",
+    "the delivery man", "your returns clerk", "the last rep",
+]
+
+# Rhetorical or sarcastic insults with no swear word in them.
+EN_RHETORICAL = [
+    "Does anyone over there know how to read?",
+    "Were you hired off the street this morning?",
+    "How can one bot be this thick?",
+    "Is there a single working brain cell in your company?",
+    "Do you understand a single word I type?",
+    "Do they teach you to be this useless?",
+    "Congratulations, genius, you got it wrong again.",
+    "Even a goldfish would remember what I just said.",
+    "Are you dense on purpose?",
+    "Who taught you to think, a brick?",
+    "I'd get more sense out of a parking meter.",
+    "Wow, you really are as clueless as you sound.",
+    "Is your head just for decoration?",
+    "Did your staff fail primary school?",
+    "You people couldn't organise a queue.",
+    "Must be hard being that slow.",
+]
+
+# Harsh or profane words about a product, a delivery or the customer's own
+# mistake: no person is abused. The labelled tweets count such profanity as
+# offensive; in a support chat it is a complaint.
+EN_PRODUCT_PROFANITY = [
+    "honestly the {item} is crap", "the {item} is shit, it broke in a week",
+    "the {item} is shitty quality", "the damn {item} leaked again",
+    "the {item} is a piece of junk", "this {item} is absolute garbage",
+    "the stupid {item} won't stay shut", "I hate the colour of this {item}",
+    "the {item} is trash quality", "fucking hell, the {item} fell apart",
+    "this {item} is a bloody joke", "what a crappy zip on the {item}",
+    "the {item} smells like crap", "my {item} is shit now, the seam split",
+    "the delivery was a shitshow", "what a nightmare of a week with this parcel",
+    "the whole order is a joke", "the sizing chart is garbage",
+    "idiot that I am, I typed my own email wrong", "stupid me, I picked the wrong {item}",
+    "this damn website logged me out again", "the {item} is a pain in the arse to fold",
+    "the tracking page is useless", "the box came smashed to hell",
+    "goddamn, the {item} is heavy", "the {item} sucks in the rain",
 ]
 
 EN_OPENERS = ["hi", "hello", "hey", "ok", "look", "listen", "right", "so", "excuse me", "oi"]
@@ -314,6 +388,36 @@ ZH_INSULT_SENTENCES = [
     "真想骂死你这个笨蛋。",
 ]
 
+# Insults about staff in the third person, inline insults and rhetorical
+# insults without a swear word.
+ZH_STAFF_INSULTS = [
+    "那个快递员就是个饭桶", "你们仓库的人是不是都没长眼", "刚才那个客服蠢得要命",
+    "你们老板脑子进水了吧", "打包的那个人是个二百五", "你们程序员都是废物",
+    "送货的那哥们是个傻缺", "你们售后那帮人全是混子",
+]
+ZH_RHETORICAL = [
+    "你们是招了一群猴子来上班吗？", "你是听不懂中文还是怎么着？", "这么简单都不会，你是幼儿园毕业的吧？",
+    "你们公司还有正常人吗？", "客服是AI还是人工智障？", "跟你说话比跟墙说话还累。",
+    "你的脑子是拿来凑数的吧？", "就这水平也好意思出来干客服？",
+]
+ZH_ASKS = [
+    "查一下订单{order}", "把退款打给我", "帮我改一下收货地址", "把{item}换成大一号的",
+    "给我寄张退货单", "把重复扣的钱退回来", "告诉我{item}什么时候发货", "让人工来接",
+    "好好看看我的留言", "把发票开对",
+]
+ZH_INLINE = [
+    "你们这帮饭桶能不能{req}", "你个蠢货到底能不能{req}", "你们这群废物赶紧{req}",
+    "我说你这傻子能不能{req}",
+]
+# Harsh words about goods and delivery, or the customer's own mistake:
+# nobody is abused.
+ZH_PRODUCT_PROFANITY = [
+    "这破{item}真垃圾", "什么鬼质量，{item}才用两天就坏了", "{item}烂透了",
+    "气死我了，快递又丢了", "这{item}简直是坑爹", "垃圾质量，{item}开胶了",
+    "这破网站又卡死了", "我真是个傻子，下错尺码了", "这{item}丑爆了",
+    "物流慢得要死", "这破玩意儿根本不防水", "{item}味道臭死了",
+]
+
 ZH_OPENERS = ["喂", "你好", "我说", "听着", "客服", "在吗", "哎", "那个"]
 
 ZH_NEGATIVE_CLEAN = [
@@ -428,7 +532,7 @@ def en_end(s, rng):
 def en_positive(rng):
     req = fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS)
     ins = rng.choice(EN_INSULTS)
-    form = rng.randrange(7)
+    form = rng.randrange(11)
     if form == 0:  # insult first
         s = f"{ins}, {req}"
     elif form == 1:  # insult last
@@ -442,15 +546,35 @@ def en_positive(rng):
     elif form == 5:  # insult between two requests
         req2 = fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS)
         s = f"{en_end(req, rng)} {ins[0].upper() + ins[1:]}. {req2}"
-    else:  # insult as a question tag
+    elif form == 6:  # insult as a question tag
         s = f"{req}, can't you manage that, {ins.split(' ', 1)[1]}"
+    elif form == 7:  # inside the sentence, no comma to split at
+        ask = fill(rng.choice(EN_ASKS), rng, EN_ITEMS)
+        lead = rng.choice(["can you", "why can't you", "will you", "could you", "when will you"])
+        s = f"{lead} {rng.choice(EN_PEOPLE_INSULTS)} {ask}"
+    elif form == 8:  # about staff, in the third person
+        staff = rng.choice(EN_STAFF)
+        who = rng.choice(EN_PERSON_INSULTS)
+        art = "an" if who[0] in "aeiou" else "a"
+        if rng.random() < 0.5:
+            s = f"{staff} is {art} {who}, {req}"
+        else:
+            s = f"{en_end(req, rng)} {staff[0].upper() + staff[1:]} is {art} {who}."
+    elif form == 9:  # a rhetorical insult, no swear word
+        if rng.random() < 0.5:
+            s = f"{en_end(req, rng)} {rng.choice(EN_RHETORICAL)}"
+        else:
+            s = f"{rng.choice(EN_RHETORICAL)} {req}"
+    else:  # a bare insult noun as the vocative
+        who = rng.choice(EN_PERSON_INSULTS)
+        s = f"{rng.choice(EN_OPENERS)} {who}, {req}" if rng.random() < 0.5 else f"{req}, {who}"
     if rng.random() < 0.3:
         s = obfuscate_en(s, rng)
     return en_end(en_case(s, rng), rng)
 
 
 def en_negative(rng):
-    form = rng.randrange(5)
+    form = rng.randrange(7)
     if form == 0:
         s = fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS)
     elif form == 1:
@@ -459,8 +583,12 @@ def en_negative(rng):
         s = f"{en_end(fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS), rng)} {rng.choice(EN_NEGATIVE_CLEAN)}"
     elif form == 3:
         s = fill(rng.choice(EN_LOOKALIKE_CLEAN), rng, EN_ITEMS)
-    else:
+    elif form == 4:
         s = f"{rng.choice(EN_NEGATIVE_CLEAN)} {fill(rng.choice(EN_LOOKALIKE_CLEAN), rng, EN_ITEMS)}"
+    else:  # profanity about the goods or the delivery, with a request
+        prof = fill(rng.choice(EN_PRODUCT_PROFANITY), rng, EN_ITEMS)
+        req = fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS)
+        s = f"{prof}, {req}" if form == 5 else f"{en_end(req, rng)} {en_end(prof[0].upper() + prof[1:], rng)}"
     return en_end(en_case(s, rng), rng)
 
 
@@ -473,7 +601,7 @@ def zh_end(s, rng):
 def zh_positive(rng):
     req = fill(rng.choice(ZH_REQUESTS), rng, ZH_ITEMS)
     ins = rng.choice(ZH_INSULTS)
-    form = rng.randrange(6)
+    form = rng.randrange(9)
     if form == 0:
         s = f"{ins}，{req}"
     elif form == 1:
@@ -484,16 +612,25 @@ def zh_positive(rng):
         s = f"{zh_end(req, rng)}{rng.choice(ZH_INSULT_SENTENCES)}"
     elif form == 4:
         s = f"{rng.choice(ZH_INSULT_SENTENCES)}{req}"
-    else:
+    elif form == 5:
         req2 = fill(rng.choice(ZH_REQUESTS), rng, ZH_ITEMS)
         s = f"{req}，{ins}，还有{req2}"
+    elif form == 6:  # about staff, in the third person
+        st = rng.choice(ZH_STAFF_INSULTS)
+        s = f"{st}，{req}" if rng.random() < 0.5 else f"{zh_end(req, rng)}{st}。"
+    elif form == 7:  # a rhetorical insult, no swear word
+        r = rng.choice(ZH_RHETORICAL)
+        s = f"{zh_end(req, rng)}{r}" if rng.random() < 0.5 else f"{r}{req}"
+    else:  # inside the sentence
+        ask = fill(rng.choice(ZH_ASKS), rng, ZH_ITEMS)
+        s = rng.choice(ZH_INLINE).format(req=ask)
     if rng.random() < 0.3:
         s = obfuscate_zh(s, rng)
     return zh_end(s, rng)
 
 
 def zh_negative(rng):
-    form = rng.randrange(5)
+    form = rng.randrange(7)
     if form == 0:
         s = fill(rng.choice(ZH_REQUESTS), rng, ZH_ITEMS)
     elif form == 1:
@@ -502,8 +639,12 @@ def zh_negative(rng):
         s = f"{zh_end(fill(rng.choice(ZH_REQUESTS), rng, ZH_ITEMS), rng)}{rng.choice(ZH_NEGATIVE_CLEAN)}"
     elif form == 3:
         s = fill(rng.choice(ZH_LOOKALIKE_CLEAN), rng, ZH_ITEMS)
-    else:
+    elif form == 4:
         s = f"{rng.choice(ZH_NEGATIVE_CLEAN)}{fill(rng.choice(ZH_LOOKALIKE_CLEAN), rng, ZH_ITEMS)}"
+    else:  # harsh words about the goods or the delivery, with a request
+        prof = fill(rng.choice(ZH_PRODUCT_PROFANITY), rng, ZH_ITEMS)
+        req = fill(rng.choice(ZH_REQUESTS), rng, ZH_ITEMS)
+        s = f"{prof}，{req}" if form == 5 else f"{zh_end(req, rng)}{prof}"
     return zh_end(s, rng)
 
 
@@ -531,7 +672,10 @@ def pool_phrases():
     """Every fixed phrase of the pools, placeholders cut out."""
     out = []
     for pool in (EN_REQUESTS, EN_INSULTS, EN_INSULT_SENTENCES, EN_NEGATIVE_CLEAN, EN_LOOKALIKE_CLEAN,
-                 ZH_REQUESTS, ZH_INSULTS, ZH_INSULT_SENTENCES, ZH_NEGATIVE_CLEAN, ZH_LOOKALIKE_CLEAN):
+                 EN_ASKS, EN_PEOPLE_INSULTS, EN_PERSON_INSULTS, EN_STAFF, EN_RHETORICAL,
+                 EN_PRODUCT_PROFANITY,
+                 ZH_REQUESTS, ZH_INSULTS, ZH_INSULT_SENTENCES, ZH_NEGATIVE_CLEAN, ZH_LOOKALIKE_CLEAN,
+                 ZH_STAFF_INSULTS, ZH_RHETORICAL, ZH_INLINE, ZH_ASKS, ZH_PRODUCT_PROFANITY):
         for p in pool:
             for part in p.replace("{order}", "\0").replace("{item}", "\0").split("\0"):
                 part = part.strip(" ,.?!，。？！").casefold()
