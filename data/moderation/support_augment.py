@@ -31,6 +31,7 @@ eval row and pool phrases that occur verbatim inside an eval row.
 import argparse
 import csv
 import random
+import re
 import sys
 
 PER_CLASS_PER_LANG = 2500  # 5,000 offensive + 5,000 clean rows in all
@@ -511,10 +512,15 @@ def fill(tpl, rng, items):
     return tpl.format(order="NW-%06d" % rng.randrange(100000, 1000000), item=rng.choice(items))
 
 
+def capital(s):
+    """`s` with its first letter upper-cased, the rest as written."""
+    return s[0].upper() + s[1:]
+
+
 def en_case(s, rng):
     r = rng.random()
     if r < 0.35:
-        return s[0].upper() + s[1:]
+        return capital(s)
     if r < 0.85:
         return s.lower()
     if r < 0.93:
@@ -545,7 +551,7 @@ def en_positive(rng):
         s = f"{rng.choice(EN_INSULT_SENTENCES)} {req}"
     elif form == 5:  # insult between two requests
         req2 = fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS)
-        s = f"{en_end(req, rng)} {ins[0].upper() + ins[1:]}. {req2}"
+        s = f"{en_end(req, rng)} {capital(ins)}. {req2}"
     elif form == 6:  # insult as a question tag
         s = f"{req}, can't you manage that, {ins.split(' ', 1)[1]}"
     elif form == 7:  # inside the sentence, no comma to split at
@@ -559,7 +565,7 @@ def en_positive(rng):
         if rng.random() < 0.5:
             s = f"{staff} is {art} {who}, {req}"
         else:
-            s = f"{en_end(req, rng)} {staff[0].upper() + staff[1:]} is {art} {who}."
+            s = f"{en_end(req, rng)} {capital(staff)} is {art} {who}."
     elif form == 9:  # a rhetorical insult, no swear word
         if rng.random() < 0.5:
             s = f"{en_end(req, rng)} {rng.choice(EN_RHETORICAL)}"
@@ -588,7 +594,7 @@ def en_negative(rng):
     else:  # profanity about the goods or the delivery, with a request
         prof = fill(rng.choice(EN_PRODUCT_PROFANITY), rng, EN_ITEMS)
         req = fill(rng.choice(EN_REQUESTS), rng, EN_ITEMS)
-        s = f"{prof}, {req}" if form == 5 else f"{en_end(req, rng)} {en_end(prof[0].upper() + prof[1:], rng)}"
+        s = f"{prof}, {req}" if form == 5 else f"{en_end(req, rng)} {en_end(capital(prof), rng)}"
     return en_end(en_case(s, rng), rng)
 
 
@@ -677,7 +683,7 @@ def pool_phrases():
                  ZH_REQUESTS, ZH_INSULTS, ZH_INSULT_SENTENCES, ZH_NEGATIVE_CLEAN, ZH_LOOKALIKE_CLEAN,
                  ZH_STAFF_INSULTS, ZH_RHETORICAL, ZH_INLINE, ZH_ASKS, ZH_PRODUCT_PROFANITY):
         for p in pool:
-            for part in p.replace("{order}", "\0").replace("{item}", "\0").split("\0"):
+            for part in re.split(r"\{\w+\}", p):
                 part = part.strip(" ,.?!，。？！").casefold()
                 if part:
                     out.append(part)
