@@ -1,7 +1,8 @@
 //! Continuous batching with a real tiny model: a reply's tokens are the
 //! same when it is generated alone and inside a batch that rows join (some
 //! after waiting in the queue) and leave while it runs; stop strings and
-//! cancellation behave as alone. `bench serve` runs both schedulers.
+//! cancellation behave as alone, as does a text the reply may not open
+//! with. `bench serve` runs both schedulers.
 //!
 //! Needs the ONNX Runtime library that `./scripts/setup.sh` fetches (or
 //! `ORT_DYLIB_PATH`).
@@ -41,11 +42,20 @@ async fn test_a_reply_is_the_same_alone_and_in_a_changing_batch() {
     let mut alone = Generator::open(&f.bundle, &common::cpu()).unwrap();
     let mut params = alone.default_params().greedy();
     params.max_new_tokens = 24;
+    // The third question may not open as it would unhindered.
+    let free = alone
+        .reply(&dialog(QUESTIONS[2]), &params, &mut |_, _| {})
+        .unwrap();
+    assert!(free.tokens.len() >= 2, "{free:?}");
+    let avoided = free.text.clone();
     // Every other question also stops at a string, cut as alone.
     let params_of = |i: usize| -> SamplingParams {
         let mut p = params.clone();
         if i % 2 == 1 {
             p.stop_strings = vec!["e ".into()];
+        }
+        if i == 2 {
+            p.avoid_openings = vec![avoided.clone()];
         }
         p
     };
@@ -58,6 +68,11 @@ async fn test_a_reply_is_the_same_alone_and_in_a_changing_batch() {
                 .unwrap()
         })
         .collect();
+    assert!(
+        !expected[2].text.starts_with(&avoided),
+        "{avoided:?} was avoided: {:?}",
+        expected[2]
+    );
     assert!(
         expected.iter().map(|g| g.tokens.len()).max()
             > expected.iter().map(|g| g.tokens.len()).min(),

@@ -38,15 +38,37 @@ pub struct Features {
     pub router_context: f32,
     pub bm25: f32,
     pub bm25_context: f32,
+    /// For a table row or labelled bullet: the router's probability of
+    /// the entry that holds it (alone and with the turn before).
+    pub held: f32,
+    pub held_context: f32,
 }
 
 impl Features {
+    /// The fused score, which ranks.
     pub fn score(&self, w: &Weights) -> f32 {
         w.router * self.router
             + w.router_context * self.router_context
             + w.bm25 * self.bm25
             + w.bm25_context * self.bm25_context
     }
+
+    /// The fused score with a part's holder counted as the part, which
+    /// the confidence reads: a question about a part is labelled with its
+    /// holder too, so the router gives the part only a share of what it
+    /// believes. Ranking by it put parts first where their entry's own
+    /// answer was right (on the second customer-words set, recall@1 0.919
+    /// → 0.894).
+    pub fn score_held(&self, w: &Weights) -> f32 {
+        self.score(w) + w.router * self.held + w.router_context * self.held_context
+    }
+}
+
+/// Candidates in fused-score order (ties: passage order).
+pub fn rank(cands: &[(usize, Features)], w: &Weights) -> Vec<(usize, f32)> {
+    let mut r: Vec<(usize, f32)> = cands.iter().map(|(p, f)| (*p, f.score(w))).collect();
+    r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    r
 }
 
 /// The inputs of the confidence model, for the winning passage.
@@ -205,6 +227,35 @@ mod tests {
         assert!(good > 0.8 && bad < 0.2, "{good} {bad}");
         assert!(cal.threshold > bad && cal.threshold <= good, "{cal:?}");
         assert_eq!(fit_calibration(&[], 0.9), Calibration::DEFAULT);
+    }
+
+    /// The holder's probability counts for the confidence's score, not
+    /// for the ranking.
+    #[test]
+    fn test_a_parts_holder_counts_for_the_confidence_only() {
+        let w = Weights {
+            router: 1.0,
+            router_context: 0.5,
+            bm25: 0.3,
+            bm25_context: 0.0,
+        };
+        let part = Features {
+            router: 0.1,
+            bm25: 1.0,
+            held: 0.7,
+            held_context: 0.2,
+            ..Features::default()
+        };
+        let other = Features {
+            router: 0.3,
+            bm25: 0.5,
+            ..Features::default()
+        };
+        assert!((part.score(&w) - 0.4).abs() < 1e-6);
+        assert!((part.score_held(&w) - 1.2).abs() < 1e-6);
+        assert_eq!(other.score_held(&w), other.score(&w));
+        let ranked = rank(&[(0, other), (1, part)], &w);
+        assert_eq!(ranked.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]

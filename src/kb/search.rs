@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analyze;
 use super::build::{EXPANDED_DIR, INDEX_DIR, Manifest, read_expansions, read_passages};
-use super::fuse::{Calibration, Features, Signals, Weights};
+use super::fuse::{Calibration, Features, Signals, Weights, rank};
 use super::index::{Bm25, indexed_text};
 use super::ingest::Passage;
 use super::router::{NONE_ENTRY, ROUTER_ONNX, Router, softmax};
@@ -37,8 +37,9 @@ pub struct SearchSettings {
 /// Revision of how the confidence's inputs are computed; a calibration
 /// fitted with an older one is refitted by `kb train`. 1: a one-edit
 /// misspelling counts as the word in the term coverage; 2: list parts that
-/// only repeat their items are no candidates.
-pub const SIGNALS_REVISION: u32 = 2;
+/// only repeat their items are no candidates; 3: the winner's fused score
+/// counts a table row's or labelled bullet's holder as the part.
+pub const SIGNALS_REVISION: u32 = 3;
 
 impl Default for SearchSettings {
     fn default() -> Self {
@@ -83,6 +84,8 @@ pub struct Retrieval {
     /// required fact went from 186 to 190 of the 221 customer-words
     /// questions.
     pub parts: Vec<usize>,
+    /// What the confidence was computed from.
+    pub signals: Signals,
 }
 
 /// The most parts of one message searched on their own.
@@ -116,6 +119,9 @@ pub struct Kb {
     router: Option<(Router, Vec<Option<usize>>, Option<usize>)>,
     /// Each passage's router output, if it has one.
     router_output: Vec<Option<usize>>,
+    /// For a table row or labelled bullet, the router outputs of the entry
+    /// or prose that holds it ([`holders`]).
+    holder_outputs: Vec<Vec<usize>>,
     pub settings: SearchSettings,
     /// Inverse document frequency of each analysed term.
     idf: HashMap<String, f32>,
@@ -155,6 +161,35 @@ fn list_repeats(passages: &[Passage]) -> Vec<bool> {
                     Some(item) => items.contains(item.trim()),
                     None => *l == heading,
                 })
+        })
+        .collect()
+}
+
+/// Each passage's holders: for a table row or a labelled bullet, the
+/// passages (every part of a split one) whose title is its title less the
+/// last component and that are an entry or prose, not rows or bullets
+/// themselves. A question about a part is labelled with its holder too
+/// (the FAQ's convention, and the dialogs' passages), so the router splits
+/// its probability between them, and mostly to the holder, which every
+/// question about its parts names: "can the mugs go in the microwave?" gave
+/// the mug's care bullet 0.05 of it, its list the rest, and the confidence
+/// stayed below the threshold though the bullet was found first.
+fn holders(passages: &[Passage]) -> Vec<Vec<usize>> {
+    use super::Kind;
+    let part = |k: Kind| matches!(k, Kind::TableRow | Kind::Bullet);
+    let mut by_title: HashMap<&[String], Vec<usize>> = HashMap::new();
+    for (i, p) in passages.iter().enumerate() {
+        if !part(p.kind) {
+            by_title.entry(p.title.as_slice()).or_default().push(i);
+        }
+    }
+    passages
+        .iter()
+        .map(|p| match p.title.split_last() {
+            Some((_, parent)) if part(p.kind) && !parent.is_empty() => {
+                by_title.get(parent).cloned().unwrap_or_default()
+            }
+            _ => Vec::new(),
         })
         .collect()
 }
@@ -255,6 +290,10 @@ impl Kb {
             })
             .collect();
         let repeats = list_repeats(&passages);
+        let holder_outputs = holders(&passages)
+            .into_iter()
+            .map(|h| h.into_iter().filter_map(|p| router_output[p]).collect())
+            .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
@@ -264,6 +303,7 @@ impl Kb {
             expanded,
             router,
             router_output,
+            holder_outputs,
             settings,
             idf,
             terms,
@@ -378,11 +418,15 @@ impl Kb {
                     feats.entry(passage).or_default();
                 }
             }
-            // Every candidate gets its router features.
+            // Every candidate gets its router features; a part, its
+            // holder's too (for the confidence).
             for (passage, f) in feats.iter_mut() {
                 if let Some(k) = self.router_output[*passage] {
+                    let held = &self.holder_outputs[*passage];
                     f.router = p[k];
                     f.router_context = pc[k];
+                    f.held = held.iter().map(|&h| p[h]).sum();
+                    f.held_context = held.iter().map(|&h| pc[h]).sum();
                 }
             }
         }
@@ -394,17 +438,23 @@ impl Kb {
         Ok((out, none_p))
     }
 
-    /// The confidence inputs for the winner of `ranked` fused scores.
+    /// The confidence inputs for the winner of `cands` ranked by `w`
+    /// ([`rank`]: `ranked`).
     pub(crate) fn signals(
         &self,
         q: &Query<'_>,
+        cands: &[(usize, Features)],
         ranked: &[(usize, f32)],
         w: &Weights,
         none: f32,
     ) -> Signals {
         let total = (w.router + w.router_context + w.bm25 + w.bm25_context).max(1e-6);
-        let top = ranked.first().map_or(0.0, |r| r.1 / total);
-        let second = ranked.get(1).map_or(0.0, |r| r.1 / total);
+        let held = |r: Option<&(usize, f32)>| {
+            r.and_then(|(p, _)| cands.iter().find(|(c, _)| c == p))
+                .map_or(0.0, |(_, f)| f.score_held(w) / total)
+        };
+        let top = held(ranked.first());
+        let second = held(ranked.get(1));
         let coverage = ranked
             .first()
             .map_or(0.0, |(p, _)| self.coverage(q.text, *p));
@@ -459,9 +509,8 @@ impl Kb {
         } else {
             Weights::BM25
         };
-        let mut ranked: Vec<(usize, f32)> = cands.iter().map(|(p, f)| (*p, f.score(&w))).collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let signals = self.signals(q, &ranked, &w, none);
+        let ranked = rank(&cands, &w);
+        let signals = self.signals(q, &cands, &ranked, &w, none);
         let calibration = if use_router && self.router.is_some() {
             settings.calibration
         } else {
@@ -488,6 +537,7 @@ impl Kb {
             confidence,
             answerable: confidence >= calibration.threshold,
             parts: Vec::new(),
+            signals,
         })
     }
 }
@@ -508,6 +558,43 @@ mod tests {
             kind,
             questions: Vec::new(),
         }
+    }
+
+    /// A row or labelled bullet is held by the entry or prose of its
+    /// title less the last part (all parts of a split one); nothing else is.
+    #[test]
+    fn test_rows_and_bullets_are_held_by_their_entry() {
+        let passages = vec![
+            passage(&["Products"], "We design everything.", Kind::Prose),
+            passage(
+                &["Products", "Tent"],
+                "Product: Tent; Price: $249",
+                Kind::TableRow,
+            ),
+            passage(&["Products", "Warranty"], "Two years.", Kind::Faq),
+            passage(&["Products", "Care"], "Care, part one.", Kind::Faq),
+            passage(&["Products", "Care"], "Care, part two.", Kind::Faq),
+            passage(
+                &["Products", "Care", "Mug"],
+                "Mug: Dishwasher safe.",
+                Kind::Bullet,
+            ),
+            passage(&["Orphan", "Row"], "Row: no holder", Kind::TableRow),
+            passage(&["Row"], "Row: top level", Kind::TableRow),
+        ];
+        assert_eq!(
+            holders(&passages),
+            vec![
+                vec![],
+                vec![0],
+                vec![],
+                vec![],
+                vec![],
+                vec![3, 4],
+                vec![],
+                vec![],
+            ]
+        );
     }
 
     /// A list part whose items are all passages repeats them; a part with

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_passages, reindex_expanded};
-use super::fuse::{Calibration, Signals, Weights, fit_calibration, fit_weights};
+use super::fuse::{Calibration, Signals, Weights, fit_calibration, fit_weights, rank};
 use super::index::Bm25;
 use super::questions::{Labelled, read};
 use super::router::{Example, NONE_ENTRY, RouterSettings, train as train_router};
@@ -254,22 +254,17 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         let data: Vec<_> = fit.iter().map(|(c, g, _)| (c.clone(), g.clone())).collect();
         fit_weights(&data)
     };
-    let ranked = |cands: &[(usize, super::fuse::Features)]| {
-        let mut r: Vec<(usize, f32)> = cands.iter().map(|(p, f)| (*p, f.score(&weights))).collect();
-        r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        r
-    };
     let mut cal_data: Vec<(Signals, bool)> = Vec::new();
     let mut fused_right = 0;
     for ((cands, gold, none), q) in fit.iter().zip(&val) {
-        let r = ranked(cands);
+        let r = rank(cands, &weights);
         let right = r.first().is_some_and(|(p, _)| gold.contains(p));
         fused_right += usize::from(right);
         let query = Query {
             text: &q.text,
             previous: q.previous.as_deref(),
         };
-        cal_data.push((kb.signals(&query, &r, &weights, *none), right));
+        cal_data.push((kb.signals(&query, cands, &r, &weights, *none), right));
     }
     for n in &val_negatives {
         let query = Query {
@@ -277,8 +272,8 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
             previous: None,
         };
         let (cands, none) = kb.candidates(&query, true)?;
-        let r = ranked(&cands);
-        cal_data.push((kb.signals(&query, &r, &weights, none), false));
+        let r = rank(&cands, &weights);
+        cal_data.push((kb.signals(&query, &cands, &r, &weights, none), false));
     }
     let calibration = fit_calibration(&cal_data, o.target_precision);
     let settings = SearchSettings {

@@ -522,7 +522,7 @@ pub(crate) mod testing {
         fn reply(
             &mut self,
             dialog: &Dialog,
-            _params: &SamplingParams,
+            params: &SamplingParams,
             cancel: &AtomicBool,
             on_text: &mut dyn FnMut(&str),
         ) -> Result<Generation, String> {
@@ -546,6 +546,10 @@ pub(crate) mod testing {
                 }
                 Some(c) if last.contains("quote!") || last.contains("again!") => {
                     c.lines().last().unwrap_or("").to_string()
+                }
+                // "openings!" says what it was told not to open with.
+                _ if last.contains("openings!") => {
+                    format!("avoided: {}", params.avoid_openings.join(" | "))
                 }
                 // "turns!" answers with the turns the model was given.
                 _ if last.contains("turns!") => dialog

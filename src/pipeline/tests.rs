@@ -632,6 +632,22 @@ async fn test_a_needless_refusal_gets_the_passage() {
     assert_eq!(g.kind, store::ReplyKind::Extracted);
 }
 
+/// When retrieval is confident, the model is told not to open with the
+/// abstain text (it learnt to say it word for word); without a knowledge
+/// base it is told nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_confident_retrieval_steers_the_model_off_the_abstain_text() {
+    let (h, _kb) = grounded_harness(Cite::Off).await;
+    h.pipeline.keep_traces();
+    h.say("1", "do gift cards expire? openings!").await;
+    let draft = h.pipeline.take_traces().pop().and_then(|t| t.draft);
+    let abstain = h.pipeline.text("en", TextKey::Abstain);
+    assert_eq!(draft, Some(format!("avoided: {abstain}")));
+    let h = Harness::new(PipelineConfig::default(), gate("darn")).await;
+    let events = h.say("1", "openings!").await;
+    assert_eq!(reply_text(&events).unwrap().trim(), "avoided:");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_card_numbers_reach_the_model_but_not_the_store() {
     let h = Harness::new(PipelineConfig::default(), gate("darn")).await;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ort::value::Tensor;
 
 use super::decoder::{KvCache, Logits};
-use super::generate::{Generation, Generator, Row, RowRule, StopReason};
+use super::generate::{Bans, Generation, Generator, Row, RowRule, StopReason};
 use super::sampling::{Sampler, SamplingParams};
 use super::{Error, Result};
 use crate::text::Dialog;
@@ -67,8 +67,7 @@ struct Live {
     row: Row,
     params: SamplingParams,
     budget: usize,
-    stop_ids: Vec<u32>,
-    banned: Vec<bool>,
+    bans: Bans,
     prompt_tokens: usize,
     cut_tokens: usize,
     /// Padding on the left of this row's cache: its tokens are the last
@@ -259,10 +258,10 @@ impl Generator {
                         ctx - 1
                     )))
                 } else {
-                    self.stop_and_banned(&w.req.params)
+                    self.bans(&w.req.params)
                 }
             });
-            let (stop_ids, banned) = match checked {
+            let bans = match checked {
                 Ok(x) => x,
                 Err(e) => {
                     (w.req.done)(Err(e));
@@ -274,8 +273,7 @@ impl Generator {
                 row: self.row(Sampler::new(&w.req.params, 0), w.prompt),
                 budget: w.req.params.max_new_tokens.min(ctx - n),
                 params: w.req.params,
-                stop_ids,
-                banned,
+                bans,
                 prompt_tokens: n,
                 cut_tokens: w.cut_tokens,
                 pad: 0,
@@ -326,8 +324,7 @@ impl Generator {
         let rule = RowRule {
             params: &r.params,
             budget: r.budget,
-            banned: &r.banned,
-            stop_ids: &r.stop_ids,
+            bans: &r.bans,
         };
         let on_text = &mut r.on_text;
         r.next = self.next_token(&mut r.row, logits, &rule, &mut |d| on_text(d))?;

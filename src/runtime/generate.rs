@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::decoder::{Logits, OnnxDecoder};
 use super::providers::{RuntimeConfig, open_file};
-use super::sampling::{Sampler, SamplingParams, copy_continuations};
+use super::sampling::{Sampler, SamplingParams, ban_openings, copy_continuations};
 use super::{Error, Result};
 use crate::bundle::{Bundle, GenerationDefaults};
 use crate::text::{ChatTokenizer, Dialog, encode_prompt_within};
@@ -50,8 +50,16 @@ pub(super) struct RowRule<'a> {
     pub params: &'a SamplingParams,
     /// Tokens the row may generate.
     pub budget: usize,
-    pub banned: &'a [bool],
-    pub stop_ids: &'a [u32],
+    pub bans: &'a Bans,
+}
+
+/// A row's parameters as token ids: what ends it and what it may not draw.
+pub(super) struct Bans {
+    pub stop_ids: Vec<u32>,
+    /// Never drawn: special tokens other than the stop tokens.
+    pub banned: Vec<bool>,
+    /// [`SamplingParams::avoid_openings`], encoded.
+    pub openings: Vec<Vec<u32>>,
 }
 
 /// Per-row state while generating.
@@ -284,7 +292,7 @@ impl Generator {
             )));
         }
         // Special tokens other than the stop tokens never appear in a reply.
-        let (stop_ids, banned) = self.stop_and_banned(params)?;
+        let bans = self.bans(params)?;
         let pad = self.tok.special().endoftext as i64;
         let batch = prompts.len();
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -324,8 +332,7 @@ impl Generator {
                 let rule = RowRule {
                     params,
                     budget,
-                    banned: &banned,
-                    stop_ids: &stop_ids,
+                    bans: &bans,
                 };
                 let t = self.next_token(row, &logits[start..start + vocab], &rule, &mut |d| {
                     on_text(r, d)
@@ -405,8 +412,9 @@ impl Generator {
                 }
             }
         }
-        let t = row.sampler.pick(&mut l, &row.penalized, rule.banned);
-        if rule.stop_ids.contains(&t) {
+        ban_openings(&mut l, &rule.bans.openings, &row.tokens);
+        let t = row.sampler.pick(&mut l, &row.penalized, &rule.bans.banned);
+        if rule.bans.stop_ids.contains(&t) {
             row.stop = Some(StopReason::StopToken);
             return Ok(None);
         }
@@ -424,9 +432,8 @@ impl Generator {
         Ok(Some(t))
     }
 
-    /// The stop tokens of `params` as ids, and the ids never sampled:
-    /// special tokens other than those.
-    pub(super) fn stop_and_banned(&self, params: &SamplingParams) -> Result<(Vec<u32>, Vec<bool>)> {
+    /// What `params` ends on and forbids, as ids.
+    pub(super) fn bans(&self, params: &SamplingParams) -> Result<Bans> {
         let vocab = self.decoder.config().vocab_size;
         let stop_ids: Vec<u32> = params
             .stop_tokens
@@ -440,7 +447,16 @@ impl Generator {
         let banned: Vec<bool> = (0..vocab as u32)
             .map(|i| self.tok.is_special(i) && !stop_ids.contains(&i))
             .collect();
-        Ok((stop_ids, banned))
+        let openings = params
+            .avoid_openings
+            .iter()
+            .map(|o| Ok(self.tok.encode_text(o)?))
+            .collect::<Result<_>>()?;
+        Ok(Bans {
+            stop_ids,
+            banned,
+            openings,
+        })
     }
 }
 

@@ -35,6 +35,14 @@ pub struct SamplingParams {
     pub stop_tokens: Vec<String>,
     /// Strings that end the reply; the text is cut before them.
     pub stop_strings: Vec<String>,
+    /// Texts the reply may not open with: while the reply so far is the
+    /// start of one (token by token, as the template encodes a reply), the
+    /// token that would continue it is never drawn. The pipeline passes
+    /// the abstain text when retrieval is confident: the model learnt to
+    /// say it word for word from the distractor-only examples, and says it
+    /// with the answer first in its context.
+    #[serde(default)]
+    pub avoid_openings: Vec<String>,
 }
 
 impl From<&GenerationDefaults> for SamplingParams {
@@ -49,6 +57,7 @@ impl From<&GenerationDefaults> for SamplingParams {
             seed: 0,
             stop_tokens: d.stop_tokens.clone(),
             stop_strings: Vec::new(),
+            avoid_openings: Vec::new(),
         }
     }
 }
@@ -152,6 +161,18 @@ pub fn copy_continuations(source: &[u32], generated: &[u32]) -> Vec<u32> {
         }
     }
     Vec::new()
+}
+
+/// Bans the token of each of `openings` (token ids) that would continue
+/// it when `generated` is a proper start of it.
+pub fn ban_openings(logits: &mut [f32], openings: &[Vec<u32>], generated: &[u32]) {
+    for o in openings {
+        if let Some(&next) = o.get(generated.len()).filter(|_| o.starts_with(generated))
+            && let Some(x) = logits.get_mut(next as usize)
+        {
+            *x = f32::NEG_INFINITY;
+        }
+    }
 }
 
 /// Picks tokens for one sequence.
@@ -328,6 +349,29 @@ mod tests {
         assert!(copy_continuations(&source, &[2, 3]).is_empty());
         // A run that ends the source has no continuation.
         assert!(copy_continuations(&source, &[6, 1, 0]).is_empty());
+    }
+
+    #[test]
+    fn test_ban_openings_bans_only_the_next_token_of_a_started_opening() {
+        let openings = vec![vec![5, 6, 7], vec![5, 8]];
+        let banned = |generated: &[u32]| {
+            let mut l = [0.0f32; 10];
+            ban_openings(&mut l, &openings, generated);
+            (0..10u32)
+                .filter(|&t| l[t as usize] == f32::NEG_INFINITY)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(banned(&[]), vec![5]);
+        assert_eq!(banned(&[5]), vec![6, 8]);
+        assert_eq!(banned(&[5, 6]), vec![7]);
+        // Past an opening, or off it, nothing is banned.
+        assert!(banned(&[5, 6, 7]).is_empty());
+        assert!(banned(&[4]).is_empty());
+        assert!(banned(&[5, 9]).is_empty());
+        // An id beyond the vocabulary is ignored, not a panic.
+        let mut l = [0.0f32; 3];
+        ban_openings(&mut l, &[vec![42]], &[]);
+        assert!(l.iter().all(|x| *x == 0.0));
     }
 
     fn params(temperature: f32, top_k: usize, top_p: f32, rep: f32) -> SamplingParams {
