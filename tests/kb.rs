@@ -69,6 +69,12 @@ fn top_title(kb: &Path, question: &str, previous: Option<&str>) -> (String, f64)
     let (ok, out, err) = chatforge(&args);
     assert!(ok, "{err}");
     let r = json(&out);
+    // What the confidence was computed from is printed beside it.
+    for k in ["top", "coverage", "none"] {
+        let v = r["signals"][k].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&v), "signal {k}: {r}");
+    }
+    assert!(r["signals"]["margin"].is_f64(), "{r}");
     (
         r["hits"][0]["title"]
             .as_str()

@@ -214,7 +214,8 @@ pub fn run(command: KbCommand) -> Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"confidence": r.confidence, "answerable": r.answerable, "hits": hits,
+                    serde_json::json!({"confidence": r.confidence, "answerable": r.answerable,
+                        "signals": r.signals, "hits": hits,
                         "parts": r.parts.iter().map(|&p| &kb.passages[p].id).collect::<Vec<_>>()})
                 );
             } else {
