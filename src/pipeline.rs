@@ -573,16 +573,10 @@ impl Pipeline {
         if let Some(o) = opts {
             o.apply(&mut params);
         }
-        if grounded
-            .as_ref()
-            .is_some_and(|g| g.answerable && !g.smalltalk)
-        {
-            // The calibrated retrieval judged the question answered by the
-            // passages; the guard would refuse the abstain text anyway.
+        if grounded.as_ref().is_some_and(Grounded::confident) {
+            // The guard would refuse the abstain text anyway.
             let abstain = self.text(s.lang, TextKey::Abstain);
-            if !abstain.is_empty() {
-                params.avoid_openings.push(abstain.to_string());
-            }
+            params.avoid_openings.push(abstain.to_string());
         }
         let mut stream = Streamer::new(
             &self.gate,

@@ -99,7 +99,7 @@ impl Evidence {
             .collect();
         // Without the knowledge base's passages (tests build evidence from
         // context text alone) the first passage is the answer.
-        let needs = (g.answerable && !g.smalltalk).then(|| {
+        let needs = g.confident().then(|| {
             let answer = match &g.answer {
                 Some((text, _)) => text.clone(),
                 // Its first line is the passage's title, which a reply
@@ -130,7 +130,7 @@ impl Evidence {
             support: ground::support_texts(texts.iter().copied()),
             names,
             needs,
-            decline: (g.answerable && !g.smalltalk && !abstain.is_empty()).then(|| fold(abstain)),
+            decline: (g.confident() && !abstain.is_empty()).then(|| fold(abstain)),
         }
     }
 

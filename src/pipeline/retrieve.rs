@@ -101,6 +101,13 @@ pub struct Grounded {
 }
 
 impl Grounded {
+    /// Retrieval judged a question (not small talk) answered by the
+    /// passages: the reply must say the passage answer, and must not
+    /// decline.
+    pub fn confident(&self) -> bool {
+        self.answerable && !self.smalltalk
+    }
+
     pub fn passage_ids(&self) -> Vec<String> {
         match &self.loaded {
             Some(l) => self
