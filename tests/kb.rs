@@ -243,6 +243,57 @@ fn test_trained_router_finds_passages_for_customer_questions() {
     assert!(r["fused"]["latency_p99_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// "it" in a question's second part is the first part's item: "what does
+/// the daypack weigh and is it ok in the rain" gets the daypack's row and
+/// care bullet, not the rain jacket's care (which "rain" alone found, and
+/// did until the item was carried).
+#[test]
+fn test_it_carries_the_item_of_the_part_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = tmp.path().join("shop.md");
+    std::fs::write(
+        &doc,
+        "# Shop\n\n## Products\n\nEverything we sell:\n\n\
+         | Product | Price | Weight |\n|---|---|---|\n\
+         | Beacon Headlamp | $39 | 85 g |\n\
+         | Cascade Rain Jacket | $129 | 380 g |\n\
+         | Summit Daypack | $89 | 0.9 kg |\n\n\
+         ## Care\n\n\
+         - **Beacon Headlamp**: Rated IPX4, so it handles rain and splashes.\n\
+         - **Cascade Rain Jacket**: Fully waterproof in rain, with taped seams; wash it cold.\n\
+         - **Summit Daypack**: Water-resistant, fine in light rain; wipe it clean.\n\n\
+         ## Shipping\n\n**How much is shipping?**\nStandard shipping is $5.95 and free over $75.\n",
+    )
+    .unwrap();
+    let kb = tmp.path().join("kb");
+    let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&doc), "--out", s(&kb)]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = chatforge(&[
+        "kb",
+        "search",
+        "--kb",
+        s(&kb),
+        "what does the daypack weigh and is it ok in the rain",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r = json(&out);
+    let mut served = vec![r["hits"][0]["id"].as_str().unwrap_or_default()];
+    served.extend(
+        r["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.as_str()),
+    );
+    assert!(
+        served.contains(&"shop/products/summit-daypack")
+            && served.contains(&"shop/care/summit-daypack")
+            && !served.iter().any(|id| id.contains("rain-jacket")),
+        "{r}"
+    );
+}
+
 /// A lexicon (pretrained token table) in which "puppy" has "dog"'s row
 /// and "kitten" "cat"'s: word knowledge the labelled questions lack.
 fn synonym_lexicon(dir: &Path) {

@@ -75,6 +75,21 @@ pub fn clauses(text: &str) -> Vec<&str> {
     if out.len() < 2 { Vec::new() } else { out }
 }
 
+/// Words that point back to something said before ("is it waterproof?",
+/// "how much do they cost", "这个多少钱").
+const BACK_REFERENCES: &[&str] = &[
+    "it", "its", "they", "them", "their", "this", "that", "these", "those",
+];
+const BACK_REFERENCES_ZH: &[&str] = &["它", "这个", "那个", "这款", "那款"];
+
+/// `text` points back to something said before.
+pub fn refers_back(text: &str) -> bool {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(|w| without_clitic(&w.to_lowercase()))
+        .any(|w| BACK_REFERENCES.contains(&w.as_str()))
+        || BACK_REFERENCES_ZH.iter().any(|w| text.contains(w))
+}
+
 pub(crate) fn is_han(c: char) -> bool {
     matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
@@ -195,6 +210,28 @@ mod tests {
         assert!(clauses("whats the price of express and overnight shipping").is_empty());
         assert!(clauses("hi! and can you help?").is_empty());
         assert!(clauses("能退货吗？").is_empty());
+    }
+
+    #[test]
+    fn test_refers_back_to_a_pronoun_not_a_word_that_holds_one() {
+        for text in [
+            "does it work in the rain?",
+            "It's too small",
+            "how much do they cost",
+            "is that one waterproof",
+            "这个多少钱",
+        ] {
+            assert!(refers_back(text), "{text}");
+        }
+        // "its" inside "items", "this" inside "thistle": whole words only.
+        for text in [
+            "is the tent waterproof?",
+            "which items can't be returned",
+            "do you sell thistle tea",
+            "帐篷防水吗",
+        ] {
+            assert!(!refers_back(text), "{text}");
+        }
     }
 
     #[test]

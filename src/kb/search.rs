@@ -59,6 +59,16 @@ pub struct Query<'a> {
     pub previous: Option<&'a str>,
 }
 
+impl<'a> Query<'a> {
+    /// A message without a turn before it.
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            previous: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hit {
     /// Position in [`Kb::passages`].
@@ -90,6 +100,24 @@ pub struct Retrieval {
 
 /// The most parts of one message searched on their own.
 const MAX_PARTS: usize = 4;
+
+/// What the parts of a message found ([`Kb::part_answers`]).
+#[derive(Default)]
+struct Parts {
+    /// [`Retrieval::parts`].
+    passages: Vec<usize>,
+    /// The least confidence of the parts, when every one was answerable.
+    confidence: Option<f32>,
+}
+
+/// The name of the item a table row or labelled bullet is about (its
+/// row's first cell, its bullet's label).
+fn item_name(p: &Passage) -> Option<&str> {
+    use super::Kind;
+    matches!(p.kind, Kind::TableRow | Kind::Bullet)
+        .then(|| p.title.last().map(String::as_str))
+        .flatten()
+}
 
 impl Retrieval {
     /// The passages a reply is given: the first `k` hits, then the parts'
@@ -130,6 +158,8 @@ pub struct Kb {
     /// Passages that only repeat other passages: a part of a labelled
     /// list whose every item is a passage of its own.
     repeats: Vec<bool>,
+    /// [`naming_terms`]: a message that uses one names its item itself.
+    item_terms: HashSet<String>,
 }
 
 /// Which passages are parts of a labelled list whose every item is also
@@ -192,6 +222,38 @@ fn holders(passages: &[Passage]) -> Vec<Vec<usize>> {
             _ => Vec::new(),
         })
         .collect()
+}
+
+/// The terms of item names ([`item_name`]) that name their item: no
+/// passage has one but the item's own rows and bullets and what holds
+/// them. "rain" of "Cascade Rain Jacket" is in other passages too, so
+/// "does it work in the rain?" still refers back.
+fn naming_terms(
+    passages: &[Passage],
+    holder_of: &[Vec<usize>],
+    terms: &[HashSet<String>],
+) -> HashSet<String> {
+    let mut about: HashMap<&str, HashSet<usize>> = HashMap::new();
+    for (i, p) in passages.iter().enumerate() {
+        if let Some(name) = item_name(p) {
+            let own = about.entry(name).or_default();
+            own.insert(i);
+            own.extend(holder_of[i].iter().copied());
+        }
+    }
+    let mut out = HashSet::new();
+    for (name, own) in &about {
+        for t in analyze::terms(name) {
+            let only_there = terms
+                .iter()
+                .enumerate()
+                .all(|(k, has)| own.contains(&k) || !has.contains(&t));
+            if only_there {
+                out.insert(t);
+            }
+        }
+    }
+    out
 }
 
 impl Kb {
@@ -290,7 +352,9 @@ impl Kb {
             })
             .collect();
         let repeats = list_repeats(&passages);
-        let holder_outputs = holders(&passages)
+        let holder_of = holders(&passages);
+        let item_terms = naming_terms(&passages, &holder_of, &terms);
+        let holder_outputs = holder_of
             .into_iter()
             .map(|h| h.into_iter().filter_map(|p| router_output[p]).collect())
             .collect();
@@ -307,6 +371,7 @@ impl Kb {
             settings,
             idf,
             terms,
+            item_terms,
         })
     }
 
@@ -320,37 +385,88 @@ impl Kb {
 
     /// The `k` best passages for `q` with the confidence of the first.
     pub fn search(&self, q: &Query<'_>, k: usize) -> Result<Retrieval> {
-        let mut r = self.search_with(q, k, &self.settings, true)?;
-        r.parts = self.part_answers(q, &r)?;
+        let carried = self.carry_item(q)?;
+        let asked = carried.as_deref().map_or(*q, Query::new);
+        let mut r = self.search_with(&asked, k, &self.settings, true)?;
+        let parts = self.part_answers(q, &r)?;
+        r.parts = parts.passages;
+        // A question asking two things splits the router's belief between
+        // their passages, so the whole question's confidence can fall
+        // below the threshold while each part alone clears it.
+        if let Some(c) = parts.confidence.filter(|_| !r.answerable) {
+            r.confidence = c;
+            r.answerable = true;
+        }
         Ok(r)
+    }
+
+    /// The item a message refers back to: when `q` says "it" or "they"
+    /// without naming an item of a table or labelled list, and the turn
+    /// before it is confidently about one, `q`'s text with that item's
+    /// name after it, searched on its own (the turn before as context
+    /// pulled it back to that turn's passage). "what does the daypack
+    /// weigh and is it ok in heavy rain?": the second part alone found the
+    /// rain jacket, with "Summit 30L Daypack" after it the daypack's care
+    /// bullet.
+    fn carry_item(&self, q: &Query<'_>) -> Result<Option<String>> {
+        let Some(previous) = q.previous else {
+            return Ok(None);
+        };
+        if !analyze::refers_back(q.text)
+            || analyze::terms(q.text)
+                .iter()
+                .any(|t| self.item_terms.contains(t))
+        {
+            return Ok(None);
+        }
+        let before = self.search_with(&Query::new(previous), 1, &self.settings, true)?;
+        Ok(before
+            .hits
+            .first()
+            .filter(|_| before.answerable)
+            .and_then(|h| item_name(&self.passages[h.passage]))
+            .map(|item| format!("{} {item}", q.text)))
     }
 
     /// [`Retrieval::parts`]: each part is asked as a follow-up of the one
     /// before it ("…weigh, and do they need special care?": "they" are the
     /// boots).
-    fn part_answers(&self, q: &Query<'_>, whole: &Retrieval) -> Result<Vec<usize>> {
+    fn part_answers(&self, q: &Query<'_>, whole: &Retrieval) -> Result<Parts> {
         let first = whole.hits.first().map(|h| h.passage);
-        let mut out: Vec<usize> = Vec::new();
+        let mut out = Parts::default();
+        let mut least = f32::INFINITY;
+        let mut first_confirmed = false;
         let mut previous = q.previous;
         // A long message is not searched sentence by sentence: each part
         // costs a router run.
-        for part in analyze::clauses(q.text).into_iter().take(MAX_PARTS) {
+        let parts = analyze::clauses(q.text);
+        for part in parts.iter().copied().take(MAX_PARTS) {
+            let asked = Query {
+                text: part,
+                previous,
+            };
+            let carried = self.carry_item(&asked)?;
             let r = self.search_with(
-                &Query {
-                    text: part,
-                    previous,
-                },
+                &carried.as_deref().map_or(asked, Query::new),
                 1,
                 &self.settings,
                 true,
             )?;
             previous = Some(part);
-            if let Some(h) = r.hits.first().filter(|_| r.answerable)
-                && Some(h.passage) != first
-                && !out.contains(&h.passage)
-            {
-                out.push(h.passage);
+            least = least.min(if r.answerable { r.confidence } else { 0.0 });
+            let Some(h) = r.hits.first().filter(|_| r.answerable) else {
+                continue;
+            };
+            if Some(h.passage) == first {
+                first_confirmed = true;
+            } else if !out.passages.contains(&h.passage) {
+                out.passages.push(h.passage);
             }
+        }
+        // Every part answered, one of them by the whole question's first
+        // passage (which the reply's answer starts from).
+        if first_confirmed && least > 0.0 && parts.len() <= MAX_PARTS {
+            out.confidence = Some(least);
         }
         Ok(out)
     }
@@ -595,6 +711,35 @@ mod tests {
                 vec![],
             ]
         );
+    }
+
+    /// A word of an item's name names the item only when no passage but
+    /// the item's own and their holders has it.
+    #[test]
+    fn test_item_names_name_their_item_by_words_only_they_use() {
+        let passages = vec![
+            passage(&["Products"], "Our gear.", Kind::Prose),
+            passage(
+                &["Products", "Rain Jacket"],
+                "Product: Rain Jacket; Price: $129",
+                Kind::TableRow,
+            ),
+            passage(&["Care"], "How to care for your gear.", Kind::Faq),
+            passage(
+                &["Care", "Rain Jacket"],
+                "Rain Jacket: Wash it cold.",
+                Kind::Bullet,
+            ),
+            passage(&["Shipping"], "Rain or shine, we ship.", Kind::Faq),
+        ];
+        assert_eq!(item_name(&passages[1]), Some("Rain Jacket"));
+        assert_eq!(item_name(&passages[2]), None);
+        let terms: Vec<HashSet<String>> = passages
+            .iter()
+            .map(|p| analyze::terms(&p.text).into_iter().collect())
+            .collect();
+        let naming = naming_terms(&passages, &holders(&passages), &terms);
+        assert_eq!(naming, analyze::terms("jacket").into_iter().collect());
     }
 
     /// A list part whose items are all passages repeats them; a part with
