@@ -246,7 +246,8 @@ fn test_trained_router_finds_passages_for_customer_questions() {
 /// "it" in a question's second part is the first part's item: "what does
 /// the daypack weigh and is it ok in the rain" gets the daypack's row and
 /// care bullet, not the rain jacket's care (which "rain" alone found, and
-/// did until the item was carried).
+/// did until the item was carried). A two-part question is answered when
+/// each part is, by passages of their own.
 #[test]
 fn test_it_carries_the_item_of_the_part_before() {
     let tmp = tempfile::tempdir().unwrap();
@@ -292,6 +293,20 @@ fn test_it_carries_the_item_of_the_part_before() {
             && !served.iter().any(|id| id.contains("rain-jacket")),
         "{r}"
     );
+    // Parts that each find the whole question's first passage ask one
+    // thing: they do not lift a confidence below the threshold (BM25
+    // alone reads both "how much is …" as the shipping entry).
+    let (ok, out, err) = chatforge(&[
+        "kb",
+        "search",
+        "--kb",
+        s(&kb),
+        "how much is the summit daypack and how much is the beacon headlamp",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r = json(&out);
+    assert_eq!(r["answerable"], false, "{r}");
 }
 
 /// A lexicon (pretrained token table) in which "puppy" has "dog"'s row

@@ -464,8 +464,10 @@ impl Kb {
             }
         }
         // Every part answered, one of them by the whole question's first
-        // passage (which the reply's answer starts from).
-        if first_confirmed && least > 0.0 && parts.len() <= MAX_PARTS {
+        // passage (which the reply's answer starts from) and another by a
+        // passage of its own: parts that all find the first passage ask
+        // one thing, and the whole question's confidence stands.
+        if first_confirmed && !out.passages.is_empty() && least > 0.0 && parts.len() <= MAX_PARTS {
             out.confidence = Some(least);
         }
         Ok(out)
