@@ -61,14 +61,19 @@ fn trained_faq_kb() -> PathBuf {
     })
 }
 
-fn top_title(kb: &Path, question: &str, previous: Option<&str>) -> (String, f64) {
+/// `kb search --json` for `question`.
+fn search_json(kb: &Path, question: &str, previous: Option<&str>) -> serde_json::Value {
     let mut args = vec!["kb", "search", "--kb", s(kb), question, "--json"];
     if let Some(p) = previous {
         args.extend(["--previous", p]);
     }
     let (ok, out, err) = chatforge(&args);
     assert!(ok, "{err}");
-    let r = json(&out);
+    json(&out)
+}
+
+fn top_title(kb: &Path, question: &str, previous: Option<&str>) -> (String, f64) {
+    let r = search_json(kb, question, previous);
     // What the confidence was computed from is printed beside it.
     for k in ["top", "coverage", "none"] {
         let v = r["signals"][k].as_f64().unwrap_or(-1.0);
@@ -201,16 +206,11 @@ fn test_trained_router_finds_passages_for_customer_questions() {
     assert!(title.contains("internationally"), "{title}");
     // A question asking two things gets each part's passage: the first
     // hit answers one, `parts` the other.
-    let (ok, out, err) = chatforge(&[
-        "kb",
-        "search",
-        "--kb",
-        s(&kb),
+    let r = search_json(
+        &kb,
         "Which payment methods do you accept, and which currency do you charge in?",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let r = json(&out);
+        None,
+    );
     let mut answered = vec![r["hits"][0]["id"].as_str().unwrap_or_default().to_string()];
     answered.extend(
         r["parts"]
@@ -269,16 +269,11 @@ fn test_it_carries_the_item_of_the_part_before() {
     let kb = tmp.path().join("kb");
     let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&doc), "--out", s(&kb)]);
     assert!(ok, "{err}");
-    let (ok, out, err) = chatforge(&[
-        "kb",
-        "search",
-        "--kb",
-        s(&kb),
+    let r = search_json(
+        &kb,
         "what does the daypack weigh and is it ok in the rain",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let r = json(&out);
+        None,
+    );
     let mut served = vec![r["hits"][0]["id"].as_str().unwrap_or_default()];
     served.extend(
         r["parts"]
@@ -296,16 +291,11 @@ fn test_it_carries_the_item_of_the_part_before() {
     // Parts that each find the whole question's first passage ask one
     // thing: they do not lift a confidence below the threshold (BM25
     // alone reads both "how much is …" as the shipping entry).
-    let (ok, out, err) = chatforge(&[
-        "kb",
-        "search",
-        "--kb",
-        s(&kb),
+    let r = search_json(
+        &kb,
         "how much is the summit daypack and how much is the beacon headlamp",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let r = json(&out);
+        None,
+    );
     assert_eq!(r["answerable"], false, "{r}");
 }
 
@@ -409,9 +399,7 @@ fn test_the_lexicon_routes_words_the_questions_never_used() {
     // The served KB carries its own tokenizer: the lexicon folder can go.
     std::fs::remove_dir_all(&lexicon).unwrap();
     for (question, want) in [("is my puppy ok", "Dogs"), ("is my kitten ok", "Cats")] {
-        let (ok, out, err) = chatforge(&["kb", "search", "--kb", s(&kb), question, "--json"]);
-        assert!(ok, "{err}");
-        let hits = json(&out)["hits"].clone();
+        let hits = search_json(&kb, question, None)["hits"].clone();
         let router = |i: usize| hits[i]["router"].as_f64().unwrap_or(0.0);
         assert!(
             hits[0]["title"].as_str().unwrap().ends_with(want) && router(0) > router(1),

@@ -110,6 +110,11 @@ struct Parts {
     confidence: Option<f32>,
 }
 
+/// The turns [`Kb::carry_item`] has searched for one message, with the
+/// passage each was confidently about: a message and its first part share
+/// the turn before, searched once.
+type Before<'q> = Vec<(&'q str, Option<usize>)>;
+
 /// The name of the item a table row or labelled bullet is about (its
 /// row's first cell, its bullet's label).
 fn item_name(p: &Passage) -> Option<&str> {
@@ -385,10 +390,11 @@ impl Kb {
 
     /// The `k` best passages for `q` with the confidence of the first.
     pub fn search(&self, q: &Query<'_>, k: usize) -> Result<Retrieval> {
-        let carried = self.carry_item(q)?;
+        let mut before = Before::new();
+        let carried = self.carry_item(q, &mut before)?;
         let asked = carried.as_deref().map_or(*q, Query::new);
         let mut r = self.search_with(&asked, k, &self.settings, true)?;
-        let parts = self.part_answers(q, &r)?;
+        let parts = self.part_answers(q, &r, &mut before)?;
         r.parts = parts.passages;
         // A question asking two things splits the router's belief between
         // their passages, so the whole question's confidence can fall
@@ -408,7 +414,7 @@ impl Kb {
     /// weigh and is it ok in heavy rain?": the second part alone found the
     /// rain jacket, with "Summit 30L Daypack" after it the daypack's care
     /// bullet.
-    fn carry_item(&self, q: &Query<'_>) -> Result<Option<String>> {
+    fn carry_item<'q>(&self, q: &Query<'q>, before: &mut Before<'q>) -> Result<Option<String>> {
         let Some(previous) = q.previous else {
             return Ok(None);
         };
@@ -419,19 +425,29 @@ impl Kb {
         {
             return Ok(None);
         }
-        let before = self.search_with(&Query::new(previous), 1, &self.settings, true)?;
-        Ok(before
-            .hits
-            .first()
-            .filter(|_| before.answerable)
-            .and_then(|h| item_name(&self.passages[h.passage]))
+        let about = match before.iter().find(|(text, _)| *text == previous) {
+            Some(&(_, about)) => about,
+            None => {
+                let r = self.search_with(&Query::new(previous), 1, &self.settings, true)?;
+                let about = r.hits.first().filter(|_| r.answerable).map(|h| h.passage);
+                before.push((previous, about));
+                about
+            }
+        };
+        Ok(about
+            .and_then(|p| item_name(&self.passages[p]))
             .map(|item| format!("{} {item}", q.text)))
     }
 
     /// [`Retrieval::parts`]: each part is asked as a follow-up of the one
     /// before it ("…weigh, and do they need special care?": "they" are the
     /// boots).
-    fn part_answers(&self, q: &Query<'_>, whole: &Retrieval) -> Result<Parts> {
+    fn part_answers<'q>(
+        &self,
+        q: &Query<'q>,
+        whole: &Retrieval,
+        before: &mut Before<'q>,
+    ) -> Result<Parts> {
         let first = whole.hits.first().map(|h| h.passage);
         let mut out = Parts::default();
         let mut least = f32::INFINITY;
@@ -445,7 +461,7 @@ impl Kb {
                 text: part,
                 previous,
             };
-            let carried = self.carry_item(&asked)?;
+            let carried = self.carry_item(&asked, before)?;
             let r = self.search_with(
                 &carried.as_deref().map_or(asked, Query::new),
                 1,
