@@ -21,6 +21,7 @@ mod fuse;
 mod index;
 mod ingest;
 pub mod lexicon;
+mod near_miss;
 mod questions;
 mod router;
 mod search;
@@ -37,6 +38,7 @@ pub use ingest::{
     sentences as sentences_of,
 };
 pub use lexicon::Lexicon;
+pub use near_miss::NEAR_MISS_REVISION;
 pub use questions::{Labelled, read as read_questions, resolve};
 pub use router::{LexiconInfo, RouterMeta, RouterSettings};
 pub use search::{Hit, Kb, Query, Retrieval, SEARCH_JSON, SIGNALS_REVISION, SearchSettings};

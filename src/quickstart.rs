@@ -366,6 +366,7 @@ impl Quickstart {
                     "epochs": self.opts.kb_epochs,
                     "split": crate::kb::SPLIT_REVISION,
                     "signals": crate::kb::SIGNALS_REVISION,
+                    "near_misses": crate::kb::NEAR_MISS_REVISION,
                     "lexicon": file_hashes(&[crate::kb::lexicon::default_dir().join(crate::kb::lexicon::TABLE_FILE)])
                         .ok(),
                 }),

@@ -63,8 +63,17 @@ pub struct TrainArgs {
     /// fitted.
     #[arg(long)]
     no_refit: bool,
+    /// Train without the near-miss negatives written from the passages
+    /// (a product's name with a question the knowledge base does not
+    /// answer, "what colours does the … come in?").
+    #[arg(long)]
+    no_near_misses: bool,
     #[arg(long, default_value_t = RouterSettings::default().dim)]
     dim: usize,
+    /// The router's initialisation and shuffling seed (another seed
+    /// measures how much a figure owes to chance).
+    #[arg(long, default_value_t = RouterSettings::default().seed)]
+    seed: u64,
     /// How a question's n-gram embeddings are pooled.
     #[arg(long, value_enum, default_value_t = RouterSettings::default().pooling)]
     pooling: Pooling,
@@ -156,7 +165,9 @@ pub fn run(command: KbCommand) -> Result<()> {
             o.negatives = a.negatives;
             o.settings.epochs = a.epochs;
             o.refit = !a.no_refit;
+            o.near_misses = !a.no_near_misses;
             o.settings.dim = a.dim;
+            o.settings.seed = a.seed;
             o.settings.pooling = a.pooling;
             o.target_precision = a.target_precision;
             o.settings.lexicon_lr = a.lexicon_lr;
@@ -170,13 +181,14 @@ pub fn run(command: KbCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "router over {} passages ({}): {} training examples ({} labelled questions, {} held aside, {} negatives) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
+                    "router over {} passages ({}): {} training examples ({} labelled questions, {} held aside, {} negatives of which {} near misses) in {:.1} s; held-aside top-1: router {:.3}, fused {:.3}; confidence threshold {:.2}{}",
                     r.entries,
                     r.streams(),
                     r.train_examples,
                     r.labelled,
                     r.validation,
                     r.negatives,
+                    r.near_misses,
                     r.seconds,
                     r.router_accuracy,
                     r.fused_accuracy,

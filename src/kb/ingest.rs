@@ -60,6 +60,24 @@ pub struct Passage {
     pub questions: Vec<String>,
 }
 
+#[cfg(test)]
+impl Passage {
+    /// A passage of `faq.md` with `title`, `text` and `kind`, for tests of
+    /// what reads passages.
+    pub(crate) fn for_test(title: &[&str], text: &str, kind: Kind) -> Passage {
+        Passage {
+            id: title.join("/"),
+            source: "faq.md".into(),
+            line: 1,
+            anchor: String::new(),
+            title: title.iter().map(|t| t.to_string()).collect(),
+            text: text.into(),
+            kind,
+            questions: Vec::new(),
+        }
+    }
+}
+
 impl Passage {
     /// The title as shown: components joined by ` › `.
     pub fn title_text(&self) -> String {

@@ -682,16 +682,7 @@ mod tests {
     use crate::kb::Kind;
 
     fn passage(title: &[&str], text: &str, kind: Kind) -> Passage {
-        Passage {
-            id: title.join("/"),
-            source: "faq.md".into(),
-            line: 1,
-            anchor: String::new(),
-            title: title.iter().map(|t| t.to_string()).collect(),
-            text: text.into(),
-            kind,
-            questions: Vec::new(),
-        }
+        Passage::for_test(title, text, kind)
     }
 
     /// A row or labelled bullet is held by the entry or prose of its

@@ -38,6 +38,10 @@ pub struct TrainOptions {
     /// train the served router again on all labelled questions (the
     /// held-aside ones too), with the same settings.
     pub refit: bool,
+    /// Add [`near_miss`](super::near_miss) questions to the negatives
+    /// (when there are any: they sharpen the "none of these" that given
+    /// negatives teach).
+    pub near_misses: bool,
     pub runtime: RuntimeConfig,
     pub progress: bool,
 }
@@ -53,6 +57,7 @@ impl TrainOptions {
             validation_fraction: 0.15,
             target_precision: 0.9,
             refit: true,
+            near_misses: true,
             runtime: RuntimeConfig::default(),
             progress: false,
         }
@@ -70,6 +75,8 @@ pub struct TrainReport {
     /// questions too (the accuracies below are the first router's).
     pub refit: bool,
     pub negatives: usize,
+    /// Of the negatives, near misses written from the passages.
+    pub near_misses: usize,
     /// The pretrained lexicon the router reads, if any.
     pub lexicon: Option<String>,
     /// Router alone, top-1, on the validation questions.
@@ -204,7 +211,15 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
             "no labelled questions: name files with --questions, or write questions beside the passages".into(),
         ));
     }
-    let negatives = read_negatives(&o.negatives, &passages)?;
+    let mut negatives = read_negatives(&o.negatives, &passages)?;
+    let near_misses = if o.near_misses && !negatives.is_empty() {
+        let written = super::near_miss::synthesize(&passages);
+        let n = written.len();
+        negatives.extend(written);
+        n
+    } else {
+        0
+    };
     let (val, train): (Vec<&Labelled>, Vec<&Labelled>) = labelled
         .iter()
         .partition(|q| held_out(&q.text, o.validation_fraction));
@@ -317,6 +332,7 @@ pub fn train(o: &TrainOptions) -> Result<TrainReport> {
         validation: val.len(),
         refit,
         negatives: negatives.len(),
+        near_misses,
         lexicon: o.lexicon.as_ref().map(|l| l.name.clone()),
         router_accuracy: first.validation_accuracy,
         fused_accuracy: if val.is_empty() {
