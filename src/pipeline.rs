@@ -30,6 +30,7 @@ mod guard;
 mod hours;
 mod moderate;
 mod operator;
+mod pleasantry;
 mod ratelimit;
 mod record;
 mod retrieve;
@@ -520,6 +521,20 @@ impl Pipeline {
             content: input.text.clone(),
         });
 
+        // A greeting, thanks or goodbye is answered as such: searched, its
+        // words found passages ("how's your day going": shipping).
+        if let Some(p) = pleasantry::detect(&input.text).filter(|_| self.knowledge.is_some()) {
+            let reply = Canned {
+                key: p.reply(),
+                platform: m.platform,
+                cut: input.cut,
+                grounding: None,
+                grounding_time: Duration::ZERO,
+            };
+            self.finish(&mut s, &sink, &conversation, started, reply);
+            return out;
+        }
+
         // 3. retrieve
         let grounding_started = Instant::now();
         let grounded = match &self.knowledge {
@@ -535,20 +550,14 @@ impl Pipeline {
         };
         if let Some(g) = grounded.as_ref().filter(|g| !g.answerable && !g.smalltalk) {
             // Nothing the model could say would rest on the documents.
-            let sent = self.text(s.lang, TextKey::Abstain).to_string();
-            self.finish(
-                &mut s,
-                &sink,
-                &conversation,
-                started,
-                input.cut,
-                &sent,
-                None,
-                Some(grounding(g, ReplyKind::Abstained)),
-                grounding_started.elapsed(),
-            );
-            let version = self.engine.current().model_version().to_string();
-            crate::http::metrics::reply(platform_name(m.platform), "abstained", &version);
+            let reply = Canned {
+                key: TextKey::Abstain,
+                platform: m.platform,
+                cut: input.cut,
+                grounding: Some(grounding(g, ReplyKind::Abstained)),
+                grounding_time: grounding_started.elapsed(),
+            };
+            self.finish(&mut s, &sink, &conversation, started, reply);
             return out;
         }
         let evidence = grounded.as_ref().map(|g| {
@@ -766,6 +775,7 @@ impl Pipeline {
             grounding,
             draft: self.traces.kept().then(|| text.to_string()),
             drafts: generated.drafts,
+            pleasantry: false,
         });
         out
     }
@@ -794,28 +804,31 @@ impl Pipeline {
         }
     }
 
-    /// Records and delivers a reply made without the model (the handoff
-    /// offer when the knowledge base has no confident answer).
-    #[allow(clippy::too_many_arguments)]
+    /// Records and delivers a reply made without the model (`reply`).
     fn finish(
         &self,
         s: &mut Session,
         sink: &EventSink,
         conversation: &str,
         started: Instant,
-        cut: bool,
-        sent: &str,
-        verdict: Option<(&crate::moderation::Verdict, StoredVerdict)>,
-        grounding: Option<Grounding>,
-        grounding_time: Duration,
+        reply: Canned,
     ) {
+        let Canned {
+            key,
+            platform,
+            cut,
+            grounding,
+            grounding_time,
+        } = reply;
+        let sent = self.text(s.lang, key).to_string();
+        let sent = sent.as_str();
         let message_id = self.record.reply(&ReplyLog {
             conversation,
             content: sent,
             model_version: "",
             prompt_tokens: 0,
             completion_tokens: 0,
-            verdict,
+            verdict: None,
             unchecked: false,
             latency: started.elapsed(),
             grounding: grounding.clone(),
@@ -831,6 +844,7 @@ impl Pipeline {
             .insert(message_id.clone(), conversation.to_string());
         let prefix = cut.then(|| self.text(s.lang, TextKey::LongMessage));
         deliver::reply(sink, prefix, sent, &message_id, true);
+        let pleasantry = grounding.is_none();
         self.traces.push(ReplyTrace {
             total: started.elapsed(),
             model: Duration::ZERO,
@@ -838,7 +852,15 @@ impl Pipeline {
             grounding,
             draft: None,
             drafts: 0,
+            pleasantry,
         });
+        let version = self.engine.current().model_version().to_string();
+        let outcome = if pleasantry {
+            "pleasantry"
+        } else {
+            "abstained"
+        };
+        crate::http::metrics::reply(platform_name(platform), outcome, &version);
     }
 
     /// Rate limit: `false` when the message is not taken (the user is told
@@ -917,6 +939,18 @@ impl ChatHandler for Pipeline {
             }
         })
     }
+}
+
+/// A reply made without the model: the handoff offer when the knowledge
+/// base has no confident answer (`grounding` says so), or the reply to a
+/// pleasantry (`grounding` is None).
+struct Canned {
+    key: TextKey,
+    platform: Platform,
+    /// The message was cut to fit (the reply says so first).
+    cut: bool,
+    grounding: Option<Grounding>,
+    grounding_time: Duration,
 }
 
 #[cfg(test)]

@@ -140,6 +140,7 @@ pub async fn evaluate_grounded(
             Some(ReplyKind::Generated) => "generated",
             Some(ReplyKind::Extracted) => "extracted",
             Some(ReplyKind::Abstained) => "abstained",
+            None if trace.as_ref().is_some_and(|t| t.pleasantry) => "pleasantry",
             None => "ungrounded",
         };
         // The support the guard had: the passages given and the user's turns.
@@ -162,8 +163,11 @@ pub async fn evaluate_grounded(
             .map(|f| f.text.clone())
             .collect();
         let abstain = texts.get(detect_lang(&q.text), TextKey::Abstain);
+        // A pleasantry's fixed reply ("You're welcome! …") answers nothing
+        // from the knowledge base, as declining does.
         let declined = handoff
             || kind == "abstained"
+            || kind == "pleasantry"
             || ground::normalize(&reply).contains(&ground::normalize(abstain));
         let said = ground::normalize(&reply);
         let states_facts = (!q.facts.is_empty())

@@ -218,6 +218,8 @@ pub struct ReplyTrace {
     /// Drafts the model wrote (`[pipeline] drafts`); 0 for a reply made
     /// without the model.
     pub drafts: usize,
+    /// The reply answered a greeting, thanks or goodbye.
+    pub pleasantry: bool,
 }
 
 impl ReplyTrace {
@@ -288,6 +290,7 @@ mod tests {
             grounding: None,
             draft: None,
             drafts: 1,
+            pleasantry: false,
         });
         assert!(t.take().is_empty(), "kept before keep()");
         t.keep();
@@ -299,6 +302,7 @@ mod tests {
                 grounding: None,
                 draft: None,
                 drafts: 1,
+                pleasantry: false,
             });
         }
         let kept: Vec<u128> = t.take().iter().map(|t| t.total.as_millis()).collect();

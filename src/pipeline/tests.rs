@@ -1002,3 +1002,30 @@ async fn test_replicas_share_a_chat_through_the_store() {
     assert_eq!(reply_text(&events), Some("turns! fresh"));
     assert_eq!(h.stored().await.len(), 2);
 }
+
+/// A greeting, thanks or goodbye gets its reply, not a passage ("ok
+/// thanks, that's all!" found the account-deletion entry by "all"), and is
+/// stored without a knowledge-base decision; a question after it is
+/// answered from the passages as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_pleasantry_gets_its_reply_not_a_passage() {
+    let (h, _kb) = grounded_harness(Cite::Title).await;
+    let events = h.say("1", "ok thanks, that's all!").await;
+    let reply = reply_text(&events).unwrap();
+    assert_eq!(reply, "Thanks for reaching out. Have a great day!");
+    let stored = h.stored().await;
+    let (content, grounding) = stored[0]
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant)
+        .map(|m| (m.content.clone(), m.grounding.clone()))
+        .unwrap();
+    assert_eq!(content, reply);
+    assert!(grounding.is_none(), "{grounding:?}");
+    let events = h.say("1", "how much is express delivery?").await;
+    let reply = reply_text(&events).unwrap();
+    assert!(reply.contains("$14.95"), "{reply}");
+    let (_, g) = last_reply(&h.stored().await);
+    assert_ne!(g.kind, store::ReplyKind::Abstained);
+}

@@ -56,10 +56,16 @@ pub enum TextKey {
     Extract,
     /// `{source}`: the citation under a grounded reply.
     Source,
+    /// The reply to a greeting ("hi", "how's it going?").
+    Hello,
+    /// The reply to thanks.
+    YoureWelcome,
+    /// The reply to a goodbye ("bye", "ok thanks, that's all!").
+    Goodbye,
 }
 
 impl TextKey {
-    pub const ALL: [TextKey; 23] = [
+    pub const ALL: [TextKey; 26] = [
         TextKey::Greeting,
         TextKey::Help,
         TextKey::Apology,
@@ -83,6 +89,9 @@ impl TextKey {
         TextKey::Abstain,
         TextKey::Extract,
         TextKey::Source,
+        TextKey::Hello,
+        TextKey::YoureWelcome,
+        TextKey::Goodbye,
     ];
 
     /// The placeholders a text for this key may use.
@@ -148,6 +157,9 @@ fn english(key: TextKey) -> String {
         TextKey::Abstain => "I don't have that information; type /human to reach a person.".into(),
         TextKey::Extract => "Here is what our help pages say: {text}".into(),
         TextKey::Source => "Source: {source}".into(),
+        TextKey::Hello => "Hello! How can I help you today?".into(),
+        TextKey::YoureWelcome => "You're welcome! Is there anything else I can help with?".into(),
+        TextKey::Goodbye => "Thanks for reaching out. Have a great day!".into(),
     }
 }
 
@@ -176,6 +188,9 @@ fn chinese(key: TextKey) -> String {
         TextKey::Abstain => "抱歉，我没有这方面的信息；输入 /human 联系人工客服。".into(),
         TextKey::Extract => "我们的帮助文档中写道：{text}".into(),
         TextKey::Source => "来源：{source}".into(),
+        TextKey::Hello => "您好！有什么可以帮您？".into(),
+        TextKey::YoureWelcome => "不客气！还有什么可以帮您的吗？".into(),
+        TextKey::Goodbye => "感谢您的咨询，祝您生活愉快！".into(),
     }
 }
 
