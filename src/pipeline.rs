@@ -523,15 +523,21 @@ impl Pipeline {
 
         // A greeting, thanks or goodbye is answered as such: searched, its
         // words found passages ("how's your day going": shipping).
-        if let Some(p) = pleasantry::detect(&input.text).filter(|_| self.knowledge.is_some()) {
-            let reply = Canned {
-                key: p.reply(),
-                platform: m.platform,
-                cut: input.cut,
-                grounding: None,
-                grounding_time: Duration::ZERO,
-            };
-            self.finish(&mut s, &sink, &conversation, started, reply);
+        let pleasantry = self
+            .knowledge
+            .as_ref()
+            .and_then(|_| pleasantry::detect(&input.text));
+        if let Some(p) = pleasantry {
+            let reply = Canned::Pleasantry(p);
+            self.finish(
+                &mut s,
+                &sink,
+                &conversation,
+                started,
+                input.cut,
+                m.platform,
+                reply,
+            );
             return out;
         }
 
@@ -550,14 +556,19 @@ impl Pipeline {
         };
         if let Some(g) = grounded.as_ref().filter(|g| !g.answerable && !g.smalltalk) {
             // Nothing the model could say would rest on the documents.
-            let reply = Canned {
-                key: TextKey::Abstain,
-                platform: m.platform,
-                cut: input.cut,
-                grounding: Some(grounding(g, ReplyKind::Abstained)),
-                grounding_time: grounding_started.elapsed(),
-            };
-            self.finish(&mut s, &sink, &conversation, started, reply);
+            let reply = Canned::Abstain(
+                grounding(g, ReplyKind::Abstained),
+                grounding_started.elapsed(),
+            );
+            self.finish(
+                &mut s,
+                &sink,
+                &conversation,
+                started,
+                input.cut,
+                m.platform,
+                reply,
+            );
             return out;
         }
         let evidence = grounded.as_ref().map(|g| {
@@ -804,22 +815,23 @@ impl Pipeline {
         }
     }
 
-    /// Records and delivers a reply made without the model (`reply`).
+    /// Records and delivers a reply made without the model (`reply`); `cut`:
+    /// the message was cut to fit, which the reply says first.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         s: &mut Session,
         sink: &EventSink,
         conversation: &str,
         started: Instant,
+        cut: bool,
+        platform: Platform,
         reply: Canned,
     ) {
-        let Canned {
-            key,
-            platform,
-            cut,
-            grounding,
-            grounding_time,
-        } = reply;
+        let (key, grounding, grounding_time, outcome) = match reply {
+            Canned::Abstain(g, took) => (TextKey::Abstain, Some(g), took, "abstained"),
+            Canned::Pleasantry(p) => (p.reply(), None, Duration::ZERO, "pleasantry"),
+        };
         let sent = self.text(s.lang, key).to_string();
         let sent = sent.as_str();
         let message_id = self.record.reply(&ReplyLog {
@@ -844,7 +856,6 @@ impl Pipeline {
             .insert(message_id.clone(), conversation.to_string());
         let prefix = cut.then(|| self.text(s.lang, TextKey::LongMessage));
         deliver::reply(sink, prefix, sent, &message_id, true);
-        let pleasantry = grounding.is_none();
         self.traces.push(ReplyTrace {
             total: started.elapsed(),
             model: Duration::ZERO,
@@ -852,14 +863,9 @@ impl Pipeline {
             grounding,
             draft: None,
             drafts: 0,
-            pleasantry,
+            pleasantry: outcome == "pleasantry",
         });
         let version = self.engine.current().model_version().to_string();
-        let outcome = if pleasantry {
-            "pleasantry"
-        } else {
-            "abstained"
-        };
         crate::http::metrics::reply(platform_name(platform), outcome, &version);
     }
 
@@ -941,16 +947,13 @@ impl ChatHandler for Pipeline {
     }
 }
 
-/// A reply made without the model: the handoff offer when the knowledge
-/// base has no confident answer (`grounding` says so), or the reply to a
-/// pleasantry (`grounding` is None).
-struct Canned {
-    key: TextKey,
-    platform: Platform,
-    /// The message was cut to fit (the reply says so first).
-    cut: bool,
-    grounding: Option<Grounding>,
-    grounding_time: Duration,
+/// A reply made without the model.
+enum Canned {
+    /// The handoff offer: the knowledge base has no confident answer
+    /// (what retrieval found, and how long it took).
+    Abstain(Grounding, Duration),
+    /// The reply to a greeting, thanks or goodbye.
+    Pleasantry(pleasantry::Pleasantry),
 }
 
 #[cfg(test)]

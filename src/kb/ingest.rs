@@ -79,6 +79,14 @@ impl Passage {
 }
 
 impl Passage {
+    /// The name of the item a table row or labelled bullet is about (its
+    /// row's first cell, its bullet's label).
+    pub fn item_name(&self) -> Option<&str> {
+        matches!(self.kind, Kind::TableRow | Kind::Bullet)
+            .then(|| self.title.last().map(String::as_str))
+            .flatten()
+    }
+
     /// The title as shown: components joined by ` › `.
     pub fn title_text(&self) -> String {
         self.title.join(TITLE_SEP)

@@ -13,12 +13,12 @@
 
 use std::collections::HashSet;
 
+use super::Passage;
+use super::analyze;
+
 /// Changes when the templates or the rule that picks them change, so a
 /// quickstart run trains its knowledge base again.
 pub const NEAR_MISS_REVISION: u32 = 1;
-
-use super::analyze;
-use super::{Kind, Passage};
 
 /// Questions about an item (`{}`: its name) that a product table or
 /// labelled list rarely answers, with the words whose presence in the
@@ -219,9 +219,8 @@ pub fn synthesize(passages: &[Passage]) -> Vec<String> {
     let mut seen: HashSet<String> = HashSet::new();
     let items = passages
         .iter()
-        .filter(|p| matches!(p.kind, Kind::TableRow | Kind::Bullet))
-        .filter_map(|p| p.title.last())
-        .map(|name| name.to_lowercase())
+        .filter_map(Passage::item_name)
+        .map(str::to_lowercase)
         .filter(|name| name.split_whitespace().count() >= 2 && seen.insert(name.clone()));
     let mut turn = 0;
     for name in items {
@@ -269,6 +268,7 @@ fn spoken_names(name: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kb::Kind;
 
     fn passage(title: &[&str], text: &str, kind: Kind) -> Passage {
         Passage::for_test(title, text, kind)

@@ -115,15 +115,6 @@ struct Parts {
 /// the turn before, searched once.
 type Before<'q> = Vec<(&'q str, Option<usize>)>;
 
-/// The name of the item a table row or labelled bullet is about (its
-/// row's first cell, its bullet's label).
-fn item_name(p: &Passage) -> Option<&str> {
-    use super::Kind;
-    matches!(p.kind, Kind::TableRow | Kind::Bullet)
-        .then(|| p.title.last().map(String::as_str))
-        .flatten()
-}
-
 impl Retrieval {
     /// The passages a reply is given: the first `k` hits, then the parts'
     /// passages among them or after them.
@@ -229,7 +220,7 @@ fn holders(passages: &[Passage]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The terms of item names ([`item_name`]) that name their item: no
+/// The terms of item names ([`Passage::item_name`]) that name their item: no
 /// passage has one but the item's own rows and bullets and what holds
 /// them. "rain" of "Cascade Rain Jacket" is in other passages too, so
 /// "does it work in the rain?" still refers back.
@@ -240,7 +231,7 @@ fn naming_terms(
 ) -> HashSet<String> {
     let mut about: HashMap<&str, HashSet<usize>> = HashMap::new();
     for (i, p) in passages.iter().enumerate() {
-        if let Some(name) = item_name(p) {
+        if let Some(name) = p.item_name() {
             let own = about.entry(name).or_default();
             own.insert(i);
             own.extend(holder_of[i].iter().copied());
@@ -435,7 +426,7 @@ impl Kb {
             }
         };
         Ok(about
-            .and_then(|p| item_name(&self.passages[p]))
+            .and_then(|p| self.passages[p].item_name())
             .map(|item| format!("{} {item}", q.text)))
     }
 
@@ -741,8 +732,8 @@ mod tests {
             ),
             passage(&["Shipping"], "Rain or shine, we ship.", Kind::Faq),
         ];
-        assert_eq!(item_name(&passages[1]), Some("Rain Jacket"));
-        assert_eq!(item_name(&passages[2]), None);
+        assert_eq!(passages[1].item_name(), Some("Rain Jacket"));
+        assert_eq!(passages[2].item_name(), None);
         let terms: Vec<HashSet<String>> = passages
             .iter()
             .map(|p| analyze::terms(&p.text).into_iter().collect())

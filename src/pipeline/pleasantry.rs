@@ -155,7 +155,6 @@ const FILLER: &[&str] = &[
     "yep",
     "sure",
     "fine",
-    "thanks",
     "now",
 ];
 /// Longest pleasantry, in words: a longer message says something.
@@ -225,7 +224,8 @@ fn detect_zh(text: &str) -> Option<Pleasantry> {
         .chars()
         .filter(|c| crate::kb::is_han(*c) || c.is_alphanumeric())
         .collect();
-    let mut found = (false, false, false);
+    // Which of hello, thanks and goodbye the message says.
+    let mut found = [false; 3];
     // Longest phrases first, so "好的" is not read as "好" and a stray "的".
     let mut phrases: Vec<(&str, usize)> = [ZH_HELLO, ZH_THANKS, ZH_GOODBYE, ZH_FILLER]
         .iter()
@@ -236,11 +236,8 @@ fn detect_zh(text: &str) -> Option<Pleasantry> {
     for (p, k) in phrases {
         if rest.contains(p) {
             rest = rest.replace(p, "");
-            match k {
-                0 => found.0 = true,
-                1 => found.1 = true,
-                2 => found.2 = true,
-                _ => {}
+            if let Some(f) = found.get_mut(k) {
+                *f = true;
             }
         }
     }
@@ -248,9 +245,9 @@ fn detect_zh(text: &str) -> Option<Pleasantry> {
         return None;
     }
     match found {
-        (_, _, true) => Some(Pleasantry::Goodbye),
-        (_, true, _) => Some(Pleasantry::Thanks),
-        (true, _, _) => Some(Pleasantry::Hello),
+        [_, _, true] => Some(Pleasantry::Goodbye),
+        [_, true, _] => Some(Pleasantry::Thanks),
+        [true, _, _] => Some(Pleasantry::Hello),
         _ => None,
     }
 }
