@@ -12,6 +12,8 @@
 //! | `index/` | the BM25 index |
 //! | `router.onnx`, `router.json` | the trained router (`kb train`) |
 //! | `search.json` | fusion weights and calibration (`kb train`) |
+//! | `expansions.json`, `index-expanded/` | the labelled questions per passage, and BM25 over passages and questions (`kb train`) |
+//! | `negatives.json` | the texts the router learnt as "none of these" (`kb train`) |
 
 mod analyze;
 mod bench;
@@ -25,6 +27,7 @@ mod near_miss;
 mod questions;
 mod router;
 mod search;
+mod spell;
 mod train;
 
 pub(crate) use analyze::is_han;

@@ -305,6 +305,51 @@ fn test_it_carries_the_item_of_the_part_before() {
     assert_eq!(r["answerable"], false, "{r}");
 }
 
+#[test]
+fn test_a_misspelt_word_is_searched_as_the_word_it_misspells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = tmp.path().join("shop.md");
+    std::fs::write(
+        &doc,
+        "# Shop\n\n## Orders\n\n**Can I change my order?**\n\
+         You can change the items of an order, or the address the order ships to, \
+         from Account > Orders until the order has shipped.\n\n\
+         **Can I cancel my order?**\nYes, within 1 hour of placing it.\n",
+    )
+    .unwrap();
+    let kb = tmp.path().join("kb");
+    let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&doc), "--out", s(&kb)]);
+    assert!(ok, "{err}");
+    // "cancle" matched no passage word, and "order" is the change entry's
+    // word three times over.
+    let r = search_json(&kb, "how long do i have to cancle my order?", None);
+    assert_eq!(
+        r["read_as"], "how long do i have to cancel my order?",
+        "{r}"
+    );
+    assert_eq!(
+        r["hits"][0]["id"], "shop/orders/can-i-cancel-my-order",
+        "{r}"
+    );
+    let r = search_json(&kb, "can i change my order", None);
+    assert!(
+        r["read_as"].is_null(),
+        "known words are read as written: {r}"
+    );
+    let (ok, out, err) = chatforge(&["kb", "search", "--kb", s(&kb), "can i cancle it"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("read as: can i cancel it\n"), "{out}");
+}
+
+#[test]
+fn test_a_word_learnt_as_none_is_not_read_as_a_passage_word() {
+    // "powder" is one letter from the FAQ's "power", and a training
+    // negative asks about protein powder.
+    let kb = trained_faq_kb();
+    let r = search_json(&kb, "do you sell protein powder", None);
+    assert!(r["read_as"].is_null(), "{r}");
+}
+
 /// A lexicon (pretrained token table) in which "puppy" has "dog"'s row
 /// and "kitten" "cat"'s: word knowledge the labelled questions lack.
 fn synonym_lexicon(dir: &Path) {

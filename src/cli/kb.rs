@@ -227,10 +227,13 @@ pub fn run(command: KbCommand) -> Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"confidence": r.confidence, "answerable": r.answerable,
-                        "signals": r.signals, "hits": hits,
+                        "read_as": kb.read_as(&a.question), "signals": r.signals, "hits": hits,
                         "parts": r.parts.iter().map(|&p| &kb.passages[p].id).collect::<Vec<_>>()})
                 );
             } else {
+                if let Some(read) = kb.read_as(&a.question) {
+                    println!("read as: {read}");
+                }
                 println!(
                     "confidence {:.2} ({})",
                     r.confidence,

@@ -22,6 +22,9 @@ pub const INDEX_DIR: &str = "index";
 pub const EXPANDED_DIR: &str = "index-expanded";
 /// `{passage id: [questions]}`, written by `kb train`.
 pub const EXPANSIONS: &str = "expansions.json";
+/// `[text]`: what `kb train` learnt as "none of these" (the negatives it
+/// was given and its near misses).
+pub const NEGATIVES: &str = "negatives.json";
 
 /// Rebuilds BM25 over the passages and the labelled questions of
 /// `expansions.json`, when `kb train` wrote one.
@@ -51,6 +54,17 @@ pub(crate) fn read_expansions(
             .map(|p| map.get(&p.id).cloned().unwrap_or_default())
             .collect(),
     ))
+}
+
+/// The texts of `negatives.json` (none before `kb train` wrote one).
+pub(crate) fn read_negatives(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(NEGATIVES);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Format(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(crate::fsio::io_err(&path)(e).into()),
+    }
 }
 
 /// The extensions `kb build` reads in a folder.

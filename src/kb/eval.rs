@@ -149,9 +149,7 @@ fn measure(
             m.with_facts += 1;
             // The passages a reply is given with `[kb] passages` at its default.
             let served = r.served(crate::config::KbSection::DEFAULT_PASSAGES);
-            if let Some((answer, _)) =
-                crate::ground::answer(&kb.passages, &served, &q.text, 2, &r.parts)
-            {
+            if let Some((answer, _)) = kb.answer(&served, &q.text, &r.parts) {
                 let answer = crate::ground::normalize(&answer);
                 let all = q
                     .facts

@@ -38,8 +38,10 @@ pub struct SearchSettings {
 /// fitted with an older one is refitted by `kb train`. 1: a one-edit
 /// misspelling counts as the word in the term coverage; 2: list parts that
 /// only repeat their items are no candidates; 3: the winner's fused score
-/// counts a table row's or labelled bullet's holder as the part.
-pub const SIGNALS_REVISION: u32 = 3;
+/// counts a table row's or labelled bullet's holder as the part; 4: a
+/// misspelt word is searched as the word it misspells, among words that
+/// include the router's negatives (`negatives.json`).
+pub const SIGNALS_REVISION: u32 = 4;
 
 impl Default for SearchSettings {
     fn default() -> Self {
@@ -156,6 +158,8 @@ pub struct Kb {
     repeats: Vec<bool>,
     /// [`naming_terms`]: a message that uses one names its item itself.
     item_terms: HashSet<String>,
+    /// Reads a misspelt word of a question as the word it misspells.
+    speller: super::spell::Speller,
 }
 
 /// Which passages are parts of a labelled list whose every item is also
@@ -321,16 +325,21 @@ impl Kb {
         if router.is_some() && settings.signals < SIGNALS_REVISION {
             tracing::warn!(kb = %dir.display(), "the confidence was calibrated by an older `kb train`; retrain it with `chatforge kb train` for thresholds that fit this version");
         }
-        let terms: Vec<HashSet<String>> = passages
+        let indexed: Vec<String> = passages
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 let extra = expansions.as_ref().map_or(&[][..], |e| e[i].as_slice());
-                analyze::terms(&indexed_text(p, extra))
-                    .into_iter()
-                    .collect()
+                indexed_text(p, extra)
             })
             .collect();
+        let terms: Vec<HashSet<String>> = indexed
+            .iter()
+            .map(|t| analyze::terms(t).into_iter().collect())
+            .collect();
+        let negatives = super::build::read_negatives(dir)?;
+        let speller =
+            super::spell::Speller::new(indexed.iter().chain(&negatives).map(String::as_str));
         let mut df: HashMap<&str, usize> = HashMap::new();
         for t in &terms {
             for term in t {
@@ -368,7 +377,28 @@ impl Kb {
             idf,
             terms,
             item_terms,
+            speller,
         })
+    }
+
+    /// `text` as the search reads it, when it has a misspelt word: each
+    /// read as the knowledge base's word it misspells ([`super::spell`]).
+    pub fn read_as(&self, text: &str) -> Option<String> {
+        self.speller.correct_text(text)
+    }
+
+    /// The passage answer to `question` from `served` ([`crate::ground::answer`],
+    /// two sentences of a passage at most), read as the search reads it:
+    /// "is the skilet seasoned" asks for the skillet's sentences.
+    pub fn answer(
+        &self,
+        served: &[usize],
+        question: &str,
+        parts: &[usize],
+    ) -> Option<(String, Vec<usize>)> {
+        let read = self.read_as(question);
+        let question = read.as_deref().unwrap_or(question);
+        crate::ground::answer(&self.passages, served, question, 2, parts)
     }
 
     pub fn dir(&self) -> &Path {
@@ -494,6 +524,14 @@ impl Kb {
         q: &Query<'_>,
         use_router: bool,
     ) -> Result<(Vec<(usize, Features)>, f32)> {
+        let (text, previous) = (
+            self.read_as(q.text),
+            q.previous.and_then(|p| self.read_as(p)),
+        );
+        let q = &Query {
+            text: text.as_deref().unwrap_or(q.text),
+            previous: previous.as_deref().or(q.previous),
+        };
         let with_context = q.previous.map(|p| format!("{p}\n{}", q.text));
         let ctx_text = with_context.as_deref().unwrap_or(q.text);
         let index = match (&self.expanded, use_router) {

@@ -8,7 +8,9 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::build::{EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, read_passages, reindex_expanded};
+use super::build::{
+    EXPANDED_DIR, EXPANSIONS, MANIFEST, Manifest, NEGATIVES, read_passages, reindex_expanded,
+};
 use super::fuse::{Calibration, Signals, Weights, fit_calibration, fit_weights, rank};
 use super::index::Bm25;
 use super::questions::{Labelled, read};
@@ -452,6 +454,9 @@ fn fit_router(
         }
     }
     crate::fsio::write_json_atomic(&o.kb.join(EXPANSIONS), &expansions)?;
+    // The words the router learnt as "none" are words the search knows:
+    // the speller must not read "pockets" as a passage's "pocket".
+    crate::fsio::write_json_atomic(&o.kb.join(NEGATIVES), &negatives)?;
     let extra: Vec<Vec<String>> = passages
         .iter()
         .map(|p| expansions.get(&p.id).cloned().unwrap_or_default())

@@ -134,7 +134,7 @@ pub fn retrieve(k: &Knowledge, text: &str, previous: Option<&str>) -> crate::kb:
     let all = &loaded.kb.passages;
     let answer = r
         .answerable
-        .then(|| crate::ground::answer(all, &passages, text, 2, &r.parts))
+        .then(|| loaded.kb.answer(&passages, text, &r.parts))
         .flatten();
     // A confident retrieval's answer comes first, as fine-tuning put it
     // (`train::raft`); the whole passages follow.

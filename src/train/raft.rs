@@ -165,9 +165,7 @@ pub fn raft_examples(
                     let mut more: Vec<usize> = distractors.iter().copied().take(room).collect();
                     more.shuffle(&mut rng);
                     c.extend(more);
-                    if let Some((quote, used)) =
-                        crate::ground::answer(&kb.passages, &gold, &question.content, 2, &gold)
-                    {
+                    if let Some((quote, used)) = kb.answer(&gold, &question.content, &gold) {
                         reply = quoted(&m.content, &quote);
                         // As served: the answer first, in place of the
                         // passage it quotes.
