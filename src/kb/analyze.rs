@@ -149,7 +149,7 @@ pub fn terms(text: &str) -> Vec<String> {
 
 /// Shortest term a one-letter typo is read in: below it, one edit turns
 /// too many words into others ("bag" and "tag").
-const TYPO_MIN_CHARS: usize = 4;
+pub(super) const TYPO_MIN_CHARS: usize = 4;
 
 /// `term` (an analysed query term) is a one-edit misspelling of `known`
 /// (a letter left out, added, changed, or two swapped: "retrun", "accpet",

@@ -22,8 +22,7 @@ use std::collections::HashMap;
 
 use crate::eval::porter;
 
-/// Shortest word read as a misspelling (as [`super::analyze::is_typo_of`]).
-const MIN_CHARS: usize = 4;
+use super::analyze::TYPO_MIN_CHARS;
 
 /// Known words, their counts, and the one-deletion index over them.
 #[derive(Debug, Default)]
@@ -106,7 +105,7 @@ impl Speller {
     /// is not known itself: one letter left out, added or swapped with the
     /// next, not the first; the commonest of them.
     pub fn correct(&self, word: &str) -> Option<&str> {
-        if word.len() < MIN_CHARS || self.position.contains_key(word) {
+        if word.len() < TYPO_MIN_CHARS || self.position.contains_key(word) {
             return None;
         }
         let mut best: Option<(u32, &str)> = None;
@@ -116,7 +115,7 @@ impl Speller {
                 // The commonest; between equals, the first in order.
                 let better =
                     best.is_none_or(|(c, w)| count > c || (count == c && known.as_str() < w));
-                if better && known.len() >= MIN_CHARS && slip(word, known) {
+                if better && known.len() >= TYPO_MIN_CHARS && slip(word, known) {
                     best = Some((count, known));
                 }
             }
