@@ -291,12 +291,21 @@ fn test_eval_cli_json_is_sane() {
         for k in ["precision", "recall", "f1", "accuracy"] {
             assert!((0.0..=1.0).contains(&m[k].as_f64().unwrap()), "{k} in {m}");
         }
+        // Recall at 2% false positives is absent only where a class is.
+        let (pos, neg) = (c[0] + c[3], c[1] + c[2]);
+        match m["recall_at_2pct_fpr"].as_f64() {
+            Some(r) => assert!((0.0..=1.0).contains(&r) && pos > 0 && neg > 0, "{m}"),
+            None => assert!(pos == 0 || neg == 0, "{m}"),
+        }
     }
     let all = rows
         .iter()
         .find(|m| m["category"] == "offensive" && m["language"] == "all")
         .unwrap();
     assert!(all["roc_auc"].as_f64().unwrap() > 0.95, "{all}");
+    // A model this separable catches most offensive rows with 2% of the
+    // clean ones flagged.
+    assert!(all["recall_at_2pct_fpr"].as_f64().unwrap() > 0.5, "{all}");
 }
 
 #[test]

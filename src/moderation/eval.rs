@@ -1,12 +1,13 @@
-//! `moderation eval`: ROC-AUC, precision, recall, F1, accuracy and the
-//! confusion counts at the model's thresholds, per category and language.
+//! `moderation eval`: ROC-AUC, recall at 2% false positives, precision,
+//! recall, F1, accuracy and the confusion counts at the model's
+//! thresholds, per category and language.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::data::{Split, language_of, read_clean_texts, read_datasets};
-use super::metrics::{BinaryMetrics, roc_auc};
+use super::metrics::{BinaryMetrics, recall_at_fpr, roc_auc};
 use super::moderator::Moderator;
 use super::{Error, Result};
 use crate::runtime::RuntimeConfig;
@@ -21,6 +22,9 @@ pub struct MetricRow {
     pub rows: usize,
     pub positives: usize,
     pub roc_auc: Option<f64>,
+    /// Recall at the strictest cut that flags at most [`REPORTED_FPR`] of
+    /// the set's negatives, whatever the model's threshold.
+    pub recall_at_2pct_fpr: Option<f64>,
     /// The language's threshold (`all`: the model's default; each row is
     /// judged at its own language's threshold).
     pub threshold: f32,
@@ -68,13 +72,14 @@ impl EvalReport {
     /// Fixed-width tables for terminals.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<28} {:<10} {:<4} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6}  tp/fp/tn/fn\n",
+            "{:<28} {:<10} {:<4} {:>6} {:>6} {:>7} {:>9} {:>6} {:>6} {:>6} {:>6} {:>6}  tp/fp/tn/fn\n",
             "set",
             "category",
             "lang",
             "rows",
             "pos",
             "ROC-AUC",
+            "rec@2%FP",
             "thr",
             "prec",
             "recall",
@@ -84,13 +89,15 @@ impl EvalReport {
         for m in &self.metrics {
             let b = &m.at_threshold;
             s.push_str(&format!(
-                "{:<28} {:<10} {:<4} {:>6} {:>6} {:>7} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}  {}/{}/{}/{}\n",
+                "{:<28} {:<10} {:<4} {:>6} {:>6} {:>7} {:>9} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}  {}/{}/{}/{}\n",
                 m.set,
                 m.category,
                 m.language,
                 m.rows,
                 m.positives,
                 m.roc_auc.map_or("-".to_string(), |a| format!("{a:.4}")),
+                m.recall_at_2pct_fpr
+                    .map_or("-".to_string(), |r| format!("{r:.3}")),
                 m.threshold,
                 b.precision,
                 b.recall,
@@ -130,6 +137,10 @@ fn set_name(path: &Path) -> String {
 }
 
 const LANGUAGES: [&str; 3] = ["all", "en", "zh"];
+
+/// The false-positive budget of the `rec@2%FP` column: the insult-in-request
+/// target's (recall 0.9 with at most 2% of its clean half flagged).
+pub const REPORTED_FPR: f64 = 0.02;
 
 /// Scores the sets with the model in `dir`.
 pub fn evaluate(dir: &Path, sets: &EvalSets, cfg: &RuntimeConfig) -> Result<EvalReport> {
@@ -196,6 +207,7 @@ pub fn evaluate(dir: &Path, sets: &EvalSets, cfg: &RuntimeConfig) -> Result<Eval
                     rows: s.len(),
                     positives: y.iter().filter(|&&v| v).count(),
                     roc_auc: roc_auc(&s, &y),
+                    recall_at_2pct_fpr: recall_at_fpr(&s, &y, REPORTED_FPR),
                     threshold: label.threshold_for(lang),
                     at_threshold: BinaryMetrics::of(&flags, &y),
                 });

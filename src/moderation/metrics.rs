@@ -33,6 +33,41 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     Some(u / (pos as f64 * neg as f64))
 }
 
+/// The share of positives flagged at the strictest cut that flags at most
+/// `max_fpr` of the negatives (a positive tied with the last negative it
+/// must pass is not counted); `None` when one class is absent. The
+/// insult-in-request target is stated this way (recall at 2% false
+/// positives on the clean half), which a model's own threshold, chosen on
+/// other data, does not show.
+pub fn recall_at_fpr(scores: &[f32], labels: &[bool], max_fpr: f64) -> Option<f64> {
+    let mut neg: Vec<f32> = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, l)| !**l)
+        .map(|(s, _)| *s)
+        .collect();
+    let pos: Vec<f32> = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, l)| **l)
+        .map(|(s, _)| *s)
+        .collect();
+    if neg.is_empty() || pos.is_empty() {
+        return None;
+    }
+    neg.sort_by(|a, b| b.total_cmp(a));
+    // Flagging strictly above the (allowed + 1)-th highest negative flags
+    // at most `allowed` of them.
+    let allowed = (max_fpr * neg.len() as f64).floor() as usize;
+    let cut = neg[allowed.min(neg.len() - 1)];
+    let caught = if allowed >= neg.len() {
+        pos.len()
+    } else {
+        pos.iter().filter(|&&s| s > cut).count()
+    };
+    Some(caught as f64 / pos.len() as f64)
+}
+
 /// Counts and rates at one threshold (`score >= threshold` is positive).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BinaryMetrics {
@@ -211,6 +246,30 @@ mod tests {
         );
         assert_eq!(roc_auc(&[0.5, 0.5], &[false, true]), Some(0.5));
         assert_eq!(roc_auc(&[0.5, 0.7], &[true, true]), None);
+    }
+
+    #[test]
+    fn test_recall_at_fpr_passes_the_allowed_negatives_only() {
+        // 50 negatives scored 0.00 … 0.49 and one at 0.95; positives at
+        // 0.97, 0.9, 0.6 and 0.3.
+        let mut scores: Vec<f32> = (0..50).map(|i| i as f32 / 100.0).collect();
+        scores.push(0.95);
+        let mut labels = vec![false; 51];
+        scores.extend([0.97, 0.9, 0.6, 0.3]);
+        labels.extend([true; 4]);
+        // 2% of 51 negatives allows 1: the cut is the second-highest
+        // negative (0.49), so 0.97, 0.9 and 0.6 are caught.
+        assert_eq!(recall_at_fpr(&scores, &labels, 0.02), Some(0.75));
+        // None allowed: only what scores above the 0.95 negative.
+        assert_eq!(recall_at_fpr(&scores, &labels, 0.0), Some(0.25));
+        // A positive tied with the cut is not caught.
+        assert_eq!(
+            recall_at_fpr(&[0.5, 0.5, 0.9], &[false, true, true], 0.0),
+            Some(0.5)
+        );
+        assert_eq!(recall_at_fpr(&[0.5, 0.7], &[true, true], 0.02), None);
+        assert_eq!(recall_at_fpr(&[0.5], &[false], 1.0), None);
+        assert_eq!(recall_at_fpr(&[0.5, 0.1], &[false, true], 1.0), Some(1.0));
     }
 
     #[test]
