@@ -17,6 +17,7 @@ mod cli {
     pub mod chat;
     pub mod doctor;
     pub mod eval;
+    pub mod input;
     pub mod kb;
     pub mod moderation;
     pub mod quickstart;

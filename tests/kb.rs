@@ -342,6 +342,73 @@ fn test_a_misspelt_word_is_searched_as_the_word_it_misspells() {
 }
 
 #[test]
+fn test_search_reads_a_file_of_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = tmp.path().join("shop.md");
+    std::fs::write(
+        &doc,
+        "# Shop\n\n## Shipping\n\n**How much is shipping?**\nStandard shipping costs $5.95.\n\n\
+         **Do you ship to Canada?**\nYes, Canada orders arrive in 7-14 business days.\n\n\
+         ## Returns\n\n**Can I return an item?**\nYes, within 30 days of delivery.\n",
+    )
+    .unwrap();
+    let kb = tmp.path().join("kb");
+    let (ok, _, err) = chatforge(&["kb", "build", "--docs", s(&doc), "--out", s(&kb)]);
+    assert!(ok, "{err}");
+    let questions = tmp.path().join("questions.jsonl");
+    std::fs::write(
+        &questions,
+        "can i return my boots?\n\n\
+         {\"question\": \"and how long does it take?\", \"previous\": \"do you ship to canada\", \"passages\": []}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = chatforge(&[
+        "kb",
+        "search",
+        "--kb",
+        s(&kb),
+        "--input",
+        s(&questions),
+        "--json",
+        "--k",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one object per question, blank lines skipped: {out}"
+    );
+    // Each line is what a search of that question alone prints, with it.
+    for (line, (q, previous)) in lines.iter().zip([
+        ("can i return my boots?", None),
+        ("and how long does it take?", Some("do you ship to canada")),
+    ]) {
+        assert_eq!(line["question"], q, "{line}");
+        assert_eq!(line["previous"].as_str(), previous, "{line}");
+        let alone = search_json(&kb, q, previous);
+        assert_eq!(line["hits"][0]["id"], alone["hits"][0]["id"], "{line}");
+        assert_eq!(line["confidence"], alone["confidence"], "{line}");
+    }
+    assert_eq!(
+        lines[0]["hits"][0]["id"], "shop/returns/can-i-return-an-item",
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1]["hits"][0]["id"], "shop/shipping/do-you-ship-to-canada",
+        "the follow-up leans on the turn before: {}",
+        lines[1]
+    );
+    // A JSON line without a question names its file and line.
+    std::fs::write(&questions, "fine question\n{\"text\": \"no question\"}\n").unwrap();
+    let (ok, _, err) = chatforge(&["kb", "search", "--kb", s(&kb), "--input", s(&questions)]);
+    assert!(!ok);
+    assert!(err.contains("questions.jsonl:2"), "{err}");
+}
+
+#[test]
 fn test_a_word_learnt_as_none_is_not_read_as_a_passage_word() {
     // "powder" is one letter from the FAQ's "power", and a training
     // negative asks about protein powder.

@@ -1,5 +1,6 @@
 //! `kb build`, `kb train`, `kb search`, `kb eval`.
 
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -104,10 +105,17 @@ pub struct SearchArgs {
     #[arg(long)]
     kb: PathBuf,
     /// The question.
-    question: String,
+    #[arg(conflicts_with = "input", required_unless_present = "input")]
+    question: Option<String>,
     /// The user's message before it (for a follow-up).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input")]
     previous: Option<String>,
+    /// File of questions (`-` for stdin), one per line: plain text, or a
+    /// JSON object with `question` and `previous` (`kb eval`'s format; its
+    /// labels are not read). Each is searched on its own; with --json, one
+    /// object per line, with its question.
+    #[arg(long)]
+    input: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     k: usize,
     #[arg(long, env = "CHATFORGE_CONFIG")]
@@ -204,63 +212,25 @@ pub fn run(command: KbCommand) -> Result<()> {
         KbCommand::Search(a) => {
             let cfg = Config::load(a.config.as_deref())?;
             let kb = Kb::open(&a.kb, &cfg.runtime)?;
-            let r = kb.search(
-                &Query {
-                    text: &a.question,
-                    previous: a.previous.as_deref(),
-                },
-                a.k,
-            )?;
-            if a.json {
-                let hits: Vec<serde_json::Value> = r
-                    .hits
-                    .iter()
-                    .map(|h| {
-                        let p = &kb.passages[h.passage];
-                        serde_json::json!({
-                            "id": p.id, "title": p.title_text(), "source": p.source,
-                            "line": p.line, "score": h.score, "bm25": h.bm25, "router": h.router,
-                            "text": p.text,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"confidence": r.confidence, "answerable": r.answerable,
-                        "read_as": kb.read_as(&a.question), "signals": r.signals, "hits": hits,
-                        "parts": r.parts.iter().map(|&p| &kb.passages[p].id).collect::<Vec<_>>()})
-                );
-            } else {
-                if let Some(read) = kb.read_as(&a.question) {
-                    println!("read as: {read}");
+            match (&a.question, &a.input) {
+                (Some(question), _) => {
+                    search_one(&kb, question, a.previous.as_deref(), a.k, a.json, false)?;
                 }
-                println!(
-                    "confidence {:.2} ({})",
-                    r.confidence,
-                    if r.answerable {
-                        "answers"
-                    } else {
-                        "below the threshold: abstain"
+                (None, Some(path)) => {
+                    for (n, line) in super::input::lines(path)?.lines().enumerate() {
+                        let line = line.with_context(|| format!("reading {}", path.display()))?;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let (question, previous) = input_question(&line)
+                            .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+                        if !a.json && n > 0 {
+                            println!();
+                        }
+                        search_one(&kb, &question, previous.as_deref(), a.k, a.json, true)?;
                     }
-                );
-                for (i, h) in r.hits.iter().enumerate() {
-                    let p = &kb.passages[h.passage];
-                    println!(
-                        "{}. [{:.3}] {} ({}:{})\n   {}",
-                        i + 1,
-                        h.score,
-                        p.title.join(TITLE_SEP),
-                        p.source,
-                        p.line,
-                        p.text.replace('\n', " ")
-                    );
                 }
-                for &p in &r.parts {
-                    println!(
-                        "a part of the question: {}",
-                        kb.passages[p].title.join(TITLE_SEP)
-                    );
-                }
+                (None, None) => anyhow::bail!("give a question, or --input FILE"),
             }
         }
         KbCommand::Eval(a) => {
@@ -277,6 +247,102 @@ pub fn run(command: KbCommand) -> Result<()> {
                 print_eval(&r);
             }
         }
+    }
+    Ok(())
+}
+
+/// A line of `kb search --input`: a JSON object's `question` and
+/// `previous`, or the line itself.
+fn input_question(line: &str) -> Result<(String, Option<String>)> {
+    if !line.trim_start().starts_with('{') {
+        return Ok((line.to_string(), None));
+    }
+    #[derive(serde::Deserialize)]
+    struct Line {
+        question: String,
+        #[serde(default)]
+        previous: Option<String>,
+    }
+    let l: Line = serde_json::from_str(line)
+        .context("a JSON line needs a \"question\" string (and may have \"previous\")")?;
+    Ok((l.question, l.previous))
+}
+
+/// Searches one question and prints what `kb search` shows; `labelled`
+/// puts the question itself in the output (a file of questions).
+fn search_one(
+    kb: &Kb,
+    question: &str,
+    previous: Option<&str>,
+    k: usize,
+    json: bool,
+    labelled: bool,
+) -> Result<()> {
+    let r = kb.search(
+        &Query {
+            text: question,
+            previous,
+        },
+        k,
+    )?;
+    if json {
+        let hits: Vec<serde_json::Value> = r
+            .hits
+            .iter()
+            .map(|h| {
+                let p = &kb.passages[h.passage];
+                serde_json::json!({
+                    "id": p.id, "title": p.title_text(), "source": p.source,
+                    "line": p.line, "score": h.score, "bm25": h.bm25, "router": h.router,
+                    "text": p.text,
+                })
+            })
+            .collect();
+        let mut v = serde_json::json!({"confidence": r.confidence, "answerable": r.answerable,
+            "read_as": kb.read_as(question), "signals": r.signals, "hits": hits,
+            "parts": r.parts.iter().map(|&p| &kb.passages[p].id).collect::<Vec<_>>()});
+        if labelled {
+            v["question"] = question.into();
+            v["previous"] = previous.into();
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    if labelled {
+        match previous {
+            Some(p) => println!("Q: {question}   (after: {p})"),
+            None => println!("Q: {question}"),
+        }
+    }
+    if let Some(read) = kb.read_as(question) {
+        println!("read as: {read}");
+    }
+    println!(
+        "confidence {:.2} ({})",
+        r.confidence,
+        if r.answerable {
+            "answers"
+        } else {
+            "below the threshold: abstain"
+        }
+    );
+    for (i, h) in r.hits.iter().enumerate() {
+        let p = &kb.passages[h.passage];
+        println!(
+            "{}. [{:.3}] {} ({}:{})\n   {}",
+            i + 1,
+            h.score,
+            p.title.join(TITLE_SEP),
+            p.source,
+            p.line,
+            p.text.replace('\n', " ")
+        );
+    }
+    for &p in &r.parts {
+        println!(
+            "a part of the question: {}",
+            kb.passages[p].title.join(TITLE_SEP)
+        );
     }
     Ok(())
 }

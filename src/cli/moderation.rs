@@ -420,14 +420,7 @@ pub fn moderate(a: ModerateArgs) -> Result<()> {
             print_verdict(&mut out, 0, text, &v, a.json)?;
         }
         (None, Some(path)) => {
-            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                Box::new(std::io::BufReader::new(
-                    std::fs::File::open(path)
-                        .with_context(|| format!("opening {}", path.display()))?,
-                ))
-            };
+            let reader = super::input::lines(path)?;
             // Batches of 64 lines: batched inference, bounded memory on big files.
             let mut lines = reader.lines();
             let mut index = 0;
