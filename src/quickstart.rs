@@ -752,7 +752,15 @@ pub fn serve_config(l: &Layout, blocklist: bool, kb: bool) -> Result<String> {
     } else {
         String::new()
     };
-    let cite = if kb { "cite = \"title\"\n" } else { "" };
+    // Greedy first drafts: the demo model keeps a passage's words better
+    // than when it samples (on the five customer-words sets, replies sent
+    // in its own words 159 against 140-142 at temperatures 0.69-0.71,
+    // fact accuracy equal or higher on each set).
+    let grounded_keys = if kb {
+        "cite = \"title\"\n# The first draft of a reply is greedy; further drafts sample at 0.7.\ntemperature = 0.0\n"
+    } else {
+        ""
+    };
     Ok(format!(
         r#"# Written by `chatforge quickstart`; a rerun keeps your edits (--force rewrites it).
 # Serve it: `chatforge serve --config {config}` runs the HTTP API below;
@@ -772,7 +780,7 @@ spill_dir = {spill}
 
 [pipeline]
 persona = {persona}
-{cite}{kb_section}
+{grounded_keys}{kb_section}
 # The OpenAI-compatible API (/v1/chat/completions), /healthz, /readyz and
 # /metrics, on this machine only; beyond it, set api_keys first.
 [http]
@@ -886,9 +894,11 @@ mod tests {
         let kb = cfg.kb.as_ref().expect("no [kb]");
         assert_eq!(kb.dir, Path::new("/tmp/qs run/kb"));
         assert_eq!(cfg.pipeline.cite, crate::pipeline::Cite::Title);
+        assert_eq!(cfg.pipeline.temperature, Some(0.0));
         let without: crate::config::Config =
             toml::from_str(&serve_config(&l, true, false).unwrap()).unwrap();
         assert!(without.kb.is_none());
+        assert_eq!(without.pipeline.temperature, None);
         assert_eq!(
             cfg.model.bundle.as_deref(),
             Some(Path::new("/tmp/qs run/chat"))
