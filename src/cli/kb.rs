@@ -217,6 +217,7 @@ pub fn run(command: KbCommand) -> Result<()> {
                     search_one(&kb, question, a.previous.as_deref(), a.k, a.json, false)?;
                 }
                 (None, Some(path)) => {
+                    let mut searched = 0;
                     for (n, line) in super::input::lines(path)?.lines().enumerate() {
                         let line = line.with_context(|| format!("reading {}", path.display()))?;
                         if line.trim().is_empty() {
@@ -224,10 +225,11 @@ pub fn run(command: KbCommand) -> Result<()> {
                         }
                         let (question, previous) = input_question(&line)
                             .with_context(|| format!("{}:{}", path.display(), n + 1))?;
-                        if !a.json && n > 0 {
+                        if !a.json && searched > 0 {
                             println!();
                         }
                         search_one(&kb, &question, previous.as_deref(), a.k, a.json, true)?;
+                        searched += 1;
                     }
                 }
                 (None, None) => anyhow::bail!("give a question, or --input FILE"),

@@ -40,30 +40,17 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 /// positives on the clean half), which a model's own threshold, chosen on
 /// other data, does not show.
 pub fn recall_at_fpr(scores: &[f32], labels: &[bool], max_fpr: f64) -> Option<f64> {
-    let mut neg: Vec<f32> = scores
-        .iter()
-        .zip(labels)
-        .filter(|(_, l)| !**l)
-        .map(|(s, _)| *s)
-        .collect();
-    let pos: Vec<f32> = scores
-        .iter()
-        .zip(labels)
-        .filter(|(_, l)| **l)
-        .map(|(s, _)| *s)
-        .collect();
+    let (pos, mut neg): (Vec<_>, Vec<_>) = scores.iter().zip(labels).partition(|(_, l)| **l);
     if neg.is_empty() || pos.is_empty() {
         return None;
     }
-    neg.sort_by(|a, b| b.total_cmp(a));
+    neg.sort_by(|a, b| b.0.total_cmp(a.0));
     // Flagging strictly above the (allowed + 1)-th highest negative flags
-    // at most `allowed` of them.
+    // at most `allowed` of them; past the last one, every row is flagged.
     let allowed = (max_fpr * neg.len() as f64).floor() as usize;
-    let cut = neg[allowed.min(neg.len() - 1)];
-    let caught = if allowed >= neg.len() {
-        pos.len()
-    } else {
-        pos.iter().filter(|&&s| s > cut).count()
+    let caught = match neg.get(allowed) {
+        Some((cut, _)) => pos.iter().filter(|(s, _)| s > cut).count(),
+        None => pos.len(),
     };
     Some(caught as f64 / pos.len() as f64)
 }
